@@ -1,1 +1,34 @@
-fn main() {}
+//! The `weft` binary. See `cli.rs` for how subcommands are laid out.
+
+mod cli;
+mod http;
+mod logging;
+mod serve;
+mod settings;
+mod supervisor;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Once logging is up the error goes there (JSON stays JSON); before that, plainly.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %format!("{err:#}"), "fatal error");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Command-line surface of the `weft` binary.
+//!
+//! Every subcommand is one variant of [`Command`] whose arguments live in the module that runs
+//! it (one module per command group). To add a command group (`weft topic …`, `weft produce`,
+//! `weft consume`, `weft bench`): write a module with an `Args` struct deriving
+//! [`clap::Args`] (or a `Subcommand` enum for a group) and an `async fn run(args) ->
+//! anyhow::Result<ExitCode>`, add a variant here and one match arm in `main.rs`.
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: an event-integration platform in one binary"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the Weft server: storage engine, HTTP listener (and, later, the Kafka broker)
+    Serve(ServeArgs),
+    // New command groups go here, e.g. `Topic(topic::TopicArgs)`.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

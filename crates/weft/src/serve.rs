@@ -1,0 +1,161 @@
+//! `weft serve`: open the data dir, start the components, stop them on a signal.
+//!
+//! Order of start-up, each step only after the previous one succeeded:
+//! 1. resolve settings and install logging;
+//! 2. create the data dir and take its exclusive lock (`<data-dir>/.lock`);
+//! 3. open the storage engine (`<data-dir>/log`);
+//! 4. bind every listener (a busy port fails here, naming the address);
+//! 5. install the SIGINT/SIGTERM handlers, start the components, log `ready`.
+//!
+//! Shutdown (signal or a failed component): components are told to stop and awaited, then
+//! the log is closed (flush, fsync, checkpoint), then the lock is released by exiting.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+use crate::http::{self, AppState};
+use crate::logging;
+use crate::settings::{ServeArgs, Settings};
+use crate::supervisor::Supervisor;
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(&args)?;
+    logging::init(settings.log_format, &settings.log_level)?;
+    let log_config = settings.log_config()?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config_file = settings.config_file.as_ref().map(|p| p.display().to_string()),
+        data_dir = %settings.data_dir.display(),
+        node_id = settings.node_id,
+        kafka_listen = %settings.kafka_listen,
+        kafka_advertised = settings.kafka_advertised.as_deref(),
+        registry_listen = %settings.registry_listen,
+        database = settings.database.as_deref(),
+        kafka_bootstrap = settings.kafka_bootstrap.as_deref(),
+        "starting"
+    );
+
+    let _lock = lock_data_dir(&settings.data_dir)?;
+
+    let log_dir = settings.data_dir.join("log");
+    let log = tokio::task::spawn_blocking({
+        let log_dir = log_dir.clone();
+        move || weft_log::Log::open(&log_dir, log_config)
+    })
+    .await
+    .context("log open task failed")?
+    .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
+    let log = Arc::new(log);
+    info!(dir = %log_dir.display(), "log opened");
+
+    let outcome = run_components(&settings, Arc::clone(&log)).await;
+
+    let closed = tokio::task::spawn_blocking(move || log.close())
+        .await
+        .context("log close task failed")
+        .and_then(|r| r.context("cannot close the log cleanly"));
+    match &closed {
+        Ok(()) => info!("log closed"),
+        Err(e) => error!(error = %format!("{e:#}"), "log close failed"),
+    }
+    // A component failure is the root cause; report it first.
+    outcome.and(closed)
+}
+
+/// Binds the listeners, starts the components and supervises them until a signal or a
+/// failure. Returns once every component has stopped.
+async fn run_components(settings: &Settings, log: Arc<weft_log::Log>) -> anyhow::Result<()> {
+    let http_listener = bind("http", settings.http_listen).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .context("http listener has no address")?;
+
+    // The embedded Kafka broker binds `settings.kafka_listen` here once `weft-broker` lands:
+    //     let kafka_listener = bind("kafka", settings.kafka_listen).await?;
+    // then adds ("kafka", its local_addr) to `listeners` and spawns a "kafka" component.
+    // Until then no Kafka port is bound, so nothing pretends to speak Kafka.
+    let kafka_addr: Option<SocketAddr> = None;
+
+    // Handlers go in before `ready` so a signal sent right after it is not lost.
+    let stop = stop_signal()?;
+
+    let mut sup = Supervisor::new();
+    let listeners = vec![("http", http_addr)];
+    let state = AppState::new(listeners, settings.data_dir.clone(), log, sup.shutdown());
+    let router = http::router(state);
+    sup.spawn("http", move |shutdown| {
+        http::serve(http_listener, router, shutdown)
+    });
+
+    info!(
+        http_addr = %http_addr,
+        kafka_addr = kafka_addr.map(tracing::field::display),
+        data_dir = %settings.data_dir.display(),
+        node_id = settings.node_id,
+        "ready"
+    );
+    let result = sup.run(stop).await;
+    if result.is_ok() {
+        info!("components stopped");
+    }
+    result
+}
+
+/// Binds `addr` (port 0 picks a free port), with an error naming the listener and address.
+pub(crate) async fn bind(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the {name} listener on {addr}"))
+}
+
+/// Creates the data dir and holds `<data-dir>/.lock` exclusively for the life of the
+/// returned file, so two servers never share a data dir.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let path: PathBuf = dir.join(".lock");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => bail!(
+            "data dir {} is in use by another weft process (lock {} is held)",
+            dir.display(),
+            path.display()
+        ),
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    // The pid is only a hint for people; the lock itself is what counts.
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write lock file {}", path.display()))?;
+    info!(path = %path.display(), "data dir locked");
+    Ok(file)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "signal received"),
+            _ = int.recv() => info!(signal = "SIGINT", "signal received"),
+        }
+    })
+}
