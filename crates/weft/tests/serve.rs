@@ -1,0 +1,342 @@
+//! Runs the real `weft` binary: start-up, health endpoints, the data-dir lock, signals and
+//! configuration errors. Timeouts here are safety limits against hangs, never assertions
+//! about speed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous limit for anything that should take well under a second.
+const SAFETY: Duration = Duration::from_secs(60);
+
+/// `weft` with a clean environment: no inherited `WEFT_*` or `RUST_LOG`, run in `cwd` so no
+/// stray `weft.toml` is picked up.
+fn weft(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WEFT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running `weft serve` whose `ready` line has been seen.
+struct Server {
+    child: Child,
+    http_addr: SocketAddr,
+    /// Every stderr line after `ready`, until the process closes stderr.
+    rest: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = weft(dir)
+            .args(["serve", "--data-dir", "data", "--log-format", "json"])
+            .args([
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weft");
+        let lines = forward_lines(child.stderr.take().expect("stderr"));
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + SAFETY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(r#""message":"ready""#) => {
+                    let http_addr = json_field(&line, "http_addr")
+                        .unwrap_or_else(|| panic!("no http_addr in {line}"))
+                        .parse()
+                        .expect("http_addr is an address");
+                    return Server {
+                        child,
+                        http_addr,
+                        rest: lines,
+                    };
+                }
+                Ok(line) => seen.push(line),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("no ready line ({e}); stderr so far:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for exit and returns the status and the stderr lines after `ready`.
+    fn wait(mut self) -> (ExitStatus, Vec<String>) {
+        let status = wait_with_limit(&mut self.child);
+        let rest = self.rest.try_iter().collect();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // No-op when the test already waited for it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines of `stream`, read on a thread so a hung child cannot hang the test.
+fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_with_limit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + SAFETY;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("weft did not exit within {SAFETY:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` to completion (with the safety limit) and returns status and stderr.
+fn run(mut cmd: Command) -> (ExitStatus, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    let out = forward_lines(child.stdout.take().expect("stdout"));
+    let err = forward_lines(child.stderr.take().expect("stderr"));
+    let status = wait_with_limit(&mut child);
+    // The reader threads finish once the pipes close; give them the same limit.
+    let collect = |rx: mpsc::Receiver<String>| {
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.recv_timeout(SAFETY) {
+            lines.push(line);
+        }
+        lines.join("\n")
+    };
+    let stdout = collect(out);
+    let stderr = collect(err);
+    (status, format!("{stdout}\n{stderr}"))
+}
+
+/// The string value of a top-level `"key":"value"` in a JSON log line.
+fn json_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(r#""{key}":""#))? + key.len() + 4;
+    let end = line[start..].find('"')?;
+    Some(line[start..start + end].to_owned())
+}
+
+/// A minimal HTTP/1.1 GET: (status code, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, SAFETY).expect("connect");
+    stream.set_read_timeout(Some(SAFETY)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn sigterm(pid: u32) {
+    // `kill(1)` rather than `libc::kill`: the workspace forbids `unsafe`, tests included.
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+#[test]
+fn health_and_readiness_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    // (path, status, body fragment)
+    let cases = [
+        ("/healthz", 200, r#"{"status":"ok"}"#),
+        ("/readyz", 200, r#""status":"ok""#),
+        ("/readyz", 200, r#""listener:http":"ok""#),
+        ("/readyz", 200, r#""data_dir":"ok""#),
+        ("/no/such/path", 404, r#""error":"not found""#),
+    ];
+    for (path, code, fragment) in cases {
+        let (got, body) = get(server.http_addr, path);
+        assert_eq!(got, code, "{path}: {body}");
+        assert!(body.contains(fragment), "{path}: {body} lacks {fragment}");
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    sigterm(server.pid());
+    let (status, rest) = server.wait();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stderr after ready:\n{}",
+        rest.join("\n")
+    );
+    assert!(
+        rest.iter().any(|l| l.contains(r#""message":"log closed""#)),
+        "{rest:#?}"
+    );
+    // The lock is released with the process: the same data dir starts again.
+    let again = Server::start(dir.path());
+    sigterm(again.pid());
+    assert_eq!(again.wait().0.code(), Some(0));
+}
+
+#[test]
+fn second_server_on_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = Server::start(dir.path());
+    let mut second = weft(dir.path());
+    second.args([
+        "serve",
+        "--data-dir",
+        "data",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    let (status, output) = run(second);
+    assert!(!status.success(), "second server started:\n{output}");
+    assert!(output.contains("data/.lock is held"), "{output}");
+    assert!(
+        output.contains("in use by another weft process"),
+        "{output}"
+    );
+}
+
+#[test]
+fn busy_port_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let mut cmd = weft(dir.path());
+    cmd.args([
+        "serve",
+        "--data-dir",
+        "data",
+        "--http-listen",
+        &addr.to_string(),
+    ]);
+    let (status, output) = run(cmd);
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains(&format!("cannot bind the http listener on {addr}")),
+        "{output}"
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = weft(dir.path());
+    cmd.arg("--version");
+    let (status, output) = run(cmd);
+    assert!(status.success(), "{output}");
+    assert!(
+        output.contains(&format!("weft {}", env!("CARGO_PKG_VERSION"))),
+        "{output}"
+    );
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    // (weft.toml, fragments the error must contain)
+    let cases: [(&str, &[&str]); 3] = [
+        ("bogus = 1\n", &["weft.toml", "unknown field `bogus`"]),
+        (
+            "[log]\nsegment_byts = 1\n",
+            &["weft.toml", "unknown key `log.segment_byts`"],
+        ),
+        (
+            "http_listen = 'not an address'\n",
+            &["weft.toml", "http_listen"],
+        ),
+    ];
+    for (toml, fragments) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("weft.toml"), toml).expect("write weft.toml");
+        // Found in the working directory…
+        let mut cmd = weft(dir.path());
+        cmd.args(["serve", "--http-listen", "127.0.0.1:0"]);
+        let (status, output) = run(cmd);
+        assert!(!status.success(), "{toml:?} accepted:\n{output}");
+        for fragment in fragments {
+            assert!(
+                output.contains(fragment),
+                "{toml:?}: {output} lacks {fragment}"
+            );
+        }
+        // …and named by WEFT_CONFIG from elsewhere.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let mut cmd = weft(elsewhere.path());
+        cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
+            .env("WEFT_CONFIG", dir.path().join("weft.toml"));
+        let (status, output) = run(cmd);
+        assert!(
+            !status.success(),
+            "{toml:?} accepted via WEFT_CONFIG:\n{output}"
+        );
+        assert!(output.contains(fragments[1]), "{output}");
+        // Nothing was created: the config is checked before the data dir is touched.
+        assert!(!dir.path().join("weft-data").exists());
+    }
+}
+
+#[test]
+fn missing_explicit_config_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = weft(dir.path());
+    cmd.args(["serve", "--config", "nope.toml"]);
+    let (status, output) = run(cmd);
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("cannot read config file nope.toml"),
+        "{output}"
+    );
+}
