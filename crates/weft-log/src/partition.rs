@@ -63,6 +63,8 @@ pub struct PartitionState {
     pub durable_offset: u64,
     pub size_bytes: u64,
     pub segments: usize,
+    /// Base offset of the active segment: everything below it is in closed segments.
+    pub active_base_offset: u64,
 }
 
 /// What a cleaner pass did.
@@ -163,6 +165,7 @@ impl Partition {
             }
         }
         bases.sort_unstable();
+        let had_meta = meta.is_some();
         let meta = meta.unwrap_or_default();
         let now = clock.now_ms();
         let prealloc = prealloc_entries(config.segment_bytes, config.index_interval_bytes);
@@ -216,7 +219,10 @@ impl Partition {
         // Readers never look past the active segment's recovered size, so its preallocated
         // index may hold stale entries only beyond that: `Index::load` already cut them.
         let log_end = active.next_offset();
-        let log_start = meta.log_start_offset.max(segments[0].base_offset).min(log_end);
+        // The checkpointed start is authoritative: compaction may remove a whole first
+        // segment without moving it. Without a checkpoint, the first segment decides.
+        let log_start =
+            if had_meta { meta.log_start_offset } else { segments[0].base_offset }.min(log_end);
         // R6: make the recovered state durable and checkpoint it, so the next crash
         // recovers only what is written from here on.
         for s in &segments {
@@ -285,6 +291,7 @@ impl Partition {
             durable_offset: self.durable_offset(),
             size_bytes: segs.iter().map(|s| s.size()).sum(),
             segments: segs.len(),
+            active_base_offset: segs.last().map_or(0, |s| s.base_offset),
         }
     }
 
@@ -522,9 +529,23 @@ impl Partition {
     /// Moves the recovery point up to what is durable, at most every
     /// [`CHECKPOINT_SECS`] or [`CHECKPOINT_BYTES`].
     fn maybe_checkpoint(&self, flushed_bytes: u64) -> Result<()> {
+        self.checkpoint_if(|cp| {
+            cp.1.elapsed().as_secs() >= CHECKPOINT_SECS || flushed_bytes >= CHECKPOINT_BYTES
+        })
+    }
+
+    /// Flushes and moves the recovery point into the active segment, so that no later
+    /// rewrite of a closed segment (compaction) can invalidate it.
+    fn checkpoint_into_active(&self) -> Result<()> {
+        self.flush()?;
+        let active_base = self.active().base_offset;
+        self.checkpoint_if(|cp| cp.0.recovery_segment < active_base)
+    }
+
+    fn checkpoint_if(&self, due: impl FnOnce(&(Meta, Instant)) -> bool) -> Result<()> {
         let mut cp = lock(&self.checkpoint);
         let durable = self.durable_offset();
-        let due = cp.1.elapsed().as_secs() >= CHECKPOINT_SECS || flushed_bytes >= CHECKPOINT_BYTES;
+        let due = due(&cp);
         if !due {
             return Ok(());
         }
@@ -713,14 +734,10 @@ impl Partition {
         if victims.is_empty() {
             return Ok(0);
         }
-        let after = {
-            let segs = self.segments.read().unwrap_or_else(|p| p.into_inner());
-            segs.iter()
-                .find(|s| !victims.iter().any(|v| v.base_offset == s.base_offset))
-                .map(|s| s.base_offset)
-        };
-        let Some(new_first) = after else { return Ok(0) };
-        let new_start = self.log_start_offset().max(new_first);
+        // Everything below the last victim's next offset is gone. (Not the next segment's
+        // base: compaction may have left a gap between the two.)
+        let gone_below = victims.iter().map(|v| v.next_offset()).max().unwrap_or(0);
+        let new_start = self.log_start_offset().max(gone_below);
         if new_start != self.log_start_offset() {
             let mut m = lock(&self.checkpoint).0;
             m.log_start_offset = new_start;
@@ -816,6 +833,7 @@ impl Partition {
         if range.is_empty() {
             return Ok(stats);
         }
+        self.checkpoint_into_active()?;
         // C1: the latest offset of every key in the compactable range.
         let mut latest: HashMap<Bytes, u64> = HashMap::new();
         for seg in &range {
