@@ -167,11 +167,17 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(batch)?;
     let declared = h.batch_length as u64 + LOG_OVERHEAD as u64;
     if declared != batch.len() as u64 || (h.batch_length as usize) < HEADER_LEN - LOG_OVERHEAD {
-        return Err(BatchError::LengthMismatch { declared, actual: batch.len() as u64 });
+        return Err(BatchError::LengthMismatch {
+            declared,
+            actual: batch.len() as u64,
+        });
     }
     let actual = compute_crc(batch);
     if actual != h.crc {
-        return Err(BatchError::CrcMismatch { expected: h.crc, actual });
+        return Err(BatchError::CrcMismatch {
+            expected: h.crc,
+            actual,
+        });
     }
     if h.records_count < 0 || h.last_offset_delta < 0 {
         return Err(BatchError::InconsistentRecords(format!(
@@ -239,7 +245,9 @@ impl<'a> Cursor<'a> {
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
-        let Some(end) = end else { return Err(self.err("truncated field")) };
+        let Some(end) = end else {
+            return Err(self.err("truncated field"));
+        };
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -263,7 +271,9 @@ pub fn decompress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError
     match codec {
         Compression::None => out.extend_from_slice(data),
         Compression::Gzip => {
-            flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(|x| e(&x))?;
+            flate2::read::GzDecoder::new(data)
+                .read_to_end(&mut out)
+                .map_err(|x| e(&x))?;
         }
         Compression::Snappy => {
             if data.starts_with(XERIAL_MAGIC) {
@@ -273,19 +283,30 @@ pub fn decompress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError
                     if at + 4 > data.len() {
                         return Err(e(&"truncated xerial block"));
                     }
-                    let len = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
-                        as usize;
+                    let len =
+                        u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
+                            as usize;
                     at += 4;
-                    let block = data.get(at..at + len).ok_or_else(|| e(&"truncated xerial block"))?;
-                    out.extend(snap::raw::Decoder::new().decompress_vec(block).map_err(|x| e(&x))?);
+                    let block = data
+                        .get(at..at + len)
+                        .ok_or_else(|| e(&"truncated xerial block"))?;
+                    out.extend(
+                        snap::raw::Decoder::new()
+                            .decompress_vec(block)
+                            .map_err(|x| e(&x))?,
+                    );
                     at += len;
                 }
             } else {
-                out = snap::raw::Decoder::new().decompress_vec(data).map_err(|x| e(&x))?;
+                out = snap::raw::Decoder::new()
+                    .decompress_vec(data)
+                    .map_err(|x| e(&x))?;
             }
         }
         Compression::Lz4 => {
-            lz4_flex::frame::FrameDecoder::new(data).read_to_end(&mut out).map_err(|x| e(&x))?;
+            lz4_flex::frame::FrameDecoder::new(data)
+                .read_to_end(&mut out)
+                .map_err(|x| e(&x))?;
         }
         Compression::Zstd => {
             zstd::stream::read::Decoder::new(data)
@@ -309,7 +330,9 @@ pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError> 
             enc.write_all(data).map_err(|x| e(&x))?;
             enc.finish().map_err(|x| e(&x))?
         }
-        Compression::Snappy => snap::raw::Encoder::new().compress_vec(data).map_err(|x| e(&x))?,
+        Compression::Snappy => snap::raw::Encoder::new()
+            .compress_vec(data)
+            .map_err(|x| e(&x))?,
         Compression::Lz4 => {
             let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
             enc.write_all(data).map_err(|x| e(&x))?;
@@ -524,7 +547,11 @@ mod tests {
 
     #[test]
     fn build_and_decode_round_trip_every_codec() {
-        let recs = vec![rec(10, "a", Some("1")), rec(11, "b", None), rec(13, "c", Some("3"))];
+        let recs = vec![
+            rec(10, "a", Some("1")),
+            rec(11, "b", None),
+            rec(13, "c", Some("3")),
+        ];
         for codec in [
             Compression::None,
             Compression::Gzip,
@@ -532,7 +559,11 @@ mod tests {
             Compression::Lz4,
             Compression::Zstd,
         ] {
-            let opts = BuildOptions { base_offset: 10, compression: codec, ..Default::default() };
+            let opts = BuildOptions {
+                base_offset: 10,
+                compression: codec,
+                ..Default::default()
+            };
             let b = build(opts, &recs).expect("build");
             let h = validate(&b).expect("valid");
             assert_eq!(h.compression().expect("codec"), codec);
@@ -567,7 +598,9 @@ mod tests {
             assert!(want(&err), "unexpected {err:?}");
         };
         check(&good[..30], &|e| matches!(e, BatchError::TooShort(_)));
-        check(&good[..good.len() - 1], &|e| matches!(e, BatchError::LengthMismatch { .. }));
+        check(&good[..good.len() - 1], &|e| {
+            matches!(e, BatchError::LengthMismatch { .. })
+        });
         let mut m = good.clone();
         m[16] = 1;
         check(&m, &|e| matches!(e, BatchError::UnsupportedMagic(1)));
@@ -579,8 +612,11 @@ mod tests {
 
     #[test]
     fn framing_check_counts_records() {
-        let mut b = build(BuildOptions::default(), &[rec(0, "k", Some("v")), rec(1, "j", None)])
-            .expect("build");
+        let mut b = build(
+            BuildOptions::default(),
+            &[rec(0, "k", Some("v")), rec(1, "j", None)],
+        )
+        .expect("build");
         let h = validate(&b).expect("valid");
         check_uncompressed_framing(&b, &h).expect("consistent");
         // Claim three records; fix the CRC so only the count is wrong.
@@ -597,11 +633,16 @@ mod tests {
     #[test]
     fn xerial_snappy_is_read() {
         let raw = b"hello hello hello hello".to_vec();
-        let block = snap::raw::Encoder::new().compress_vec(&raw).expect("compress");
+        let block = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .expect("compress");
         let mut framed = XERIAL_MAGIC.to_vec();
         framed.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
         framed.extend_from_slice(&(block.len() as u32).to_be_bytes());
         framed.extend_from_slice(&block);
-        assert_eq!(decompress(Compression::Snappy, &framed).expect("xerial"), raw);
+        assert_eq!(
+            decompress(Compression::Snappy, &framed).expect("xerial"),
+            raw
+        );
     }
 }

@@ -17,7 +17,10 @@ impl Durability {
         match s {
             "batch" | "every-batch" => Some(Durability::EveryBatch),
             "os" => Some(Durability::Os),
-            "group" => Some(Durability::GroupCommit { interval_ms: 10, max_bytes: 4 << 20 }),
+            "group" => Some(Durability::GroupCommit {
+                interval_ms: 10,
+                max_bytes: 4 << 20,
+            }),
             other => {
                 let rest = other.strip_prefix("group:")?;
                 let mut parts = rest.split(':');
@@ -26,7 +29,10 @@ impl Durability {
                     Some(b) => b.parse().ok()?,
                     None => 4 << 20,
                 };
-                parts.next().is_none().then_some(Durability::GroupCommit { interval_ms, max_bytes })
+                parts.next().is_none().then_some(Durability::GroupCommit {
+                    interval_ms,
+                    max_bytes,
+                })
             }
         }
     }
@@ -36,7 +42,10 @@ impl Durability {
         match self {
             Durability::EveryBatch => "batch".to_owned(),
             Durability::Os => "os".to_owned(),
-            Durability::GroupCommit { interval_ms, max_bytes } => {
+            Durability::GroupCommit {
+                interval_ms,
+                max_bytes,
+            } => {
                 format!("group:{interval_ms}:{max_bytes}")
             }
         }
@@ -128,7 +137,10 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
-            durability: Durability::GroupCommit { interval_ms: 10, max_bytes: 4 << 20 },
+            durability: Durability::GroupCommit {
+                interval_ms: 10,
+                max_bytes: 4 << 20,
+            },
             index_interval_bytes: 4096,
         }
     }

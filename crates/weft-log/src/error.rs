@@ -36,7 +36,10 @@ pub enum Error {
     #[error("offset {requested} is beyond the log end offset {log_end}")]
     OffsetBeyondLogEnd { requested: u64, log_end: u64 },
     #[error("partition is poisoned after a failed {operation} and refuses writes: {reason}")]
-    Poisoned { operation: &'static str, reason: String },
+    Poisoned {
+        operation: &'static str,
+        reason: String,
+    },
     #[error("partition {0} already exists")]
     AlreadyExists(String),
     #[error("partition {0} does not exist")]
@@ -46,9 +49,19 @@ pub enum Error {
     #[error("partition is closed")]
     Closed,
     #[error("corrupt {what} in {path}: {reason}")]
-    Corrupt { what: &'static str, path: PathBuf, reason: String },
-    #[error("unsupported on-disk format version {found} in {path} (this build reads up to {supported})")]
-    UnsupportedFormat { path: PathBuf, found: u32, supported: u32 },
+    Corrupt {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "unsupported on-disk format version {found} in {path} (this build reads up to {supported})"
+    )]
+    UnsupportedFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +73,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.to_path_buf(), source })
+        self.map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

@@ -84,10 +84,21 @@ pub(crate) struct Index<E: Entry> {
 impl<E: Entry> Index<E> {
     /// Creates an empty index file, preallocated to `prealloc_entries`.
     pub(crate) fn create(path: &Path, prealloc_entries: u64) -> Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).at(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .at(path)?;
         let file_len = prealloc_entries * E::SIZE as u64;
         file.set_len(file_len).at(path)?;
-        Ok(Index { path: path.to_path_buf(), file, entries: Vec::new(), file_len })
+        Ok(Index {
+            path: path.to_path_buf(),
+            file,
+            entries: Vec::new(),
+            file_len,
+        })
     }
 
     /// Loads an index, keeping the longest prefix of entries with strictly increasing
@@ -115,9 +126,15 @@ impl<E: Entry> Index<E> {
         // preallocated file was trimmed): zero them so they can never be read back.
         let kept = entries.len() * E::SIZE;
         if buf[kept..].iter().any(|&b| b != 0) {
-            file.write_all_at(&vec![0u8; buf.len() - kept], kept as u64).at(path)?;
+            file.write_all_at(&vec![0u8; buf.len() - kept], kept as u64)
+                .at(path)?;
         }
-        Ok(Some(Index { path: path.to_path_buf(), file, entries, file_len }))
+        Ok(Some(Index {
+            path: path.to_path_buf(),
+            file,
+            entries,
+            file_len,
+        }))
     }
 
     /// Rebuilt indexes start from a fresh file holding `entries`.
@@ -144,7 +161,9 @@ impl<E: Entry> Index<E> {
 
     /// Drops entries at or after `position` (used when a torn tail is truncated).
     pub(crate) fn truncate_from(&mut self, position: u64) -> Result<()> {
-        let keep = self.entries.partition_point(|e| u64::from(e.position()) < position);
+        let keep = self
+            .entries
+            .partition_point(|e| u64::from(e.position()) < position);
         if keep < self.entries.len() {
             self.entries.truncate(keep);
             let at = (keep * E::SIZE) as u64;
@@ -173,15 +192,27 @@ impl<E: Entry> Index<E> {
 impl Index<OffsetEntry> {
     /// Position of the last indexed batch whose base offset is `<= relative_offset`.
     pub(crate) fn lookup(&self, relative_offset: u32) -> u32 {
-        let i = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
-        if i == 0 { 0 } else { self.entries[i - 1].position }
+        let i = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
+        if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].position
+        }
     }
 }
 
 impl Index<TimeEntry> {
     /// Position from which a scan for the first timestamp `>= target` may start.
     pub(crate) fn lookup(&self, target: i64) -> u32 {
-        let i = self.entries.partition_point(|e| e.max_timestamp_before < target);
-        if i == 0 { 0 } else { self.entries[i - 1].position }
+        let i = self
+            .entries
+            .partition_point(|e| e.max_timestamp_before < target);
+        if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].position
+        }
     }
 }

@@ -24,7 +24,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TopicPartition { topic: topic.into(), partition }
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
     }
     fn dir_name(&self) -> String {
         format!("{}-{}", self.topic, self.partition)
@@ -48,7 +51,8 @@ pub(crate) fn valid_topic(t: &str) -> bool {
         && t.len() <= 249
         && t != "."
         && t != ".."
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// Messages to the flusher thread.
@@ -92,7 +96,9 @@ pub struct Log {
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("root", &self.shared.root).finish()
+        f.debug_struct("Log")
+            .field("root", &self.shared.root)
+            .finish()
     }
 }
 
@@ -134,7 +140,12 @@ impl Log {
         });
         let (flush_tx, flush_rx) = mpsc::channel();
         let (clean_tx, clean_rx) = mpsc::channel();
-        let log = Log { shared, flush_tx, clean_tx, threads: Mutex::new(Vec::new()) };
+        let log = Log {
+            shared,
+            flush_tx,
+            clean_tx,
+            threads: Mutex::new(Vec::new()),
+        };
         for (_, p) in log.shared.all() {
             log.attach(&p);
         }
@@ -152,7 +163,10 @@ impl Log {
                 .spawn(move || cleaner(&shared, &clean_rx))
                 .at(root)?
         };
-        log.threads.lock().unwrap_or_else(|p| p.into_inner()).extend([flusher, cleaner]);
+        log.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([flusher, cleaner]);
         info!(root = %root.display(), partitions = log.shared.all().len(), "log opened");
         Ok(log)
     }
@@ -161,7 +175,10 @@ impl Log {
         let tx = self.flush_tx.clone();
         let tx = Mutex::new(tx);
         p.set_flush_hint(Box::new(move || {
-            let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(FlushMsg::Wake);
+            let _ = tx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(FlushMsg::Wake);
         }));
     }
 
@@ -172,16 +189,28 @@ impl Log {
         &self.shared.defaults
     }
 
-    pub fn create_partition(&self, tp: &TopicPartition, config: LogConfig) -> Result<Arc<Partition>> {
+    pub fn create_partition(
+        &self,
+        tp: &TopicPartition,
+        config: LogConfig,
+    ) -> Result<Arc<Partition>> {
         if !valid_topic(&tp.topic) || tp.partition < 0 {
             return Err(Error::InvalidName(tp.to_string()));
         }
-        let mut map = self.shared.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .shared
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if map.contains_key(tp) {
             return Err(Error::AlreadyExists(tp.to_string()));
         }
         let dir = self.shared.root.join(tp.dir_name());
-        let p = Arc::new(Partition::create(&dir, config, Arc::clone(&self.shared.clock))?);
+        let p = Arc::new(Partition::create(
+            &dir,
+            config,
+            Arc::clone(&self.shared.clock),
+        )?);
         crate::meta::sync_dir(&self.shared.root)?;
         self.attach(&p);
         map.insert(tp.clone(), Arc::clone(&p));
@@ -189,7 +218,12 @@ impl Log {
     }
 
     pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<Partition>> {
-        self.shared.partitions.read().unwrap_or_else(|p| p.into_inner()).get(tp).cloned()
+        self.shared
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tp)
+            .cloned()
     }
 
     pub fn partitions(&self) -> Vec<(TopicPartition, Arc<Partition>)> {

@@ -64,7 +64,11 @@ impl Meta {
         }
         let version = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
         if version > FORMAT_VERSION {
-            return Err(Error::UnsupportedFormat { path, found: version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedFormat {
+                path,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         if b.len() != LEN {
             return Err(corrupt("wrong length"));
@@ -126,6 +130,9 @@ mod tests {
         b[13] ^= 1;
         b[11] = 9; // a future version
         std::fs::write(&path, &b).expect("rewrite");
-        assert!(matches!(Meta::read(dir.path()), Err(Error::UnsupportedFormat { found: 9, .. })));
+        assert!(matches!(
+            Meta::read(dir.path()),
+            Err(Error::UnsupportedFormat { found: 9, .. })
+        ));
     }
 }

@@ -117,7 +117,10 @@ pub struct Partition {
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Partition").field("name", &self.name).field("state", &self.state()).finish()
+        f.debug_struct("Partition")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish()
     }
 }
 
@@ -139,7 +142,9 @@ impl Partition {
     /// after it; rebuild indexes that are missing or inconsistent.
     pub fn open(dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> Result<Partition> {
         std::fs::create_dir_all(dir).at(dir)?;
-        let name = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let meta = match Meta::read(dir) {
             Ok(m) => m,
             Err(e @ Error::UnsupportedFormat { .. }) => return Err(e),
@@ -152,7 +157,8 @@ impl Partition {
         for entry in std::fs::read_dir(dir).at(dir)? {
             let entry = entry.at(dir)?;
             let fname = entry.file_name().to_string_lossy().into_owned();
-            if fname.ends_with(".tmp") || fname.ends_with(".cleaned") || fname.ends_with(".deleted") {
+            if fname.ends_with(".tmp") || fname.ends_with(".cleaned") || fname.ends_with(".deleted")
+            {
                 // R2: leftovers of an interrupted write or swap; the originals are intact.
                 std::fs::remove_file(entry.path()).at(&entry.path())?;
                 continue;
@@ -173,7 +179,7 @@ impl Partition {
         let mut truncated_at: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
-            let (seg, stop) = recover_segment(dir, base, &meta, is_last, &config, now)?;
+            let (seg, stop) = recover_segment(dir, base, &meta, had_meta, is_last, &config, now)?;
             if let Some(prev) = segments.last() {
                 if seg.base_offset < prev.next_offset() {
                     return Err(Error::Corrupt {
@@ -221,8 +227,12 @@ impl Partition {
         let log_end = active.next_offset();
         // The checkpointed start is authoritative: compaction may remove a whole first
         // segment without moving it. Without a checkpoint, the first segment decides.
-        let log_start =
-            if had_meta { meta.log_start_offset } else { segments[0].base_offset }.min(log_end);
+        let log_start = if had_meta {
+            meta.log_start_offset
+        } else {
+            segments[0].base_offset
+        }
+        .min(log_end);
         // R6: make the recovered state durable and checkpoint it, so the next crash
         // recovers only what is written from here on.
         for s in &segments {
@@ -272,16 +282,27 @@ impl Partition {
         self.durable.load(Ordering::Acquire)
     }
     pub fn config(&self) -> LogConfig {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn set_config(&self, config: LogConfig) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
     fn segments(&self) -> Vec<Arc<Segment>> {
-        self.segments.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn size_bytes(&self) -> u64 {
-        self.segments.read().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.size()).sum()
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| s.size())
+            .sum()
     }
     pub fn state(&self) -> PartitionState {
         let segs = self.segments.read().unwrap_or_else(|p| p.into_inner());
@@ -309,16 +330,22 @@ impl Partition {
     pub(crate) fn flush_due(&self) -> bool {
         let w = lock(&self.writer);
         match (self.config().durability, w.first_unflushed) {
-            (Durability::GroupCommit { interval_ms, max_bytes }, Some(t)) => {
-                t.elapsed().as_millis() as u64 >= interval_ms || w.unflushed_bytes >= max_bytes
-            }
+            (
+                Durability::GroupCommit {
+                    interval_ms,
+                    max_bytes,
+                },
+                Some(t),
+            ) => t.elapsed().as_millis() as u64 >= interval_ms || w.unflushed_bytes >= max_bytes,
             (Durability::Os, _) | (Durability::EveryBatch, _) | (_, None) => false,
         }
     }
 
     fn poison(&self, operation: &'static str, e: &Error) {
         warn!(partition = %self.name, operation, error = %e, "partition poisoned");
-        lock(&self.writer).poisoned.get_or_insert((operation, e.to_string()));
+        lock(&self.writer)
+            .poisoned
+            .get_or_insert((operation, e.to_string()));
     }
 
     /// Appends one v2 record batch, byte for byte, assigning its offsets.
@@ -329,7 +356,10 @@ impl Partition {
     pub fn append(&self, batch: &mut [u8]) -> Result<AppendInfo> {
         let config = self.config();
         if batch.len() > config.max_message_bytes {
-            return Err(Error::MessageTooLarge { size: batch.len(), max: config.max_message_bytes });
+            return Err(Error::MessageTooLarge {
+                size: batch.len(),
+                max: config.max_message_bytes,
+            });
         }
         let h = batch::validate(batch)?;
         if h.records_count == 0 {
@@ -356,7 +386,10 @@ impl Partition {
         let info = {
             let mut w = lock(&self.writer);
             if let Some((operation, reason)) = &w.poisoned {
-                return Err(Error::Poisoned { operation, reason: reason.clone() });
+                return Err(Error::Poisoned {
+                    operation,
+                    reason: reason.clone(),
+                });
             }
             if w.closed {
                 return Err(Error::Closed);
@@ -427,9 +460,13 @@ impl Partition {
         if pos == 0 {
             active.roll_base_ms.store(max_timestamp, Ordering::Release);
         }
-        active.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
+        active
+            .max_timestamp
+            .fetch_max(max_timestamp, Ordering::AcqRel);
         active.next_offset.store(last_offset + 1, Ordering::Release);
-        active.size.store(pos + batch.len() as u64, Ordering::Release);
+        active
+            .size
+            .store(pos + batch.len() as u64, Ordering::Release);
         self.log_end.store(last_offset + 1, Ordering::Release);
         Ok(AppendInfo {
             base_offset,
@@ -446,7 +483,14 @@ impl Partition {
         Arc::clone(&segs[segs.len() - 1])
     }
 
-    fn should_roll(&self, active: &Segment, len: u64, last_offset: u64, c: &LogConfig, now: i64) -> bool {
+    fn should_roll(
+        &self,
+        active: &Segment,
+        len: u64,
+        last_offset: u64,
+        c: &LogConfig,
+        now: i64,
+    ) -> bool {
         let size = active.size();
         if size == 0 {
             return false;
@@ -466,7 +510,11 @@ impl Partition {
         {
             let mut idx = old.indexes();
             let size = old.size();
-            let last_pos = idx.times.entries.last().map_or(0, |e| u64::from(e.position));
+            let last_pos = idx
+                .times
+                .entries
+                .last()
+                .map_or(0, |e| u64::from(e.position));
             if size > last_pos {
                 idx.times.push(TimeEntry {
                     max_timestamp_before: old.max_timestamp(),
@@ -482,7 +530,10 @@ impl Partition {
             self.poison("fsync", &e);
             return Err(e);
         }
-        self.segments.write().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&seg));
+        self.segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&seg));
         if let Some(hint) = lock(&self.flush_hint).as_ref() {
             hint();
         }
@@ -496,7 +547,10 @@ impl Partition {
         let (target, segs, bytes) = {
             let mut w = lock(&self.writer);
             if let Some((operation, reason)) = &w.poisoned {
-                return Err(Error::Poisoned { operation, reason: reason.clone() });
+                return Err(Error::Poisoned {
+                    operation,
+                    reason: reason.clone(),
+                });
             }
             let target = self.log_end_offset();
             let durable = self.durable_offset();
@@ -520,7 +574,12 @@ impl Partition {
         }
         self.durable.fetch_max(target, Ordering::AcqRel);
         self.maybe_checkpoint(bytes)?;
-        if let Some(f) = self.listener.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(f) = self
+            .listener
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             f(target);
         }
         Ok(target)
@@ -584,22 +643,34 @@ impl Partition {
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
         if offset < log_start {
-            return Err(Error::OffsetBelowLogStart { requested: offset, log_start });
+            return Err(Error::OffsetBelowLogStart {
+                requested: offset,
+                log_start,
+            });
         }
         if offset > log_end {
-            return Err(Error::OffsetBeyondLogEnd { requested: offset, log_end });
+            return Err(Error::OffsetBeyondLogEnd {
+                requested: offset,
+                log_end,
+            });
         }
         if offset == log_end {
             return Ok(None);
         }
         let segs = self.segments();
-        let first = segs.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let first = segs
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
         for seg in &segs[first..] {
             let size = seg.size();
             if seg.next_offset() <= offset || size == 0 {
                 continue;
             }
-            let from = if offset > seg.base_offset { seg.lookup_offset(offset) } else { 0 };
+            let from = if offset > seg.base_offset {
+                seg.lookup_offset(offset)
+            } else {
+                0
+            };
             let mut scan = seg.scanner(from, size);
             let mut start = None;
             while let Some((pos, h)) = scan.next_header()? {
@@ -608,7 +679,9 @@ impl Partition {
                     break;
                 }
             }
-            let Some((start, first_len)) = start else { continue };
+            let Some((start, first_len)) = start else {
+                continue;
+            };
             // Extend by whole batches; jump ahead with the index when it helps.
             let budget_end = start.saturating_add(max_bytes as u64).min(size);
             let mut end = start + first_len;
@@ -635,7 +708,9 @@ impl Partition {
 
     /// [`Partition::read`] copied into memory, with every batch's CRC checked.
     pub fn read_bytes(&self, offset: u64, max_bytes: usize) -> Result<Bytes> {
-        let Some(region) = self.read(offset, max_bytes)? else { return Ok(Bytes::new()) };
+        let Some(region) = self.read(offset, max_bytes)? else {
+            return Ok(Bytes::new());
+        };
         let bytes = region.read_to_bytes().map_err(|source| Error::Io {
             path: self.dir.clone(),
             source,
@@ -672,7 +747,10 @@ impl Partition {
                     .into_iter()
                     .find(|r| r.offset >= log_start && r.timestamp >= target);
                 if let Some(r) = found {
-                    return Ok(Some(TimestampOffset { offset: r.offset, timestamp: r.timestamp }));
+                    return Ok(Some(TimestampOffset {
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                    }));
                 }
             }
         }
@@ -703,7 +781,10 @@ impl Partition {
                     .into_iter()
                     .find(|r| r.offset >= log_start && r.timestamp == best)
                 {
-                    return Ok(Some(TimestampOffset { offset: r.offset, timestamp: r.timestamp }));
+                    return Ok(Some(TimestampOffset {
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                    }));
                 }
             }
         }
@@ -716,7 +797,10 @@ impl Partition {
         let _cleaner = lock(&self.cleaner_lock);
         let log_end = self.log_end_offset();
         if offset > log_end {
-            return Err(Error::OffsetBeyondLogEnd { requested: offset, log_end });
+            return Err(Error::OffsetBeyondLogEnd {
+                requested: offset,
+                log_end,
+            });
         }
         let new_start = self.log_start_offset().max(offset);
         if new_start != self.log_start_offset() {
@@ -766,7 +850,11 @@ impl Partition {
             .cloned()
             .collect();
         let bytes = self.delete_segments(&victims)?;
-        Ok(CleanerStats { segments_deleted: victims.len(), bytes_reclaimed: bytes, ..Default::default() })
+        Ok(CleanerStats {
+            segments_deleted: victims.len(),
+            bytes_reclaimed: bytes,
+            ..Default::default()
+        })
     }
 
     /// Rolls an aged active segment and deletes closed segments by `retention.ms`,
@@ -782,7 +870,8 @@ impl Partition {
             if !w.closed
                 && w.poisoned.is_none()
                 && active.size() > 0
-                && now.saturating_sub(active.roll_base_ms.load(Ordering::Acquire)) >= config.segment_ms
+                && now.saturating_sub(active.roll_base_ms.load(Ordering::Acquire))
+                    >= config.segment_ms
             {
                 let base = self.log_end_offset();
                 drop(active);
@@ -798,8 +887,12 @@ impl Partition {
         let mut total: u64 = segs.iter().map(|s| s.size()).sum();
         let mut victims = Vec::new();
         for s in closed {
-            let by_time = config.retention_ms.is_some_and(|r| s.max_timestamp() < now.saturating_sub(r));
-            let by_size = config.retention_bytes.is_some_and(|r| total.saturating_sub(s.size()) >= r);
+            let by_time = config
+                .retention_ms
+                .is_some_and(|r| s.max_timestamp() < now.saturating_sub(r));
+            let by_size = config
+                .retention_bytes
+                .is_some_and(|r| total.saturating_sub(s.size()) >= r);
             if !(by_time || by_size) {
                 break;
             }
@@ -916,7 +1009,10 @@ impl Partition {
                     relative_offset: (h.base_offset - base) as u32,
                     position: pos as u32,
                 });
-                times.push(TimeEntry { max_timestamp_before: max_ts, position: pos as u32 });
+                times.push(TimeEntry {
+                    max_timestamp_before: max_ts,
+                    position: pos as u32,
+                });
                 since_entry = 0;
             }
             since_entry += bytes.len() as u64;
@@ -929,7 +1025,10 @@ impl Partition {
             return Ok((0, 0));
         }
         if !out.is_empty() {
-            times.push(TimeEntry { max_timestamp_before: max_ts, position: out.len() as u32 });
+            times.push(TimeEntry {
+                max_timestamp_before: max_ts,
+                position: out.len() as u32,
+            });
         }
         let old_size = seg.size();
         // C2: write the cleaned files and make them durable.
@@ -958,9 +1057,15 @@ impl Partition {
         let replacement = if out.is_empty() {
             None
         } else {
-            let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
-            let offsets = Index::load(&idx_path, out.len() as u64)?.ok_or_else(|| missing(&idx_path))?;
-            let times = Index::load(&time_path, out.len() as u64)?.ok_or_else(|| missing(&time_path))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&log_path)
+                .at(&log_path)?;
+            let offsets =
+                Index::load(&idx_path, out.len() as u64)?.ok_or_else(|| missing(&idx_path))?;
+            let times =
+                Index::load(&time_path, out.len() as u64)?.ok_or_else(|| missing(&time_path))?;
             Some(Arc::new(Segment::from_parts(
                 base,
                 log_path,
@@ -969,7 +1074,11 @@ impl Partition {
                 seg.next_offset(),
                 max_ts,
                 seg.roll_base_ms.load(Ordering::Acquire),
-                Indexes { offsets, times, bytes_since_entry: 0 },
+                Indexes {
+                    offsets,
+                    times,
+                    bytes_since_entry: 0,
+                },
             )))
         };
         {
@@ -1029,7 +1138,12 @@ impl Partition {
         }
         let end = self.log_end_offset();
         self.durable.fetch_max(end, Ordering::AcqRel);
-        if let Some(f) = self.listener.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(f) = self
+            .listener
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             f(end);
         }
         Ok(())
@@ -1043,7 +1157,11 @@ impl Partition {
 }
 
 fn missing(path: &Path) -> Error {
-    Error::Corrupt { what: "index", path: path.to_path_buf(), reason: "vanished".into() }
+    Error::Corrupt {
+        what: "index",
+        path: path.to_path_buf(),
+        reason: "vanished".into(),
+    }
 }
 
 fn for_each_batch(
@@ -1076,15 +1194,24 @@ fn recover_segment(
     dir: &Path,
     base: u64,
     meta: &Meta,
+    had_meta: bool,
     is_last: bool,
     config: &LogConfig,
     now: i64,
 ) -> Result<(Segment, bool)> {
     let (log_path, idx_path, time_path) = Segment::paths(dir, base);
-    let file = OpenOptions::new().read(true).write(true).open(&log_path).at(&log_path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log_path)
+        .at(&log_path)?;
     let file_len = file.metadata().at(&log_path)?.len();
     let interval = config.index_interval_bytes;
-    let prealloc = if is_last { prealloc_entries(config.segment_bytes, interval) } else { 0 };
+    let prealloc = if is_last {
+        prealloc_entries(config.segment_bytes, interval)
+    } else {
+        0
+    };
     // R3: where validation starts.
     let trusted = if base < meta.recovery_segment {
         file_len
@@ -1096,7 +1223,14 @@ fn recover_segment(
     let offsets = Index::<OffsetEntry>::load(&idx_path, trusted)?;
     let times = Index::<TimeEntry>::load(&time_path, trusted)?;
     let (mut indexes, mut from) = match (offsets, times) {
-        (Some(o), Some(t)) if trusted > 0 => (Indexes { offsets: o, times: t, bytes_since_entry: 0 }, trusted),
+        (Some(o), Some(t)) if trusted > 0 => (
+            Indexes {
+                offsets: o,
+                times: t,
+                bytes_since_entry: 0,
+            },
+            trusted,
+        ),
         _ => (
             Indexes {
                 offsets: Index::rewrite(&idx_path, Vec::new(), prealloc)?,
@@ -1113,7 +1247,11 @@ fn recover_segment(
         Some(e) => (u64::from(e.position), base + u64::from(e.relative_offset)),
         None => (0, base),
     };
-    let mut max_ts = indexes.times.entries.last().map_or(-1, |e| e.max_timestamp_before);
+    let mut max_ts = indexes
+        .times
+        .entries
+        .last()
+        .map_or(-1, |e| e.max_timestamp_before);
     let mut first_ts = None;
     let mut consistent = true;
     {
@@ -1157,14 +1295,30 @@ fn recover_segment(
             first_ts = BatchHeader::parse(&head).ok().map(|h| h.max_timestamp);
         }
     }
-    indexes.bytes_since_entry = from - indexes.offsets.entries.last().map_or(0, |e| u64::from(e.position));
+    indexes.bytes_since_entry = from
+        - indexes
+            .offsets
+            .entries
+            .last()
+            .map_or(0, |e| u64::from(e.position));
     // A closed segment's time index ends with an entry at the segment's end; drop it
     // before validating more batches into an index that is growing again.
     if from < file_len {
         indexes.times.truncate_from(from)?;
     }
     // R4: validate the untrusted tail.
-    let v = segment::validate_tail(&file, &log_path, from, next_offset, max_ts, &mut indexes, interval, base)?;
+    let strict = had_meta && base >= meta.recovery_segment;
+    let v = segment::validate_tail(
+        &file,
+        &log_path,
+        from,
+        next_offset,
+        max_ts,
+        &mut indexes,
+        interval,
+        base,
+        strict,
+    )?;
     let truncated = v.stopped.is_some();
     if let Some(reason) = &v.stopped {
         warn!(segment = %log_path.display(), valid_len = v.valid_len, file_len, reason = %reason, "truncating torn or corrupt tail");
@@ -1176,15 +1330,31 @@ fn recover_segment(
     let first_ts = first_ts.or(v.first_batch_max_timestamp).unwrap_or(now);
     let size = v.valid_len;
     if !is_last && !truncated {
-        let last_pos = indexes.times.entries.last().map_or(0, |e| u64::from(e.position));
+        let last_pos = indexes
+            .times
+            .entries
+            .last()
+            .map_or(0, |e| u64::from(e.position));
         if size > last_pos {
-            indexes.times.push(TimeEntry { max_timestamp_before: v.max_timestamp, position: size as u32 })?;
+            indexes.times.push(TimeEntry {
+                max_timestamp_before: v.max_timestamp,
+                position: size as u32,
+            })?;
         }
         indexes.offsets.trim()?;
         indexes.times.trim()?;
     }
     Ok((
-        Segment::from_parts(base, log_path, file, size, v.next_offset, v.max_timestamp, first_ts, indexes),
+        Segment::from_parts(
+            base,
+            log_path,
+            file,
+            size,
+            v.next_offset,
+            v.max_timestamp,
+            first_ts,
+            indexes,
+        ),
         truncated,
     ))
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use common::*;
 use weft_log::batch::{self, Compression};
-use weft_log::{BatchError, CleanupPolicy, Durability, Error, Log, LogConfig, TimestampType, TopicPartition};
+use weft_log::{
+    BatchError, CleanupPolicy, Durability, Error, Log, LogConfig, TimestampType, TopicPartition,
+};
 
 #[test]
 fn offsets_are_assigned_and_reads_return_whole_batches() {
@@ -15,14 +17,20 @@ fn offsets_are_assigned_and_reads_return_whole_batches() {
     let p = open(dir.path(), small_config(1_000), &clk);
     let mut infos = Vec::new();
     for i in 0..30u8 {
-        let recs: Vec<_> = (0..3).map(|j| rec(Some(&[i]), Some(&[j; 40]), 100 + i64::from(i))).collect();
+        let recs: Vec<_> = (0..3)
+            .map(|j| rec(Some(&[i]), Some(&[j; 40]), 100 + i64::from(i)))
+            .collect();
         let mut b = make_batch(&recs, Compression::None);
         infos.push(p.append(&mut b).expect("append"));
     }
     assert_eq!(infos[0].base_offset, 0);
     assert_eq!(infos[29].last_offset, 89);
     assert_eq!(p.log_end_offset(), 90);
-    assert!(p.state().segments > 3, "small segments must roll: {:?}", p.state());
+    assert!(
+        p.state().segments > 3,
+        "small segments must roll: {:?}",
+        p.state()
+    );
     // An offset in the middle of a batch returns that whole batch first.
     let region = p.read(46, 1).expect("read").expect("some");
     let bytes = region.read_to_bytes().expect("bytes");
@@ -34,7 +42,13 @@ fn offsets_are_assigned_and_reads_return_whole_batches() {
     assert!(bytes.len() <= 3 * h.total_len());
     assert_eq!(read_all(&p, 0).len(), 90);
     assert!(p.read(90, 100).expect("at end").is_none());
-    assert!(matches!(p.read(91, 100), Err(Error::OffsetBeyondLogEnd { requested: 91, log_end: 90 })));
+    assert!(matches!(
+        p.read(91, 100),
+        Err(Error::OffsetBeyondLogEnd {
+            requested: 91,
+            log_end: 90
+        })
+    ));
 }
 
 #[test]
@@ -61,11 +75,21 @@ fn bad_batches_are_refused_and_change_nothing() {
     let mut big = make_batch(&[rec(Some(b"k"), Some(&[7; 500]), 1)], Compression::None);
 
     let cases: Vec<(&str, &mut Vec<u8>, &dyn Fn(&Error) -> bool)> = vec![
-        ("crc", &mut crc, &|e| matches!(e, Error::InvalidBatch(BatchError::CrcMismatch { .. }))),
-        ("magic", &mut magic, &|e| matches!(e, Error::InvalidBatch(BatchError::UnsupportedMagic(1)))),
-        ("truncated", &mut short, &|e| matches!(e, Error::InvalidBatch(BatchError::LengthMismatch { .. }))),
-        ("count", &mut count, &|e| matches!(e, Error::InvalidBatch(BatchError::InconsistentRecords(_)))),
-        ("size", &mut big, &|e| matches!(e, Error::MessageTooLarge { max: 400, .. })),
+        ("crc", &mut crc, &|e| {
+            matches!(e, Error::InvalidBatch(BatchError::CrcMismatch { .. }))
+        }),
+        ("magic", &mut magic, &|e| {
+            matches!(e, Error::InvalidBatch(BatchError::UnsupportedMagic(1)))
+        }),
+        ("truncated", &mut short, &|e| {
+            matches!(e, Error::InvalidBatch(BatchError::LengthMismatch { .. }))
+        }),
+        ("count", &mut count, &|e| {
+            matches!(e, Error::InvalidBatch(BatchError::InconsistentRecords(_)))
+        }),
+        ("size", &mut big, &|e| {
+            matches!(e, Error::MessageTooLarge { max: 400, .. })
+        }),
     ];
     for (name, b, want) in cases {
         let err = p.append(b).expect_err(name);
@@ -85,8 +109,14 @@ fn compacted_partitions_refuse_keyless_records_in_any_codec() {
     cfg.cleanup_policy = CleanupPolicy::Compact;
     let p = open(dir.path(), cfg, &clk);
     for codec in [Compression::None, Compression::Gzip, Compression::Zstd] {
-        let mut b = make_batch(&[rec(Some(b"k"), Some(b"v"), 1), rec(None, Some(b"v"), 1)], codec);
-        assert!(matches!(p.append(&mut b), Err(Error::KeylessRecordInCompactedLog)), "{codec:?}");
+        let mut b = make_batch(
+            &[rec(Some(b"k"), Some(b"v"), 1), rec(None, Some(b"v"), 1)],
+            codec,
+        );
+        assert!(
+            matches!(p.append(&mut b), Err(Error::KeylessRecordInCompactedLog)),
+            "{codec:?}"
+        );
     }
     assert_eq!(p.log_end_offset(), 0);
 }
@@ -99,11 +129,17 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
     // Timestamps go up and down; the answer is the first record in offset order.
     let ts = [10, 50, 20, 60, 30, 70, 70, 5, 80];
     for (i, t) in ts.iter().enumerate() {
-        let mut b = make_batch(&[rec(Some(&[i as u8]), Some(&[0; 50]), *t)], Compression::Lz4);
+        let mut b = make_batch(
+            &[rec(Some(&[i as u8]), Some(&[0; 50]), *t)],
+            Compression::Lz4,
+        );
         p.append(&mut b).expect("append");
     }
     let check = |target: i64, want: Option<(u64, i64)>| {
-        let got = p.offset_for_timestamp(target).expect("lookup").map(|t| (t.offset, t.timestamp));
+        let got = p
+            .offset_for_timestamp(target)
+            .expect("lookup")
+            .map(|t| (t.offset, t.timestamp));
         assert_eq!(got, want, "target {target}");
     };
     check(0, Some((0, 10)));
@@ -145,24 +181,37 @@ fn durability_policies_move_the_durable_offset() {
     let p = open(&dir.path().join("b"), cfg.clone(), &clk);
     let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let s2 = Arc::clone(&seen);
-    p.set_durable_listener(Box::new(move |o| s2.store(o, std::sync::atomic::Ordering::SeqCst)));
+    p.set_durable_listener(Box::new(move |o| {
+        s2.store(o, std::sync::atomic::Ordering::SeqCst)
+    }));
     p.append(&mut b.clone()).expect("append");
-    assert_eq!(p.durable_offset(), 0, "os-managed is not durable until flushed");
+    assert_eq!(
+        p.durable_offset(),
+        0,
+        "os-managed is not durable until flushed"
+    );
     assert_eq!(p.flush().expect("flush"), 1);
     assert_eq!(p.durable_offset(), 1);
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Group commit through the Log's flusher thread.
-    cfg.durability = Durability::GroupCommit { interval_ms: 5, max_bytes: 1 << 20 };
+    cfg.durability = Durability::GroupCommit {
+        interval_ms: 5,
+        max_bytes: 1 << 20,
+    };
     let log = Log::open(&dir.path().join("log"), cfg.clone()).expect("log");
-    let p = log.create_partition(&TopicPartition::new("t", 0), cfg).expect("create");
+    let p = log
+        .create_partition(&TopicPartition::new("t", 0), cfg)
+        .expect("create");
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     p.set_durable_listener(Box::new(move |o| {
         let _ = tx.lock().expect("lock").send(o);
     }));
     p.append(&mut b).expect("append");
-    let got = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("flusher reports");
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("flusher reports");
     assert_eq!(got, 1);
     assert_eq!(p.durable_offset(), 1);
     log.close().expect("close");
@@ -176,13 +225,19 @@ fn retention_by_time_bytes_and_log_start() {
     cfg.retention_ms = Some(1_000);
     let p = open(dir.path(), cfg.clone(), &clk);
     for i in 0..20i64 {
-        let mut b = make_batch(&[rec(Some(b"k"), Some(&[0; 100]), 9_000 + i * 100)], Compression::None);
+        let mut b = make_batch(
+            &[rec(Some(b"k"), Some(&[0; 100]), 9_000 + i * 100)],
+            Compression::None,
+        );
         p.append(&mut b).expect("append");
     }
     let before = p.state();
     assert!(before.segments >= 5);
     // now=10_000, retention 1_000: segments whose newest record is < 9_000 go (none yet).
-    assert_eq!(p.enforce_retention().expect("retention").segments_deleted, 0);
+    assert_eq!(
+        p.enforce_retention().expect("retention").segments_deleted,
+        0
+    );
     clk.set(10_950);
     let s = p.enforce_retention().expect("retention");
     assert!(s.segments_deleted > 0);
@@ -192,7 +247,10 @@ fn retention_by_time_bytes_and_log_start() {
     // the segment holding the boundary.
     let first = &read_all(&p, 0)[0];
     assert_eq!(first.offset, start);
-    assert!(matches!(p.read(0, 10), Err(Error::OffsetBelowLogStart { requested: 0, .. })));
+    assert!(matches!(
+        p.read(0, 10),
+        Err(Error::OffsetBelowLogStart { requested: 0, .. })
+    ));
 
     // retention.bytes keeps at most that many bytes in closed segments plus the active one.
     cfg.retention_ms = None;
@@ -234,7 +292,9 @@ fn log_manager_recovers_partitions_and_refuses_bad_names() {
     let cfg = small_config(1 << 20);
     {
         let log = Log::open(dir.path(), cfg.clone()).expect("open");
-        let p = log.create_partition(&TopicPartition::new("orders", 3), cfg.clone()).expect("create");
+        let p = log
+            .create_partition(&TopicPartition::new("orders", 3), cfg.clone())
+            .expect("create");
         let mut b = make_batch(&[rec(Some(b"k"), Some(b"v"), 1)], Compression::None);
         p.append(&mut b).expect("append");
         assert!(matches!(
@@ -245,14 +305,22 @@ fn log_manager_recovers_partitions_and_refuses_bad_names() {
             log.create_partition(&TopicPartition::new("bad/name", 0), cfg.clone()),
             Err(Error::InvalidName(_))
         ));
-        log.create_partition(&TopicPartition::new("gone", 0), cfg.clone()).expect("create");
-        log.delete_partition(&TopicPartition::new("gone", 0)).expect("delete");
+        log.create_partition(&TopicPartition::new("gone", 0), cfg.clone())
+            .expect("create");
+        log.delete_partition(&TopicPartition::new("gone", 0))
+            .expect("delete");
         log.close().expect("close");
     }
     let log = Log::open(dir.path(), cfg).expect("reopen");
-    let names: Vec<_> = log.partitions().into_iter().map(|(tp, _)| tp.to_string()).collect();
+    let names: Vec<_> = log
+        .partitions()
+        .into_iter()
+        .map(|(tp, _)| tp.to_string())
+        .collect();
     assert_eq!(names, vec!["orders-3"]);
-    let p = log.partition(&TopicPartition::new("orders", 3)).expect("present");
+    let p = log
+        .partition(&TopicPartition::new("orders", 3))
+        .expect("present");
     assert_eq!(p.log_end_offset(), 1);
 }
 
@@ -261,7 +329,13 @@ fn default_config_is_kafka_like() {
     let c = LogConfig::default();
     assert_eq!(c.segment_bytes, 1 << 30);
     assert_eq!(c.max_message_bytes, 1_048_588);
-    assert_eq!(Durability::parse(&c.durability.render()), Some(c.durability));
-    assert_eq!(CleanupPolicy::parse("delete,compact"), Some(CleanupPolicy::CompactDelete));
+    assert_eq!(
+        Durability::parse(&c.durability.render()),
+        Some(c.durability)
+    );
+    assert_eq!(
+        CleanupPolicy::parse("delete,compact"),
+        Some(CleanupPolicy::CompactDelete)
+    );
     assert_eq!(CleanupPolicy::parse("nope"), None);
 }

@@ -11,13 +11,25 @@ use weft_log::{CleanupPolicy, Clock};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { records: Vec<(u8, Option<u16>, i64)>, codec: u8 },
-    Read { at: u16, max_bytes: u16 },
-    Timestamp { target: i64 },
-    DeleteRecords { at: u16 },
+    Append {
+        records: Vec<(u8, Option<u16>, i64)>,
+        codec: u8,
+    },
+    Read {
+        at: u16,
+        max_bytes: u16,
+    },
+    Timestamp {
+        target: i64,
+    },
+    DeleteRecords {
+        at: u16,
+    },
     Reopen,
     Crash,
-    Advance { ms: i64 },
+    Advance {
+        ms: i64,
+    },
     Clean,
 }
 
@@ -27,7 +39,10 @@ fn op(compacting: bool) -> impl Strategy<Value = Op> {
     } else {
         (0u16..300).prop_map(Some).boxed()
     };
-    let append = (prop::collection::vec((0u8..6, value, 0i64..1_000), 1..5), 0u8..5)
+    let append = (
+        prop::collection::vec((0u8..6, value, 0i64..1_000), 1..5),
+        0u8..5,
+    )
         .prop_map(|(records, codec)| Op::Append { records, codec });
     prop_oneof![
         6 => append,
@@ -42,8 +57,13 @@ fn op(compacting: bool) -> impl Strategy<Value = Op> {
 }
 
 fn codec(c: u8) -> Compression {
-    [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
-        [c as usize % 5]
+    [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ][c as usize % 5]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +91,11 @@ struct Model {
 
 impl Model {
     fn visible(&self) -> Vec<M> {
-        self.records.iter().filter(|r| r.offset >= self.log_start).cloned().collect()
+        self.records
+            .iter()
+            .filter(|r| r.offset >= self.log_start)
+            .cloned()
+            .collect()
     }
 }
 
@@ -82,7 +106,11 @@ fn run(ops: Vec<Op>, segment_bytes: u64, policy: CleanupPolicy) {
     cfg.cleanup_policy = policy;
     cfg.delete_retention_ms = 500;
     let mut p = open(dir.path(), cfg.clone(), &clk);
-    let mut m = Model { records: Vec::new(), log_start: 0, log_end: 0 };
+    let mut m = Model {
+        records: Vec::new(),
+        log_start: 0,
+        log_end: 0,
+    };
     for op in ops {
         match op {
             Op::Append { records, codec: c } => {
@@ -98,7 +126,10 @@ fn run(ops: Vec<Op>, segment_bytes: u64, policy: CleanupPolicy) {
                 let info = p.append(&mut b).expect("append");
                 assert_eq!(info.base_offset, m.log_end);
                 for (i, r) in recs.iter().enumerate() {
-                    m.records.push(M { offset: m.log_end + i as u64, ..simplify(r) });
+                    m.records.push(M {
+                        offset: m.log_end + i as u64,
+                        ..simplify(r)
+                    });
                 }
                 m.log_end += recs.len() as u64;
             }
@@ -116,13 +147,18 @@ fn run(ops: Vec<Op>, segment_bytes: u64, policy: CleanupPolicy) {
                 let mut seen = Vec::new();
                 while at_byte < got.len() {
                     let h = weft_log::batch::validate(
-                        &got[at_byte..at_byte + weft_log::batch::BatchHeader::parse(&got[at_byte..])
-                            .expect("header")
-                            .total_len()],
+                        &got[at_byte
+                            ..at_byte
+                                + weft_log::batch::BatchHeader::parse(&got[at_byte..])
+                                    .expect("header")
+                                    .total_len()],
                     )
                     .expect("whole valid batch");
                     if batches == 0 {
-                        assert!(h.last_offset() >= offset, "first batch ends before {offset}");
+                        assert!(
+                            h.last_offset() >= offset,
+                            "first batch ends before {offset}"
+                        );
                     }
                     let end = at_byte + h.total_len();
                     seen.extend(weft_log::batch::records(&got[at_byte..end]).expect("records"));
@@ -130,8 +166,16 @@ fn run(ops: Vec<Op>, segment_bytes: u64, policy: CleanupPolicy) {
                     batches += 1;
                 }
                 assert!(batches == 1 || got.len() <= usize::from(max_bytes));
-                let want: Vec<M> = m.visible().into_iter().filter(|r| r.offset >= offset).collect();
-                let seen: Vec<M> = seen.iter().map(simplify).filter(|r| r.offset >= offset).collect();
+                let want: Vec<M> = m
+                    .visible()
+                    .into_iter()
+                    .filter(|r| r.offset >= offset)
+                    .collect();
+                let seen: Vec<M> = seen
+                    .iter()
+                    .map(simplify)
+                    .filter(|r| r.offset >= offset)
+                    .collect();
                 // A compacted batch keeps its offset span, so it may hold no record at or
                 // above `offset` yet still be the batch that "contains" it; the consumer then
                 // moves past it. What was returned must be a prefix of the model.
@@ -140,8 +184,15 @@ fn run(ops: Vec<Op>, segment_bytes: u64, policy: CleanupPolicy) {
             }
             Op::Timestamp { target } => {
                 let target = clk.now_ms() - 1_000 + target;
-                let want = m.visible().into_iter().find(|r| r.ts >= target).map(|r| (r.offset, r.ts));
-                let got = p.offset_for_timestamp(target).expect("lookup").map(|t| (t.offset, t.timestamp));
+                let want = m
+                    .visible()
+                    .into_iter()
+                    .find(|r| r.ts >= target)
+                    .map(|r| (r.offset, r.ts));
+                let got = p
+                    .offset_for_timestamp(target)
+                    .expect("lookup")
+                    .map(|t| (t.offset, t.timestamp));
                 assert_eq!(got, want, "timestamp {target}");
             }
             Op::DeleteRecords { at } => {

@@ -23,10 +23,19 @@ pub fn make_batch(records: &[Record], codec: Compression) -> Vec<u8> {
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| Record { offset: i as u64, ..r.clone() })
+        .map(|(i, r)| Record {
+            offset: i as u64,
+            ..r.clone()
+        })
         .collect();
-    batch::build(BuildOptions { compression: codec, ..Default::default() }, &recs)
-        .expect("build batch")
+    batch::build(
+        BuildOptions {
+            compression: codec,
+            ..Default::default()
+        },
+        &recs,
+    )
+    .expect("build batch")
 }
 
 pub fn small_config(segment_bytes: u64) -> LogConfig {
@@ -54,7 +63,11 @@ pub fn read_all(p: &Partition, from: u64) -> Vec<Record> {
     let mut next = from.max(p.log_start_offset());
     while next < p.log_end_offset() {
         let bytes = p.read_bytes(next, 4096).expect("read");
-        assert!(!bytes.is_empty(), "read at {next} below end {} returned nothing", p.log_end_offset());
+        assert!(
+            !bytes.is_empty(),
+            "read at {next} below end {} returned nothing",
+            p.log_end_offset()
+        );
         let mut at = 0;
         while at < bytes.len() {
             let h = batch::BatchHeader::parse(&bytes[at..]).expect("header");
