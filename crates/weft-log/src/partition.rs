@@ -1223,14 +1223,21 @@ fn recover_segment(
     let offsets = Index::<OffsetEntry>::load(&idx_path, trusted)?;
     let times = Index::<TimeEntry>::load(&time_path, trusted)?;
     let (mut indexes, mut from) = match (offsets, times) {
-        (Some(o), Some(t)) if trusted > 0 => (
-            Indexes {
+        (Some(o), Some(t)) if trusted > 0 => {
+            // Even after a clean shutdown, re-validate the recovery segment from its last
+            // index entry: a few KiB that catch a torn or rotted tail cheaply.
+            let from = match o.entries.last() {
+                Some(e) if base == meta.recovery_segment => u64::from(e.position),
+                None if base == meta.recovery_segment => 0,
+                _ => trusted,
+            };
+            let indexes = Indexes {
                 offsets: o,
                 times: t,
                 bytes_since_entry: 0,
-            },
-            trusted,
-        ),
+            };
+            (indexes, from)
+        }
         _ => (
             Indexes {
                 offsets: Index::rewrite(&idx_path, Vec::new(), prealloc)?,
