@@ -297,10 +297,8 @@ fn flusher(shared: &Shared, rx: &mpsc::Receiver<FlushMsg>) {
         };
         for (tp, p) in shared.all() {
             let due = p.flush_due() || (hinted && p.config().durability != Durability::EveryBatch);
-            if due {
-                if let Err(e) = p.flush() {
-                    warn!(partition = %tp, error = %e, "background flush failed");
-                }
+            if due && let Err(e) = p.flush() {
+                warn!(partition = %tp, error = %e, "background flush failed");
             }
         }
     }

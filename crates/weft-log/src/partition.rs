@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{Index, OffsetEntry, TimeEntry};
 use crate::meta::{self, Meta};
 use crate::segment::{
-    self, INDEX_SUFFIX, Indexes, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name,
+    self, INDEX_SUFFIX, Indexes, Known, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, Tail, file_name,
     prealloc_entries,
 };
 
@@ -180,14 +180,14 @@ impl Partition {
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
             let (seg, stop) = recover_segment(dir, base, &meta, had_meta, is_last, &config, now)?;
-            if let Some(prev) = segments.last() {
-                if seg.base_offset < prev.next_offset() {
-                    return Err(Error::Corrupt {
-                        what: "partition",
-                        path: dir.to_path_buf(),
-                        reason: format!("segment {base} overlaps the previous segment"),
-                    });
-                }
+            if let Some(prev) = segments.last()
+                && seg.base_offset < prev.next_offset()
+            {
+                return Err(Error::Corrupt {
+                    what: "partition",
+                    path: dir.to_path_buf(),
+                    reason: format!("segment {base} overlaps the previous segment"),
+                });
             }
             segments.push(Arc::new(seg));
             if stop {
@@ -406,12 +406,11 @@ impl Partition {
             };
             w.unflushed_bytes += batch.len() as u64;
             w.first_unflushed.get_or_insert_with(Instant::now);
-            if let Durability::GroupCommit { max_bytes, .. } = config.durability {
-                if w.unflushed_bytes >= max_bytes {
-                    if let Some(hint) = lock(&self.flush_hint).as_ref() {
-                        hint();
-                    }
-                }
+            if let Durability::GroupCommit { max_bytes, .. } = config.durability
+                && w.unflushed_bytes >= max_bytes
+                && let Some(hint) = lock(&self.flush_hint).as_ref()
+            {
+                hint();
             }
             info
         };
@@ -1070,10 +1069,12 @@ impl Partition {
                 base,
                 log_path,
                 file,
-                out.len() as u64,
-                seg.next_offset(),
-                max_ts,
-                seg.roll_base_ms.load(Ordering::Acquire),
+                Known {
+                    size: out.len() as u64,
+                    next_offset: seg.next_offset(),
+                    max_timestamp: max_ts,
+                    roll_base_ms: seg.roll_base_ms.load(Ordering::Acquire),
+                },
                 Indexes {
                     offsets,
                     times,
@@ -1315,17 +1316,15 @@ fn recover_segment(
     }
     // R4: validate the untrusted tail.
     let strict = had_meta && base >= meta.recovery_segment;
-    let v = segment::validate_tail(
-        &file,
-        &log_path,
+    let tail = Tail {
         from,
         next_offset,
-        max_ts,
-        &mut indexes,
-        interval,
-        base,
+        max_timestamp: max_ts,
+        base_offset: base,
+        index_interval: interval,
         strict,
-    )?;
+    };
+    let v = segment::validate_tail(&file, &log_path, tail, &mut indexes)?;
     let truncated = v.stopped.is_some();
     if let Some(reason) = &v.stopped {
         warn!(segment = %log_path.display(), valid_len = v.valid_len, file_len, reason = %reason, "truncating torn or corrupt tail");
@@ -1356,10 +1355,12 @@ fn recover_segment(
             base,
             log_path,
             file,
-            size,
-            v.next_offset,
-            v.max_timestamp,
-            first_ts,
+            Known {
+                size,
+                next_offset: v.next_offset,
+                max_timestamp: v.max_timestamp,
+                roll_base_ms: first_ts,
+            },
             indexes,
         ),
         truncated,

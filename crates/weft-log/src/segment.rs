@@ -28,6 +28,15 @@ pub(crate) struct Indexes {
     pub(crate) bytes_since_entry: u64,
 }
 
+/// What recovery or compaction already knows about a segment's content.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Known {
+    pub(crate) size: u64,
+    pub(crate) next_offset: u64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) roll_base_ms: i64,
+}
+
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) base_offset: u64,
@@ -89,12 +98,15 @@ impl Segment {
         base: u64,
         log_path: PathBuf,
         file: File,
-        size: u64,
-        next_offset: u64,
-        max_timestamp: i64,
-        roll_base_ms: i64,
+        known: Known,
         indexes: Indexes,
     ) -> Segment {
+        let Known {
+            size,
+            next_offset,
+            max_timestamp,
+            roll_base_ms,
+        } = known;
         Segment {
             base_offset: base,
             log_path,
@@ -238,20 +250,35 @@ pub(crate) struct Validated {
     pub(crate) stopped: Option<String>,
 }
 
+/// Where validation of a segment's tail starts, and what holds there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail {
+    pub(crate) from: u64,
+    pub(crate) next_offset: u64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) base_offset: u64,
+    pub(crate) index_interval: u64,
+    /// Require contiguous offsets (segments that were never compacted).
+    pub(crate) strict: bool,
+}
+
 /// Reads every batch from `from` to the end of `file`, checking length, magic, CRC and
 /// offset order, and feeds index entries to `indexes` as append would. Stops at the first
 /// bad batch.
 pub(crate) fn validate_tail(
     file: &File,
     path: &Path,
-    from: u64,
-    mut next_offset: u64,
-    mut max_timestamp: i64,
+    tail: Tail,
     indexes: &mut Indexes,
-    index_interval: u64,
-    base_offset: u64,
-    strict: bool,
 ) -> Result<Validated> {
+    let Tail {
+        from,
+        mut next_offset,
+        mut max_timestamp,
+        base_offset,
+        index_interval,
+        strict,
+    } = tail;
     let file_len = file.metadata().at(path)?.len();
     let mut pos = from;
     let mut first = None;

@@ -74,7 +74,8 @@ fn bad_batches_are_refused_and_change_nothing() {
     count[17..21].copy_from_slice(&fixed.to_be_bytes());
     let mut big = make_batch(&[rec(Some(b"k"), Some(&[7; 500]), 1)], Compression::None);
 
-    let cases: Vec<(&str, &mut Vec<u8>, &dyn Fn(&Error) -> bool)> = vec![
+    type Expect = dyn Fn(&Error) -> bool;
+    let cases: Vec<(&str, &mut Vec<u8>, &Expect)> = vec![
         ("crc", &mut crc, &|e| {
             matches!(e, Error::InvalidBatch(BatchError::CrcMismatch { .. }))
         }),
