@@ -1,0 +1,88 @@
+//! One handler per API: decoded request in, response out.
+
+mod admin;
+mod configs;
+mod fetch;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{
+    ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, RequestHeader, RequestKind,
+    ResponseKind, api_versions_response::ApiVersion,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use tracing::warn;
+
+use crate::server::{Inner, blocking};
+use crate::topics::lock;
+use crate::versions;
+
+pub(crate) fn str(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub(crate) async fn handle(inner: &Arc<Inner>, header: &RequestHeader, req: RequestKind) -> Option<ResponseKind> {
+    let version = header.request_api_version;
+    Some(match req {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(inner, r, version).await),
+        RequestKind::Produce(r) => return produce::produce(inner, r).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(inner, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(fetch::list_offsets(inner, r).await),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(inner, r).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(inner, r, version).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(inner, r).await),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(inner, r).await),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(admin::delete_records(inner, r).await),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(metadata::describe_cluster(inner, r)),
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(admin::describe_log_dirs(inner, r)),
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(metadata::describe_topic_partitions(inner, r))
+        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe_configs(inner, r)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter_configs(inner, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(inner, r).await)
+        }
+        other => {
+            // Unreachable through the version table; answered by closing in the server.
+            warn!(request = ?std::mem::discriminant(&other), "request kind without a handler");
+            return None;
+        }
+    })
+}
+
+pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = versions::advertised_versions()
+        .into_iter()
+        .map(|(k, min, max)| ApiVersion::default().with_api_key(k).with_min_version(min).with_max_version(max))
+        .collect();
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+}
+
+async fn init_producer_id(inner: &Arc<Inner>, r: InitProducerIdRequest) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default();
+    if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
+        warn!("InitProducerId with a transactional id: transactions are not supported yet");
+        return resp.with_error_code(ResponseError::InvalidRequest.code());
+    }
+    // KIP-360: a producer that knows its id asks for an epoch bump.
+    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
+        return resp.with_producer_id(r.producer_id).with_producer_epoch(r.producer_epoch + 1);
+    }
+    let i = Arc::clone(inner);
+    match blocking(move || lock(&i.producer_ids).allocate()).await {
+        Ok(Ok(id)) => resp.with_producer_id(id.into()).with_producer_epoch(0),
+        Ok(Err(e)) => {
+            warn!(error = %e, "allocating a producer id failed");
+            resp.with_error_code(ResponseError::KafkaStorageError.code())
+        }
+        Err(e) => {
+            warn!(error = %e, "allocating a producer id failed");
+            resp.with_error_code(ResponseError::UnknownServerError.code())
+        }
+    }
+}

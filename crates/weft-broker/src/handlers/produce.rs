@@ -1,0 +1,226 @@
+//! Produce: split the records into v2 batches, deduplicate idempotent retries, append, and
+//! for acks=-1 wait until the partition's durability policy covers the batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use tracing::{debug, warn};
+
+use super::str;
+use crate::codes;
+use crate::producer_state::{BatchId, Check};
+use crate::server::{Inner, blocking, now_ms};
+use crate::topics::{PartitionHandle, lock};
+
+/// The outcome for one partition.
+struct Outcome {
+    error: Option<ResponseError>,
+    message: Option<String>,
+    base_offset: i64,
+    /// Offset of the last record written (or found as a duplicate), for acks=-1.
+    last_offset: Option<u64>,
+    log_append_time: i64,
+    log_start: i64,
+}
+
+impl Outcome {
+    fn error(error: ResponseError, message: impl Into<String>) -> Outcome {
+        Outcome { error: Some(error), message: Some(message.into()), base_offset: -1, last_offset: None, log_append_time: -1, log_start: -1 }
+    }
+}
+
+/// Appends every batch in `records` to the partition. Blocking.
+fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
+    let mut table = lock(&h.producers);
+    let mut at = 0usize;
+    let mut base = None;
+    let mut last = None;
+    let mut append_time = -1;
+    if records.is_empty() {
+        return Outcome::error(ResponseError::CorruptMessage, "no record batch");
+    }
+    while at < records.len() {
+        let rest = &records[at..];
+        if rest.len() < 17 {
+            return Outcome::error(ResponseError::CorruptMessage, format!("{} trailing bytes after the last batch", rest.len()));
+        }
+        let magic = rest[16] as i8;
+        if magic != 2 {
+            return Outcome::error(
+                ResponseError::UnsupportedForMessageFormat,
+                format!("message format v{magic} is not supported; only record batch v2"),
+            );
+        }
+        let declared = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let total = usize::try_from(declared).ok().and_then(|l| l.checked_add(12));
+        let Some(total) = total.filter(|t| *t <= rest.len()) else {
+            return Outcome::error(ResponseError::CorruptMessage, format!("batch length {declared} exceeds the {} bytes sent", rest.len()));
+        };
+        let slice = &rest[..total];
+        at += total;
+        let hdr = match weft_log::batch::BatchHeader::parse(slice) {
+            Ok(hdr) => hdr,
+            Err(e) => {
+                let e = weft_log::Error::from(e);
+                return Outcome::error(codes::produce_error(&e), e.to_string());
+            }
+        };
+        if hdr.is_transactional() || hdr.is_control() {
+            return Outcome::error(ResponseError::InvalidTxnState, "transactional batches are not supported yet");
+        }
+        let id = BatchId {
+            producer_id: hdr.producer_id,
+            epoch: hdr.producer_epoch,
+            first_seq: hdr.base_sequence,
+            last_offset_delta: hdr.last_offset_delta,
+        };
+        match table.check(&id) {
+            Check::Reject(e) => {
+                debug!(topic = %h.tp.topic, partition = h.tp.partition, producer_id = id.producer_id, epoch = id.epoch, seq = id.first_seq, error = ?e, "idempotent batch refused");
+                return Outcome::error(e, format!("producer {} epoch {} sequence {} refused", id.producer_id, id.epoch, id.first_seq));
+            }
+            Check::Duplicate { first_offset, last_offset } => {
+                debug!(topic = %h.tp.topic, partition = h.tp.partition, producer_id = id.producer_id, seq = id.first_seq, first_offset, "duplicate batch acknowledged with its original offset");
+                base.get_or_insert(first_offset);
+                last = Some(last_offset);
+            }
+            Check::Append => {
+                let mut buf = slice.to_vec();
+                match h.log.append(&mut buf) {
+                    Ok(info) => {
+                        table.record(&id, info.base_offset, info.last_offset, now);
+                        base.get_or_insert(info.base_offset);
+                        last = Some(info.last_offset);
+                        if let Some(t) = info.log_append_time {
+                            append_time = t;
+                        }
+                    }
+                    Err(e) => {
+                        let code = codes::produce_error(&e);
+                        if code == ResponseError::KafkaStorageError || code == ResponseError::UnknownServerError {
+                            warn!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "append failed");
+                        } else {
+                            debug!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "batch refused");
+                        }
+                        return Outcome::error(code, e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Outcome {
+        error: None,
+        message: None,
+        base_offset: base.map_or(-1, |b| b as i64),
+        last_offset: last,
+        log_append_time: append_time,
+        log_start: h.log.log_start_offset() as i64,
+    }
+}
+
+impl Outcome {
+    fn code(&self) -> i16 {
+        self.error.map_or(0, |e| e.code())
+    }
+}
+
+pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = r.acks;
+    let transactional = r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty());
+    // (topic name, [(partition, handle, records)])
+    type Work = Vec<(String, Vec<(i32, Option<Arc<PartitionHandle>>, Option<Bytes>)>)>;
+    let work: Work = r
+        .topic_data
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let parts = t
+                .partition_data
+                .into_iter()
+                .map(|p| (p.index, inner.topics.partition(&name, p.index), p.records))
+                .collect();
+            (name, parts)
+        })
+        .collect();
+    let now = now_ms();
+    let results = blocking(move || {
+        work.into_iter()
+            .map(|(name, parts)| {
+                let outcomes: Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)> = parts
+                    .into_iter()
+                    .map(|(idx, h, records)| {
+                        let outcome = if !matches!(acks, 0 | 1 | -1) {
+                            Outcome::error(ResponseError::InvalidRequiredAcks, format!("acks={acks}"))
+                        } else if transactional {
+                            Outcome::error(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported yet")
+                        } else {
+                            match (&h, records) {
+                                (None, _) => Outcome::error(ResponseError::UnknownTopicOrPartition, format!("{name}-{idx} does not exist")),
+                                (Some(_), None) => Outcome::error(ResponseError::CorruptMessage, "null records"),
+                                (Some(h), Some(records)) => {
+                                    let o = append_batches(h, &records, now);
+                                    if o.last_offset.is_some() {
+                                        h.wake_waiters();
+                                    }
+                                    o
+                                }
+                            }
+                        };
+                        (idx, h, outcome)
+                    })
+                    .collect();
+                (name, outcomes)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let mut results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "produce task failed");
+            return (acks != 0).then(ProduceResponse::default);
+        }
+    };
+    if acks == 0 {
+        return None;
+    }
+    if acks == -1 {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.max(0) as u64);
+        for (_, outcomes) in &mut results {
+            for (_, h, o) in outcomes.iter_mut() {
+                let (Some(h), Some(last)) = (h.as_ref(), o.last_offset) else { continue };
+                if o.code() != 0 || !h.acks_all_waits_for_fsync() {
+                    continue;
+                }
+                let mut rx = h.durable.clone();
+                let waited = tokio::time::timeout_at(deadline, rx.wait_for(|d| *d > last)).await;
+                if !matches!(waited, Ok(Ok(_))) {
+                    *o = Outcome::error(ResponseError::RequestTimedOut, "batch appended but not yet durable within the request timeout");
+                }
+            }
+        }
+    }
+    let responses = results
+        .into_iter()
+        .map(|(name, outcomes)| {
+            let partition_responses = outcomes
+                .into_iter()
+                .map(|(idx, _, o)| {
+                    PartitionProduceResponse::default()
+                        .with_index(idx)
+                        .with_error_code(o.code())
+                        .with_base_offset(o.base_offset)
+                        .with_log_append_time_ms(o.log_append_time)
+                        .with_log_start_offset(o.log_start)
+                        .with_error_message(if o.code() != 0 { o.message.map(str) } else { None })
+                })
+                .collect();
+            TopicProduceResponse::default().with_name(kafka_protocol::messages::TopicName(str(name))).with_partition_responses(partition_responses)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}

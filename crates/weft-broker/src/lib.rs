@@ -1,0 +1,112 @@
+//! Weft's Kafka-compatible broker: the Kafka wire protocol over [`weft_log`].
+//!
+//! The crate has one boundary, the wire protocol. Message encoding and decoding is the
+//! `kafka-protocol` crate's; request handling, broker state and the mapping onto the storage
+//! engine are ours.
+//!
+//! # Codemap
+//! - [`server`]: TCP accept loop and per-connection framing (length prefix, size limit, idle
+//!   timeout); requests on one connection are answered in order.
+//! - `versions`: the advertised API versions and which of them are refused.
+//! - `handlers`: one function per API, from decoded request to response.
+//! - `topics`: topic metadata (names, ids, partition counts, config overrides), persisted
+//!   in `topics.v1`, and the live partition handles.
+//! - `producer_state`: the sans-io idempotent-producer table (last five batches per producer
+//!   and partition), with its snapshot format.
+//! - `store`: atomic file writes (temp + fsync + rename + fsync dir), cluster id, producer id
+//!   blocks.
+//! - `topic_config`: Kafka topic config names ⇄ [`weft_log::LogConfig`].
+//!
+//! # Invariants
+//! - Blocking storage calls (append, read, create, delete, fsync) run under
+//!   `spawn_blocking`, never on the reactor; no lock is held across an `.await`.
+//! - Malformed input closes only the connection it came on; nothing in this crate panics on
+//!   client bytes.
+//! - The broker state directory is owned by this crate; the log root is owned by
+//!   [`weft_log::Log`] and reached only through its API.
+
+mod codes;
+mod error;
+mod handlers;
+mod producer_state;
+pub mod server;
+mod store;
+mod topic_config;
+mod topics;
+mod versions;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{Error, Result};
+pub use versions::advertised_versions;
+
+/// Settings of the broker. Log-level defaults (retention, segment size, durability...) are
+/// the [`weft_log::Log`]'s defaults, which the binary fills from `weft.toml`.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// Host told to clients in Metadata and DescribeCluster.
+    pub advertised_host: String,
+    /// Port told to clients in Metadata and DescribeCluster.
+    pub advertised_port: u16,
+    /// Where broker state lives: cluster id, topic metadata, producer-state snapshots.
+    pub state_dir: PathBuf,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `socket.request.max.bytes`: larger request frames close the connection.
+    pub socket_request_max_bytes: usize,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle: Duration,
+    /// `producer.id.expiration.ms`: idempotent-producer state unused this long is dropped.
+    pub producer_id_expiration: Duration,
+    /// How often producer-state snapshots are written (and expired producers dropped).
+    pub snapshot_interval: Duration,
+}
+
+impl BrokerConfig {
+    /// Kafka's defaults, advertising `advertised_host:advertised_port`.
+    pub fn new(state_dir: impl Into<PathBuf>, advertised_host: impl Into<String>, advertised_port: u16) -> Self {
+        BrokerConfig {
+            node_id: 1,
+            advertised_host: advertised_host.into(),
+            advertised_port,
+            state_dir: state_dir.into(),
+            auto_create_topics: true,
+            num_partitions: 1,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            connections_max_idle: Duration::from_secs(600),
+            producer_id_expiration: Duration::from_secs(24 * 3600),
+            snapshot_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`) as given to `--kafka-advertised`.
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), port))
+}
+
+/// Opens the broker state in `config.state_dir` over `log` and serves Kafka clients on
+/// `listener` until `shutdown` turns true; then writes producer-state snapshots and returns.
+///
+/// The log is not closed here: its owner closes it after this returns.
+pub async fn run(
+    config: BrokerConfig,
+    log: Arc<weft_log::Log>,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let broker = server::Broker::open(config, log).await?;
+    broker.serve(listener, shutdown).await
+}

@@ -1,0 +1,269 @@
+//! The TCP side: accept loop, per-connection framing, shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::handlers;
+use crate::store::{self, ProducerIdAllocator};
+use crate::topics::Topics;
+use crate::versions;
+use crate::BrokerConfig;
+
+/// Shared broker state.
+pub(crate) struct Inner {
+    pub(crate) config: BrokerConfig,
+    pub(crate) log: Arc<weft_log::Log>,
+    pub(crate) cluster_id: String,
+    pub(crate) topics: Topics,
+    pub(crate) producer_ids: std::sync::Mutex<ProducerIdAllocator>,
+}
+
+/// An opened broker, ready to serve.
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a blocking closure off the reactor.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Task(e.to_string()))
+}
+
+impl Broker {
+    /// Loads (or creates) the broker state in `config.state_dir`: cluster id, topics,
+    /// producer-id allocator, idempotent-producer state rebuilt from snapshots and the log.
+    pub async fn open(config: BrokerConfig, log: Arc<weft_log::Log>) -> Result<Broker> {
+        let inner = blocking(move || -> Result<Inner> {
+            std::fs::create_dir_all(&config.state_dir)
+                .map_err(|source| Error::Io { path: config.state_dir.clone(), source })?;
+            let cluster_id = store::load_or_create_cluster_id(&config.state_dir)?;
+            let producer_ids = ProducerIdAllocator::open(&config.state_dir)?;
+            let topics = Topics::open(Arc::clone(&log), &config.state_dir, now_ms())?;
+            info!(cluster_id, node_id = config.node_id, topics = topics.all().len(), "broker state loaded");
+            Ok(Inner { config, log, cluster_id, topics, producer_ids: std::sync::Mutex::new(producer_ids) })
+        })
+        .await??;
+        Ok(Broker { inner: Arc::new(inner) })
+    }
+
+    /// The cluster id kept in the state directory.
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    /// Serves `listener` until `shutdown` is true (or its sender is dropped), then closes
+    /// connections and writes producer-state snapshots.
+    pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, advertised = %format!("{}:{}", inner.config.advertised_host, inner.config.advertised_port), "kafka listener up");
+        }
+        let mut conns = JoinSet::new();
+        let snapshots = tokio::spawn(snapshot_loop(Arc::clone(&inner), shutdown.clone()));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        conns.spawn(connection(Arc::clone(&inner), stream, peer, shutdown.clone()));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                changed = shutdown.changed() => if changed.is_err() { break },
+                Some(done) = conns.join_next(), if !conns.is_empty() => log_connection_end(done),
+            }
+        }
+        drop(listener);
+        let grace = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(grace);
+        while !conns.is_empty() {
+            tokio::select! {
+                Some(done) = conns.join_next() => log_connection_end(done),
+                _ = &mut grace => {
+                    conns.abort_all();
+                    while conns.join_next().await.is_some() {}
+                }
+            }
+        }
+        snapshots.abort();
+        let expiration = inner.config.producer_id_expiration.as_millis() as i64;
+        let i = Arc::clone(&inner);
+        blocking(move || i.topics.snapshot_producers(now_ms(), expiration, true)).await?;
+        info!("kafka listener stopped");
+        Ok(())
+    }
+}
+
+fn log_connection_end(done: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            warn!(error = %e, "connection task panicked; connection closed");
+        }
+    }
+}
+
+async fn snapshot_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(inner.config.snapshot_interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let i = Arc::clone(&inner);
+        let expiration = i.config.producer_id_expiration.as_millis() as i64;
+        let _ = blocking(move || i.topics.snapshot_producers(now_ms(), expiration, false)).await;
+    }
+}
+
+/// Why a connection is closed on a request.
+pub(crate) struct Close(pub(crate) String);
+
+async fn connection(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    debug!(%peer, "connection opened");
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    let idle = inner.config.connections_max_idle;
+    let max = inner.config.socket_request_max_bytes;
+    loop {
+        let len = tokio::select! {
+            r = tokio::time::timeout(idle, rd.read_i32()) => match r {
+                Err(_) => {
+                    info!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection");
+                    return;
+                }
+                Ok(Err(_)) => {
+                    debug!(%peer, "connection closed by peer");
+                    return;
+                }
+                Ok(Ok(n)) => n,
+            },
+            _ = shutdown.changed() => return,
+        };
+        if len < 0 || len as usize > max {
+            warn!(%peer, len, max, "request frame size out of bounds; closing connection");
+            return;
+        }
+        if len < 8 {
+            warn!(%peer, len, "request frame shorter than a request header; closing connection");
+            return;
+        }
+        let mut frame = BytesMut::zeroed(len as usize);
+        match tokio::time::timeout(idle, rd.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                warn!(%peer, len, error = %e, "connection closed in the middle of a request frame");
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, len, "request frame incomplete after the idle timeout; closing connection");
+                return;
+            }
+        }
+        match handle_frame(&inner, frame.freeze()).await {
+            Ok(Some(response)) => {
+                if wr.write_all(&response).await.is_err() || wr.flush().await.is_err() {
+                    debug!(%peer, "peer went away before its response was written");
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(Close(reason)) => {
+                warn!(%peer, reason, "closing connection");
+                let _ = wr.flush().await;
+                return;
+            }
+        }
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Decodes one request frame, runs it and encodes the response (`None`: no response, as for
+/// Produce with acks=0).
+pub(crate) async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) -> std::result::Result<Option<BytesMut>, Close> {
+    if frame.len() < 8 {
+        return Err(Close(format!("request of {} bytes is shorter than a request header", frame.len())));
+    }
+    let api_key = be_i16(&frame, 0);
+    let version = be_i16(&frame, 2);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    if api_key == ApiKey::ApiVersions as i16 {
+        if let Some((_, _, max)) = versions::range(api_key) {
+            if version > max {
+                // KIP-511: answer in the v0 format so the client can pick a version we speak.
+                debug!(version, "apiversions request newer than ours; answering in v0");
+                let resp = handlers::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
+                return encode(ApiKey::ApiVersions, 0, correlation_id, &ResponseKind::ApiVersions(resp)).map(Some);
+            }
+        }
+    }
+    let Some((api, min, max)) = versions::range(api_key) else {
+        return Err(Close(format!("unsupported api key {api_key} (version {version})")));
+    };
+    if version < min || version > max {
+        return Err(Close(format!("{api:?} version {version} is outside the advertised range {min}..={max}")));
+    }
+    if versions::refused(api, version) {
+        return Err(Close(format!(
+            "{api:?} version {version} is advertised for client feature detection but unsupported (message formats v0/v1)"
+        )));
+    }
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version))
+        .map_err(|e| Close(format!("malformed {api:?} v{version} request header: {e}")))?;
+    let request = match RequestKind::decode(api, &mut body, version) {
+        Ok(r) => r,
+        Err(e) if api == ApiKey::ApiVersions => {
+            // Kafka answers an undecodable ApiVersions with INVALID_REQUEST.
+            debug!(error = %e, "undecodable apiversions request");
+            let resp = ApiVersionsResponse::default().with_error_code(kafka_protocol::ResponseError::InvalidRequest.code());
+            return encode(api, version, header.correlation_id, &ResponseKind::ApiVersions(resp)).map(Some);
+        }
+        Err(e) => return Err(Close(format!("malformed {api:?} v{version} request: {e}"))),
+    };
+    let Some(response) = handlers::handle(inner, &header, request).await else {
+        return Ok(None);
+    };
+    encode(api, version, header.correlation_id, &response).map(Some)
+}
+
+fn encode(api: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> std::result::Result<BytesMut, Close> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, api.response_header_version(version))
+        .and_then(|_| response.encode(&mut buf, version))
+        .map_err(|e| Close(format!("cannot encode {api:?} v{version} response: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}

@@ -1,0 +1,208 @@
+//! Broker state files in the state directory.
+//!
+//! Every file is text, starts with a `weft-broker <kind> <version>` line and ends with an
+//! `end` line, and is replaced atomically:
+//! 1. write `<name>.tmp` and fsync it;
+//! 2. rename it over `<name>`;
+//! 3. fsync the directory.
+//!
+//! A reader that finds no `end` line refuses the file rather than guessing.
+//!
+//! Files: `cluster.id`, `producer-ids`, `topics.v1` (see `topics`), and
+//! `producers/<topic>-<partition>.snapshot` (see `producer_state`).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Writes `contents` to `path` atomically (steps 1–3 above).
+pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(contents.as_bytes()).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, path).at(path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).at(dir)?.sync_all().at(dir)
+}
+
+/// Reads a state file written by [`write_atomic`]: checks the header's kind and version and
+/// the trailing `end`, and returns the body lines. `None` when the file does not exist.
+pub(crate) fn read_state_file(path: &Path, kind: &str, version: u32) -> Result<Option<Vec<String>>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Io { path: path.to_path_buf(), source: e }),
+    };
+    let corrupt = |reason: &str| Error::Corrupt { path: path.to_path_buf(), reason: reason.to_owned() };
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let header = if lines.is_empty() { String::new() } else { lines.remove(0) };
+    let mut parts = header.split(' ');
+    if parts.next() != Some("weft-broker") || parts.next() != Some(kind) {
+        return Err(corrupt("bad header line"));
+    }
+    let found = parts.next().unwrap_or("");
+    if found != version.to_string() {
+        return Err(Error::UnsupportedFormat { path: path.to_path_buf(), found: found.to_owned() });
+    }
+    if lines.pop().as_deref() != Some("end") {
+        return Err(corrupt("missing end line (truncated file)"));
+    }
+    Ok(Some(lines))
+}
+
+pub(crate) fn header(kind: &str, version: u32) -> String {
+    format!("weft-broker {kind} {version}\n")
+}
+
+/// Bytes from the OS's random source.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let filled = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if filled.is_err() {
+        // No urandom (odd sandbox): fall back to time and address entropy. Only ids depend
+        // on this, never secrets.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = t ^ (std::process::id() as u128) << 64 ^ (&b as *const _ as usize as u128);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (seed.rotate_left((i * 7) as u32) as u8) ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    b
+}
+
+pub(crate) fn new_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(random_bytes::<16>()).into_uuid()
+}
+
+/// Kafka's cluster id: 16 random bytes in unpadded URL-safe base64 (22 characters).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = random_bytes::<16>();
+    let mut out = String::with_capacity(22);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+/// Loads the cluster id, generating and persisting it on first start.
+pub(crate) fn load_or_create_cluster_id(dir: &Path) -> Result<String> {
+    let path = dir.join("cluster.id");
+    if let Some(lines) = read_state_file(&path, "cluster-id", 1)? {
+        return match lines.as_slice() {
+            [id] if !id.is_empty() => Ok(id.clone()),
+            _ => Err(Error::Corrupt { path, reason: "expected one id line".into() }),
+        };
+    }
+    let id = new_cluster_id();
+    write_atomic(&path, &format!("{}{id}\nend\n", header("cluster-id", 1)))?;
+    Ok(id)
+}
+
+/// Hands out producer ids in blocks: the end of the current block is persisted before any id
+/// of it is used, so ids never repeat across restarts.
+pub(crate) struct ProducerIdAllocator {
+    path: PathBuf,
+    next: i64,
+    block_end: i64,
+}
+
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+impl ProducerIdAllocator {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("producer-ids");
+        let next = match read_state_file(&path, "producer-ids", 1)? {
+            Some(lines) => match lines.as_slice() {
+                [n] => n.parse::<i64>().map_err(|e| Error::Corrupt {
+                    path: path.clone(),
+                    reason: format!("bad next id: {e}"),
+                })?,
+                _ => return Err(Error::Corrupt { path, reason: "expected one line".into() }),
+            },
+            None => 0,
+        };
+        Ok(ProducerIdAllocator { path, next, block_end: next })
+    }
+
+    pub(crate) fn allocate(&mut self) -> Result<i64> {
+        if self.next >= self.block_end {
+            let end = self.next + PRODUCER_ID_BLOCK;
+            write_atomic(&self.path, &format!("{}{end}\nend\n", header("producer-ids", 1)))?;
+            self.block_end = end;
+        }
+        let id = self.next;
+        self.next += 1;
+        Ok(id)
+    }
+}
+
+/// Opens a file for appending-free overwrite; used by tests for corrupt fixtures.
+#[cfg(test)]
+pub(crate) fn overwrite(path: &Path, contents: &str) {
+    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).create(true).open(path).expect("open");
+    f.write_all(contents.as_bytes()).expect("write");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_id_is_stable_and_kafka_shaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = load_or_create_cluster_id(dir.path()).expect("create");
+        let b = load_or_create_cluster_id(dir.path()).expect("reload");
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 22);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn truncated_state_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cluster.id");
+        overwrite(&path, "weft-broker cluster-id 1\nabc\n");
+        assert!(matches!(load_or_create_cluster_id(dir.path()), Err(Error::Corrupt { .. })));
+        overwrite(&path, "weft-broker cluster-id 9\nabc\nend\n");
+        assert!(matches!(
+            load_or_create_cluster_id(dir.path()),
+            Err(Error::UnsupportedFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn producer_ids_never_repeat_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut a = ProducerIdAllocator::open(dir.path()).expect("open");
+        let first: Vec<i64> = (0..3).map(|_| a.allocate().expect("alloc")).collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        drop(a);
+        let mut b = ProducerIdAllocator::open(dir.path()).expect("reopen");
+        assert_eq!(b.allocate().expect("alloc"), PRODUCER_ID_BLOCK);
+    }
+}
