@@ -46,12 +46,37 @@ mod tests {
     #[test]
     fn produce_errors_map_as_kafka_reports_them() {
         let cases: Vec<(Error, ResponseError)> = vec![
-            (BatchError::CrcMismatch { expected: 1, actual: 2 }.into(), ResponseError::CorruptMessage),
-            (BatchError::UnsupportedMagic(1).into(), ResponseError::UnsupportedForMessageFormat),
-            (BatchError::InconsistentRecords("x".into()).into(), ResponseError::InvalidRecord),
-            (Error::MessageTooLarge { size: 2, max: 1 }, ResponseError::MessageTooLarge),
-            (Error::KeylessRecordInCompactedLog, ResponseError::InvalidRecord),
-            (Error::Poisoned { operation: "fsync", reason: "x".into() }, ResponseError::KafkaStorageError),
+            (
+                BatchError::CrcMismatch {
+                    expected: 1,
+                    actual: 2,
+                }
+                .into(),
+                ResponseError::CorruptMessage,
+            ),
+            (
+                BatchError::UnsupportedMagic(1).into(),
+                ResponseError::UnsupportedForMessageFormat,
+            ),
+            (
+                BatchError::InconsistentRecords("x".into()).into(),
+                ResponseError::InvalidRecord,
+            ),
+            (
+                Error::MessageTooLarge { size: 2, max: 1 },
+                ResponseError::MessageTooLarge,
+            ),
+            (
+                Error::KeylessRecordInCompactedLog,
+                ResponseError::InvalidRecord,
+            ),
+            (
+                Error::Poisoned {
+                    operation: "fsync",
+                    reason: "x".into(),
+                },
+                ResponseError::KafkaStorageError,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(produce_error(&e), want, "{e}");

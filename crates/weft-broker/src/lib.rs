@@ -70,7 +70,11 @@ pub struct BrokerConfig {
 
 impl BrokerConfig {
     /// Kafka's defaults, advertising `advertised_host:advertised_port`.
-    pub fn new(state_dir: impl Into<PathBuf>, advertised_host: impl Into<String>, advertised_port: u16) -> Self {
+    pub fn new(
+        state_dir: impl Into<PathBuf>,
+        advertised_host: impl Into<String>,
+        advertised_port: u16,
+    ) -> Self {
         BrokerConfig {
             node_id: 1,
             advertised_host: advertised_host.into(),
@@ -90,7 +94,10 @@ impl BrokerConfig {
 pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
         return None;
     }

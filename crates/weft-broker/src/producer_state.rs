@@ -40,7 +40,10 @@ struct ProducerEntry {
 pub(crate) enum Check {
     Append,
     /// A retry of a batch already appended: answer with its offsets, append nothing.
-    Duplicate { first_offset: u64, last_offset: u64 },
+    Duplicate {
+        first_offset: u64,
+        last_offset: u64,
+    },
     Reject(ResponseError),
 }
 
@@ -57,8 +60,8 @@ pub(crate) struct BatchId {
 impl BatchId {
     fn last_seq(&self) -> i32 {
         // Sequences wrap from i32::MAX to 0.
-        ((i64::from(self.first_seq) + i64::from(self.last_offset_delta)) % (i64::from(i32::MAX) + 1))
-            as i32
+        ((i64::from(self.first_seq) + i64::from(self.last_offset_delta))
+            % (i64::from(i32::MAX) + 1)) as i32
     }
 }
 
@@ -94,8 +97,15 @@ impl ProducerTable {
             };
         }
         let last_seq = b.last_seq();
-        if let Some(d) = e.batches.iter().find(|m| m.first_seq == b.first_seq && m.last_seq == last_seq) {
-            return Check::Duplicate { first_offset: d.first_offset, last_offset: d.last_offset };
+        if let Some(d) = e
+            .batches
+            .iter()
+            .find(|m| m.first_seq == b.first_seq && m.last_seq == last_seq)
+        {
+            return Check::Duplicate {
+                first_offset: d.first_offset,
+                last_offset: d.last_offset,
+            };
         }
         match e.batches.back() {
             Some(last) if b.first_seq != next_seq(last.last_seq) => {
@@ -110,17 +120,25 @@ impl ProducerTable {
         if b.producer_id < 0 {
             return;
         }
-        let e = self.producers.entry(b.producer_id).or_insert_with(|| ProducerEntry {
-            epoch: b.epoch,
-            last_append_ms: now_ms,
-            batches: VecDeque::new(),
-        });
+        let e = self
+            .producers
+            .entry(b.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: b.epoch,
+                last_append_ms: now_ms,
+                batches: VecDeque::new(),
+            });
         if b.epoch != e.epoch {
             e.epoch = b.epoch;
             e.batches.clear();
         }
         e.last_append_ms = e.last_append_ms.max(now_ms);
-        e.batches.push_back(BatchMeta { first_seq: b.first_seq, last_seq: b.last_seq(), first_offset, last_offset });
+        e.batches.push_back(BatchMeta {
+            first_seq: b.first_seq,
+            last_seq: b.last_seq(),
+            first_offset,
+            last_offset,
+        });
         while e.batches.len() > REMEMBERED_BATCHES {
             e.batches.pop_front();
         }
@@ -130,7 +148,8 @@ impl ProducerTable {
     /// Drops producers whose last append is older than `now_ms - expiration_ms`.
     pub(crate) fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < expiration_ms);
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < expiration_ms);
         let removed = before - self.producers.len();
         if removed > 0 {
             self.dirty = true;
@@ -169,7 +188,10 @@ impl ProducerTable {
             let e = &self.producers[&id];
             out.push_str(&format!("p {id} {} {}", e.epoch, e.last_append_ms));
             for m in &e.batches {
-                out.push_str(&format!(" {}:{}:{}:{}", m.first_seq, m.last_seq, m.first_offset, m.last_offset));
+                out.push_str(&format!(
+                    " {}:{}:{}:{}",
+                    m.first_seq, m.last_seq, m.first_offset, m.last_offset
+                ));
             }
             out.push('\n');
         }
@@ -190,14 +212,20 @@ impl ProducerTable {
             if f.next() != Some("p") {
                 return Err(format!("bad line {line:?}"));
             }
-            let mut num = || f.next().and_then(|x| x.parse::<i64>().ok()).ok_or(format!("bad line {line:?}"));
+            let mut num = || {
+                f.next()
+                    .and_then(|x| x.parse::<i64>().ok())
+                    .ok_or(format!("bad line {line:?}"))
+            };
             let id = num()?;
             let epoch = i16::try_from(num()?).map_err(|e| e.to_string())?;
             let last_append_ms = num()?;
             let mut batches = VecDeque::new();
             for b in f {
                 let p: Vec<i64> = b.split(':').filter_map(|x| x.parse().ok()).collect();
-                let [fs, ls, fo, lo] = p.as_slice() else { return Err(format!("bad batch {b:?}")) };
+                let [fs, ls, fo, lo] = p.as_slice() else {
+                    return Err(format!("bad batch {b:?}"));
+                };
                 batches.push_back(BatchMeta {
                     first_seq: *fs as i32,
                     last_seq: *ls as i32,
@@ -205,7 +233,14 @@ impl ProducerTable {
                     last_offset: *lo as u64,
                 });
             }
-            t.producers.insert(id, ProducerEntry { epoch, last_append_ms, batches });
+            t.producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    last_append_ms,
+                    batches,
+                },
+            );
         }
         Ok((t, offset))
     }
@@ -216,7 +251,12 @@ mod tests {
     use super::*;
 
     fn b(pid: i64, epoch: i16, seq: i32, n: i32) -> BatchId {
-        BatchId { producer_id: pid, epoch, first_seq: seq, last_offset_delta: n - 1 }
+        BatchId {
+            producer_id: pid,
+            epoch,
+            first_seq: seq,
+            last_offset_delta: n - 1,
+        }
     }
 
     /// Drives a table through (batch, expected check) steps, appending on `Append` at the next
@@ -242,15 +282,33 @@ mod tests {
             (b(7, 0, 0, 10), Append),
             (b(7, 0, 10, 5), Append),
             // retry of the first batch: original offsets
-            (b(7, 0, 0, 10), Duplicate { first_offset: 0, last_offset: 9 }),
-            (b(7, 0, 10, 5), Duplicate { first_offset: 10, last_offset: 14 }),
+            (
+                b(7, 0, 0, 10),
+                Duplicate {
+                    first_offset: 0,
+                    last_offset: 9,
+                },
+            ),
+            (
+                b(7, 0, 10, 5),
+                Duplicate {
+                    first_offset: 10,
+                    last_offset: 14,
+                },
+            ),
             // gap
-            (b(7, 0, 20, 1), Reject(ResponseError::OutOfOrderSequenceNumber)),
+            (
+                b(7, 0, 20, 1),
+                Reject(ResponseError::OutOfOrderSequenceNumber),
+            ),
             (b(7, 0, 15, 1), Append),
             // stale epoch
             (b(7, -1, 16, 1), Reject(ResponseError::InvalidProducerEpoch)),
             // bumped epoch must restart at 0
-            (b(7, 1, 16, 1), Reject(ResponseError::OutOfOrderSequenceNumber)),
+            (
+                b(7, 1, 16, 1),
+                Reject(ResponseError::OutOfOrderSequenceNumber),
+            ),
             (b(7, 1, 0, 1), Append),
             (b(7, 0, 1, 1), Reject(ResponseError::InvalidProducerEpoch)),
             // non-idempotent producers are never deduplicated
@@ -267,8 +325,17 @@ mod tests {
         for i in 0..7 {
             t.record(&b(1, 0, i, 1), i as u64, i as u64, 0);
         }
-        assert_eq!(t.check(&b(1, 0, 1, 1)), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
-        assert_eq!(t.check(&b(1, 0, 2, 1)), Check::Duplicate { first_offset: 2, last_offset: 2 });
+        assert_eq!(
+            t.check(&b(1, 0, 1, 1)),
+            Check::Reject(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            t.check(&b(1, 0, 2, 1)),
+            Check::Duplicate {
+                first_offset: 2,
+                last_offset: 2
+            }
+        );
         let mut t = ProducerTable::default();
         t.record(&b(1, 0, i32::MAX - 1, 2), 0, 1, 0);
         assert_eq!(t.check(&b(1, 0, 0, 1)), Check::Append);

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,12 +15,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::handlers;
 use crate::store::{self, ProducerIdAllocator};
 use crate::topics::Topics;
 use crate::versions;
-use crate::BrokerConfig;
 
 /// Shared broker state.
 pub(crate) struct Inner {
@@ -42,8 +44,12 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Runs a blocking closure off the reactor.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Task(e.to_string()))
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))
 }
 
 impl Broker {
@@ -51,16 +57,31 @@ impl Broker {
     /// producer-id allocator, idempotent-producer state rebuilt from snapshots and the log.
     pub async fn open(config: BrokerConfig, log: Arc<weft_log::Log>) -> Result<Broker> {
         let inner = blocking(move || -> Result<Inner> {
-            std::fs::create_dir_all(&config.state_dir)
-                .map_err(|source| Error::Io { path: config.state_dir.clone(), source })?;
+            std::fs::create_dir_all(&config.state_dir).map_err(|source| Error::Io {
+                path: config.state_dir.clone(),
+                source,
+            })?;
             let cluster_id = store::load_or_create_cluster_id(&config.state_dir)?;
             let producer_ids = ProducerIdAllocator::open(&config.state_dir)?;
             let topics = Topics::open(Arc::clone(&log), &config.state_dir, now_ms())?;
-            info!(cluster_id, node_id = config.node_id, topics = topics.all().len(), "broker state loaded");
-            Ok(Inner { config, log, cluster_id, topics, producer_ids: std::sync::Mutex::new(producer_ids) })
+            info!(
+                cluster_id,
+                node_id = config.node_id,
+                topics = topics.all().len(),
+                "broker state loaded"
+            );
+            Ok(Inner {
+                config,
+                log,
+                cluster_id,
+                topics,
+                producer_ids: std::sync::Mutex::new(producer_ids),
+            })
         })
         .await??;
-        Ok(Broker { inner: Arc::new(inner) })
+        Ok(Broker {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The cluster id kept in the state directory.
@@ -70,7 +91,11 @@ impl Broker {
 
     /// Serves `listener` until `shutdown` is true (or its sender is dropped), then closes
     /// connections and writes producer-state snapshots.
-    pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, advertised = %format!("{}:{}", inner.config.advertised_host, inner.config.advertised_port), "kafka listener up");
@@ -118,10 +143,10 @@ impl Broker {
 }
 
 fn log_connection_end(done: std::result::Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            warn!(error = %e, "connection task panicked; connection closed");
-        }
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        warn!(error = %e, "connection task panicked; connection closed");
     }
 }
 
@@ -142,7 +167,12 @@ async fn snapshot_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
 /// Why a connection is closed on a request.
 pub(crate) struct Close(pub(crate) String);
 
-async fn connection(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+async fn connection(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     debug!(%peer, "connection opened");
     let (rd, wr) = stream.into_split();
@@ -208,28 +238,48 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
 
 /// Decodes one request frame, runs it and encodes the response (`None`: no response, as for
 /// Produce with acks=0).
-pub(crate) async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) -> std::result::Result<Option<BytesMut>, Close> {
+pub(crate) async fn handle_frame(
+    inner: &Arc<Inner>,
+    frame: Bytes,
+) -> std::result::Result<Option<BytesMut>, Close> {
     if frame.len() < 8 {
-        return Err(Close(format!("request of {} bytes is shorter than a request header", frame.len())));
+        return Err(Close(format!(
+            "request of {} bytes is shorter than a request header",
+            frame.len()
+        )));
     }
     let api_key = be_i16(&frame, 0);
     let version = be_i16(&frame, 2);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    if api_key == ApiKey::ApiVersions as i16 {
-        if let Some((_, _, max)) = versions::range(api_key) {
-            if version > max {
-                // KIP-511: answer in the v0 format so the client can pick a version we speak.
-                debug!(version, "apiversions request newer than ours; answering in v0");
-                let resp = handlers::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
-                return encode(ApiKey::ApiVersions, 0, correlation_id, &ResponseKind::ApiVersions(resp)).map(Some);
-            }
-        }
+    if api_key == ApiKey::ApiVersions as i16
+        && let Some((_, _, max)) = versions::range(api_key)
+        && version > max
+    {
+        // KIP-511: answer in the v0 format so the client can pick a version we speak.
+        debug!(
+            version,
+            "apiversions request newer than ours; answering in v0"
+        );
+        let resp = handlers::api_versions_response(
+            kafka_protocol::ResponseError::UnsupportedVersion.code(),
+        );
+        return encode(
+            ApiKey::ApiVersions,
+            0,
+            correlation_id,
+            &ResponseKind::ApiVersions(resp),
+        )
+        .map(Some);
     }
     let Some((api, min, max)) = versions::range(api_key) else {
-        return Err(Close(format!("unsupported api key {api_key} (version {version})")));
+        return Err(Close(format!(
+            "unsupported api key {api_key} (version {version})"
+        )));
     };
     if version < min || version > max {
-        return Err(Close(format!("{api:?} version {version} is outside the advertised range {min}..={max}")));
+        return Err(Close(format!(
+            "{api:?} version {version} is outside the advertised range {min}..={max}"
+        )));
     }
     if versions::refused(api, version) {
         return Err(Close(format!(
@@ -244,8 +294,15 @@ pub(crate) async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) -> std::resul
         Err(e) if api == ApiKey::ApiVersions => {
             // Kafka answers an undecodable ApiVersions with INVALID_REQUEST.
             debug!(error = %e, "undecodable apiversions request");
-            let resp = ApiVersionsResponse::default().with_error_code(kafka_protocol::ResponseError::InvalidRequest.code());
-            return encode(api, version, header.correlation_id, &ResponseKind::ApiVersions(resp)).map(Some);
+            let resp = ApiVersionsResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::InvalidRequest.code());
+            return encode(
+                api,
+                version,
+                header.correlation_id,
+                &ResponseKind::ApiVersions(resp),
+            )
+            .map(Some);
         }
         Err(e) => return Err(Close(format!("malformed {api:?} v{version} request: {e}"))),
     };
@@ -255,7 +312,12 @@ pub(crate) async fn handle_frame(inner: &Arc<Inner>, frame: Bytes) -> std::resul
     encode(api, version, header.correlation_id, &response).map(Some)
 }
 
-fn encode(api: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> std::result::Result<BytesMut, Close> {
+fn encode(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> std::result::Result<BytesMut, Close> {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     ResponseHeader::default()

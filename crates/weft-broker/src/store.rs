@@ -38,22 +38,41 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Reads a state file written by [`write_atomic`]: checks the header's kind and version and
 /// the trailing `end`, and returns the body lines. `None` when the file does not exist.
-pub(crate) fn read_state_file(path: &Path, kind: &str, version: u32) -> Result<Option<Vec<String>>> {
+pub(crate) fn read_state_file(
+    path: &Path,
+    kind: &str,
+    version: u32,
+) -> Result<Option<Vec<String>>> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
     };
-    let corrupt = |reason: &str| Error::Corrupt { path: path.to_path_buf(), reason: reason.to_owned() };
+    let corrupt = |reason: &str| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_owned(),
+    };
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let header = if lines.is_empty() { String::new() } else { lines.remove(0) };
+    let header = if lines.is_empty() {
+        String::new()
+    } else {
+        lines.remove(0)
+    };
     let mut parts = header.split(' ');
     if parts.next() != Some("weft-broker") || parts.next() != Some(kind) {
         return Err(corrupt("bad header line"));
     }
     let found = parts.next().unwrap_or("");
     if found != version.to_string() {
-        return Err(Error::UnsupportedFormat { path: path.to_path_buf(), found: found.to_owned() });
+        return Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: found.to_owned(),
+        });
     }
     if lines.pop().as_deref() != Some("end") {
         return Err(corrupt("missing end line (truncated file)"));
@@ -115,7 +134,10 @@ pub(crate) fn load_or_create_cluster_id(dir: &Path) -> Result<String> {
     if let Some(lines) = read_state_file(&path, "cluster-id", 1)? {
         return match lines.as_slice() {
             [id] if !id.is_empty() => Ok(id.clone()),
-            _ => Err(Error::Corrupt { path, reason: "expected one id line".into() }),
+            _ => Err(Error::Corrupt {
+                path,
+                reason: "expected one id line".into(),
+            }),
         };
     }
     let id = new_cluster_id();
@@ -142,17 +164,29 @@ impl ProducerIdAllocator {
                     path: path.clone(),
                     reason: format!("bad next id: {e}"),
                 })?,
-                _ => return Err(Error::Corrupt { path, reason: "expected one line".into() }),
+                _ => {
+                    return Err(Error::Corrupt {
+                        path,
+                        reason: "expected one line".into(),
+                    });
+                }
             },
             None => 0,
         };
-        Ok(ProducerIdAllocator { path, next, block_end: next })
+        Ok(ProducerIdAllocator {
+            path,
+            next,
+            block_end: next,
+        })
     }
 
     pub(crate) fn allocate(&mut self) -> Result<i64> {
         if self.next >= self.block_end {
             let end = self.next + PRODUCER_ID_BLOCK;
-            write_atomic(&self.path, &format!("{}{end}\nend\n", header("producer-ids", 1)))?;
+            write_atomic(
+                &self.path,
+                &format!("{}{end}\nend\n", header("producer-ids", 1)),
+            )?;
             self.block_end = end;
         }
         let id = self.next;
@@ -164,7 +198,12 @@ impl ProducerIdAllocator {
 /// Opens a file for appending-free overwrite; used by tests for corrupt fixtures.
 #[cfg(test)]
 pub(crate) fn overwrite(path: &Path, contents: &str) {
-    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).create(true).open(path).expect("open");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .create(true)
+        .open(path)
+        .expect("open");
     f.write_all(contents.as_bytes()).expect("write");
 }
 
@@ -179,7 +218,10 @@ mod tests {
         let b = load_or_create_cluster_id(dir.path()).expect("reload");
         assert_eq!(a, b);
         assert_eq!(a.len(), 22);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 
     #[test]
@@ -187,7 +229,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("cluster.id");
         overwrite(&path, "weft-broker cluster-id 1\nabc\n");
-        assert!(matches!(load_or_create_cluster_id(dir.path()), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            load_or_create_cluster_id(dir.path()),
+            Err(Error::Corrupt { .. })
+        ));
         overwrite(&path, "weft-broker cluster-id 9\nabc\nend\n");
         assert!(matches!(
             load_or_create_cluster_id(dir.path()),

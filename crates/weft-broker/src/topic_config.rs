@@ -126,7 +126,12 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.retention.bytes",
         kind: ConfigType::Long,
         doc: "partition size above which old segments are deleted; -1 for no limit",
-        render: |c| opt_i64(c.retention_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX))),
+        render: |c| {
+            opt_i64(
+                c.retention_bytes
+                    .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+            )
+        },
         apply: |c, v| {
             let b = parse_i64_min(v, -1)?;
             c.retention_bytes = if b < 0 { None } else { Some(b as u64) };

@@ -99,7 +99,10 @@ pub(crate) struct Refusal {
 }
 
 fn refuse(error: kafka_protocol::ResponseError, message: impl Into<String>) -> Refusal {
-    Refusal { error, message: message.into() }
+    Refusal {
+        error,
+        message: message.into(),
+    }
 }
 
 /// Kafka's topic name rule.
@@ -111,10 +114,18 @@ pub(crate) fn validate_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} is not allowed"));
     }
     if name.len() > 249 {
-        return Err(format!("topic name is {} characters long, the limit is 249", name.len()));
+        return Err(format!(
+            "topic name is {} characters long, the limit is 249",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name {name:?} has the illegal character {c:?} (allowed: [a-zA-Z0-9._-])"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name {name:?} has the illegal character {c:?} (allowed: [a-zA-Z0-9._-])"
+        ));
     }
     Ok(())
 }
@@ -132,8 +143,10 @@ const TOPICS_FILE: &str = "topics.v1";
 impl Topics {
     /// Loads `topics.v1`, reconciles it with the log and rebuilds producer state.
     pub(crate) fn open(log: Arc<Log>, state_dir: &Path, now_ms: i64) -> Result<Topics> {
-        std::fs::create_dir_all(state_dir.join("producers"))
-            .map_err(|source| Error::Io { path: state_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(state_dir.join("producers")).map_err(|source| Error::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
         let path = state_dir.join(TOPICS_FILE);
         let listed = read_topics_file(&path)?;
         let in_log = log.partitions();
@@ -157,7 +170,9 @@ impl Topics {
         }
         // Interrupted deletes: partitions of unlisted topics (or beyond the count) go.
         for (tp, _) in &in_log {
-            let keep = specs.get(&tp.topic).is_some_and(|s| tp.partition < s.partitions);
+            let keep = specs
+                .get(&tp.topic)
+                .is_some_and(|s| tp.partition < s.partitions);
             if !keep {
                 warn!(topic = %tp.topic, partition = tp.partition, "deleting partition of a deleted topic");
                 log.delete_partition(tp)?;
@@ -177,7 +192,10 @@ impl Topics {
             let config = topic_config::effective(&defaults, &spec.configs);
             let mut partitions = Vec::new();
             for p in 0..spec.partitions {
-                let tp = TopicPartition { topic: name.clone(), partition: p };
+                let tp = TopicPartition {
+                    topic: name.clone(),
+                    partition: p,
+                };
                 let part = match log.partition(&tp) {
                     Some(part) => {
                         if part.config() != config {
@@ -194,27 +212,52 @@ impl Topics {
                 rebuild_producers(&h, state_dir, now_ms)?;
                 partitions.push(h);
             }
-            map.insert(name.clone(), Arc::new(Topic { name, id: spec.id, configs: spec.configs, partitions }));
+            map.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name,
+                    id: spec.id,
+                    configs: spec.configs,
+                    partitions,
+                }),
+            );
         }
         *topics.map.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(topics)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Topic>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub(crate) fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).values().find(|t| t.id == id).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Topic>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionHandle>> {
         let t = self.get(topic)?;
-        usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)).cloned()
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get(p))
+            .cloned()
     }
 
     fn specs(&self) -> BTreeMap<String, TopicSpec> {
@@ -223,11 +266,14 @@ impl Topics {
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|t| {
-                (t.name.clone(), TopicSpec {
-                    id: t.id,
-                    partitions: t.partitions.len() as i32,
-                    configs: t.configs.clone(),
-                })
+                (
+                    t.name.clone(),
+                    TopicSpec {
+                        id: t.id,
+                        partitions: t.partitions.len() as i32,
+                        configs: t.configs.clone(),
+                    },
+                )
             })
             .collect()
     }
@@ -235,7 +281,11 @@ impl Topics {
     fn write_file(&self, specs: &BTreeMap<String, TopicSpec>) -> Result<()> {
         let mut out = store::header("topics", 1);
         for (name, s) in specs {
-            out.push_str(&format!("topic {name} {} {}\n", s.id.simple(), s.partitions));
+            out.push_str(&format!(
+                "topic {name} {} {}\n",
+                s.id.simple(),
+                s.partitions
+            ));
             for (k, v) in &s.configs {
                 out.push_str(&format!("config {name} {k} {v}\n"));
             }
@@ -246,7 +296,10 @@ impl Topics {
 
     fn install(&self, t: Topic) -> Arc<Topic> {
         let t = Arc::new(t);
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(t.name.clone(), Arc::clone(&t));
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(t.name.clone(), Arc::clone(&t));
         t
     }
 
@@ -261,54 +314,98 @@ impl Topics {
         use kafka_protocol::ResponseError as E;
         validate_name(name).map_err(|m| refuse(E::InvalidTopicException, m))?;
         if partitions < 1 {
-            return Err(refuse(E::InvalidPartitions, format!("number of partitions must be at least 1, got {partitions}")));
+            return Err(refuse(
+                E::InvalidPartitions,
+                format!("number of partitions must be at least 1, got {partitions}"),
+            ));
         }
         if partitions > 100_000 {
-            return Err(refuse(E::InvalidPartitions, format!("{partitions} partitions is more than this broker allows (100000)")));
+            return Err(refuse(
+                E::InvalidPartitions,
+                format!("{partitions} partitions is more than this broker allows (100000)"),
+            ));
         }
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(|m| refuse(E::InvalidConfig, m))?;
             if v.contains('\n') {
-                return Err(refuse(E::InvalidConfig, format!("value of {k} contains a newline")));
+                return Err(refuse(
+                    E::InvalidConfig,
+                    format!("value of {k} contains a newline"),
+                ));
             }
         }
         let _w = lock(&self.write);
         if self.get(name).is_some() {
-            return Err(refuse(E::TopicAlreadyExists, format!("topic {name} already exists")));
+            return Err(refuse(
+                E::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
         }
-        let spec = TopicSpec { id: store::new_uuid(), partitions, configs };
+        let spec = TopicSpec {
+            id: store::new_uuid(),
+            partitions,
+            configs,
+        };
         if validate_only {
-            return Ok(Arc::new(Topic { name: name.to_owned(), id: spec.id, configs: spec.configs, partitions: vec![] }));
+            return Ok(Arc::new(Topic {
+                name: name.to_owned(),
+                id: spec.id,
+                configs: spec.configs,
+                partitions: vec![],
+            }));
         }
         let mut specs = self.specs();
         specs.insert(name.to_owned(), spec.clone());
-        self.write_file(&specs).map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
+        self.write_file(&specs)
+            .map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
         let config = topic_config::effective(self.log.defaults(), &spec.configs);
         let mut handles = Vec::new();
         for p in 0..partitions {
-            let tp = TopicPartition { topic: name.to_owned(), partition: p };
+            let tp = TopicPartition {
+                topic: name.to_owned(),
+                partition: p,
+            };
             match self.log.create_partition(&tp, config.clone()) {
                 Ok(part) => handles.push(PartitionHandle::new(tp, part)),
                 Err(e) => {
                     warn!(topic = name, partition = p, error = %e, "creating partition failed");
                     // Installed with what exists; the next start creates the rest.
-                    let t = self.install(Topic { name: name.to_owned(), id: spec.id, configs: spec.configs, partitions: handles });
+                    let t = self.install(Topic {
+                        name: name.to_owned(),
+                        id: spec.id,
+                        configs: spec.configs,
+                        partitions: handles,
+                    });
                     drop(t);
                     return Err(refuse(E::KafkaStorageError, e.to_string()));
                 }
             }
         }
         info!(topic = name, partitions, "topic created");
-        Ok(self.install(Topic { name: name.to_owned(), id: spec.id, configs: spec.configs, partitions: handles }))
+        Ok(self.install(Topic {
+            name: name.to_owned(),
+            id: spec.id,
+            configs: spec.configs,
+            partitions: handles,
+        }))
     }
 
     pub(crate) fn delete(&self, name: &str) -> Result<Arc<Topic>, Refusal> {
         use kafka_protocol::ResponseError as E;
         let _w = lock(&self.write);
-        let Some(t) = self.map.write().unwrap_or_else(|p| p.into_inner()).remove(name) else {
-            return Err(refuse(E::UnknownTopicOrPartition, format!("topic {name} does not exist")));
+        let Some(t) = self
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+        else {
+            return Err(refuse(
+                E::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
         };
-        self.write_file(&self.specs()).map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
+        self.write_file(&self.specs())
+            .map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
         for h in &t.partitions {
             if let Err(e) = self.log.delete_partition(&h.tp) {
                 warn!(topic = name, partition = h.tp.partition, error = %e, "deleting partition failed; retried at next start");
@@ -320,18 +417,34 @@ impl Topics {
         Ok(t)
     }
 
-    pub(crate) fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), Refusal> {
+    pub(crate) fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), Refusal> {
         use kafka_protocol::ResponseError as E;
         let _w = lock(&self.write);
         let Some(t) = self.get(name) else {
-            return Err(refuse(E::UnknownTopicOrPartition, format!("topic {name} does not exist")));
+            return Err(refuse(
+                E::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
         };
         let current = t.partitions.len() as i32;
         if count <= current {
-            return Err(refuse(E::InvalidPartitions, format!("topic {name} has {current} partitions; the new count must be larger, got {count}")));
+            return Err(refuse(
+                E::InvalidPartitions,
+                format!(
+                    "topic {name} has {current} partitions; the new count must be larger, got {count}"
+                ),
+            ));
         }
         if count > 100_000 {
-            return Err(refuse(E::InvalidPartitions, format!("{count} partitions is more than this broker allows (100000)")));
+            return Err(refuse(
+                E::InvalidPartitions,
+                format!("{count} partitions is more than this broker allows (100000)"),
+            ));
         }
         if validate_only {
             return Ok(());
@@ -340,12 +453,16 @@ impl Topics {
         if let Some(s) = specs.get_mut(name) {
             s.partitions = count;
         }
-        self.write_file(&specs).map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
+        self.write_file(&specs)
+            .map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
         let config = topic_config::effective(self.log.defaults(), &t.configs);
         let mut partitions = t.partitions.clone();
         let mut failure = None;
         for p in current..count {
-            let tp = TopicPartition { topic: name.to_owned(), partition: p };
+            let tp = TopicPartition {
+                topic: name.to_owned(),
+                partition: p,
+            };
             match self.log.create_partition(&tp, config.clone()) {
                 Ok(part) => partitions.push(PartitionHandle::new(tp, part)),
                 Err(e) => {
@@ -354,22 +471,38 @@ impl Topics {
                 }
             }
         }
-        self.install(Topic { name: t.name.clone(), id: t.id, configs: t.configs.clone(), partitions });
+        self.install(Topic {
+            name: t.name.clone(),
+            id: t.id,
+            configs: t.configs.clone(),
+            partitions,
+        });
         failure.map_or(Ok(()), Err)
     }
 
     /// Replaces a topic's config overrides (validated first).
-    pub(crate) fn set_configs(&self, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), Refusal> {
+    pub(crate) fn set_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), Refusal> {
         use kafka_protocol::ResponseError as E;
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(|m| refuse(E::InvalidConfig, m))?;
             if v.contains('\n') {
-                return Err(refuse(E::InvalidConfig, format!("value of {k} contains a newline")));
+                return Err(refuse(
+                    E::InvalidConfig,
+                    format!("value of {k} contains a newline"),
+                ));
             }
         }
         let _w = lock(&self.write);
         let Some(t) = self.get(name) else {
-            return Err(refuse(E::UnknownTopicOrPartition, format!("topic {name} does not exist")));
+            return Err(refuse(
+                E::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
         };
         if validate_only {
             return Ok(());
@@ -378,12 +511,18 @@ impl Topics {
         if let Some(s) = specs.get_mut(name) {
             s.configs = configs.clone();
         }
-        self.write_file(&specs).map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
+        self.write_file(&specs)
+            .map_err(|e| refuse(E::KafkaStorageError, e.to_string()))?;
         let config = topic_config::effective(self.log.defaults(), &configs);
         for h in &t.partitions {
             h.log.set_config(config.clone());
         }
-        self.install(Topic { name: t.name.clone(), id: t.id, configs, partitions: t.partitions.clone() });
+        self.install(Topic {
+            name: t.name.clone(),
+            id: t.id,
+            configs,
+            partitions: t.partitions.clone(),
+        });
         Ok(())
     }
 
@@ -424,8 +563,13 @@ struct TopicSpec {
 }
 
 fn read_topics_file(path: &Path) -> Result<Option<BTreeMap<String, TopicSpec>>> {
-    let Some(lines) = store::read_state_file(path, "topics", 1)? else { return Ok(None) };
-    let corrupt = |line: &str| Error::Corrupt { path: path.to_path_buf(), reason: format!("bad line {line:?}") };
+    let Some(lines) = store::read_state_file(path, "topics", 1)? else {
+        return Ok(None);
+    };
+    let corrupt = |line: &str| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("bad line {line:?}"),
+    };
     let mut specs = BTreeMap::new();
     for line in &lines {
         let mut f = line.splitn(4, ' ');
@@ -436,7 +580,14 @@ fn read_topics_file(path: &Path) -> Result<Option<BTreeMap<String, TopicSpec>>> 
                 };
                 let id = Uuid::parse_str(id).map_err(|_| corrupt(line))?;
                 let partitions = n.parse::<i32>().map_err(|_| corrupt(line))?;
-                specs.insert(name.to_owned(), TopicSpec { id, partitions, configs: BTreeMap::new() });
+                specs.insert(
+                    name.to_owned(),
+                    TopicSpec {
+                        id,
+                        partitions,
+                        configs: BTreeMap::new(),
+                    },
+                );
             }
             Some("config") => {
                 let (Some(name), Some(k), Some(v)) = (f.next(), f.next(), f.next()) else {
@@ -444,7 +595,12 @@ fn read_topics_file(path: &Path) -> Result<Option<BTreeMap<String, TopicSpec>>> 
                 };
                 let spec: &mut TopicSpec = specs.get_mut(name).ok_or_else(|| corrupt(line))?;
                 if let Err(reason) = topic_config::validate(k, v) {
-                    warn!(topic = name, config = k, reason, "ignoring invalid stored topic config");
+                    warn!(
+                        topic = name,
+                        config = k,
+                        reason,
+                        "ignoring invalid stored topic config"
+                    );
                 }
                 spec.configs.insert(k.to_owned(), v.to_owned());
             }
@@ -455,7 +611,9 @@ fn read_topics_file(path: &Path) -> Result<Option<BTreeMap<String, TopicSpec>>> 
 }
 
 fn snapshot_path(state_dir: &Path, tp: &TopicPartition) -> PathBuf {
-    state_dir.join("producers").join(format!("{}-{}.snapshot", tp.topic, tp.partition))
+    state_dir
+        .join("producers")
+        .join(format!("{}-{}.snapshot", tp.topic, tp.partition))
 }
 
 fn remove_snapshot(state_dir: &Path, tp: &TopicPartition) {
@@ -495,7 +653,8 @@ fn rebuild_producers(h: &PartitionHandle, state_dir: &Path, now_ms: i64) -> Resu
         }
         let mut at = 0;
         while at < bytes.len() {
-            let hdr = weft_log::batch::BatchHeader::parse(&bytes[at..]).map_err(weft_log::Error::from)?;
+            let hdr =
+                weft_log::batch::BatchHeader::parse(&bytes[at..]).map_err(weft_log::Error::from)?;
             at += hdr.total_len();
             if hdr.last_offset() < from {
                 continue;
@@ -508,7 +667,12 @@ fn rebuild_producers(h: &PartitionHandle, state_dir: &Path, now_ms: i64) -> Resu
             };
             // The batch's own timestamp stands for its append time: expiry then counts from
             // when the producer was last active, as before the restart.
-            table.record(&id, hdr.base_offset, hdr.last_offset(), hdr.max_timestamp.min(now_ms));
+            table.record(
+                &id,
+                hdr.base_offset,
+                hdr.last_offset(),
+                hdr.max_timestamp.min(now_ms),
+            );
             replayed += 1;
             from = hdr.next_offset();
         }
@@ -527,7 +691,15 @@ mod tests {
     #[test]
     fn topic_names_follow_kafka_rules() {
         let ok = ["orders", "a.b_c-D9", &"x".repeat(249)];
-        let bad = ["", ".", "..", "has space", "ümlaut", "slash/", &"x".repeat(250)];
+        let bad = [
+            "",
+            ".",
+            "..",
+            "has space",
+            "ümlaut",
+            "slash/",
+            &"x".repeat(250),
+        ];
         for n in ok {
             assert_eq!(validate_name(n), Ok(()), "{n}");
         }

@@ -30,12 +30,18 @@ const ADVERTISED: &[(ApiKey, i16, i16)] = &[
 
 /// Every advertised API with its (min, max) version, as sent in ApiVersions.
 pub fn advertised_versions() -> Vec<(i16, i16, i16)> {
-    ADVERTISED.iter().map(|(k, min, max)| (*k as i16, *min, *max)).collect()
+    ADVERTISED
+        .iter()
+        .map(|(k, min, max)| (*k as i16, *min, *max))
+        .collect()
 }
 
 /// The advertised range of an API key; `None` when the API is not served.
 pub(crate) fn range(api_key: i16) -> Option<(ApiKey, i16, i16)> {
-    ADVERTISED.iter().find(|(k, _, _)| *k as i16 == api_key).copied()
+    ADVERTISED
+        .iter()
+        .find(|(k, _, _)| *k as i16 == api_key)
+        .copied()
 }
 
 /// Versions inside the advertised range that are answered with UNSUPPORTED_VERSION: Produce
@@ -54,7 +60,10 @@ mod tests {
             let codec = api.valid_versions();
             assert!(*max <= codec.max, "{api:?} max {max} > codec {}", codec.max);
             for v in *min..=*max {
-                assert!(v >= codec.min || refused(*api, v), "{api:?} v{v} neither decodable nor refused");
+                assert!(
+                    v >= codec.min || refused(*api, v),
+                    "{api:?} v{v} neither decodable nor refused"
+                );
             }
         }
     }

@@ -29,7 +29,8 @@ struct Raw {
 impl Raw {
     fn connect(b: &TestBroker) -> Raw {
         let s = TcpStream::connect(b.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         Raw { s, correlation: 0 }
     }
 
@@ -55,7 +56,9 @@ impl Raw {
             .with_correlation_id(self.correlation)
             .with_client_id(Some(StrBytes::from_static_str("wire-test")));
         let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version)).expect("header");
+        header
+            .encode(&mut body, R::header_version(version))
+            .expect("header");
         req.encode(&mut body, version).expect("body");
         let mut out = Vec::with_capacity(body.len() + 4);
         out.put_i32(body.len() as i32);
@@ -68,7 +71,8 @@ impl Raw {
         self.send_raw(&frame);
         let mut resp = self.read_frame().expect("response");
         let header_version = <R::Response as HeaderVersion>::header_version(version);
-        let h = kafka_protocol::messages::ResponseHeader::decode(&mut resp, header_version).expect("response header");
+        let h = kafka_protocol::messages::ResponseHeader::decode(&mut resp, header_version)
+            .expect("response header");
         assert_eq!(h.correlation_id, self.correlation);
         R::Response::decode(&mut resp, version).expect("response body")
     }
@@ -96,19 +100,35 @@ fn create(c: &mut Raw, name: &str, configs: &[(&str, &str)]) {
         .with_configs(
             configs
                 .iter()
-                .map(|(k, v)| CreatableTopicConfig::default().with_name(StrBytes::from_string((*k).to_owned())).with_value(Some(StrBytes::from_string((*v).to_owned()))))
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string((*k).to_owned()))
+                        .with_value(Some(StrBytes::from_string((*v).to_owned())))
+                })
                 .collect(),
         );
-    let r: CreateTopicsResponse = c.request(7, &CreateTopicsRequest::default().with_topics(vec![t]).with_timeout_ms(5000));
+    let r: CreateTopicsResponse = c.request(
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(5000),
+    );
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
 fn produce(c: &mut Raw, topic: &str, records: Bytes, acks: i16) -> Option<(i16, i64)> {
-    let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-    ]);
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
     if acks == 0 {
         let f = c.frame(9, &req);
         c.send_raw(&f);
@@ -131,16 +151,31 @@ fn batch(pid: i64, epoch: i16, seq: i32, keys: &[Option<&str>]) -> Bytes {
             headers: vec![],
         })
         .collect();
-    let opts = BuildOptions { producer_id: pid, producer_epoch: epoch, base_sequence: seq, compression: Compression::None, ..BuildOptions::default() };
+    let opts = BuildOptions {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+        compression: Compression::None,
+        ..BuildOptions::default()
+    };
     Bytes::from(batch::build(opts, &records).expect("build"))
 }
 
 fn log_end(c: &mut Raw, topic: &str) -> i64 {
-    let req = FetchRequest::default().with_max_wait_ms(0).with_min_bytes(0).with_max_bytes(1 << 20).with_topics(vec![
-        FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20)]),
-    ]);
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
     let r: FetchResponse = c.request(12, &req);
     r.responses[0].partitions[0].high_watermark
 }
@@ -150,7 +185,15 @@ fn bad_input_closes_only_that_connection() {
     let b = TestBroker::start();
     let mut good = Raw::connect(&b);
     create(&mut good, "safe", &[]);
-    assert_eq!(produce(&mut good, "safe", batch(-1, -1, -1, &[Some("a"), Some("b")]), 1), Some((0, 0)));
+    assert_eq!(
+        produce(
+            &mut good,
+            "safe",
+            batch(-1, -1, -1, &[Some("a"), Some("b")]),
+            1
+        ),
+        Some((0, 0))
+    );
     let before = log_end(&mut good, "safe");
 
     let frame_of = |api: i16, version: i16, body: &[u8]| {
@@ -164,16 +207,31 @@ fn bad_input_closes_only_that_connection() {
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
-        ("huge length prefix", vec![0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0]),
+        (
+            "huge length prefix",
+            vec![0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+        ),
         ("negative length", vec![0xff, 0xff, 0xff, 0xfe, 0, 0]),
         ("frame shorter than a header", vec![0, 0, 0, 3, 0, 18, 0]),
         ("unknown api key", frame_of(9999, 0, &[])),
-        ("api not served (FindCoordinator)", frame_of(10, 0, &[0, 1, b'g'])),
+        (
+            "api not served (FindCoordinator)",
+            frame_of(10, 0, &[0, 1, b'g']),
+        ),
         ("version above the advertised range", frame_of(3, 99, &[])),
-        ("produce v0 (message format v0)", frame_of(0, 0, &[0, 1, 0, 0, 0x75, 0x30, 0, 0, 0, 0])),
-        ("metadata body truncated", frame_of(3, 1, &[0, 0, 0, 5, 0, 3, b'a'])),
+        (
+            "produce v0 (message format v0)",
+            frame_of(0, 0, &[0, 1, 0, 0, 0x75, 0x30, 0, 0, 0, 0]),
+        ),
+        (
+            "metadata body truncated",
+            frame_of(3, 1, &[0, 0, 0, 5, 0, 3, b'a']),
+        ),
         ("produce body garbage", frame_of(0, 9, &[0xff; 40])),
-        ("fetch with a bad string length", frame_of(1, 12, &[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x10])),
+        (
+            "fetch with a bad string length",
+            frame_of(1, 12, &[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x10]),
+        ),
     ];
     for (what, bytes) in cases {
         let mut bad = Raw::connect(&b);
@@ -202,14 +260,35 @@ fn api_versions_too_new_gets_a_v0_error_reply() {
     assert_eq!(resp.get_i32(), c.correlation);
     let r = ApiVersionsResponse::decode(&mut resp, 0).expect("v0 body");
     assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
-    let produce = r.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).expect("produce listed");
-    assert_eq!(produce.min_version, 0, "librdkafka < 2.11.1 wants Produce 0 in range for compression");
+    let produce = r
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Produce as i16)
+        .expect("produce listed");
+    assert_eq!(
+        produce.min_version, 0,
+        "librdkafka < 2.11.1 wants Produce 0 in range for compression"
+    );
     // The connection stays usable.
     let r: ApiVersionsResponse = c.request(3, &ApiVersionsRequest::default());
     assert_eq!(r.error_code, 0);
-    for (api, v) in [(ApiKey::Fetch, 4), (ApiKey::Fetch, 10), (ApiKey::Produce, 3), (ApiKey::Produce, 7), (ApiKey::InitProducerId, 0), (ApiKey::ListOffsets, 1)] {
-        let k = r.api_keys.iter().find(|k| k.api_key == api as i16).expect("listed");
-        assert!(k.min_version <= v && v <= k.max_version, "{api:?} v{v} not in range");
+    for (api, v) in [
+        (ApiKey::Fetch, 4),
+        (ApiKey::Fetch, 10),
+        (ApiKey::Produce, 3),
+        (ApiKey::Produce, 7),
+        (ApiKey::InitProducerId, 0),
+        (ApiKey::ListOffsets, 1),
+    ] {
+        let k = r
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == api as i16)
+            .expect("listed");
+        assert!(
+            k.min_version <= v && v <= k.max_version,
+            "{api:?} v{v} not in range"
+        );
     }
 }
 
@@ -224,23 +303,44 @@ fn produce_errors_as_kafka_reports_them() {
     let mut bad = batch(-1, -1, -1, &[Some("k")]).to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
-    assert_eq!(code(produce(&mut c, "plain", Bytes::from(bad), 1)), ResponseError::CorruptMessage.code());
+    assert_eq!(
+        code(produce(&mut c, "plain", Bytes::from(bad), 1)),
+        ResponseError::CorruptMessage.code()
+    );
     // Old message format (magic 1).
     let mut old = batch(-1, -1, -1, &[Some("k")]).to_vec();
     old[16] = 1;
-    assert_eq!(code(produce(&mut c, "plain", Bytes::from(old), 1)), ResponseError::UnsupportedForMessageFormat.code());
+    assert_eq!(
+        code(produce(&mut c, "plain", Bytes::from(old), 1)),
+        ResponseError::UnsupportedForMessageFormat.code()
+    );
     // Truncated batch.
     let whole = batch(-1, -1, -1, &[Some("k")]);
-    assert_eq!(code(produce(&mut c, "plain", whole.slice(..whole.len() - 3), 1)), ResponseError::CorruptMessage.code());
+    assert_eq!(
+        code(produce(&mut c, "plain", whole.slice(..whole.len() - 3), 1)),
+        ResponseError::CorruptMessage.code()
+    );
     // Over max.message.bytes.
     let many: Vec<Option<&str>> = (0..20).map(|_| Some("key")).collect();
-    assert_eq!(code(produce(&mut c, "plain", batch(-1, -1, -1, &many), 1)), ResponseError::MessageTooLarge.code());
+    assert_eq!(
+        code(produce(&mut c, "plain", batch(-1, -1, -1, &many), 1)),
+        ResponseError::MessageTooLarge.code()
+    );
     // Keyless record on a compacted topic.
-    assert_eq!(code(produce(&mut c, "compacted", batch(-1, -1, -1, &[None]), 1)), ResponseError::InvalidRecord.code());
+    assert_eq!(
+        code(produce(&mut c, "compacted", batch(-1, -1, -1, &[None]), 1)),
+        ResponseError::InvalidRecord.code()
+    );
     // Produce never creates topics (Metadata does).
-    assert_eq!(code(produce(&mut c, "nope", batch(-1, -1, -1, &[Some("k")]), 1)), ResponseError::UnknownTopicOrPartition.code());
+    assert_eq!(
+        code(produce(&mut c, "nope", batch(-1, -1, -1, &[Some("k")]), 1)),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
     // A good batch still goes through.
-    assert_eq!(produce(&mut c, "plain", batch(-1, -1, -1, &[Some("k")]), 1), Some((0, 0)));
+    assert_eq!(
+        produce(&mut c, "plain", batch(-1, -1, -1, &[Some("k")]), 1),
+        Some((0, 0))
+    );
 }
 
 #[test]
@@ -248,7 +348,13 @@ fn idempotent_dedup_gaps_and_epochs() {
     let b = TestBroker::start();
     let mut c = Raw::connect(&b);
     create(&mut c, "idem", &[]);
-    let init: InitProducerIdResponse = c.request(4, &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000).with_producer_id((-1).into()).with_producer_epoch(-1));
+    let init: InitProducerIdResponse = c.request(
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1),
+    );
     assert_eq!(init.error_code, 0);
     let pid = init.producer_id.0;
     let epoch = init.producer_epoch;
@@ -260,24 +366,54 @@ fn idempotent_dedup_gaps_and_epochs() {
     assert_eq!(produce(&mut c, "idem", b3(3), 1), Some((0, 3)));
     assert_eq!(log_end(&mut c, "idem"), 6);
     // A gap.
-    assert_eq!(produce(&mut c, "idem", b3(9), 1).map(|r| r.0), Some(ResponseError::OutOfOrderSequenceNumber.code()));
+    assert_eq!(
+        produce(&mut c, "idem", b3(9), 1).map(|r| r.0),
+        Some(ResponseError::OutOfOrderSequenceNumber.code())
+    );
     // Epoch bump (KIP-360) and then the old epoch is fenced.
-    let bumped: InitProducerIdResponse = c.request(4, &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000).with_producer_id(pid.into()).with_producer_epoch(epoch));
-    assert_eq!((bumped.producer_id.0, bumped.producer_epoch), (pid, epoch + 1));
-    assert_eq!(produce(&mut c, "idem", batch(pid, epoch + 1, 0, &[Some("x")]), 1), Some((0, 6)));
-    assert_eq!(produce(&mut c, "idem", b3(6), 1).map(|r| r.0), Some(ResponseError::InvalidProducerEpoch.code()));
+    let bumped: InitProducerIdResponse = c.request(
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(pid.into())
+            .with_producer_epoch(epoch),
+    );
+    assert_eq!(
+        (bumped.producer_id.0, bumped.producer_epoch),
+        (pid, epoch + 1)
+    );
+    assert_eq!(
+        produce(&mut c, "idem", batch(pid, epoch + 1, 0, &[Some("x")]), 1),
+        Some((0, 6))
+    );
+    assert_eq!(
+        produce(&mut c, "idem", b3(6), 1).map(|r| r.0),
+        Some(ResponseError::InvalidProducerEpoch.code())
+    );
     // acks=0: no response; the next request on the connection is still answered in order.
-    assert_eq!(produce(&mut c, "idem", batch(-1, -1, -1, &[Some("z")]), 0), None);
+    assert_eq!(
+        produce(&mut c, "idem", batch(-1, -1, -1, &[Some("z")]), 0),
+        None
+    );
     assert_eq!(log_end(&mut c, "idem"), 8);
     // The state survives a restart: the retry is still recognised.
     let dir = b.dir.clone();
     let tmp = b.stop();
     let b = TestBroker::start_in(&dir, |_| {});
     let mut c = Raw::connect(&b);
-    assert_eq!(produce(&mut c, "idem", batch(pid, epoch + 1, 0, &[Some("x")]), 1), Some((0, 6)));
+    assert_eq!(
+        produce(&mut c, "idem", batch(pid, epoch + 1, 0, &[Some("x")]), 1),
+        Some((0, 6))
+    );
     assert_eq!(log_end(&mut c, "idem"), 8);
     // New producer ids never repeat across restarts.
-    let again: InitProducerIdResponse = c.request(4, &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000).with_producer_id((-1).into()).with_producer_epoch(-1));
+    let again: InitProducerIdResponse = c.request(
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1),
+    );
     assert_ne!(again.producer_id.0, pid);
     drop(b);
     drop(tmp);

@@ -3,10 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName};
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+};
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -24,7 +28,10 @@ struct Wanted {
 /// Reads every wanted partition once, within the response budget. Blocking.
 /// Returns the response topics, the record bytes found, and whether an error must be
 /// answered at once.
-fn read_once(topics: &[(TopicName, uuid::Uuid, Vec<Wanted>)], max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize, bool) {
+fn read_once(
+    topics: &[(TopicName, uuid::Uuid, Vec<Wanted>)],
+    max_bytes: usize,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut budget = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
@@ -35,7 +42,10 @@ fn read_once(topics: &[(TopicName, uuid::Uuid, Vec<Wanted>)], max_bytes: usize) 
             let mut pd = PartitionData::default().with_partition_index(w.partition);
             let Some(h) = &w.handle else {
                 any_error = true;
-                pds.push(pd.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_high_watermark(-1));
+                pds.push(
+                    pd.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_high_watermark(-1),
+                );
                 continue;
             };
             let start = h.log.log_start_offset();
@@ -77,7 +87,12 @@ fn read_once(topics: &[(TopicName, uuid::Uuid, Vec<Wanted>)], max_bytes: usize) 
                 }
             }
         }
-        out.push(FetchableTopicResponse::default().with_topic(name.clone()).with_topic_id(*id).with_partitions(pds));
+        out.push(
+            FetchableTopicResponse::default()
+                .with_topic(name.clone())
+                .with_topic_id(*id)
+                .with_partitions(pds),
+        );
     }
     (out, total, any_error)
 }
@@ -88,13 +103,22 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             .into_iter()
             .map(|t| {
                 // v13+ name topics by id; up to v12 (what we serve) by name.
-                let topic = if t.topic.0.is_empty() { inner.topics.get_by_id(t.topic_id) } else { inner.topics.get(t.topic.0.as_str()) };
+                let topic = if t.topic.0.is_empty() {
+                    inner.topics.get_by_id(t.topic_id)
+                } else {
+                    inner.topics.get(t.topic.0.as_str())
+                };
                 let wanted = t
                     .partitions
                     .into_iter()
                     .map(|p| Wanted {
                         partition: p.partition,
-                        handle: topic.as_ref().and_then(|tt| usize::try_from(p.partition).ok().and_then(|i| tt.partitions.get(i)).cloned()),
+                        handle: topic.as_ref().and_then(|tt| {
+                            usize::try_from(p.partition)
+                                .ok()
+                                .and_then(|i| tt.partitions.get(i))
+                                .cloned()
+                        }),
                         fetch_offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes,
                     })
@@ -103,7 +127,11 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             })
             .collect(),
     );
-    let max_bytes = if r.max_bytes <= 0 { i32::MAX as usize } else { r.max_bytes as usize };
+    let max_bytes = if r.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        r.max_bytes as usize
+    };
     let min_bytes = r.min_bytes.max(0) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let notify = Arc::new(Notify::new());
@@ -119,24 +147,35 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "fetch task failed");
-                return FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
+                return FetchResponse::default()
+                    .with_error_code(ResponseError::UnknownServerError.code());
             }
         };
         if total >= min_bytes || any_error || tokio::time::Instant::now() >= deadline {
             // Fetch sessions (KIP-227) are declined with session id 0: every fetch is full.
-            return FetchResponse::default().with_session_id(0).with_responses(responses);
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
         }
-        if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+        if tokio::time::timeout_at(deadline, notify.notified())
+            .await
+            .is_err()
+        {
             // Deadline passed: one last read so the answer reflects the newest state.
             let t = Arc::clone(&topics);
             let responses = match blocking(move || read_once(&t, max_bytes)).await {
                 Ok((responses, _, _)) => responses,
                 Err(_) => responses,
             };
-            return FetchResponse::default().with_session_id(0).with_responses(responses);
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
         }
     }
 }
+
+/// (partition index, its handle if it exists, requested timestamp)
+type PartitionTimestamp = (i32, Option<Arc<PartitionHandle>>, i64);
 
 /// ListOffsets special timestamps.
 const LATEST: i64 = -1;
@@ -144,14 +183,20 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub(crate) async fn list_offsets(inner: &Arc<Inner>, r: ListOffsetsRequest) -> ListOffsetsResponse {
-    let work: Vec<(TopicName, Vec<(i32, Option<Arc<PartitionHandle>>, i64)>)> = r
+    let work: Vec<(TopicName, Vec<PartitionTimestamp>)> = r
         .topics
         .into_iter()
         .map(|t| {
             let parts = t
                 .partitions
                 .into_iter()
-                .map(|p| (p.partition_index, inner.topics.partition(t.name.0.as_str(), p.partition_index), p.timestamp))
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        inner.topics.partition(t.name.0.as_str(), p.partition_index),
+                        p.timestamp,
+                    )
+                })
                 .collect();
             (t.name, parts)
         })

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
@@ -14,7 +15,6 @@ use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
-use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -50,7 +50,11 @@ fn topic_error(name: Option<&str>, id: Uuid, e: ResponseError) -> MetadataRespon
         .with_topic_id(id)
 }
 
-pub(crate) async fn metadata(inner: &Arc<Inner>, r: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) async fn metadata(
+    inner: &Arc<Inner>,
+    r: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let brokers = vec![
         MetadataResponseBroker::default()
             .with_node_id(node(inner))
@@ -64,9 +68,15 @@ pub(crate) async fn metadata(inner: &Arc<Inner>, r: MetadataRequest, version: i1
         Some(t) => Some(t),
     };
     // Before v4 clients cannot say no, and Kafka creates.
-    let allow_create = (version < 4 || r.allow_auto_topic_creation) && inner.config.auto_create_topics;
+    let allow_create =
+        (version < 4 || r.allow_auto_topic_creation) && inner.config.auto_create_topics;
     let topics = match requested {
-        None => inner.topics.all().iter().map(|t| metadata_topic(inner, t)).collect(),
+        None => inner
+            .topics
+            .all()
+            .iter()
+            .map(|t| metadata_topic(inner, t))
+            .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for rt in list {
@@ -83,17 +93,26 @@ pub(crate) async fn metadata(inner: &Arc<Inner>, r: MetadataRequest, version: i1
                 }
                 if let Err(reason) = validate_name(&name) {
                     info!(topic = name, reason, "metadata for an invalid topic name");
-                    out.push(topic_error(Some(&name), Uuid::nil(), ResponseError::InvalidTopicException));
+                    out.push(topic_error(
+                        Some(&name),
+                        Uuid::nil(),
+                        ResponseError::InvalidTopicException,
+                    ));
                     continue;
                 }
                 if !allow_create {
-                    out.push(topic_error(Some(&name), Uuid::nil(), ResponseError::UnknownTopicOrPartition));
+                    out.push(topic_error(
+                        Some(&name),
+                        Uuid::nil(),
+                        ResponseError::UnknownTopicOrPartition,
+                    ));
                     continue;
                 }
                 let i = Arc::clone(inner);
                 let n = name.clone();
                 let partitions = inner.config.num_partitions.max(1);
-                let created = blocking(move || i.topics.create(&n, partitions, BTreeMap::new(), false)).await;
+                let created =
+                    blocking(move || i.topics.create(&n, partitions, BTreeMap::new(), false)).await;
                 match created {
                     Ok(Ok(t)) => {
                         info!(topic = name, partitions, "topic auto-created");
@@ -102,7 +121,11 @@ pub(crate) async fn metadata(inner: &Arc<Inner>, r: MetadataRequest, version: i1
                     Ok(Err(refusal)) if refusal.error == ResponseError::TopicAlreadyExists => {
                         match inner.topics.get(&name) {
                             Some(t) => out.push(metadata_topic(inner, &t)),
-                            None => out.push(topic_error(Some(&name), Uuid::nil(), ResponseError::LeaderNotAvailable)),
+                            None => out.push(topic_error(
+                                Some(&name),
+                                Uuid::nil(),
+                                ResponseError::LeaderNotAvailable,
+                            )),
                         }
                     }
                     Ok(Err(refusal)) => {
@@ -111,7 +134,11 @@ pub(crate) async fn metadata(inner: &Arc<Inner>, r: MetadataRequest, version: i1
                     }
                     Err(e) => {
                         warn!(topic = name, error = %e, "auto-create failed");
-                        out.push(topic_error(Some(&name), Uuid::nil(), ResponseError::UnknownServerError));
+                        out.push(topic_error(
+                            Some(&name),
+                            Uuid::nil(),
+                            ResponseError::UnknownServerError,
+                        ));
                     }
                 }
             }
@@ -125,7 +152,10 @@ pub(crate) async fn metadata(inner: &Arc<Inner>, r: MetadataRequest, version: i1
         .with_topics(topics)
 }
 
-pub(crate) fn describe_cluster(inner: &Inner, r: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(crate) fn describe_cluster(
+    inner: &Inner,
+    r: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let resp = DescribeClusterResponse::default()
         .with_cluster_id(str(&inner.cluster_id))
         .with_controller_id(node(inner))
@@ -150,7 +180,10 @@ pub(crate) fn describe_topic_partitions(
 ) -> DescribeTopicPartitionsResponse {
     let mut remaining = r.response_partition_limit.max(1) as usize;
     let (cursor_topic, cursor_partition) = match &r.cursor {
-        Some(c) => (Some(c.topic_name.0.to_string()), c.partition_index.max(0) as usize),
+        Some(c) => (
+            Some(c.topic_name.0.to_string()),
+            c.partition_index.max(0) as usize,
+        ),
         None => (None, 0),
     };
     // Requested names (sorted, as Kafka pages through them) or all topics.
@@ -176,14 +209,26 @@ pub(crate) fn describe_topic_partitions(
             continue;
         };
         if remaining == 0 {
-            next_cursor = Some(Cursor::default().with_topic_name(TopicName(str(&name))).with_partition_index(0));
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(TopicName(str(&name)))
+                    .with_partition_index(0),
+            );
             break;
         }
-        let first = if cursor_topic.as_deref() == Some(name.as_str()) { cursor_partition } else { 0 };
+        let first = if cursor_topic.as_deref() == Some(name.as_str()) {
+            cursor_partition
+        } else {
+            0
+        };
         let mut partitions = Vec::new();
         for p in first..t.partitions.len() {
             if remaining == 0 {
-                next_cursor = Some(Cursor::default().with_topic_name(TopicName(str(&name))).with_partition_index(p as i32));
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(TopicName(str(&name)))
+                        .with_partition_index(p as i32),
+                );
                 break;
             }
             remaining -= 1;
@@ -208,5 +253,7 @@ pub(crate) fn describe_topic_partitions(
             break;
         }
     }
-    DescribeTopicPartitionsResponse::default().with_topics(topics).with_next_cursor(next_cursor)
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
 }

@@ -8,12 +8,12 @@ mod produce;
 
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, RequestHeader, RequestKind,
     ResponseKind, api_versions_response::ApiVersion,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 use tracing::warn;
 
 use crate::server::{Inner, blocking};
@@ -24,29 +24,57 @@ pub(crate) fn str(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-pub(crate) async fn handle(inner: &Arc<Inner>, header: &RequestHeader, req: RequestKind) -> Option<ResponseKind> {
+pub(crate) async fn handle(
+    inner: &Arc<Inner>,
+    header: &RequestHeader,
+    req: RequestKind,
+) -> Option<ResponseKind> {
     let version = header.request_api_version;
     Some(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(inner, r, version).await),
-        RequestKind::Produce(r) => return produce::produce(inner, r).await.map(ResponseKind::Produce),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::metadata(inner, r, version).await)
+        }
+        RequestKind::Produce(r) => {
+            return produce::produce(inner, r).await.map(ResponseKind::Produce);
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(inner, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(fetch::list_offsets(inner, r).await),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(inner, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(inner, r, version).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(inner, r).await),
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(inner, r).await),
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(admin::delete_records(inner, r).await),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(metadata::describe_cluster(inner, r)),
-        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(admin::describe_log_dirs(inner, r)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(fetch::list_offsets(inner, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id(inner, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(inner, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(inner, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(inner, r).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(admin::delete_records(inner, r).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(metadata::describe_cluster(inner, r))
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(admin::describe_log_dirs(inner, r))
+        }
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(metadata::describe_topic_partitions(inner, r))
         }
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe_configs(inner, r)),
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter_configs(inner, r).await),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(inner, r).await)
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe_configs(inner, r))
         }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(configs::alter_configs(inner, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter_configs(inner, r).await,
+        ),
         other => {
             // Unreachable through the version table; answered by closing in the server.
             warn!(request = ?std::mem::discriminant(&other), "request kind without a handler");
@@ -58,9 +86,16 @@ pub(crate) async fn handle(inner: &Arc<Inner>, header: &RequestHeader, req: Requ
 pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     let api_keys = versions::advertised_versions()
         .into_iter()
-        .map(|(k, min, max)| ApiVersion::default().with_api_key(k).with_min_version(min).with_max_version(max))
+        .map(|(k, min, max)| {
+            ApiVersion::default()
+                .with_api_key(k)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
         .collect();
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
 }
 
 async fn init_producer_id(inner: &Arc<Inner>, r: InitProducerIdRequest) -> InitProducerIdResponse {
@@ -71,7 +106,9 @@ async fn init_producer_id(inner: &Arc<Inner>, r: InitProducerIdRequest) -> InitP
     }
     // KIP-360: a producer that knows its id asks for an epoch bump.
     if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
-        return resp.with_producer_id(r.producer_id).with_producer_epoch(r.producer_epoch + 1);
+        return resp
+            .with_producer_id(r.producer_id)
+            .with_producer_epoch(r.producer_epoch + 1);
     }
     let i = Arc::clone(inner);
     match blocking(move || lock(&i.producer_ids).allocate()).await {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::ResponseError;
 use tracing::{debug, warn};
 
 use super::str;
@@ -29,7 +29,14 @@ struct Outcome {
 
 impl Outcome {
     fn error(error: ResponseError, message: impl Into<String>) -> Outcome {
-        Outcome { error: Some(error), message: Some(message.into()), base_offset: -1, last_offset: None, log_append_time: -1, log_start: -1 }
+        Outcome {
+            error: Some(error),
+            message: Some(message.into()),
+            base_offset: -1,
+            last_offset: None,
+            log_append_time: -1,
+            log_start: -1,
+        }
     }
 }
 
@@ -46,7 +53,10 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
     while at < records.len() {
         let rest = &records[at..];
         if rest.len() < 17 {
-            return Outcome::error(ResponseError::CorruptMessage, format!("{} trailing bytes after the last batch", rest.len()));
+            return Outcome::error(
+                ResponseError::CorruptMessage,
+                format!("{} trailing bytes after the last batch", rest.len()),
+            );
         }
         let magic = rest[16] as i8;
         if magic != 2 {
@@ -56,9 +66,17 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
             );
         }
         let declared = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        let total = usize::try_from(declared).ok().and_then(|l| l.checked_add(12));
+        let total = usize::try_from(declared)
+            .ok()
+            .and_then(|l| l.checked_add(12));
         let Some(total) = total.filter(|t| *t <= rest.len()) else {
-            return Outcome::error(ResponseError::CorruptMessage, format!("batch length {declared} exceeds the {} bytes sent", rest.len()));
+            return Outcome::error(
+                ResponseError::CorruptMessage,
+                format!(
+                    "batch length {declared} exceeds the {} bytes sent",
+                    rest.len()
+                ),
+            );
         };
         let slice = &rest[..total];
         at += total;
@@ -70,7 +88,10 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
             }
         };
         if hdr.is_transactional() || hdr.is_control() {
-            return Outcome::error(ResponseError::InvalidTxnState, "transactional batches are not supported yet");
+            return Outcome::error(
+                ResponseError::InvalidTxnState,
+                "transactional batches are not supported yet",
+            );
         }
         let id = BatchId {
             producer_id: hdr.producer_id,
@@ -81,9 +102,18 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
         match table.check(&id) {
             Check::Reject(e) => {
                 debug!(topic = %h.tp.topic, partition = h.tp.partition, producer_id = id.producer_id, epoch = id.epoch, seq = id.first_seq, error = ?e, "idempotent batch refused");
-                return Outcome::error(e, format!("producer {} epoch {} sequence {} refused", id.producer_id, id.epoch, id.first_seq));
+                return Outcome::error(
+                    e,
+                    format!(
+                        "producer {} epoch {} sequence {} refused",
+                        id.producer_id, id.epoch, id.first_seq
+                    ),
+                );
             }
-            Check::Duplicate { first_offset, last_offset } => {
+            Check::Duplicate {
+                first_offset,
+                last_offset,
+            } => {
                 debug!(topic = %h.tp.topic, partition = h.tp.partition, producer_id = id.producer_id, seq = id.first_seq, first_offset, "duplicate batch acknowledged with its original offset");
                 base.get_or_insert(first_offset);
                 last = Some(last_offset);
@@ -101,7 +131,9 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
                     }
                     Err(e) => {
                         let code = codes::produce_error(&e);
-                        if code == ResponseError::KafkaStorageError || code == ResponseError::UnknownServerError {
+                        if code == ResponseError::KafkaStorageError
+                            || code == ResponseError::UnknownServerError
+                        {
                             warn!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "append failed");
                         } else {
                             debug!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "batch refused");
@@ -132,7 +164,10 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pro
     let acks = r.acks;
     let transactional = r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty());
     // (topic name, [(partition, handle, records)])
-    type Work = Vec<(String, Vec<(i32, Option<Arc<PartitionHandle>>, Option<Bytes>)>)>;
+    type Work = Vec<(
+        String,
+        Vec<(i32, Option<Arc<PartitionHandle>>, Option<Bytes>)>,
+    )>;
     let work: Work = r
         .topic_data
         .into_iter()
@@ -153,14 +188,25 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pro
                 let outcomes: Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)> = parts
                     .into_iter()
                     .map(|(idx, h, records)| {
-                        let outcome = if !matches!(acks, 0 | 1 | -1) {
-                            Outcome::error(ResponseError::InvalidRequiredAcks, format!("acks={acks}"))
+                        let outcome = if !(-1..=1).contains(&acks) {
+                            Outcome::error(
+                                ResponseError::InvalidRequiredAcks,
+                                format!("acks={acks}"),
+                            )
                         } else if transactional {
-                            Outcome::error(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported yet")
+                            Outcome::error(
+                                ResponseError::TransactionalIdAuthorizationFailed,
+                                "transactions are not supported yet",
+                            )
                         } else {
                             match (&h, records) {
-                                (None, _) => Outcome::error(ResponseError::UnknownTopicOrPartition, format!("{name}-{idx} does not exist")),
-                                (Some(_), None) => Outcome::error(ResponseError::CorruptMessage, "null records"),
+                                (None, _) => Outcome::error(
+                                    ResponseError::UnknownTopicOrPartition,
+                                    format!("{name}-{idx} does not exist"),
+                                ),
+                                (Some(_), None) => {
+                                    Outcome::error(ResponseError::CorruptMessage, "null records")
+                                }
                                 (Some(h), Some(records)) => {
                                     let o = append_batches(h, &records, now);
                                     if o.last_offset.is_some() {
@@ -189,17 +235,23 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pro
         return None;
     }
     if acks == -1 {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.max(0) as u64);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.max(0) as u64);
         for (_, outcomes) in &mut results {
             for (_, h, o) in outcomes.iter_mut() {
-                let (Some(h), Some(last)) = (h.as_ref(), o.last_offset) else { continue };
+                let (Some(h), Some(last)) = (h.as_ref(), o.last_offset) else {
+                    continue;
+                };
                 if o.code() != 0 || !h.acks_all_waits_for_fsync() {
                     continue;
                 }
                 let mut rx = h.durable.clone();
                 let waited = tokio::time::timeout_at(deadline, rx.wait_for(|d| *d > last)).await;
                 if !matches!(waited, Ok(Ok(_))) {
-                    *o = Outcome::error(ResponseError::RequestTimedOut, "batch appended but not yet durable within the request timeout");
+                    *o = Outcome::error(
+                        ResponseError::RequestTimedOut,
+                        "batch appended but not yet durable within the request timeout",
+                    );
                 }
             }
         }
@@ -216,10 +268,16 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pro
                         .with_base_offset(o.base_offset)
                         .with_log_append_time_ms(o.log_append_time)
                         .with_log_start_offset(o.log_start)
-                        .with_error_message(if o.code() != 0 { o.message.map(str) } else { None })
+                        .with_error_message(if o.code() != 0 {
+                            o.message.map(str)
+                        } else {
+                            None
+                        })
                 })
                 .collect();
-            TopicProduceResponse::default().with_name(kafka_protocol::messages::TopicName(str(name))).with_partition_responses(partition_responses)
+            TopicProduceResponse::default()
+                .with_name(kafka_protocol::messages::TopicName(str(name)))
+                .with_partition_responses(partition_responses)
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))

@@ -25,8 +25,9 @@ pub(crate) fn init_tracing() {
     ONCE.call_once(|| {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("weft_broker=info,weft_log=warn")),
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("weft_broker=info,weft_log=warn")
+                }),
             )
             .with_test_writer()
             .try_init();
@@ -51,13 +52,23 @@ impl TestBroker {
             .build()
             .expect("runtime");
         let log = Arc::new(Log::open(&dir.join("log"), LogConfig::default()).expect("open log"));
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = BrokerConfig::new(dir.join("broker"), "127.0.0.1", addr.port());
         tweak(&mut config);
         let (tx, rx) = watch::channel(false);
         let task = rt.spawn(weft_broker::run(config, Arc::clone(&log), listener, rx));
-        TestBroker { rt, addr, dir: dir.to_path_buf(), shutdown: tx, task: Some(task), log, _tmp: None }
+        TestBroker {
+            rt,
+            addr,
+            dir: dir.to_path_buf(),
+            shutdown: tx,
+            task: Some(task),
+            log,
+            _tmp: None,
+        }
     }
 
     pub(crate) fn bootstrap(&self) -> String {
