@@ -3,7 +3,7 @@
 //! Minimum versions are deliberately low: librdkafka before 2.11.1 turns features on only when
 //! exact versions lie inside the advertised range (MsgVer2 needs Produce 3 and Fetch 4,
 //! compression needs Produce 0 in the range, idempotence InitProducerId 0, offsets by time
-//! ListOffsets 1). Versions in the range that we do not implement are listed in
+//! ListOffsets 1, LZ4 FindCoordinator 0). Versions in the range that we do not implement are listed in
 //! [`refused`] and answered with UNSUPPORTED_VERSION.
 
 use kafka_protocol::messages::ApiKey;
@@ -26,6 +26,10 @@ const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // No group or transaction coordinator yet: every lookup answers COORDINATOR_NOT_AVAILABLE.
+    // Advertised because librdkafka before 2.11.1 enables LZ4 only when FindCoordinator v0
+    // is in range.
+    (ApiKey::FindCoordinator, 0, 4),
 ];
 
 /// Every advertised API with its (min, max) version, as sent in ApiVersions.

@@ -177,6 +177,16 @@ fn produce_and_consume(b: &TestBroker, codec: &str, n: usize) {
         }
     }
     flush(&p, n);
+    let h = b.first_batch(&topic, 0);
+    let want = ["none", "gzip", "snappy", "lz4", "zstd"]
+        .iter()
+        .position(|c| *c == codec);
+    assert_eq!(
+        Some(h.compression().expect("codec").id() as usize),
+        want,
+        "{codec}"
+    );
+    assert!(h.producer_id >= 0, "{codec}: not idempotent");
     let got = consume_all(b, &topic, 4, n);
     let mut per_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut partition_of: HashMap<String, i32> = HashMap::new();

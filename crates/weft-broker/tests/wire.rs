@@ -215,8 +215,8 @@ fn bad_input_closes_only_that_connection() {
         ("frame shorter than a header", vec![0, 0, 0, 3, 0, 18, 0]),
         ("unknown api key", frame_of(9999, 0, &[])),
         (
-            "api not served (FindCoordinator)",
-            frame_of(10, 0, &[0, 1, b'g']),
+            "api not served (JoinGroup)",
+            frame_of(11, 0, &[0, 0, 0, 1, b'g']),
         ),
         ("version above the advertised range", frame_of(3, 99, &[])),
         (

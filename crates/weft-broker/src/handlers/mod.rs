@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, RequestHeader, RequestKind,
-    ResponseKind, api_versions_response::ApiVersion,
+    ApiVersionsResponse, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+    InitProducerIdResponse, RequestHeader, RequestKind, ResponseKind,
+    api_versions_response::ApiVersion, find_coordinator_response::Coordinator,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::warn;
@@ -66,6 +67,9 @@ pub(crate) async fn handle(
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(metadata::describe_topic_partitions(inner, r))
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator(r, version))
+        }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(inner, r))
         }
@@ -96,6 +100,33 @@ pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default()
         .with_error_code(error_code)
         .with_api_keys(api_keys)
+}
+
+/// There is no group or transaction coordinator yet (consumer groups and transactions are
+/// later work): every key gets COORDINATOR_NOT_AVAILABLE, which clients retry.
+fn find_coordinator(r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let code = ResponseError::CoordinatorNotAvailable.code();
+    let message = || Some(str("weft has no group or transaction coordinator yet"));
+    if version < 4 {
+        return FindCoordinatorResponse::default()
+            .with_error_code(code)
+            .with_error_message(message())
+            .with_node_id((-1).into())
+            .with_port(-1);
+    }
+    let coordinators = r
+        .coordinator_keys
+        .into_iter()
+        .map(|key| {
+            Coordinator::default()
+                .with_key(key)
+                .with_node_id((-1).into())
+                .with_port(-1)
+                .with_error_code(code)
+                .with_error_message(message())
+        })
+        .collect();
+    FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
 async fn init_producer_id(inner: &Arc<Inner>, r: InitProducerIdRequest) -> InitProducerIdResponse {

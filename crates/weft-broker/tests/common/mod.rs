@@ -71,6 +71,16 @@ impl TestBroker {
         }
     }
 
+    /// The first batch header of `topic`-`partition` as stored, to check what clients sent.
+    pub(crate) fn first_batch(&self, topic: &str, partition: i32) -> weft_log::batch::BatchHeader {
+        let p = self
+            .log
+            .partition(&weft_log::TopicPartition::new(topic, partition))
+            .expect("partition");
+        let bytes = p.read_bytes(p.log_start_offset(), 1).expect("read");
+        weft_log::batch::BatchHeader::parse(&bytes).expect("batch header")
+    }
+
     pub(crate) fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
