@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{Error, Result};
+pub use server::decode_request_frame;
 pub use versions::advertised_versions;
 
 /// Settings of the broker. Log-level defaults (retention, segment size, durability...) are
