@@ -418,3 +418,252 @@ fn idempotent_dedup_gaps_and_epochs() {
     drop(b);
     drop(tmp);
 }
+
+fn fetch_req(
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+    max_bytes: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(max_bytes),
+                ]),
+        ])
+}
+
+#[test]
+fn long_poll_is_woken_by_an_append_on_another_connection() {
+    let b = TestBroker::start();
+    let mut consumer = Raw::connect(&b);
+    let mut producer = Raw::connect(&b);
+    create(&mut producer, "poll", &[]);
+    // max_wait far beyond the socket read timeout: only an append can answer it in time.
+    let frame = consumer.frame(12, &fetch_req("poll", 0, 600_000, 1, 1 << 20));
+    consumer.send_raw(&frame);
+    // Let the fetch park (were it not parked yet, it would answer from the log at once and
+    // the test would still hold: the pause only makes the wake-up path the one exercised).
+    std::thread::sleep(Duration::from_millis(200));
+    // The waiting fetch does not hold up produce on another connection.
+    assert_eq!(
+        produce(&mut producer, "poll", batch(-1, -1, -1, &[Some("k")]), 1),
+        Some((0, 0))
+    );
+    let mut resp = consumer
+        .read_frame()
+        .expect("fetch answered after the append");
+    let _ = kafka_protocol::messages::ResponseHeader::decode(&mut resp, 1).expect("header");
+    let r = FetchResponse::decode(&mut resp, 12).expect("fetch response");
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 1));
+    assert!(p.records.as_ref().is_some_and(|r| !r.is_empty()));
+    // Requests on one connection stay in order after the long poll.
+    healthy(&mut consumer);
+}
+
+#[test]
+fn fetch_returns_at_least_one_whole_batch_and_respects_limits() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "big", &[]);
+    let big: Vec<Option<&str>> = vec![Some("a-key-that-is-long-enough"); 200];
+    let first = batch(-1, -1, -1, &big);
+    assert_eq!(produce(&mut c, "big", first.clone(), 1), Some((0, 0)));
+    assert_eq!(
+        produce(&mut c, "big", batch(-1, -1, -1, &[Some("k")]), 1),
+        Some((0, 200))
+    );
+    // max_bytes of 10: still the whole first batch, and only it.
+    let r: FetchResponse = c.request(12, &fetch_req("big", 0, 0, 1, 10));
+    let records = r.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(records.len(), first.len());
+    let h = batch::BatchHeader::parse(&records).expect("header");
+    assert_eq!((h.base_offset, h.last_offset_delta), (0, 199));
+    // From the middle of a batch: the batch containing the offset.
+    let r: FetchResponse = c.request(12, &fetch_req("big", 150, 0, 1, 1 << 20));
+    let records = r.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(
+        batch::BatchHeader::parse(&records)
+            .expect("header")
+            .base_offset,
+        0
+    );
+    // Out of range.
+    let r: FetchResponse = c.request(12, &fetch_req("big", 500, 0, 1, 1 << 20));
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    // At the end with min_bytes 0: an empty answer at once.
+    let r: FetchResponse = c.request(12, &fetch_req("big", 201, 0, 0, 1 << 20));
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 201));
+    assert!(p.records.as_ref().is_none_or(|r| r.is_empty()));
+}
+
+#[test]
+fn admin_apis_over_the_wire() {
+    use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{
+        DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+        DescribeLogDirsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListOffsetsRequest,
+        ListOffsetsResponse,
+    };
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "adm", &[]);
+    // Timestamps 1_700_000_000_000 + 0..3; the second batch's records are older.
+    assert_eq!(
+        produce(
+            &mut c,
+            "adm",
+            batch(-1, -1, -1, &[Some("a"), Some("b"), Some("c")]),
+            1
+        ),
+        Some((0, 0))
+    );
+    // DescribeCluster: this node at the advertised address, the stored cluster id.
+    let r: DescribeClusterResponse =
+        c.request(1, &DescribeClusterRequest::default().with_endpoint_type(1));
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.brokers.len(), 1);
+    assert_eq!(r.brokers[0].port, i32::from(b.addr.port()));
+    assert_eq!(r.cluster_id.len(), 22);
+    // ListOffsets: max timestamp (v7) is the last record here.
+    let lo = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("adm")))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ])
+    };
+    let at = |r: ListOffsetsResponse| {
+        (
+            r.topics[0].partitions[0].error_code,
+            r.topics[0].partitions[0].offset,
+            r.topics[0].partitions[0].timestamp,
+        )
+    };
+    assert_eq!(at(c.request(7, &lo(-3))), (0, 2, 1_700_000_000_002));
+    assert_eq!(at(c.request(7, &lo(-2))), (0, 0, -1));
+    assert_eq!(at(c.request(7, &lo(-1))), (0, 3, -1));
+    assert_eq!(
+        at(c.request(7, &lo(1_700_000_000_001))),
+        (0, 1, 1_700_000_000_001)
+    );
+    assert_eq!(at(c.request(7, &lo(1_800_000_000_000))), (0, -1, -1));
+    // IncrementalAlterConfigs: SET, APPEND to a list, DELETE; unknown names refused.
+    let inc = |configs: Vec<(&str, i8, Option<&str>)>| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("adm"))
+                .with_configs(
+                    configs
+                        .into_iter()
+                        .map(|(n, op, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string(n.to_owned()))
+                                .with_config_operation(op)
+                                .with_value(v.map(|v| StrBytes::from_string(v.to_owned())))
+                        })
+                        .collect(),
+                ),
+        ])
+    };
+    let r: IncrementalAlterConfigsResponse = c.request(
+        1,
+        &inc(vec![
+            ("retention.ms", 0, Some("1000")),
+            ("cleanup.policy", 2, Some("compact")),
+        ]),
+    );
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    let r: IncrementalAlterConfigsResponse = c.request(1, &inc(vec![("no.such", 0, Some("1"))]));
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let r: IncrementalAlterConfigsResponse = c.request(1, &inc(vec![("retention.ms", 1, None)]));
+    assert_eq!(r.responses[0].error_code, 0);
+    // (Read back through DescribeConfigs in the librdkafka and kafka-python tests.)
+    // DescribeLogDirs: the partition with its size.
+    let r: DescribeLogDirsResponse =
+        c.request(4, &DescribeLogDirsRequest::default().with_topics(None));
+    let t = r.results[0]
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "adm")
+        .expect("topic listed");
+    assert!(t.partitions[0].partition_size > 0);
+    // DescribeTopicPartitions: paging with a cursor.
+    create(&mut c, "adm2", &[]);
+    let req = DescribeTopicPartitionsRequest::default()
+        .with_response_partition_limit(1)
+        .with_topics(vec![
+            TopicRequest::default().with_name(TopicName(StrBytes::from_static_str("adm"))),
+            TopicRequest::default().with_name(TopicName(StrBytes::from_static_str("adm2"))),
+        ]);
+    let r: DescribeTopicPartitionsResponse = c.request(0, &req);
+    assert_eq!(r.topics.len(), 1);
+    let cursor = r.next_cursor.expect("cursor to the next topic");
+    assert_eq!(cursor.topic_name.0.as_str(), "adm2");
+    let next = req.clone().with_cursor(Some(
+        kafka_protocol::messages::describe_topic_partitions_request::Cursor::default()
+            .with_topic_name(cursor.topic_name)
+            .with_partition_index(cursor.partition_index),
+    ));
+    let r: DescribeTopicPartitionsResponse = c.request(0, &next);
+    assert_eq!(r.topics.len(), 1);
+    assert_eq!(
+        r.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("adm2")
+    );
+    assert!(r.next_cursor.is_none());
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let b = TestBroker::start_in(tmp.path(), |c| {
+        c.connections_max_idle = Duration::from_millis(200)
+    });
+    let mut idle = Raw::connect(&b);
+    healthy(&mut idle);
+    // Nothing sent: the broker closes it (the read timeout only bounds a hang).
+    idle.assert_closed("idle connection");
+    let mut fresh = Raw::connect(&b);
+    healthy(&mut fresh);
+    drop(b);
+}
