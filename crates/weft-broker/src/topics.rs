@@ -665,14 +665,10 @@ fn rebuild_producers(h: &PartitionHandle, state_dir: &Path, now_ms: i64) -> Resu
                 first_seq: hdr.base_sequence,
                 last_offset_delta: hdr.last_offset_delta,
             };
-            // The batch's own timestamp stands for its append time: expiry then counts from
-            // when the producer was last active, as before the restart.
-            table.record(
-                &id,
-                hdr.base_offset,
-                hdr.last_offset(),
-                hdr.max_timestamp.min(now_ms),
-            );
+            // Replayed batches count as appended now: their timestamps are the clients'
+            // (maybe skewed or set on purpose), and expiring state early would turn a retry
+            // after the restart into a duplicate.
+            table.record(&id, hdr.base_offset, hdr.last_offset(), now_ms);
             replayed += 1;
             from = hdr.next_offset();
         }
