@@ -11,6 +11,7 @@
 //! - `handlers`: one function per API, from decoded request to response.
 //! - `topics`: topic metadata (names, ids, partition counts, config overrides), persisted
 //!   in `topics.v1`, and the live partition handles.
+//! - `fetch_session`: incremental fetch sessions (KIP-227), sans io.
 //! - `producer_state`: the sans-io idempotent-producer table (last five batches per producer
 //!   and partition), with its snapshot format.
 //! - `store`: atomic file writes (temp + fsync + rename + fsync dir), cluster id, producer id
@@ -27,6 +28,7 @@
 
 mod codes;
 mod error;
+mod fetch_session;
 mod handlers;
 mod producer_state;
 pub mod server;
@@ -67,6 +69,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration: Duration,
     /// How often producer-state snapshots are written (and expired producers dropped).
     pub snapshot_interval: Duration,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept (0 declines them).
+    pub fetch_session_cache_slots: usize,
 }
 
 impl BrokerConfig {
@@ -87,6 +91,7 @@ impl BrokerConfig {
             connections_max_idle: Duration::from_secs(600),
             producer_id_expiration: Duration::from_secs(24 * 3600),
             snapshot_interval: Duration::from_secs(30),
+            fetch_session_cache_slots: 1000,
         }
     }
 }

@@ -29,6 +29,7 @@ pub(crate) struct Inner {
     pub(crate) cluster_id: String,
     pub(crate) topics: Topics,
     pub(crate) producer_ids: std::sync::Mutex<ProducerIdAllocator>,
+    pub(crate) fetch_sessions: std::sync::Mutex<crate::fetch_session::Sessions>,
 }
 
 /// An opened broker, ready to serve.
@@ -70,12 +71,14 @@ impl Broker {
                 topics = topics.all().len(),
                 "broker state loaded"
             );
+            let sessions = crate::fetch_session::Sessions::new(config.fetch_session_cache_slots);
             Ok(Inner {
                 config,
                 log,
                 cluster_id,
                 topics,
                 producer_ids: std::sync::Mutex::new(producer_ids),
+                fetch_sessions: std::sync::Mutex::new(sessions),
             })
         })
         .await??;

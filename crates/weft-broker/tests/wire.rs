@@ -667,3 +667,85 @@ fn idle_connections_are_closed() {
     healthy(&mut fresh);
     drop(b);
 }
+
+#[test]
+fn incremental_fetch_sessions() {
+    use kafka_protocol::messages::fetch_request::ForgottenTopic;
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    for t in ["s1", "s2"] {
+        create(&mut c, t, &[]);
+        assert_eq!(
+            produce(&mut c, t, batch(-1, -1, -1, &[Some("k")]), 1),
+            Some((0, 0))
+        );
+    }
+    let part = |offset: i64| {
+        FetchPartition::default()
+            .with_partition(0)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1 << 20)
+    };
+    let topic = |name: &'static str, offset: i64| {
+        FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(name)))
+            .with_partitions(vec![part(offset)])
+    };
+    let req = |id: i32, epoch: i32, topics: Vec<FetchTopic>| {
+        FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_session_id(id)
+            .with_session_epoch(epoch)
+            .with_topics(topics)
+    };
+    let names = |r: &FetchResponse| -> Vec<String> {
+        r.responses.iter().map(|t| t.topic.0.to_string()).collect()
+    };
+    // New session: a full answer and a session id.
+    let r: FetchResponse = c.request(12, &req(0, 0, vec![topic("s1", 0), topic("s2", 0)]));
+    assert_eq!(r.error_code, 0);
+    let id = r.session_id;
+    assert_ne!(id, 0);
+    assert_eq!(names(&r), vec!["s1", "s2"]);
+    // Incremental: both consumed up to 1 (clients name the partitions whose position
+    // moved): nothing new anywhere, so nothing listed.
+    let r: FetchResponse = c.request(12, &req(id, 1, vec![topic("s1", 1), topic("s2", 1)]));
+    assert_eq!((r.error_code, r.session_id), (0, id));
+    assert!(names(&r).is_empty(), "{:?}", names(&r));
+    // An append to s2: only s2 is listed, with the new record, though the request names
+    // no partition (the session remembers the offsets).
+    assert_eq!(
+        produce(&mut c, "s2", batch(-1, -1, -1, &[Some("k")]), 1),
+        Some((0, 1))
+    );
+    let r: FetchResponse = c.request(12, &req(id, 2, vec![]));
+    assert_eq!(names(&r), vec!["s2"]);
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.high_watermark, 2);
+    assert!(p.records.as_ref().is_some_and(|r| !r.is_empty()));
+    // Forget s2; a wrong epoch is refused; closing ends the session.
+    let forget = req(id, 3, vec![]).with_forgotten_topics_data(vec![
+        ForgottenTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("s2")))
+            .with_partitions(vec![0]),
+    ]);
+    let r: FetchResponse = c.request(12, &forget);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(
+        produce(&mut c, "s2", batch(-1, -1, -1, &[Some("k")]), 1),
+        Some((0, 2))
+    );
+    let r: FetchResponse = c.request(12, &req(id, 4, vec![]));
+    assert!(
+        names(&r).is_empty(),
+        "forgotten partition listed: {:?}",
+        names(&r)
+    );
+    let r: FetchResponse = c.request(12, &req(id, 9, vec![]));
+    assert_eq!(r.error_code, ResponseError::InvalidFetchSessionEpoch.code());
+    let r: FetchResponse = c.request(12, &req(id, -1, vec![topic("s1", 0)]));
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    let r: FetchResponse = c.request(12, &req(id, 5, vec![]));
+    assert_eq!(r.error_code, ResponseError::FetchSessionIdNotFound.code());
+}
