@@ -206,11 +206,18 @@ async fn connection(
             warn!(%peer, len, "request frame shorter than a request header; closing connection");
             return;
         }
-        let mut frame = BytesMut::zeroed(len as usize);
-        match tokio::time::timeout(idle, rd.read_exact(&mut frame)).await {
-            Ok(Ok(_)) => {}
+        // Memory grows with the bytes that actually arrive, not with the length a peer
+        // claims: a prefix of 100 MiB followed by nothing costs little.
+        let mut frame = Vec::with_capacity((len as usize).min(64 * 1024));
+        let mut body = (&mut rd).take(len as u64);
+        match tokio::time::timeout(idle, body.read_to_end(&mut frame)).await {
+            Ok(Ok(n)) if n == len as usize => {}
+            Ok(Ok(n)) => {
+                warn!(%peer, len, received = n, "connection closed in the middle of a request frame");
+                return;
+            }
             Ok(Err(e)) => {
-                warn!(%peer, len, error = %e, "connection closed in the middle of a request frame");
+                warn!(%peer, len, error = %e, "connection failed in the middle of a request frame");
                 return;
             }
             Err(_) => {
@@ -218,7 +225,7 @@ async fn connection(
                 return;
             }
         }
-        match handle_frame(&inner, frame.freeze()).await {
+        match handle_frame(&inner, Bytes::from(frame)).await {
             Ok(Some(response)) => {
                 if wr.write_all(&response).await.is_err() || wr.flush().await.is_err() {
                     debug!(%peer, "peer went away before its response was written");
