@@ -749,3 +749,225 @@ fn incremental_fetch_sessions() {
     let r: FetchResponse = c.request(12, &req(id, 5, vec![]));
     assert_eq!(r.error_code, ResponseError::FetchSessionIdNotFound.code());
 }
+
+/// Every advertised version of every API gets an answer that decodes at that version: the
+/// codec refuses to encode fields a version lacks, so this catches a response that sets one.
+#[test]
+fn every_advertised_version_answers() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::*;
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "v", &[]);
+    let name = |s: &str| TopicName(StrBytes::from_string(s.to_owned()));
+    let s = |x: &str| StrBytes::from_string(x.to_owned());
+    let range = |api: ApiKey| {
+        let (_, min, max) = weft_broker::advertised_versions()
+            .into_iter()
+            .find(|(k, _, _)| *k == api as i16)
+            .expect("advertised");
+        min..=max
+    };
+    for v in range(ApiKey::ApiVersions) {
+        let r: ApiVersionsResponse = c.request(v, &ApiVersionsRequest::default());
+        assert_eq!(r.error_code, 0, "ApiVersions v{v}");
+    }
+    for v in range(ApiKey::Produce).filter(|v| *v >= 3) {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(name("v"))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(-1, -1, -1, &[Some("k")]))),
+                    ]),
+            ]);
+        let r: ProduceResponse = c.request(v, &req);
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 0,
+            "Produce v{v}"
+        );
+    }
+    for v in range(ApiKey::Fetch) {
+        let r: FetchResponse = c.request(v, &fetch_req("v", 0, 0, 0, 1 << 20));
+        assert_eq!(r.responses[0].partitions[0].error_code, 0, "Fetch v{v}");
+    }
+    for v in range(ApiKey::ListOffsets) {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("v"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ]),
+            ]);
+        let r: ListOffsetsResponse = c.request(v, &req);
+        assert_eq!(r.topics[0].partitions[0].error_code, 0, "ListOffsets v{v}");
+    }
+    for v in range(ApiKey::Metadata) {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("v"))),
+            ]))
+            .with_allow_auto_topic_creation(true);
+        let r: MetadataResponse = c.request(v, &req);
+        assert_eq!(r.topics[0].error_code, 0, "Metadata v{v}");
+    }
+    for v in range(ApiKey::CreateTopics) {
+        let t = create_topics_request::CreatableTopic::default()
+            .with_name(name(&format!("c{v}")))
+            .with_num_partitions(1)
+            .with_replication_factor(1);
+        let r: CreateTopicsResponse = c.request(
+            v,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![t])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(r.topics[0].error_code, 0, "CreateTopics v{v}");
+    }
+    for v in range(ApiKey::DeleteTopics) {
+        let topic = format!("c{}", v + 1);
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default().with_topics(vec![
+                DeleteTopicState::default().with_name(Some(name(&topic))),
+            ])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+        };
+        let r: DeleteTopicsResponse = c.request(v, &req.with_timeout_ms(5000));
+        assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v}");
+    }
+    for v in range(ApiKey::DeleteRecords) {
+        let req = DeleteRecordsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(name("v"))
+                    .with_partitions(vec![
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(1),
+                    ]),
+            ]);
+        let r: DeleteRecordsResponse = c.request(v, &req);
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, 0,
+            "DeleteRecords v{v}"
+        );
+    }
+    for v in range(ApiKey::InitProducerId) {
+        let req = InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
+        let r: InitProducerIdResponse = c.request(v, &req);
+        assert_eq!(r.error_code, 0, "InitProducerId v{v}");
+    }
+    for v in range(ApiKey::DescribeConfigs) {
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(v >= 1)
+            .with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("v"))
+                    .with_configuration_keys(None),
+            ]);
+        let r: DescribeConfigsResponse = c.request(v, &req);
+        assert_eq!(r.results[0].error_code, 0, "DescribeConfigs v{v}");
+        assert!(!r.results[0].configs.is_empty());
+    }
+    for v in range(ApiKey::AlterConfigs) {
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("v"))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("1000000"))),
+                ]),
+        ]);
+        let r: AlterConfigsResponse = c.request(v, &req);
+        assert_eq!(r.responses[0].error_code, 0, "AlterConfigs v{v}");
+    }
+    for v in range(ApiKey::IncrementalAlterConfigs) {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("v"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("2000000"))),
+                ]),
+        ]);
+        let r: IncrementalAlterConfigsResponse = c.request(v, &req);
+        assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+    }
+    for v in range(ApiKey::DescribeLogDirs) {
+        let r: DescribeLogDirsResponse =
+            c.request(v, &DescribeLogDirsRequest::default().with_topics(None));
+        assert_eq!(r.results[0].error_code, 0, "DescribeLogDirs v{v}");
+    }
+    for (i, v) in range(ApiKey::CreatePartitions).enumerate() {
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(name("v"))
+                    .with_count(2 + i as i32)
+                    .with_assignments(None),
+            ]);
+        let r: CreatePartitionsResponse = c.request(v, &req);
+        assert_eq!(
+            r.results[0].error_code, 0,
+            "CreatePartitions v{v}: {:?}",
+            r.results[0].error_message
+        );
+    }
+    for v in range(ApiKey::DescribeCluster) {
+        let r: DescribeClusterResponse = c.request(v, &DescribeClusterRequest::default());
+        assert_eq!(r.error_code, 0, "DescribeCluster v{v}");
+    }
+    for v in range(ApiKey::DescribeTopicPartitions) {
+        let req = DescribeTopicPartitionsRequest::default()
+            .with_response_partition_limit(100)
+            .with_topics(vec![TopicRequest::default().with_name(name("v"))]);
+        let r: DescribeTopicPartitionsResponse = c.request(v, &req);
+        assert_eq!(r.topics[0].error_code, 0, "DescribeTopicPartitions v{v}");
+    }
+    for v in range(ApiKey::FindCoordinator) {
+        let req = if v >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
+        } else {
+            FindCoordinatorRequest::default().with_key(s("g"))
+        };
+        let r: FindCoordinatorResponse = c.request(v, &req);
+        let code = if v >= 4 {
+            r.coordinators[0].error_code
+        } else {
+            r.error_code
+        };
+        assert_eq!(
+            code,
+            ResponseError::CoordinatorNotAvailable.code(),
+            "FindCoordinator v{v}"
+        );
+    }
+}

@@ -278,7 +278,13 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub(crate) async fn list_offsets(inner: &Arc<Inner>, r: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(crate) async fn list_offsets(
+    inner: &Arc<Inner>,
+    r: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    // The leader epoch field exists from v4; setting it earlier is an encoding error.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
     let work: Vec<(TopicName, Vec<PartitionTimestamp>)> = r
         .topics
         .into_iter()
@@ -303,7 +309,7 @@ pub(crate) async fn list_offsets(inner: &Arc<Inner>, r: ListOffsetsRequest) -> L
                 let partitions = parts
                     .into_iter()
                     .map(|(idx, h, ts)| {
-                        let resp = ListOffsetsPartitionResponse::default().with_partition_index(idx).with_leader_epoch(0);
+                        let resp = ListOffsetsPartitionResponse::default().with_partition_index(idx).with_leader_epoch(leader_epoch);
                         let Some(h) = h else {
                             return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_offset(-1).with_timestamp(-1);
                         };

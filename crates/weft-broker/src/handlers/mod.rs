@@ -41,7 +41,7 @@ pub(crate) async fn handle(
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(inner, r).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(fetch::list_offsets(inner, r).await)
+            ResponseKind::ListOffsets(fetch::list_offsets(inner, r, version).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id(inner, r).await)

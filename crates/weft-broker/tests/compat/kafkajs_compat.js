@@ -1,0 +1,102 @@
+// kafkajs against a running Weft broker: admin, idempotent produce (none and gzip, the
+// codecs kafkajs ships), offsets by time, DeleteRecords, configs, invalid names.
+// kafkajs has no group-less consumer and consumer groups are not served yet, so the Rust
+// side (tests/kafkajs.rs) consumes what this produced.
+//
+// Run as `node kafkajs_compat.js <bootstrap>`; exits non-zero on the first failed check.
+const { Kafka, CompressionTypes, logLevel, ConfigResourceTypes } = require('kafkajs')
+
+const bootstrap = process.argv[2]
+const N = 20000
+const KEYS = 59
+const kafka = new Kafka({ clientId: 'weft-compat', brokers: [bootstrap], logLevel: logLevel.ERROR })
+
+function check (cond, what) {
+  if (!cond) throw new Error(what)
+}
+
+async function codecs (admin) {
+  for (const [name, codec] of [['none', CompressionTypes.None], ['gzip', CompressionTypes.GZIP]]) {
+    const topic = `js-${name}`
+    await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: true })
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    for (let start = 0; start < N; start += 1000) {
+      const messages = []
+      for (let i = start; i < start + 1000; i++) {
+        messages.push({ key: `k${i % KEYS}`, value: `${Math.floor(i / KEYS)}` })
+      }
+      await producer.send({ topic, compression: codec, messages, acks: -1 })
+    }
+    await producer.disconnect()
+    console.log(`codec ${name}: ${N} records produced`)
+  }
+}
+
+async function timesAndDeleteRecords (admin) {
+  const topic = 'js-times'
+  await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
+  await producer.connect()
+  const base = 1700000000000
+  const messages = []
+  for (let i = 0; i < 10; i++) messages.push({ key: 'k', value: `${i}`, partition: 0, timestamp: `${base + i * 1000}` })
+  await producer.send({ topic, messages, acks: -1 })
+  await producer.disconnect()
+  for (const [ts, want] of [[base, '0'], [base + 2500, '3'], [base + 9000, '9']]) {
+    const got = await admin.fetchTopicOffsetsByTimestamp(topic, ts)
+    check(got[0].offset === want, `offset for ${ts}: ${JSON.stringify(got)}, want ${want}`)
+  }
+  await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '4' }] })
+  const offsets = await admin.fetchTopicOffsets(topic)
+  check(offsets[0].low === '4' && offsets[0].high === '10', `watermarks after DeleteRecords: ${JSON.stringify(offsets)}`)
+  console.log('offsets by time and DeleteRecords ok')
+}
+
+async function configs (admin) {
+  const topic = 'js-configs'
+  await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
+  await admin.createPartitions({ topicPartitions: [{ topic, count: 3 }] })
+  const md = await admin.fetchTopicMetadata({ topics: [topic] })
+  check(md.topics[0].partitions.length === 3, `partitions: ${JSON.stringify(md)}`)
+  await admin.alterConfigs({
+    validateOnly: false,
+    resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: 'retention.ms', value: '12345' }] }]
+  })
+  const described = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }]
+  })
+  const entries = described.resources[0].configEntries
+  const retention = entries.find(e => e.configName === 'retention.ms')
+  check(retention && retention.configValue === '12345', `retention.ms read back: ${JSON.stringify(retention)}`)
+  check(entries.some(e => e.configName === 'cleanup.policy'), 'every config listed')
+  console.log('configs ok')
+}
+
+async function invalidNames (admin) {
+  let refused = null
+  try {
+    await admin.createTopics({ topics: [{ topic: 'bad name!', numPartitions: 1, replicationFactor: 1 }] })
+  } catch (e) {
+    refused = e
+  }
+  const text = refused ? JSON.stringify(refused.errors || refused.message) + refused.message : ''
+  check(refused && /INVALID_TOPIC_EXCEPTION|invalid/i.test(text), `invalid topic name accepted: ${text}`)
+  console.log('invalid names ok')
+}
+
+async function main () {
+  const admin = kafka.admin()
+  await admin.connect()
+  await codecs(admin)
+  await timesAndDeleteRecords(admin)
+  await configs(admin)
+  await invalidNames(admin)
+  await admin.disconnect()
+}
+
+main().catch(e => {
+  console.error(e)
+  process.exit(1)
+})
