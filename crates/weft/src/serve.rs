@@ -24,7 +24,7 @@ use tracing::{error, info};
 use crate::http::{self, AppState};
 use crate::logging;
 use crate::settings::{ServeArgs, Settings};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Shutdown, Supervisor};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
@@ -78,22 +78,36 @@ async fn run_components(settings: &Settings, log: Arc<weft_log::Log>) -> anyhow:
         .local_addr()
         .context("http listener has no address")?;
 
-    // The embedded Kafka broker binds `settings.kafka_listen` here once `weft-broker` lands:
-    //     let kafka_listener = bind("kafka", settings.kafka_listen).await?;
-    // then adds ("kafka", its local_addr) to `listeners` and spawns a "kafka" component.
-    // Until then no Kafka port is bound, so nothing pretends to speak Kafka.
-    let kafka_addr: Option<SocketAddr> = None;
+    // The embedded Kafka broker, unless an external cluster is used instead.
+    let kafka = match settings.kafka_bootstrap {
+        Some(_) => None,
+        None => {
+            let listener = bind("kafka", settings.kafka_listen).await?;
+            let addr = listener
+                .local_addr()
+                .context("kafka listener has no address")?;
+            Some((listener, addr, broker_config(settings, addr)?))
+        }
+    };
+    let kafka_addr: Option<SocketAddr> = kafka.as_ref().map(|(_, addr, _)| *addr);
 
     // Handlers go in before `ready` so a signal sent right after it is not lost.
     let stop = stop_signal()?;
 
     let mut sup = Supervisor::new();
-    let listeners = vec![("http", http_addr)];
+    let mut listeners = vec![("http", http_addr)];
+    listeners.extend(kafka_addr.map(|addr| ("kafka", addr)));
+    let kafka_log = Arc::clone(&log);
     let state = AppState::new(listeners, settings.data_dir.clone(), log, sup.shutdown());
     let router = http::router(state);
     sup.spawn("http", move |shutdown| {
         http::serve(http_listener, router, shutdown)
     });
+    if let Some((listener, _, config)) = kafka {
+        sup.spawn("kafka", move |shutdown| {
+            run_kafka(config, kafka_log, listener, shutdown)
+        });
+    }
 
     info!(
         http_addr = %http_addr,
@@ -107,6 +121,40 @@ async fn run_components(settings: &Settings, log: Arc<weft_log::Log>) -> anyhow:
         info!("components stopped");
     }
     result
+}
+
+/// The embedded broker's settings: state in `<data-dir>/broker`, advertising
+/// `--kafka-advertised` or else the address the listener bound.
+fn broker_config(
+    settings: &Settings,
+    bound: SocketAddr,
+) -> anyhow::Result<weft_broker::BrokerConfig> {
+    let advertised = settings.kafka_advertised_or(bound);
+    let Some((host, port)) = weft_broker::split_host_port(&advertised) else {
+        bail!("kafka advertised address {advertised:?} is not HOST:PORT");
+    };
+    let mut config = weft_broker::BrokerConfig::new(settings.data_dir.join("broker"), host, port);
+    config.node_id = settings.node_id;
+    Ok(config)
+}
+
+/// The "kafka" component: the broker until shutdown is requested, then its clean stop
+/// (connections closed, producer-state snapshots written).
+async fn run_kafka(
+    config: weft_broker::BrokerConfig,
+    log: Arc<weft_log::Log>,
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let broker = weft_broker::run(config, log, listener, stopped);
+    tokio::pin!(broker);
+    tokio::select! {
+        result = &mut broker => return result.context("kafka broker stopped"),
+        () = shutdown.requested() => {}
+    }
+    let _ = stop.send(true);
+    broker.await.context("kafka broker failed to stop cleanly")
 }
 
 /// Binds `addr` (port 0 picks a free port), with an error naming the listener and address.
