@@ -1,0 +1,223 @@
+//! Crash test of the embedded Kafka broker: an idempotent producer with acks=all writes
+//! while the real `weft serve` is killed with SIGKILL and restarted on the same data dir and
+//! port. Afterwards every acknowledged record is present exactly once, and no record is
+//! duplicated. Timeouts are safety limits against hangs, never assertions about speed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+const SAFETY: Duration = Duration::from_secs(120);
+
+/// Starts `weft serve` in `dir` with its Kafka listener on `kafka_listen`; returns once the
+/// `ready` line names the bound Kafka address.
+fn start(dir: &Path, kafka_listen: &str) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .args(["serve", "--data-dir", "data", "--log-format", "json"])
+        .args([
+            "--kafka-listen",
+            kafka_listen,
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                // Nobody listens any more: keep draining so the child never blocks.
+                continue;
+            }
+        }
+    });
+    let deadline = Instant::now() + SAFETY;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(r#""message":"ready""#) => {
+                let addr =
+                    field(&line, "kafka_addr").unwrap_or_else(|| panic!("no kafka_addr in {line}"));
+                return (child, addr.parse().expect("kafka_addr is an address"));
+            }
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no ready line ({e}); stderr:\n{}", seen.join("\n"));
+            }
+        }
+    }
+}
+
+fn field(line: &str, name: &str) -> Option<String> {
+    let key = format!(r#""{name}":""#);
+    let start = line.find(&key)? + key.len();
+    let end = line[start..].find('"')?;
+    Some(line[start..start + end].to_owned())
+}
+
+#[derive(Default)]
+struct Acks {
+    acked: Mutex<Vec<u64>>,
+    failed: AtomicUsize,
+}
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(m) => {
+                let v: u64 = std::str::from_utf8(m.payload().unwrap_or_default())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .expect("numeric payload");
+                self.acked.lock().expect("lock").push(v);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[test]
+fn sigkill_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = start(tmp.path(), "127.0.0.1:0");
+    let bootstrap = addr.to_string();
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "120000")
+        .set("reconnect.backoff.ms", "10")
+        .set("reconnect.backoff.max.ms", "100")
+        .create_with_context(Acks::default())
+        .expect("producer");
+    const N: u64 = 30_000;
+    let mut killed = false;
+    for i in 0..N {
+        let v = i.to_string();
+        let key = (i % 16).to_string();
+        let mut record = BaseRecord::to("crash")
+            .key(key.as_bytes())
+            .payload(v.as_bytes());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        // Kill once a quarter is acknowledged, while the rest is still being sent.
+        if !killed && producer.context().acked.lock().expect("lock").len() as u64 >= N / 4 {
+            server.kill().expect("SIGKILL");
+            server.wait().expect("reap");
+            killed = true;
+            let (s, again) = start(tmp.path(), &bootstrap);
+            assert_eq!(again, addr);
+            server = s;
+        }
+        if !killed && i % 1000 == 999 {
+            // Let acknowledgements arrive so the kill lands mid-stream.
+            producer.poll(Duration::from_millis(20));
+        }
+    }
+    producer.flush(SAFETY).expect("flush");
+    assert!(killed, "the server was never killed");
+    let acked = producer.context().acked.lock().expect("lock").clone();
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    assert_eq!(acked.len() + failed, N as usize);
+
+    // Read everything back.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "kill9-assign-only")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some("crash"), SAFETY)
+        .expect("metadata");
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut end = 0;
+    for p in 0..partitions {
+        tpl.add_partition_offset("crash", p, Offset::Beginning)
+            .expect("tpl");
+        end += consumer
+            .fetch_watermarks("crash", p, SAFETY)
+            .expect("watermarks")
+            .1;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut n = 0i64;
+    let deadline = Instant::now() + SAFETY;
+    while n < end {
+        assert!(Instant::now() < deadline, "consumed {n} of {end}");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            let v: u64 = std::str::from_utf8(m.payload().expect("payload"))
+                .expect("utf8")
+                .parse()
+                .expect("number");
+            *seen.entry(v).or_default() += 1;
+            n += 1;
+        }
+    }
+    println!(
+        "acknowledged {}, failed {failed}, stored {end}",
+        acked.len()
+    );
+    let duplicated: Vec<_> = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(v, _)| *v)
+        .collect();
+    assert!(
+        duplicated.is_empty(),
+        "{} records duplicated, e.g. {:?}",
+        duplicated.len(),
+        &duplicated[..duplicated.len().min(5)]
+    );
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|v| !seen.contains_key(v))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+
+    // SIGTERM for a clean stop.
+    let pid = server.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = server.wait();
+}
