@@ -132,18 +132,23 @@ fn sigkill_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
             }
         }
         producer.poll(Duration::ZERO);
-        // Kill once a quarter is acknowledged, while the rest is still being sent.
-        if !killed && producer.context().acked.lock().expect("lock").len() as u64 >= N / 4 {
+        // Half sent and at least a quarter acknowledged: kill while the rest of the first
+        // half may be in flight and the second half is still to come.
+        if i == N / 2 {
+            let deadline = Instant::now() + SAFETY;
+            while (producer.context().acked.lock().expect("lock").len() as u64) < N / 4 {
+                assert!(
+                    Instant::now() < deadline,
+                    "no acknowledgements before the kill"
+                );
+                producer.poll(Duration::from_millis(10));
+            }
             server.kill().expect("SIGKILL");
             server.wait().expect("reap");
             killed = true;
             let (s, again) = start(tmp.path(), &bootstrap);
             assert_eq!(again, addr);
             server = s;
-        }
-        if !killed && i % 1000 == 999 {
-            // Let acknowledgements arrive so the kill lands mid-stream.
-            producer.poll(Duration::from_millis(20));
         }
     }
     producer.flush(SAFETY).expect("flush");
