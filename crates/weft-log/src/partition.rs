@@ -438,7 +438,13 @@ impl Partition {
         }
         let last_offset = base_offset + h.last_offset_delta as u64;
         let mut active = self.active();
-        if self.should_roll(&active, batch.len() as u64, last_offset, config, now) {
+        if self.should_roll(
+            &active,
+            batch.len() as u64,
+            last_offset,
+            config,
+            max_timestamp,
+        ) {
             active = self.roll_locked(base_offset, config, now)?;
         }
         let pos = active.size();
@@ -488,7 +494,7 @@ impl Partition {
         len: u64,
         last_offset: u64,
         c: &LogConfig,
-        now: i64,
+        batch_max_timestamp: i64,
     ) -> bool {
         let size = active.size();
         if size == 0 {
@@ -498,7 +504,10 @@ impl Partition {
         let limit = c.segment_bytes.min(u64::from(u32::MAX));
         size + len > limit
             || last_offset - active.base_offset > u64::from(u32::MAX)
-            || now.saturating_sub(active.roll_base_ms.load(Ordering::Acquire)) >= c.segment_ms
+            // As Kafka: `segment.ms` compares the incoming batch's timestamp with the first
+            // batch's, so data carrying old timestamps does not roll on every append.
+            || batch_max_timestamp.saturating_sub(active.roll_base_ms.load(Ordering::Acquire))
+                >= c.segment_ms
     }
 
     /// Rolls to a new active segment starting at `base` (S1-S4 in FORMAT.md). The old
@@ -525,10 +534,9 @@ impl Partition {
         }
         let prealloc = prealloc_entries(config.segment_bytes, config.index_interval_bytes);
         let seg = Arc::new(Segment::create(&self.dir, base, prealloc, now)?);
-        if let Err(e) = meta::sync_dir(&self.dir) {
-            self.poison("fsync", &e);
-            return Err(e);
-        }
+        // A failure here (or above) is returned to the caller, which holds the writer lock
+        // and poisons the partition; calling `poison` here would deadlock on that lock.
+        meta::sync_dir(&self.dir)?;
         self.segments
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -856,7 +864,7 @@ impl Partition {
         })
     }
 
-    /// Rolls an aged active segment and deletes closed segments by `retention.ms`,
+    /// Rolls an active segment whose records have all expired, and deletes closed segments by `retention.ms`,
     /// `retention.bytes` and the log start offset. Never blocks appends for longer than a
     /// roll; the active segment is never deleted.
     pub fn enforce_retention(&self) -> Result<CleanerStats> {
@@ -864,17 +872,22 @@ impl Partition {
         let config = self.config();
         let now = self.clock.now_ms();
         {
-            let w = lock(&self.writer);
+            let mut w = lock(&self.writer);
             let active = self.active();
             if !w.closed
                 && w.poisoned.is_none()
                 && active.size() > 0
-                && now.saturating_sub(active.roll_base_ms.load(Ordering::Acquire))
-                    >= config.segment_ms
+                && config.cleanup_policy.deletes()
+                && config
+                    .retention_ms
+                    .is_some_and(|r| active.max_timestamp() < now.saturating_sub(r))
             {
                 let base = self.log_end_offset();
                 drop(active);
-                self.roll_locked(base, &config, now)?;
+                if let Err(e) = self.roll_locked(base, &config, now) {
+                    w.poisoned.get_or_insert(("roll", e.to_string()));
+                    return Err(e);
+                }
             }
         }
         let mut stats = self.delete_segments_below_start()?;
@@ -1311,8 +1324,16 @@ fn recover_segment(
             .map_or(0, |e| u64::from(e.position));
     // A closed segment's time index ends with an entry at the segment's end; drop it
     // before validating more batches into an index that is growing again.
-    if from < file_len {
-        indexes.times.truncate_from(from)?;
+    // Entries after `from` are re-derived by validation. The time index may be sparser
+    // than the offset index (an earlier recovery dropped an entry), so the max timestamp
+    // must also cover batches between its last entry and `from`.
+    indexes.times.truncate_from(from + 1)?;
+    if let Some(t) = indexes.times.entries.last().copied() {
+        max_ts = max_ts.max(t.max_timestamp_before);
+        let mut scan = crate::segment::Scanner::new(&file, &log_path, u64::from(t.position), from);
+        while let Ok(Some((_, h))) = scan.next_header() {
+            max_ts = max_ts.max(h.max_timestamp);
+        }
     }
     // R4: validate the untrusted tail.
     let strict = had_meta && base >= meta.recovery_segment;
