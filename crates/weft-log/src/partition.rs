@@ -448,6 +448,8 @@ impl Partition {
             active = self.roll_locked(base_offset, config, now)?;
         }
         let pos = active.size();
+        #[cfg(test)]
+        segment::failpoint::check("write", &active.log_path)?;
         active.file.write_all_at(batch, pos).at(&active.log_path)?;
         {
             let mut idx = active.indexes();
@@ -1386,4 +1388,97 @@ fn recover_segment(
         ),
         truncated,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BuildOptions, Compression};
+    use crate::clock::ManualClock;
+    use crate::segment::failpoint;
+
+    fn batch(v: &[u8]) -> Vec<u8> {
+        let r = Record {
+            offset: 0,
+            timestamp: 1,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: vec![],
+        };
+        batch::build(
+            BuildOptions {
+                compression: Compression::None,
+                ..Default::default()
+            },
+            &[r],
+        )
+        .expect("build")
+    }
+
+    fn open(dir: &Path, durability: Durability) -> Partition {
+        let config = LogConfig {
+            durability,
+            ..LogConfig::default()
+        };
+        Partition::open(dir, config, Arc::new(ManualClock::new(1))).expect("open")
+    }
+
+    /// A failed fsync poisons the partition: writes and flushes are refused with the
+    /// reason, reads go on, the durable offset never covers the unsynced append, and a
+    /// reopen recovers and accepts writes again.
+    #[test]
+    fn failed_fsync_poisons() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), Durability::EveryBatch);
+        p.append(&mut batch(b"one")).expect("append");
+        failpoint::arm("fsync");
+        let err = p.append(&mut batch(b"two")).expect_err("fsync fails");
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert_eq!(p.durable_offset(), 1);
+        let again = p.append(&mut batch(b"three")).expect_err("poisoned");
+        assert!(
+            matches!(
+                again,
+                Error::Poisoned {
+                    operation: "fsync",
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+        assert!(matches!(p.flush(), Err(Error::Poisoned { .. })));
+        assert!(
+            !p.read_bytes(0, 1 << 20)
+                .expect("reads still work")
+                .is_empty()
+        );
+        drop(p);
+        let p = open(dir.path(), Durability::EveryBatch);
+        let next = p.log_end_offset();
+        assert!(next >= 1, "acknowledged append lost");
+        assert_eq!(
+            p.append(&mut batch(b"four"))
+                .expect("append after reopen")
+                .base_offset,
+            next
+        );
+    }
+
+    /// A failed write poisons too and leaves nothing visible.
+    #[test]
+    fn failed_write_poisons() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), Durability::Os);
+        failpoint::arm("write");
+        assert!(matches!(p.append(&mut batch(b"x")), Err(Error::Io { .. })));
+        assert_eq!(p.log_end_offset(), 0);
+        assert!(matches!(
+            p.append(&mut batch(b"y")),
+            Err(Error::Poisoned {
+                operation: "write",
+                ..
+            })
+        ));
+        assert!(p.read(0, 100).expect("read").is_none());
+    }
 }

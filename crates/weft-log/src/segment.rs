@@ -156,6 +156,8 @@ impl Segment {
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
+        #[cfg(test)]
+        failpoint::check("fsync", &self.log_path)?;
         self.file.sync_data().at(&self.log_path)?;
         let idx = self.indexes();
         idx.offsets.sync()?;
@@ -360,4 +362,37 @@ pub(crate) fn push_entries(
     })?;
     indexes.bytes_since_entry = 0;
     Ok(())
+}
+
+/// Test-only fault injection: the next I/O of a kind fails on this thread, so tests can
+/// prove what a failed fsync or write does without a broken disk.
+#[cfg(test)]
+pub(crate) mod failpoint {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    use crate::error::{Error, Result};
+
+    thread_local! {
+        static ARMED: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn arm(kind: &'static str) {
+        ARMED.with(|a| a.borrow_mut().push(kind));
+    }
+
+    pub(crate) fn check(kind: &'static str, path: &Path) -> Result<()> {
+        let hit = ARMED.with(|a| {
+            let mut a = a.borrow_mut();
+            let i = a.iter().position(|k| *k == kind);
+            i.map(|i| a.remove(i)).is_some()
+        });
+        if hit {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("injected {kind} failure")),
+            });
+        }
+        Ok(())
+    }
 }
