@@ -78,6 +78,16 @@ pub struct CleanerStats {
 
 type Listener = Box<dyn Fn(u64) + Send + Sync>;
 
+/// The last checkpoint written, and the newest point known durable since.
+#[derive(Debug)]
+struct CheckpointState {
+    written: Meta,
+    at: Instant,
+    bytes_since: u64,
+    /// `(segment base, position, next offset)` of the last completed flush.
+    synced: (u64, u64, u64),
+}
+
 #[derive(Debug, Default)]
 struct Writer {
     poisoned: Option<(&'static str, String)>,
@@ -109,8 +119,7 @@ pub struct Partition {
     durable: AtomicU64,
     flush_lock: Mutex<()>,
     cleaner_lock: Mutex<()>,
-    /// Last checkpoint written and when.
-    checkpoint: Mutex<(Meta, Instant)>,
+    checkpoint: Mutex<CheckpointState>,
     listener: RwLock<Option<Listener>>,
     flush_hint: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
@@ -258,7 +267,16 @@ impl Partition {
             durable: AtomicU64::new(log_end),
             flush_lock: Mutex::new(()),
             cleaner_lock: Mutex::new(()),
-            checkpoint: Mutex::new((checkpoint, Instant::now())),
+            checkpoint: Mutex::new(CheckpointState {
+                written: checkpoint,
+                at: Instant::now(),
+                bytes_since: 0,
+                synced: (
+                    checkpoint.recovery_segment,
+                    checkpoint.recovery_position,
+                    checkpoint.recovery_next_offset,
+                ),
+            }),
             listener: RwLock::new(None),
             flush_hint: Mutex::new(None),
         })
@@ -553,7 +571,7 @@ impl Partition {
     /// offset (F1-F3 in FORMAT.md). Concurrent callers share one fsync.
     pub fn flush(&self) -> Result<u64> {
         let _flush = lock(&self.flush_lock);
-        let (target, segs, bytes) = {
+        let (target, segs, bytes, point) = {
             let mut w = lock(&self.writer);
             if let Some((operation, reason)) = &w.poisoned {
                 return Err(Error::Poisoned {
@@ -573,16 +591,28 @@ impl Partition {
                 .collect();
             let bytes = std::mem::take(&mut w.unflushed_bytes);
             w.first_unflushed = None;
-            (target, segs, bytes)
+            // Appends hold the writer lock, so the active size matches `target` exactly.
+            let active = self.active();
+            let point = (active.base_offset, active.size(), target);
+            (target, segs, bytes, point)
         };
+        // F2: only the logs. Indexes matter to recovery only below a checkpoint, and are
+        // synced before one is written (M0), so one fdatasync per flush suffices.
         for s in &segs {
-            if let Err(e) = s.sync() {
+            if let Err(e) = s.sync_log() {
                 self.poison("fsync", &e);
                 return Err(e);
             }
         }
         self.durable.fetch_max(target, Ordering::AcqRel);
-        self.maybe_checkpoint(bytes)?;
+        {
+            let mut cp = lock(&self.checkpoint);
+            cp.bytes_since += bytes;
+            if point.2 > cp.synced.2 {
+                cp.synced = point;
+            }
+        }
+        self.maybe_checkpoint()?;
         if let Some(f) = self
             .listener
             .read()
@@ -596,53 +626,69 @@ impl Partition {
 
     /// Moves the recovery point up to what is durable, at most every
     /// [`CHECKPOINT_SECS`] or [`CHECKPOINT_BYTES`].
-    fn maybe_checkpoint(&self, flushed_bytes: u64) -> Result<()> {
+    fn maybe_checkpoint(&self) -> Result<()> {
         self.checkpoint_if(|cp| {
-            cp.1.elapsed().as_secs() >= CHECKPOINT_SECS || flushed_bytes >= CHECKPOINT_BYTES
+            cp.at.elapsed().as_secs() >= CHECKPOINT_SECS || cp.bytes_since >= CHECKPOINT_BYTES
         })
     }
 
-    /// Flushes and moves the recovery point into the active segment, so that no later
-    /// rewrite of a closed segment (compaction) can invalidate it.
+    /// Flushes and moves the recovery point as far as is durable, so that compaction,
+    /// which never rewrites the recovery point's segment or later ones, has room.
     fn checkpoint_into_active(&self) -> Result<()> {
         self.flush()?;
         let active_base = self.active().base_offset;
-        self.checkpoint_if(|cp| cp.0.recovery_segment < active_base)
+        self.checkpoint_if(|cp| cp.written.recovery_segment < active_base)
     }
 
-    fn checkpoint_if(&self, due: impl FnOnce(&(Meta, Instant)) -> bool) -> Result<()> {
+    /// M0-M4: sync the indexes that the new checkpoint will make trusted, then replace it.
+    fn checkpoint_if(&self, due: impl FnOnce(&CheckpointState) -> bool) -> Result<()> {
         let mut cp = lock(&self.checkpoint);
-        let durable = self.durable_offset();
-        let due = due(&cp);
-        if !due {
+        if !due(&cp) {
             return Ok(());
         }
-        let active = self.active();
-        // Only the active segment's size at a durable point is a safe recovery position.
-        if active.next_offset() != durable {
+        let (segment, position, next_offset) = cp.synced;
+        if (segment, position) == (cp.written.recovery_segment, cp.written.recovery_position) {
             return Ok(());
+        }
+        let from = cp.written.recovery_segment;
+        for s in self
+            .segments()
+            .iter()
+            .filter(|s| s.base_offset >= from && s.base_offset <= segment)
+        {
+            if let Err(e) = s.sync_indexes() {
+                self.poison("fsync", &e);
+                return Err(e);
+            }
         }
         let m = Meta {
             log_start_offset: self.log_start_offset(),
-            recovery_segment: active.base_offset,
-            recovery_position: active.size(),
-            recovery_next_offset: durable,
+            recovery_segment: segment,
+            recovery_position: position,
+            recovery_next_offset: next_offset,
         };
         if let Err(e) = m.write(&self.dir) {
             self.poison("checkpoint", &e);
             return Err(e);
         }
-        *cp = (m, Instant::now());
+        cp.written = m;
+        cp.at = Instant::now();
+        cp.bytes_since = 0;
         Ok(())
     }
 
-    fn write_checkpoint(&self, m: Meta) -> Result<()> {
+    /// Rewrites the current checkpoint with a new log start offset.
+    fn checkpoint_log_start(&self, log_start: u64) -> Result<()> {
         let mut cp = lock(&self.checkpoint);
+        let m = Meta {
+            log_start_offset: log_start,
+            ..cp.written
+        };
         if let Err(e) = m.write(&self.dir) {
             self.poison("checkpoint", &e);
             return Err(e);
         }
-        *cp = (m, Instant::now());
+        cp.written = m;
         Ok(())
     }
 
@@ -813,9 +859,7 @@ impl Partition {
         }
         let new_start = self.log_start_offset().max(offset);
         if new_start != self.log_start_offset() {
-            let mut m = lock(&self.checkpoint).0;
-            m.log_start_offset = new_start;
-            self.write_checkpoint(m)?;
+            self.checkpoint_log_start(new_start)?;
             self.log_start.store(new_start, Ordering::Release);
         }
         self.delete_segments_below_start()?;
@@ -832,9 +876,7 @@ impl Partition {
         let gone_below = victims.iter().map(|v| v.next_offset()).max().unwrap_or(0);
         let new_start = self.log_start_offset().max(gone_below);
         if new_start != self.log_start_offset() {
-            let mut m = lock(&self.checkpoint).0;
-            m.log_start_offset = new_start;
-            self.write_checkpoint(m)?;
+            self.checkpoint_log_start(new_start)?;
             self.log_start.store(new_start, Ordering::Release);
         }
         self.segments
@@ -932,15 +974,19 @@ impl Partition {
         let now = self.clock.now_ms();
         let segs = self.segments();
         let horizon = now.saturating_sub(config.min_compaction_lag_ms);
+        // Never the active segment, and never the recovery point's segment or later:
+        // recovery must not start inside a segment that compaction rewrote.
+        self.checkpoint_into_active()?;
+        let recovery_segment = lock(&self.checkpoint).written.recovery_segment;
         let range: Vec<Arc<Segment>> = segs[..segs.len() - 1]
             .iter()
+            .filter(|s| s.base_offset < recovery_segment)
             .take_while(|s| s.max_timestamp() <= horizon)
             .cloned()
             .collect();
         if range.is_empty() {
             return Ok(stats);
         }
-        self.checkpoint_into_active()?;
         // C1: the latest offset of every key in the compactable range.
         let mut latest: HashMap<Bytes, u64> = HashMap::new();
         for seg in &range {
@@ -1134,13 +1180,8 @@ impl Partition {
             idx.offsets.sync()?;
             idx.times.sync()?;
         }
-        let m = Meta {
-            log_start_offset: self.log_start_offset(),
-            recovery_segment: active.base_offset,
-            recovery_position: active.size(),
-            recovery_next_offset: self.log_end_offset(),
-        };
-        self.write_checkpoint(m)
+        lock(&self.checkpoint).synced = (active.base_offset, active.size(), self.log_end_offset());
+        self.checkpoint_if(|_| true)
     }
 
     /// Flush regardless of the writer having been closed.

@@ -156,9 +156,17 @@ impl Segment {
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
+        self.sync_log()?;
+        self.sync_indexes()
+    }
+
+    pub(crate) fn sync_log(&self) -> Result<()> {
         #[cfg(test)]
         failpoint::check("fsync", &self.log_path)?;
-        self.file.sync_data().at(&self.log_path)?;
+        self.file.sync_data().at(&self.log_path)
+    }
+
+    pub(crate) fn sync_indexes(&self) -> Result<()> {
         let idx = self.indexes();
         idx.offsets.sync()?;
         idx.times.sync()
