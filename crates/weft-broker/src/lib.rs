@@ -8,6 +8,8 @@
 //! - [`server`]: TCP accept loop and per-connection framing (length prefix, size limit, idle
 //!   timeout); requests on one connection are answered in order.
 //! - `versions`: the advertised API versions and which of them are refused.
+//! - `guard`: request decoding through a buffer that bounds what lengths the codec is told,
+//!   so no frame can make it allocate without bound.
 //! - `handlers`: one function per API, from decoded request to response.
 //! - `topics`: topic metadata (names, ids, partition counts, config overrides), persisted
 //!   in `topics.v1`, and the live partition handles.
@@ -29,6 +31,7 @@
 mod codes;
 mod error;
 mod fetch_session;
+mod guard;
 mod handlers;
 mod producer_state;
 pub mod server;

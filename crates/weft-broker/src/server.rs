@@ -339,7 +339,7 @@ pub(crate) fn decode_frame(frame: Bytes) -> std::result::Result<Decoded, Close> 
     let mut body = frame;
     let header = RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(|e| Close(format!("malformed {api:?} v{version} request header: {e}")))?;
-    match RequestKind::decode(api, &mut body, version) {
+    match crate::guard::decode_request(api, body, version) {
         Ok(request) => Ok(Decoded::Request {
             header,
             api,

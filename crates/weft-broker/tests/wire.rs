@@ -219,6 +219,16 @@ fn bad_input_closes_only_that_connection() {
             frame_of(11, 0, &[0, 0, 0, 1, b'g']),
         ),
         ("version above the advertised range", frame_of(3, 99, &[])),
+        // Lengths far beyond the frame: the codec would preallocate ~150 GB and abort the
+        // process without the decoding guard.
+        (
+            "array length 2^31-1",
+            frame_of(3, 1, &[0, 0, 0x7f, 0xff, 0xff, 0xff]),
+        ),
+        (
+            "compact array length 2^32-2",
+            frame_of(3, 12, &[0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ),
         (
             "produce v0 (message format v0)",
             frame_of(0, 0, &[0, 1, 0, 0, 0x75, 0x30, 0, 0, 0, 0]),
