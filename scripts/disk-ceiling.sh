@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Measures the physical ceilings that docs/benchmarks.md compares Weft's figures against:
-# raw sequential write bandwidth of the disk holding $1 (default: the temp dir), with one
-# final fdatasync and with a data sync after every 64 KiB write. Uses dd; prints MB/s.
+# Measures the disk ceilings that docs/benchmarks.md compares weft-log's figures against, on
+# the disk holding $1 (default: the temp dir). Each uses dd with the same write size and
+# total as the benchmark it bounds, because on a virtual disk the figure depends strongly
+# on both. Prints MB/s (10^6 bytes per second).
 set -euo pipefail
 dir=${1:-${TMPDIR:-/tmp}}
 f="$dir/weft-ceiling.$$"
 trap 'rm -f "$f"' EXIT
-rate() { # dd's summary line ends with "<n> <unit>/s"
-  grep -oE '[0-9.,]+ [kMG]?B/s' | tail -1
+run() { # label, then dd arguments; dd's summary line ends with "<n> <unit>/s"
+  local label=$1; shift
+  printf '%-52s %s\n' "$label" "$(dd if=/dev/zero of="$f" "$@" 2>&1 | grep -oE '[0-9.,]+ [kMG]?B/s' | tail -1)"
+  rm -f "$f"
 }
-echo "write 1 GiB, final fdatasync:   $(dd if=/dev/zero of="$f" bs=1M count=1024 conv=fdatasync 2>&1 | rate)"
-rm -f "$f"
-echo "write 256 MiB, dsync every 64 KiB: $(dd if=/dev/zero of="$f" bs=64k count=4096 oflag=dsync 2>&1 | rate)"
-rm -f "$f"
-echo "write 64 MiB, dsync every 1 KiB:  $(dd if=/dev/zero of="$f" bs=1k count=16384 oflag=dsync 2>&1 | rate)"
+run "ceiling: 1 GiB in 16 KiB writes, final fdatasync"  bs=16k count=65536 conv=fdatasync
+run "ceiling: 256 MiB in 1 KiB writes, final fdatasync" bs=1k count=262144 conv=fdatasync
+run "ceiling: 1 GiB in 1 MiB writes, final fdatasync"   bs=1M count=1024 conv=fdatasync
+run "ceiling: 256 MiB, data sync every 64 KiB"          bs=64k count=4096 oflag=dsync
+run "ceiling: 64 MiB, data sync every 16 KiB"           bs=16k count=4096 oflag=dsync
+run "ceiling: 8 MiB, data sync every 1 KiB"             bs=1k count=8192 oflag=dsync
