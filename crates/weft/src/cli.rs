@@ -26,6 +26,14 @@ pub(crate) enum Command {
     /// Run the Weft server: storage engine, HTTP listener (and, later, the Kafka broker)
     Serve(ServeArgs),
     // New command groups go here, e.g. `Topic(topic::TopicArgs)`.
+    /// Create, list, describe, alter and delete topics on any Kafka-protocol broker
+    Topic(crate::cmd::topic::TopicArgs),
+    /// Write stdin lines as records to a topic
+    Produce(crate::cmd::produce::ProduceArgs),
+    /// Print the records of a topic
+    Consume(crate::cmd::consume::ConsumeArgs),
+    /// Load generator: producer and consumer throughput, end-to-end latency
+    Bench(crate::cmd::bench::BenchArgs),
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `weft` binary. See `cli.rs` for how subcommands are laid out.
 
 mod cli;
+mod cmd;
 mod http;
 mod logging;
 mod serve;
@@ -17,10 +18,14 @@ use crate::cli::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Topic(args) => cmd::topic::run(args).await,
+        Command::Produce(args) => cmd::produce::run(args).await,
+        Command::Consume(args) => cmd::consume::run(args).await,
+        Command::Bench(args) => cmd::bench::run(args).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // Once logging is up the error goes there (JSON stays JSON); before that, plainly.
             if tracing::dispatcher::has_been_set() {

@@ -1,0 +1,481 @@
+//! The client commands (`weft topic|produce|consume|bench`) run as subprocesses against a
+//! real `weft serve`. Timeouts are safety limits against hangs, never assertions about speed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SAFETY: Duration = Duration::from_secs(120);
+
+/// `weft` with a clean environment: no inherited `WEFT_*` or `RUST_LOG`.
+fn weft(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WEFT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running `weft serve` whose `ready` line named its Kafka address.
+struct Server {
+    child: Child,
+    kafka_addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = weft(dir.path())
+            .args(["serve", "--data-dir", "data", "--log-format", "json"])
+            .args([
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weft serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Keep draining after the test stops listening so the server never blocks.
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + SAFETY;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(r#""message":"ready""#) => {
+                    let addr = field(&line, "kafka_addr")
+                        .unwrap_or_else(|| panic!("no kafka_addr in {line}"));
+                    return Server {
+                        child,
+                        kafka_addr: addr.parse().expect("kafka_addr is an address"),
+                        dir,
+                    };
+                }
+                Ok(line) => seen.push(line),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("no ready line ({e}); stderr:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    /// Runs `weft <args>` against this server with `stdin` as input.
+    fn cli(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = weft(self.dir.path())
+            .args(args)
+            .env("WEFT_BOOTSTRAP", self.kafka_addr.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weft");
+        let mut input = child.stdin.take().expect("stdin");
+        let stdin = stdin.to_owned();
+        thread::spawn(move || {
+            let _ = input.write_all(stdin.as_bytes());
+        });
+        let out = read_all(child.stdout.take().expect("stdout"));
+        let err = read_all(child.stderr.take().expect("stderr"));
+        let deadline = Instant::now() + SAFETY;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("weft {args:?} did not exit within {SAFETY:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let run = Run {
+            code: status.code(),
+            stdout: out.recv().expect("stdout"),
+            stderr: err.recv().expect("stderr"),
+        };
+        eprintln!(
+            "weft {args:?} -> {:?}\n{}\n{}",
+            run.code, run.stdout, run.stderr
+        );
+        run
+    }
+
+    /// Like [`Server::cli`], and asserts exit code 0.
+    fn ok(&self, args: &[&str], stdin: &str) -> Run {
+        let run = self.cli(args, stdin);
+        assert_eq!(run.code, Some(0), "weft {args:?} failed: {}", run.stderr);
+        run
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn read_all(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stream.read_to_end(&mut buf);
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+    });
+    rx
+}
+
+fn field(line: &str, name: &str) -> Option<String> {
+    let key = format!(r#""{name}":""#);
+    let start = line.find(&key)? + key.len();
+    let end = line[start..].find('"')?;
+    Some(line[start..start + end].to_owned())
+}
+
+/// Consumes `n` records of `topic` from `from` as parsed JSON objects.
+fn consume_json(server: &Server, topic: &str, from: &str, n: usize) -> Vec<Value> {
+    let n_arg = n.to_string();
+    let run = server.ok(
+        &[
+            "consume",
+            topic,
+            "--from",
+            from,
+            "--format",
+            "json",
+            "--max-messages",
+            &n_arg,
+            "--timeout-ms",
+            "30000",
+        ],
+        "",
+    );
+    let records: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(records.len(), n, "{}", run.stdout);
+    records
+}
+
+/// The record without its timestamp, after checking that it has one.
+fn without_timestamp(mut record: Value) -> Value {
+    let ts = record
+        .as_object_mut()
+        .and_then(|o| o.remove("timestamp"))
+        .expect("timestamp field");
+    assert!(ts.as_i64().is_some_and(|t| t > 0), "timestamp {ts}");
+    record
+}
+
+#[test]
+fn topic_create_list_describe_alter_delete() {
+    let server = Server::start();
+    server.ok(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        "",
+    );
+    let list = server.ok(&["topic", "list"], "");
+    assert!(
+        list.stdout.lines().any(|l| l == "orders"),
+        "{}",
+        list.stdout
+    );
+
+    let describe = server.ok(&["topic", "describe", "orders"], "");
+    assert!(describe.stdout.contains("partitions: 3\n"));
+    assert!(describe.stdout.contains("  retention.ms=3600000 (topic)\n"));
+    assert!(
+        describe
+            .stdout
+            .contains("  cleanup.policy=delete (default)\n")
+    );
+    let rows: Vec<Vec<&str>> = describe
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 6 && w[0].parse::<i32>().is_ok())
+        .collect();
+    // partition, leader, replicas, isr, low, high: one empty partition each.
+    let expected: Vec<Vec<String>> = (0..3)
+        .map(|p| {
+            [
+                p.to_string(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+            ]
+            .to_vec()
+        })
+        .collect();
+    assert_eq!(rows, expected, "{}", describe.stdout);
+
+    // A duplicate is refused with Kafka's error name.
+    let again = server.cli(&["topic", "create", "orders"], "");
+    assert_eq!(again.code, Some(1));
+    assert!(
+        again.stderr.contains("TOPIC_ALREADY_EXISTS"),
+        "{}",
+        again.stderr
+    );
+
+    // Altering one config keeps the others set on the topic; partitions only grow.
+    server.ok(
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "cleanup.policy=compact",
+            "--partitions",
+            "4",
+        ],
+        "",
+    );
+    let describe = server.ok(&["topic", "describe", "orders"], "");
+    assert!(describe.stdout.contains("partitions: 4\n"));
+    assert!(
+        describe
+            .stdout
+            .contains("  cleanup.policy=compact (topic)\n")
+    );
+    assert!(describe.stdout.contains("  retention.ms=3600000 (topic)\n"));
+    let bad = server.cli(
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "cleanup.policy=bogus",
+        ],
+        "",
+    );
+    assert_eq!(bad.code, Some(1), "{}", bad.stderr);
+    assert!(bad.stderr.contains("INVALID_CONFIG"), "{}", bad.stderr);
+
+    server.ok(&["topic", "delete", "orders"], "");
+    let list = server.ok(&["topic", "list"], "");
+    assert!(
+        !list.stdout.lines().any(|l| l == "orders"),
+        "{}",
+        list.stdout
+    );
+    let gone = server.cli(&["topic", "delete", "orders"], "");
+    assert_eq!(gone.code, Some(1));
+    assert!(
+        gone.stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        gone.stderr
+    );
+}
+
+#[test]
+fn produced_keys_values_and_headers_come_back_as_json() {
+    let server = Server::start();
+    server.ok(&["topic", "create", "events"], "");
+    let input = "k1=v1\nk2=hello world\nno separator here\nk3=a=b\n=empty key\n";
+    let produced = server.ok(
+        &[
+            "produce",
+            "events",
+            "--key-separator",
+            "=",
+            "--header",
+            "source=test",
+            "--header",
+            "trace=x=y",
+        ],
+        input,
+    );
+    assert!(
+        produced.stderr.contains("produced 5 of 5 record(s)"),
+        "{}",
+        produced.stderr
+    );
+    let headers = json!([
+        { "key": "source", "value": "test" },
+        { "key": "trace", "value": "x=y" },
+    ]);
+    let expected: Vec<Value> = [
+        (Some("k1"), "v1"),
+        (Some("k2"), "hello world"),
+        (None, "no separator here"),
+        (Some("k3"), "a=b"),
+        (Some(""), "empty key"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(offset, (key, value))| {
+        json!({
+            "topic": "events",
+            "partition": 0,
+            "offset": offset,
+            "key": key,
+            "value": value,
+            "headers": headers,
+        })
+    })
+    .collect();
+    let got: Vec<Value> = consume_json(&server, "events", "beginning", 5)
+        .into_iter()
+        .map(without_timestamp)
+        .collect();
+    assert_eq!(got, expected);
+
+    // The same records through a template, from an offset.
+    let run = server.ok(
+        &[
+            "consume",
+            "events",
+            "--from",
+            "offset:3",
+            "--format",
+            "template",
+            "--template",
+            r"%p/%o %k|%v|%h|%K",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "30000",
+        ],
+        "",
+    );
+    assert_eq!(
+        run.stdout,
+        "0/3 k3|a=b|source=test,trace=x=y|2\n0/4 |empty key|source=test,trace=x=y|0\n"
+    );
+}
+
+#[test]
+fn consume_from_a_timestamp_starts_at_the_first_later_record() {
+    let server = Server::start();
+    server.ok(&["topic", "create", "clock", "--partitions", "2"], "");
+    server.ok(&["produce", "clock", "--partition", "0"], "a1\na2\n");
+    server.ok(&["produce", "clock", "--partition", "1"], "a3\n");
+    let first = consume_json(&server, "clock", "beginning", 3);
+    let last_a = first
+        .iter()
+        .filter_map(|r| r["timestamp"].as_i64())
+        .max()
+        .expect("timestamps");
+    // CreateTime comes from the producer's wall clock: wait until it has moved past every
+    // first-batch timestamp so the second batch is strictly later.
+    while now_ms() <= last_a {
+        thread::sleep(Duration::from_millis(2));
+    }
+    server.ok(&["produce", "clock", "--partition", "0"], "b1\n");
+    server.ok(&["produce", "clock", "--partition", "1"], "b2\nb3\n");
+    let all = consume_json(&server, "clock", "beginning", 6);
+    let first_b = all
+        .iter()
+        .filter(|r| r["value"].as_str().is_some_and(|v| v.starts_with('b')))
+        .filter_map(|r| r["timestamp"].as_i64())
+        .min()
+        .expect("timestamps");
+    assert!(first_b > last_a);
+    let from = format!("timestamp:{first_b}");
+    let mut values: Vec<String> = consume_json(&server, "clock", &from, 3)
+        .iter()
+        .map(|r| r["value"].as_str().expect("value").to_owned())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["b1", "b2", "b3"]);
+    // Nothing more arrives after the three.
+    let run = server.ok(
+        &["consume", "clock", "--from", &from, "--timeout-ms", "1500"],
+        "",
+    );
+    assert_eq!(run.stdout.lines().count(), 3, "{}", run.stdout);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+#[test]
+fn invalid_topic_name_fails_with_the_kafka_error_name() {
+    let server = Server::start();
+    let run = server.cli(&["topic", "create", "bad name!"], "");
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot create topic \"bad name!\": INVALID_TOPIC_EXCEPTION"),
+        "{}",
+        run.stderr
+    );
+    let run = server.cli(&["topic", "describe", "no/such/topic"], "");
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+}
+
+#[test]
+fn bench_produce_prints_throughput_and_percentiles() {
+    let server = Server::start();
+    let run = server.ok(&["bench", "produce", "--records", "20000"], "");
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ack latency ms: "))
+        .unwrap_or_else(|| panic!("no percentile line in {}", run.stdout));
+    for label in ["p50=", "p99=", "p99.9=", "max=", "(20000 samples)"] {
+        assert!(line.contains(label), "{line}");
+    }
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("produce: ") && l.contains("msgs/s") && l.contains("MB/s")),
+        "{}",
+        run.stdout
+    );
+
+    let run = server.ok(&["bench", "consume", "--records", "5000"], "");
+    assert!(run.stdout.contains("consume: "), "{}", run.stdout);
+    let run = server.ok(&["bench", "e2e", "--records", "2000", "--rate", "2000"], "");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("e2e latency ms: ")),
+        "{}",
+        run.stdout
+    );
+}
