@@ -174,6 +174,16 @@ impl<E: Entry> Index<E> {
         Ok(())
     }
 
+    /// Preallocates room for `entries` (an active segment reopened after a clean close).
+    pub(crate) fn reserve(&mut self, entries: u64) -> Result<()> {
+        let len = entries * E::SIZE as u64;
+        if self.file_len < len {
+            self.file.set_len(len).at(&self.path)?;
+            self.file_len = len;
+        }
+        Ok(())
+    }
+
     /// Shrinks the file to its entries (on roll and clean close).
     pub(crate) fn trim(&mut self) -> Result<()> {
         let len = (self.entries.len() * E::SIZE) as u64;

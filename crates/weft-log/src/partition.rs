@@ -1397,6 +1397,10 @@ fn recover_segment(
         indexes.offsets.truncate_from(v.valid_len)?;
         indexes.times.truncate_from(v.valid_len)?;
     }
+    if is_last {
+        indexes.offsets.reserve(prealloc)?;
+        indexes.times.reserve(prealloc)?;
+    }
     let first_ts = first_ts.or(v.first_batch_max_timestamp).unwrap_or(now);
     let size = v.valid_len;
     if !is_last && !truncated {

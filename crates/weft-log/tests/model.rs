@@ -31,6 +31,10 @@ enum Op {
         ms: i64,
     },
     Clean,
+    Retention {
+        ms: i64,
+        bytes: Option<u16>,
+    },
 }
 
 fn op(compacting: bool) -> impl Strategy<Value = Op> {
@@ -53,6 +57,8 @@ fn op(compacting: bool) -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => (0i64..2_000).prop_map(|ms| Op::Advance { ms }),
         2 => Just(Op::Clean),
+        1 => (0i64..3_000, prop::option::of(0u16..4_000))
+            .prop_map(|(ms, bytes)| Op::Retention { ms, bytes }),
     ]
 }
 
@@ -211,6 +217,42 @@ fn run(ops: Vec<Op>, segment_bytes: u64, policy: CleanupPolicy) {
                 p = open(dir.path(), cfg.clone(), &clk);
             }
             Op::Advance { ms } => clk.advance(ms),
+            Op::Retention { ms, bytes } => {
+                let mut c = cfg.clone();
+                c.retention_ms = Some(ms);
+                c.retention_bytes = bytes.map(u64::from);
+                p.set_config(c);
+                let before = p.log_start_offset();
+                p.enforce_retention().expect("retention");
+                let after = p.log_start_offset();
+                assert!(after >= before);
+                if policy.deletes() {
+                    // Only whole closed segments go, oldest first: nothing at or above the
+                    // active segment, and when only time applies, nothing newer than the
+                    // horizon is ever deleted.
+                    assert!(after <= p.state().active_base_offset.max(before));
+                    if bytes.is_none() {
+                        let horizon = clk.now_ms() - ms;
+                        let newest_deleted = m
+                            .records
+                            .iter()
+                            .filter(|r| r.offset >= before && r.offset < after)
+                            .map(|r| r.ts)
+                            .max();
+                        assert!(
+                            newest_deleted.is_none_or(|t| t < horizon),
+                            "deleted a record newer than {horizon}"
+                        );
+                    }
+                } else {
+                    assert_eq!(
+                        after, before,
+                        "retention must not delete from a compact-only log"
+                    );
+                }
+                m.log_start = after;
+                p.set_config(cfg.clone());
+            }
             Op::Clean => {
                 let active_base = p.state().active_base_offset;
                 p.compact().expect("compact");
