@@ -263,15 +263,31 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The most a batch may decompress to: a bound against decompression bombs (a few bytes
+/// that claim or expand to gigabytes) on a path that faces the network.
+pub const MAX_DECOMPRESSED: usize = 256 << 20;
+
 /// Decompresses the records section of a batch (everything after the header).
 pub fn decompress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError> {
     use std::io::Read;
     let e = |x: &dyn std::fmt::Display| BatchError::Decompress(x.to_string());
-    let mut out = Vec::with_capacity(data.len() * 4);
+    let too_big = || BatchError::Decompress(format!("expands beyond {MAX_DECOMPRESSED} bytes"));
+    let limit = MAX_DECOMPRESSED as u64 + 1;
+    let snappy_block = |block: &[u8], budget: usize| -> Result<Vec<u8>, BatchError> {
+        let n = snap::raw::decompress_len(block).map_err(|x| e(&x))?;
+        if n > budget {
+            return Err(too_big());
+        }
+        snap::raw::Decoder::new()
+            .decompress_vec(block)
+            .map_err(|x| e(&x))
+    };
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(MAX_DECOMPRESSED));
     match codec {
         Compression::None => out.extend_from_slice(data),
         Compression::Gzip => {
             flate2::read::GzDecoder::new(data)
+                .take(limit)
                 .read_to_end(&mut out)
                 .map_err(|x| e(&x))?;
         }
@@ -290,29 +306,27 @@ pub fn decompress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError
                     let block = data
                         .get(at..at + len)
                         .ok_or_else(|| e(&"truncated xerial block"))?;
-                    out.extend(
-                        snap::raw::Decoder::new()
-                            .decompress_vec(block)
-                            .map_err(|x| e(&x))?,
-                    );
+                    out.extend(snappy_block(block, MAX_DECOMPRESSED - out.len())?);
                     at += len;
                 }
             } else {
-                out = snap::raw::Decoder::new()
-                    .decompress_vec(data)
-                    .map_err(|x| e(&x))?;
+                out = snappy_block(data, MAX_DECOMPRESSED)?;
             }
         }
         Compression::Lz4 => {
             lz4_flex::frame::FrameDecoder::new(data)
+                .take(limit)
                 .read_to_end(&mut out)
                 .map_err(|x| e(&x))?;
         }
         Compression::Zstd => {
             zstd::stream::read::Decoder::new(data)
-                .and_then(|mut d| d.read_to_end(&mut out))
+                .and_then(|d| d.take(limit).read_to_end(&mut out))
                 .map_err(|x| e(&x))?;
         }
+    }
+    if out.len() > MAX_DECOMPRESSED {
+        return Err(too_big());
     }
     Ok(out)
 }
@@ -351,7 +365,8 @@ pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
         codec => Bytes::from(decompress(codec, body)?),
     };
     let mut c = Cursor { b: &data, at: 0 };
-    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
+    // Never trust a count for an allocation: each record takes at least 7 bytes.
+    let mut out = Vec::with_capacity((h.records_count.max(0) as usize).min(data.len() / 7));
     let mut last_delta = -1i64;
     for _ in 0..h.records_count {
         let len = c.varint()?;
@@ -375,7 +390,7 @@ pub fn records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
         if n_headers < 0 {
             return Err(c.err("negative header count"));
         }
-        let mut headers = Vec::with_capacity(n_headers.min(64) as usize);
+        let mut headers = Vec::with_capacity((n_headers as usize).min(16));
         for _ in 0..n_headers {
             let k = c.nullable(&data)?.ok_or_else(|| c.err("null header key"))?;
             let v = c.nullable(&data)?;
@@ -627,6 +642,44 @@ mod tests {
         assert!(matches!(
             check_uncompressed_framing(&b, &h),
             Err(BatchError::InconsistentRecords(_))
+        ));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes, and arbitrary bytes behind a valid header and CRC, never panic
+        /// or allocate unboundedly: they decode or give a typed error.
+        #[test]
+        fn arbitrary_input_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            count in proptest::prelude::any::<i32>(),
+            delta in proptest::prelude::any::<i32>(),
+            codec in 0u8..8,
+        ) {
+            let _ = validate(&body);
+            let _ = records(&body);
+            let mut b = build(BuildOptions::default(), &[]).expect("empty batch");
+            b.extend_from_slice(&body);
+            let len = (b.len() - LOG_OVERHEAD) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            b[21..23].copy_from_slice(&i16::from(codec).to_be_bytes());
+            b[23..27].copy_from_slice(&delta.to_be_bytes());
+            b[57..61].copy_from_slice(&count.to_be_bytes());
+            let crc = compute_crc(&b);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            if let Ok(h) = validate(&b) {
+                let _ = check_uncompressed_framing(&b, &h);
+                let _ = records(&b);
+            }
+        }
+    }
+
+    #[test]
+    fn snappy_bomb_is_refused() {
+        // A 6-byte snappy block that claims to expand to ~4 GiB.
+        let bomb = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+        assert!(matches!(
+            decompress(Compression::Snappy, &bomb),
+            Err(BatchError::Decompress(_))
         ));
     }
 
