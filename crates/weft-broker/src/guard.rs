@@ -27,6 +27,9 @@ pub(crate) struct Guarded {
     buf: Bytes,
     /// Bytes of a clamped varint still to hand out, last first.
     pending: Vec<u8>,
+    /// Bytes of the current varint read so far (0: the next `u8` starts one). The decoder
+    /// reads varints byte by byte, so only a varint's first byte may trigger the check.
+    varint_pos: u8,
     /// Whether any value was clamped.
     clamped: bool,
 }
@@ -36,6 +39,7 @@ impl Guarded {
         Guarded {
             buf,
             pending: Vec::new(),
+            varint_pos: 0,
             clamped: false,
         }
     }
@@ -75,11 +79,13 @@ impl Buf for Guarded {
 
     fn advance(&mut self, cnt: usize) {
         self.pending.clear();
+        self.varint_pos = 0;
         self.buf.advance(cnt);
     }
 
     fn try_get_i32(&mut self) -> Result<i32, TryGetError> {
         self.pending.clear();
+        self.varint_pos = 0;
         let v = self.buf.try_get_i32()?;
         let limit = i32::try_from(self.buf.remaining()).unwrap_or(i32::MAX - 1) + 1;
         if v > limit {
@@ -90,25 +96,44 @@ impl Buf for Guarded {
     }
 
     fn try_get_u8(&mut self) -> Result<u8, TryGetError> {
-        if let Some(b) = self.pending.pop() {
-            self.buf.try_get_u8()?;
-            return Ok(b);
+        if self.varint_pos == 0 && self.pending.is_empty() {
+            self.check_varint_start();
         }
-        if let Some((value, len)) = self.peek_varint().filter(|(_, len)| *len > 1) {
-            // As a compact length, `value - 1` bytes or elements must follow.
-            let limit = self.buf.remaining() - len + 1;
-            if value as usize > limit {
-                // One more than possible: the decode fails, after a bounded allocation.
-                let clamped = u32::try_from(limit + 1).unwrap_or(u32::MAX);
-                if u64::from(clamped) < 1u64 << (7 * len as u64).min(32) {
-                    self.clamped = true;
-                    self.pending = varint_of_len(clamped, len);
-                    self.pending.reverse();
-                    return self.try_get_u8();
-                }
+        let b = match self.pending.pop() {
+            Some(b) => {
+                self.buf.try_get_u8()?;
+                b
             }
+            None => self.buf.try_get_u8()?,
+        };
+        // The decoder stops after a byte without the continuation bit, or after five.
+        if b >= 0x80 && self.varint_pos < 4 {
+            self.varint_pos += 1;
+        } else {
+            self.varint_pos = 0;
         }
-        self.buf.try_get_u8()
+        Ok(b)
+    }
+}
+
+impl Guarded {
+    /// At the first byte of a varint: when its value is more than a length could be, queue
+    /// a same-length encoding of "one more than possible" to hand out instead.
+    fn check_varint_start(&mut self) {
+        let Some((value, len)) = self.peek_varint().filter(|(_, len)| *len > 1) else {
+            return;
+        };
+        // As a compact length, `value - 1` bytes or elements must follow.
+        let limit = self.buf.remaining() - len + 1;
+        if value as usize <= limit {
+            return;
+        }
+        let clamped = u32::try_from(limit + 1).unwrap_or(u32::MAX);
+        if u64::from(clamped) < 1u64 << (7 * len as u64).min(32) {
+            self.clamped = true;
+            self.pending = varint_of_len(clamped, len);
+            self.pending.reverse();
+        }
     }
 }
 
@@ -120,6 +145,7 @@ impl ByteBuf for Guarded {
 
     fn get_bytes(&mut self, size: usize) -> Bytes {
         self.pending.clear();
+        self.varint_pos = 0;
         self.buf.split_to(size.min(self.buf.len()))
     }
 }
@@ -241,6 +267,19 @@ mod tests {
                 &[
                     0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0x7f, 0xff,
                     0xff, 0xff,
+                ],
+            ),
+            // found by the fuzzer (Produce v11 body): a length varint starting mid-run
+            (
+                ApiKey::Produce,
+                11,
+                &[
+                    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda,
+                    0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda,
+                    0xda, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                    0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00, 0xe1, 0x00, 0x19,
+                    0x00, 0x00, 0x00, 0x00,
                 ],
             ),
             // a string (compact) claiming 4 GB
