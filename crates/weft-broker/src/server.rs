@@ -179,8 +179,8 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     debug!(%peer, "connection opened");
     let (rd, wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
-    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    let mut rd = BufReader::with_capacity(16 * 1024, rd);
+    let mut wr = BufWriter::with_capacity(16 * 1024, wr);
     let idle = inner.config.connections_max_idle;
     let max = inner.config.socket_request_max_bytes;
     loop {
