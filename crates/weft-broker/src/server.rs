@@ -9,9 +9,11 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
+use std::future::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -180,7 +182,33 @@ async fn connection(
     debug!(%peer, "connection opened");
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
-    let mut wr = BufWriter::with_capacity(16 * 1024, wr);
+    // Responses leave in request order through one writer; a reply that waits (acks=-1
+    // for its fsync) holds back only the responses after it, not the reading and handling
+    // of the next requests. The channel bounds the replies in flight per connection.
+    let (replies, queue) = mpsc::channel(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_replies(
+        BufWriter::with_capacity(16 * 1024, wr),
+        queue,
+        peer,
+    ));
+    read_requests(&inner, &mut rd, &replies, peer, &mut shutdown).await;
+    drop(replies);
+    let _ = writer.await;
+}
+
+/// Replies a connection may have queued before it stops reading requests.
+const MAX_IN_FLIGHT: usize = 16;
+
+type Outgoing =
+    std::pin::Pin<Box<dyn Future<Output = std::result::Result<BytesMut, Close>> + Send>>;
+
+async fn read_requests(
+    inner: &Arc<Inner>,
+    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    replies: &mpsc::Sender<Outgoing>,
+    peer: SocketAddr,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let idle = inner.config.connections_max_idle;
     let max = inner.config.socket_request_max_bytes;
     loop {
@@ -209,7 +237,7 @@ async fn connection(
         // Memory grows with the bytes that actually arrive, not with the length a peer
         // claims: a prefix of 100 MiB followed by nothing costs little.
         let mut frame = Vec::with_capacity((len as usize).min(64 * 1024));
-        let mut body = (&mut rd).take(len as u64);
+        let mut body = (&mut *rd).take(len as u64);
         match tokio::time::timeout(idle, body.read_to_end(&mut frame)).await {
             Ok(Ok(n)) if n == len as usize => {}
             Ok(Ok(n)) => {
@@ -225,50 +253,85 @@ async fn connection(
                 return;
             }
         }
-        match handle_frame(&inner, Bytes::from(frame)).await {
-            Ok(Some(response)) => {
-                if wr.write_all(&response).await.is_err() || wr.flush().await.is_err() {
-                    debug!(%peer, "peer went away before its response was written");
+        match handle_frame(inner, Bytes::from(frame)).await {
+            Ok(Some(reply)) => {
+                if replies.send(reply).await.is_err() {
                     return;
                 }
             }
             Ok(None) => {}
             Err(Close(reason)) => {
                 warn!(%peer, reason, "closing connection");
-                let _ = wr.flush().await;
                 return;
             }
         }
     }
 }
 
+async fn write_replies(
+    mut wr: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    peer: SocketAddr,
+) {
+    while let Some(reply) = queue.recv().await {
+        let bytes = match reply.await {
+            Ok(bytes) => bytes,
+            Err(Close(reason)) => {
+                warn!(%peer, reason, "closing connection");
+                break;
+            }
+        };
+        if wr.write_all(&bytes).await.is_err() {
+            debug!(%peer, "peer went away before its response was written");
+            return;
+        }
+        // Flush when nothing else is ready to go, so pipelined replies share a write.
+        if queue.is_empty() && wr.flush().await.is_err() {
+            debug!(%peer, "peer went away before its response was written");
+            return;
+        }
+    }
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+}
+
 fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// Decodes one request frame, runs it and encodes the response (`None`: no response, as for
-/// Produce with acks=0).
+/// Decodes one request frame and runs it; the reply is a future of the encoded response
+/// (`None`: no response, as for Produce with acks=0).
 pub(crate) async fn handle_frame(
     inner: &Arc<Inner>,
     frame: Bytes,
-) -> std::result::Result<Option<BytesMut>, Close> {
+) -> std::result::Result<Option<Outgoing>, Close> {
     match decode_frame(frame)? {
         Decoded::Immediate {
             api,
             version,
             correlation_id,
             response,
-        } => encode(api, version, correlation_id, &response).map(Some),
+        } => {
+            let bytes = encode(api, version, correlation_id, &response);
+            Ok(Some(Box::pin(async move { bytes })))
+        }
         Decoded::Request {
             header,
             api,
             version,
             request,
         } => {
-            let Some(response) = handlers::handle(inner, &header, request).await else {
-                return Ok(None);
-            };
-            encode(api, version, header.correlation_id, &response).map(Some)
+            let correlation_id = header.correlation_id;
+            match handlers::handle(inner, &header, request).await {
+                None => Ok(None),
+                Some(handlers::Reply::Now(response)) => {
+                    let bytes = encode(api, version, correlation_id, &response);
+                    Ok(Some(Box::pin(async move { bytes })))
+                }
+                Some(handlers::Reply::Later(pending)) => Ok(Some(Box::pin(async move {
+                    encode(api, version, correlation_id, &pending.await)
+                }))),
+            }
         }
     }
 }

@@ -981,3 +981,42 @@ fn every_advertised_version_answers() {
         );
     }
 }
+
+#[test]
+fn pipelined_responses_keep_request_order_while_acks_all_waits() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    // A slow group commit: the acks=-1 reply waits for it while later requests are served.
+    create(
+        &mut c,
+        "slow",
+        &[("weft.durability", "group:300:1000000000")],
+    );
+    let produce_req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("slow")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(-1, -1, -1, &[Some("k")]))),
+                ]),
+        ]);
+    let mut frames = c.frame(9, &produce_req);
+    let produce_id = c.correlation;
+    frames.extend(c.frame(12, &MetadataRequest::default().with_topics(None)));
+    let metadata_id = c.correlation;
+    c.send_raw(&frames);
+    let mut first = c.read_frame().expect("first reply");
+    let mut second = c.read_frame().expect("second reply");
+    let h1 = kafka_protocol::messages::ResponseHeader::decode(&mut first, 1).expect("header");
+    let h2 = kafka_protocol::messages::ResponseHeader::decode(&mut second, 1).expect("header");
+    assert_eq!(
+        (h1.correlation_id, h2.correlation_id),
+        (produce_id, metadata_id)
+    );
+    let p = ProduceResponse::decode(&mut first, 9).expect("produce reply");
+    assert_eq!(p.responses[0].partition_responses[0].error_code, 0);
+}

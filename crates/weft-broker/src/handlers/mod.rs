@@ -25,19 +25,28 @@ pub(crate) fn str(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// A handler's answer: ready now, or later (after the connection's next requests are read).
+pub(crate) enum Reply {
+    Now(Box<ResponseKind>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = ResponseKind> + Send>>),
+}
+
 pub(crate) async fn handle(
     inner: &Arc<Inner>,
     header: &RequestHeader,
     req: RequestKind,
-) -> Option<ResponseKind> {
+) -> Option<Reply> {
     let version = header.request_api_version;
-    Some(match req {
+    Some(Reply::Now(Box::new(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::metadata(inner, r, version).await)
         }
         RequestKind::Produce(r) => {
-            return produce::produce(inner, r).await.map(ResponseKind::Produce);
+            let pending = produce::produce(inner, r).await?;
+            return Some(Reply::Later(Box::pin(async move {
+                ResponseKind::Produce(pending.await)
+            })));
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(inner, r).await),
         RequestKind::ListOffsets(r) => {
@@ -84,7 +93,7 @@ pub(crate) async fn handle(
             warn!(request = ?std::mem::discriminant(&other), "request kind without a handler");
             return None;
         }
-    })
+    })))
 }
 
 pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {

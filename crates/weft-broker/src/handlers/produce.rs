@@ -160,7 +160,14 @@ impl Outcome {
     }
 }
 
-pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<ProduceResponse> {
+/// The rest of a produce after its appends: the acks=-1 wait and the response.
+pub(crate) type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = ProduceResponse> + Send>>;
+
+/// Appends the request's batches (in request order, before the next request on the
+/// connection is read) and returns the wait for durability as a future, so that a
+/// connection's next requests are served while this one waits for its fsync.
+pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pending> {
     let acks = r.acks;
     let transactional = r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty());
     // (topic name, [(partition, handle, records)])
@@ -224,19 +231,28 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pro
             .collect::<Vec<_>>()
     })
     .await;
-    let mut results = match results {
+    let results = match results {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "produce task failed");
-            return (acks != 0).then(ProduceResponse::default);
+            return (acks != 0).then(|| Box::pin(async { ProduceResponse::default() }) as Pending);
         }
     };
     if acks == 0 {
         return None;
     }
+    let timeout_ms = r.timeout_ms;
+    Some(Box::pin(
+        async move { respond(results, acks, timeout_ms).await },
+    ))
+}
+
+type Results = Vec<(String, Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)>)>;
+
+async fn respond(mut results: Results, acks: i16, timeout_ms: i32) -> ProduceResponse {
     if acks == -1 {
         let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(r.timeout_ms.max(0) as u64);
+            tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
         for (_, outcomes) in &mut results {
             for (_, h, o) in outcomes.iter_mut() {
                 let (Some(h), Some(last)) = (h.as_ref(), o.last_offset) else {
@@ -280,5 +296,5 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pro
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    ProduceResponse::default().with_responses(responses)
 }
