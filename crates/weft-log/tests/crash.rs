@@ -94,7 +94,8 @@ fn truncation_at_every_byte_of_the_last_batch() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // PROPTEST_CASES raises the count for a longer local run.
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     /// Any single flipped bit in the last batch loses that batch and nothing else.
     #[test]
@@ -271,4 +272,11 @@ fn append_loop() {
         out.flush().expect("flush stdout");
         next = info.last_offset + 1;
     }
+}
+
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

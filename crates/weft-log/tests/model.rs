@@ -280,7 +280,8 @@ fn run(ops: Vec<Op>, segment_bytes: u64, policy: CleanupPolicy) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // PROPTEST_CASES raises the count for a longer local run.
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn append_read_lookup_match_the_model(
@@ -297,4 +298,11 @@ proptest! {
     ) {
         run(ops, segment_bytes, CleanupPolicy::Compact);
     }
+}
+
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
