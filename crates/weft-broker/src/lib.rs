@@ -5,8 +5,9 @@
 //! engine are ours.
 //!
 //! # Codemap
-//! - [`server`]: TCP accept loop and per-connection framing (length prefix, size limit, idle
-//!   timeout); requests on one connection are answered in order.
+//! - `server`: TCP accept loop and per-connection framing (length prefix, size limit, idle
+//!   timeout); requests on one connection are answered in order through one writer, so an
+//!   acks=-1 produce waiting for its fsync does not stall the requests behind it.
 //! - `versions`: the advertised API versions and which of them are refused.
 //! - `guard`: request decoding through a buffer that bounds what lengths the codec is told,
 //!   so no frame can make it allocate without bound.
@@ -34,7 +35,7 @@ mod fetch_session;
 mod guard;
 mod handlers;
 mod producer_state;
-pub mod server;
+mod server;
 mod store;
 mod topic_config;
 mod topics;
@@ -45,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{Error, Result};
-pub use server::decode_request_frame;
+pub use server::{Broker, decode_request_frame};
 pub use versions::advertised_versions;
 
 /// Settings of the broker. Log-level defaults (retention, segment size, durability...) are
