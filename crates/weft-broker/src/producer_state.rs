@@ -357,4 +357,62 @@ mod tests {
         assert_eq!(u.len(), 1);
         assert!(ProducerTable::decode_snapshot(&["p 1 2".to_owned()]).is_err());
     }
+
+    mod model {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// A batch a producer may send: producer 0..3, epoch 0..3, first sequence near what
+        /// it would send next, 1..4 records.
+        fn batch() -> impl Strategy<Value = (i64, i16, i32, i32)> {
+            (0i64..3, 0i16..3, 0i32..12, 1i32..4)
+        }
+
+        proptest! {
+            /// Against a model that keeps every appended batch forever: an append is never
+            /// answered as a duplicate of something else, a duplicate always carries the
+            /// offsets of the original append, the newest five batches of the current epoch
+            /// are always recognised, and snapshots round-trip exactly.
+            #[test]
+            fn table_agrees_with_the_full_history(ops in proptest::collection::vec(batch(), 1..200)) {
+                let mut t = ProducerTable::default();
+                // (pid, epoch, first_seq, last_seq) -> (first_offset, last_offset), in order
+                let mut history: Vec<((i64, i16, i32, i32), (u64, u64))> = Vec::new();
+                let mut next_offset = 0u64;
+                for (pid, epoch, seq, n) in ops {
+                    let id = BatchId { producer_id: pid, epoch, first_seq: seq, last_offset_delta: n - 1 };
+                    let key = (pid, epoch, seq, seq + n - 1);
+                    match t.check(&id) {
+                        Check::Append => {
+                            let last = next_offset + (n - 1) as u64;
+                            t.record(&id, next_offset, last, 0);
+                            history.push((key, (next_offset, last)));
+                            next_offset = last + 1;
+                        }
+                        Check::Duplicate { first_offset, last_offset } => {
+                            let original = history.iter().rev().find(|(k, _)| *k == key).map(|(_, o)| *o);
+                            prop_assert_eq!(original, Some((first_offset, last_offset)));
+                        }
+                        Check::Reject(_) => {}
+                    }
+                    // The newest five batches of this producer's current epoch are known.
+                    let current: Vec<_> = history.iter().filter(|(k, _)| k.0 == pid && k.1 == epoch).collect();
+                    let newest_epoch = history.iter().filter(|(k, _)| k.0 == pid).map(|(k, _)| k.1).last();
+                    if newest_epoch == Some(epoch) {
+                        for (k, o) in current.iter().rev().take(5) {
+                            let again = BatchId { producer_id: k.0, epoch: k.1, first_seq: k.2, last_offset_delta: k.3 - k.2 };
+                            prop_assert_eq!(t.check(&again), Check::Duplicate { first_offset: o.0, last_offset: o.1 });
+                        }
+                    }
+                }
+                let text = t.encode_snapshot(next_offset);
+                let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let (mut back, offset) = ProducerTable::decode_snapshot(&lines).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(offset, next_offset);
+                back.dirty = t.dirty;
+                prop_assert_eq!(back, t);
+            }
+        }
+    }
 }
