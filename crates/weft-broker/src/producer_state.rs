@@ -363,6 +363,9 @@ mod tests {
 
         use super::super::*;
 
+        /// (producer id, epoch, first sequence, last sequence)
+        type Key = (i64, i16, i32, i32);
+
         /// A batch a producer may send: producer 0..3, epoch 0..3, first sequence near what
         /// it would send next, 1..4 records.
         fn batch() -> impl Strategy<Value = (i64, i16, i32, i32)> {
@@ -378,7 +381,7 @@ mod tests {
             fn table_agrees_with_the_full_history(ops in proptest::collection::vec(batch(), 1..200)) {
                 let mut t = ProducerTable::default();
                 // (pid, epoch, first_seq, last_seq) -> (first_offset, last_offset), in order
-                let mut history: Vec<((i64, i16, i32, i32), (u64, u64))> = Vec::new();
+                let mut history: Vec<(Key, (u64, u64))> = Vec::new();
                 let mut next_offset = 0u64;
                 for (pid, epoch, seq, n) in ops {
                     let id = BatchId { producer_id: pid, epoch, first_seq: seq, last_offset_delta: n - 1 };
@@ -398,7 +401,7 @@ mod tests {
                     }
                     // The newest five batches of this producer's current epoch are known.
                     let current: Vec<_> = history.iter().filter(|(k, _)| k.0 == pid && k.1 == epoch).collect();
-                    let newest_epoch = history.iter().filter(|(k, _)| k.0 == pid).map(|(k, _)| k.1).last();
+                    let newest_epoch = history.iter().filter(|(k, _)| k.0 == pid).map(|(k, _)| k.1).next_back();
                     if newest_epoch == Some(epoch) {
                         for (k, o) in current.iter().rev().take(5) {
                             let again = BatchId { producer_id: k.0, epoch: k.1, first_seq: k.2, last_offset_delta: k.3 - k.2 };
