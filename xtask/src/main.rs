@@ -21,10 +21,25 @@ const APT_PACKAGES: &[AptPackage] = &[AptPackage {
 
 /// Python packages, each with the module whose import means it is installed. Installed into
 /// whatever `python3` is first on PATH, the one tests run.
-const PIP_PACKAGES: &[PipPackage] = &[PipPackage {
-    package: "kafka-python",
-    module: "kafka",
-}];
+const PIP_PACKAGES: &[PipPackage] = &[
+    PipPackage {
+        package: "kafka-python",
+        module: "kafka",
+    },
+    // kafka-python's codecs: without them it cannot produce or read snappy, lz4, zstd.
+    PipPackage {
+        package: "python-snappy",
+        module: "snappy",
+    },
+    PipPackage {
+        package: "lz4",
+        module: "lz4",
+    },
+    PipPackage {
+        package: "zstandard",
+        module: "zstandard",
+    },
+];
 
 /// npm packages (`name` or `name@version`), installed under `<repo>/target/npm`; tests find
 /// them through `NODE_PATH`, which `cargo xtask test` sets.
