@@ -135,6 +135,8 @@ fn broker_config(
     };
     let mut config = weft_broker::BrokerConfig::new(settings.data_dir.join("broker"), host, port);
     config.node_id = settings.node_id;
+    config.auto_create_topics = settings.broker.auto_create_topics;
+    config.num_partitions = settings.broker.num_partitions;
     Ok(config)
 }
 

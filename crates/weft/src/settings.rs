@@ -108,6 +108,27 @@ struct FileConfig {
     log_level: Option<String>,
     #[serde(default)]
     log: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    broker: BrokerDefaults,
+}
+
+/// The `[broker]` table of `weft.toml`: Kafka broker-level settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BrokerDefaults {
+    /// `auto.create.topics.enable`: Metadata and Produce create unknown topics.
+    pub(crate) auto_create_topics: bool,
+    /// `num.partitions`: partitions of an auto-created topic.
+    pub(crate) num_partitions: i32,
+}
+
+impl Default for BrokerDefaults {
+    fn default() -> Self {
+        BrokerDefaults {
+            auto_create_topics: true,
+            num_partitions: 1,
+        }
+    }
 }
 
 /// The resolved options of `weft serve`.
@@ -126,6 +147,8 @@ pub(crate) struct Settings {
     pub(crate) log_level: String,
     /// The `[log]` table of `weft.toml`, already validated by [`Settings::log_config`].
     pub(crate) log_defaults: BTreeMap<String, toml::Value>,
+    /// The `[broker]` table of `weft.toml`.
+    pub(crate) broker: BrokerDefaults,
     /// The config file that was read, if any.
     pub(crate) config_file: Option<PathBuf>,
 }
@@ -192,8 +215,12 @@ impl Settings {
             log_level: pick("log_level", a.log_level, env, f.log_level)?
                 .unwrap_or_else(|| "info".to_owned()),
             log_defaults: f.log,
+            broker: f.broker,
             config_file: file.map(|(p, _)| p.to_path_buf()),
         };
+        if settings.broker.num_partitions < 1 {
+            bail!("broker.num_partitions must be at least 1");
+        }
         // Validate the `[log]` table now so a typo fails before anything is opened.
         settings
             .log_config()
@@ -205,7 +232,6 @@ impl Settings {
     }
 
     /// The Kafka address told to clients, given the address the listener actually bound.
-    #[allow(dead_code)] // used by the Kafka broker component once it lands
     pub(crate) fn kafka_advertised_or(&self, bound: SocketAddr) -> String {
         self.kafka_advertised
             .clone()
@@ -451,6 +477,8 @@ mod tests {
             (&[], &[], "[log]\ncleanup_policy = 'shred'", "not a cleanup policy"),
             (&[], &[], "[log]\ndurability = 'sometimes'", "not a durability"),
             (&[], &[], "[log]\nsegment_ms = true", "expected an integer, found boolean"),
+            (&[], &[], "[broker]\nnum_partitions = 0", "at least 1"),
+            (&[], &[], "[broker]\nauto_create = false", "unknown field `auto_create`"),
         ];
         for (flags, env, toml, fragment) in cases {
             let err = match resolve(flags, env, toml) {
@@ -462,6 +490,25 @@ mod tests {
                 "{toml:?}: {err:?} lacks {fragment:?}"
             );
         }
+    }
+
+    #[test]
+    fn broker_table() {
+        assert_eq!(
+            resolve(&[], &[], "").expect("defaults").broker,
+            BrokerDefaults::default()
+        );
+        let s = resolve(
+            &[],
+            &[],
+            "[broker]\nauto_create_topics = false\nnum_partitions = 6",
+        )
+        .expect("valid");
+        let want = BrokerDefaults {
+            auto_create_topics: false,
+            num_partitions: 6,
+        };
+        assert_eq!(s.broker, want);
     }
 
     #[test]
