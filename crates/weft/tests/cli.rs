@@ -1,91 +1,37 @@
 //! The client commands (`weft topic|produce|consume|bench`) run as subprocesses against a
 //! real `weft serve`. Timeouts are safety limits against hangs, never assertions about speed.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const SAFETY: Duration = Duration::from_secs(120);
+use common::{Server, wait_with_limit, weft};
 
-/// `weft` with a clean environment: no inherited `WEFT_*` or `RUST_LOG`.
-fn weft(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WEFT_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-/// A running `weft serve` whose `ready` line named its Kafka address.
-struct Server {
-    child: Child,
-    kafka_addr: SocketAddr,
+/// A running `weft serve` in its own temporary directory, for the client commands.
+struct Broker {
+    // Declared first so the server is stopped before its directory is removed.
+    server: Server,
     dir: tempfile::TempDir,
 }
 
-impl Server {
-    fn start() -> Server {
+impl Broker {
+    fn start() -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = weft(dir.path())
-            .args(["serve", "--data-dir", "data", "--log-format", "json"])
-            .args([
-                "--kafka-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn weft serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Keep draining after the test stops listening so the server never blocks.
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + SAFETY;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(r#""message":"ready""#) => {
-                    let addr = field(&line, "kafka_addr")
-                        .unwrap_or_else(|| panic!("no kafka_addr in {line}"));
-                    return Server {
-                        child,
-                        kafka_addr: addr.parse().expect("kafka_addr is an address"),
-                        dir,
-                    };
-                }
-                Ok(line) => seen.push(line),
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("no ready line ({e}); stderr:\n{}", seen.join("\n"));
-                }
-            }
-        }
+        let server = Server::start(dir.path());
+        Broker { server, dir }
     }
 
     /// Runs `weft <args>` against this server with `stdin` as input.
     fn cli(&self, args: &[&str], stdin: &str) -> Run {
         let mut child = weft(self.dir.path())
             .args(args)
-            .env("WEFT_BOOTSTRAP", self.kafka_addr.to_string())
+            .env("WEFT_BOOTSTRAP", self.server.kafka_addr().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -98,17 +44,7 @@ impl Server {
         });
         let out = read_all(child.stdout.take().expect("stdout"));
         let err = read_all(child.stderr.take().expect("stderr"));
-        let deadline = Instant::now() + SAFETY;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("weft {args:?} did not exit within {SAFETY:?}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_with_limit(&mut child, &format!("weft {args:?}"));
         let run = Run {
             code: status.code(),
             stdout: out.recv().expect("stdout"),
@@ -121,18 +57,11 @@ impl Server {
         run
     }
 
-    /// Like [`Server::cli`], and asserts exit code 0.
+    /// Like [`Broker::cli`], and asserts exit code 0.
     fn ok(&self, args: &[&str], stdin: &str) -> Run {
         let run = self.cli(args, stdin);
         assert_eq!(run.code, Some(0), "weft {args:?} failed: {}", run.stderr);
         run
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -152,15 +81,8 @@ fn read_all(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
-fn field(line: &str, name: &str) -> Option<String> {
-    let key = format!(r#""{name}":""#);
-    let start = line.find(&key)? + key.len();
-    let end = line[start..].find('"')?;
-    Some(line[start..start + end].to_owned())
-}
-
 /// Consumes `n` records of `topic` from `from` as parsed JSON objects.
-fn consume_json(server: &Server, topic: &str, from: &str, n: usize) -> Vec<Value> {
+fn consume_json(server: &Broker, topic: &str, from: &str, n: usize) -> Vec<Value> {
     let n_arg = n.to_string();
     let run = server.ok(
         &[
@@ -198,7 +120,7 @@ fn without_timestamp(mut record: Value) -> Value {
 
 #[test]
 fn topic_create_list_describe_alter_delete() {
-    let server = Server::start();
+    let server = Broker::start();
     server.ok(
         &[
             "topic",
@@ -309,7 +231,7 @@ fn topic_create_list_describe_alter_delete() {
 
 #[test]
 fn produced_keys_values_and_headers_come_back_as_json() {
-    let server = Server::start();
+    let server = Broker::start();
     server.ok(&["topic", "create", "events"], "");
     let input = "k1=v1\nk2=hello world\nno separator here\nk3=a=b\n=empty key\n";
     let produced = server.ok(
@@ -386,7 +308,7 @@ fn produced_keys_values_and_headers_come_back_as_json() {
 
 #[test]
 fn consume_from_a_timestamp_starts_at_the_first_later_record() {
-    let server = Server::start();
+    let server = Broker::start();
     server.ok(&["topic", "create", "clock", "--partitions", "2"], "");
     server.ok(&["produce", "clock", "--partition", "0"], "a1\na2\n");
     server.ok(&["produce", "clock", "--partition", "1"], "a3\n");
@@ -435,7 +357,7 @@ fn now_ms() -> i64 {
 
 #[test]
 fn invalid_topic_name_fails_with_the_kafka_error_name() {
-    let server = Server::start();
+    let server = Broker::start();
     let run = server.cli(&["topic", "create", "bad name!"], "");
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
@@ -450,7 +372,7 @@ fn invalid_topic_name_fails_with_the_kafka_error_name() {
 
 #[test]
 fn bench_produce_prints_throughput_and_percentiles() {
-    let server = Server::start();
+    let server = Broker::start();
     let run = server.ok(&["bench", "produce", "--records", "20000"], "");
     let line = run
         .stdout

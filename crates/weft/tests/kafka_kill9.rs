@@ -3,13 +3,12 @@
 //! port. Afterwards every acknowledged record is present exactly once, and no record is
 //! duplicated. Timeouts are safety limits against hangs, never assertions about speed.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -18,62 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-const SAFETY: Duration = Duration::from_secs(120);
-
-/// Starts `weft serve` in `dir` with its Kafka listener on `kafka_listen`; returns once the
-/// `ready` line names the bound Kafka address.
-fn start(dir: &Path, kafka_listen: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .args(["serve", "--data-dir", "data", "--log-format", "json"])
-        .args([
-            "--kafka-listen",
-            kafka_listen,
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                // Nobody listens any more: keep draining so the child never blocks.
-                continue;
-            }
-        }
-    });
-    let deadline = Instant::now() + SAFETY;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(r#""message":"ready""#) => {
-                let addr =
-                    field(&line, "kafka_addr").unwrap_or_else(|| panic!("no kafka_addr in {line}"));
-                return (child, addr.parse().expect("kafka_addr is an address"));
-            }
-            Ok(line) => seen.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no ready line ({e}); stderr:\n{}", seen.join("\n"));
-            }
-        }
-    }
-}
-
-fn field(line: &str, name: &str) -> Option<String> {
-    let key = format!(r#""{name}":""#);
-    let start = line.find(&key)? + key.len();
-    let end = line[start..].find('"')?;
-    Some(line[start..start + end].to_owned())
-}
+use common::{SAFETY, Server};
 
 #[derive(Default)]
 struct Acks {
@@ -102,7 +46,8 @@ impl ProducerContext for Acks {
 #[test]
 fn sigkill_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut server, addr) = start(tmp.path(), "127.0.0.1:0");
+    let mut server = Server::start_with(tmp.path(), &["--kafka-listen", "127.0.0.1:0"]);
+    let addr = server.kafka_addr();
     let bootstrap = addr.to_string();
     let producer: BaseProducer<Acks> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -144,11 +89,11 @@ fn sigkill_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
                 producer.poll(Duration::from_millis(10));
             }
             server.kill().expect("SIGKILL");
-            server.wait().expect("reap");
+            server.wait();
             killed = true;
-            let (s, again) = start(tmp.path(), &bootstrap);
-            assert_eq!(again, addr);
-            server = s;
+            let again = Server::start_with(tmp.path(), &["--kafka-listen", &bootstrap]);
+            assert_eq!(again.kafka_addr(), addr);
+            server = again;
         }
     }
     producer.flush(SAFETY).expect("flush");
@@ -222,7 +167,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
     );
 
     // SIGTERM for a clean stop.
-    let pid = server.id().to_string();
+    let pid = server.pid().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = server.wait();
 }

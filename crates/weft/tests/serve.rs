@@ -2,128 +2,14 @@
 //! configuration errors. Timeouts here are safety limits against hangs, never assertions
 //! about speed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
 
-/// Generous limit for anything that should take well under a second.
-const SAFETY: Duration = Duration::from_secs(60);
-
-/// `weft` with a clean environment: no inherited `WEFT_*` or `RUST_LOG`, run in `cwd` so no
-/// stray `weft.toml` is picked up.
-fn weft(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WEFT_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-/// A running `weft serve` whose `ready` line has been seen.
-struct Server {
-    child: Child,
-    http_addr: SocketAddr,
-    /// Every stderr line after `ready`, until the process closes stderr.
-    rest: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = weft(dir)
-            .args(["serve", "--data-dir", "data", "--log-format", "json"])
-            .args([
-                "--kafka-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn weft");
-        let lines = forward_lines(child.stderr.take().expect("stderr"));
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + SAFETY;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains(r#""message":"ready""#) => {
-                    let http_addr = json_field(&line, "http_addr")
-                        .unwrap_or_else(|| panic!("no http_addr in {line}"))
-                        .parse()
-                        .expect("http_addr is an address");
-                    return Server {
-                        child,
-                        http_addr,
-                        rest: lines,
-                    };
-                }
-                Ok(line) => seen.push(line),
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("no ready line ({e}); stderr so far:\n{}", seen.join("\n"));
-                }
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for exit and returns the status and the stderr lines after `ready`.
-    fn wait(mut self) -> (ExitStatus, Vec<String>) {
-        let status = wait_with_limit(&mut self.child);
-        let rest = self.rest.try_iter().collect();
-        (status, rest)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // No-op when the test already waited for it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Lines of `stream`, read on a thread so a hung child cannot hang the test.
-fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_with_limit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + SAFETY;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("weft did not exit within {SAFETY:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{SAFETY, Server, forward_lines, wait_with_limit, weft};
 
 /// Runs `cmd` to completion (with the safety limit) and returns status and stderr.
 fn run(mut cmd: Command) -> (ExitStatus, String) {
@@ -135,7 +21,7 @@ fn run(mut cmd: Command) -> (ExitStatus, String) {
         .expect("spawn weft");
     let out = forward_lines(child.stdout.take().expect("stdout"));
     let err = forward_lines(child.stderr.take().expect("stderr"));
-    let status = wait_with_limit(&mut child);
+    let status = wait_with_limit(&mut child, "weft");
     // The reader threads finish once the pipes close; give them the same limit.
     let collect = |rx: mpsc::Receiver<String>| {
         let mut lines = Vec::new();
@@ -147,13 +33,6 @@ fn run(mut cmd: Command) -> (ExitStatus, String) {
     let stdout = collect(out);
     let stderr = collect(err);
     (status, format!("{stdout}\n{stderr}"))
-}
-
-/// The string value of a top-level `"key":"value"` in a JSON log line.
-fn json_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!(r#""{key}":""#))? + key.len() + 4;
-    let end = line[start..].find('"')?;
-    Some(line[start..start + end].to_owned())
 }
 
 /// A minimal HTTP/1.1 GET: (status code, body).

@@ -1,0 +1,159 @@
+//! The one harness for integration tests that run the real `weft` binary: a clean command,
+//! a `weft serve` started and waited for through its JSON `ready` log line, and the helpers
+//! around it. Timeouts are safety limits against hangs, never assertions about speed.
+
+// Each test binary (`serve`, `cli`, `kafka_kill9`) uses a different subset of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous limit for anything that should take well under a second (or a few, under load).
+pub(crate) const SAFETY: Duration = Duration::from_secs(120);
+
+/// `weft` with a clean environment: no inherited `WEFT_*` or `RUST_LOG`, run in `cwd` so no
+/// stray `weft.toml` is picked up.
+pub(crate) fn weft(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WEFT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running `weft serve` whose `ready` line has been seen.
+pub(crate) struct Server {
+    child: Child,
+    /// The bound HTTP address, from the `ready` line.
+    pub(crate) http_addr: SocketAddr,
+    /// The bound Kafka address, from the `ready` line; absent without the embedded broker.
+    kafka_addr: Option<SocketAddr>,
+    ready: String,
+    /// Every stderr line after `ready`, until the process closes stderr.
+    rest: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// `weft serve` in `dir` (data in `dir/data`) with both listeners on ephemeral ports.
+    pub(crate) fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &["--kafka-listen", "127.0.0.1:0"])
+    }
+
+    /// `weft serve` in `dir` (data in `dir/data`, JSON logs, HTTP on an ephemeral port)
+    /// followed by `extra` arguments; returns once the `ready` line has been seen.
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = weft(dir)
+            .args(["serve", "--data-dir", "data", "--log-format", "json"])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weft serve");
+        let lines = forward_lines(child.stderr.take().expect("stderr"));
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + SAFETY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(r#""message":"ready""#) => {
+                    let http_addr = json_field(&line, "http_addr")
+                        .unwrap_or_else(|| panic!("no http_addr in {line}"))
+                        .parse()
+                        .expect("http_addr is an address");
+                    let kafka_addr = json_field(&line, "kafka_addr")
+                        .map(|a| a.parse().expect("kafka_addr is an address"));
+                    return Server {
+                        child,
+                        http_addr,
+                        kafka_addr,
+                        ready: line,
+                        rest: lines,
+                    };
+                }
+                Ok(line) => seen.push(line),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("no ready line ({e}); stderr so far:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    /// The bound Kafka address; panics when the `ready` line names none.
+    pub(crate) fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
+            .unwrap_or_else(|| panic!("no kafka_addr in {}", self.ready))
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL.
+    pub(crate) fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()
+    }
+
+    /// Waits for exit (with the safety limit) and returns the status and the stderr lines
+    /// after `ready`.
+    pub(crate) fn wait(mut self) -> (ExitStatus, Vec<String>) {
+        let status = wait_with_limit(&mut self.child, "weft serve");
+        let rest = self.rest.try_iter().collect();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // No-op when the test already waited for it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines of `stream`, read on a thread so a hung child cannot hang the test. The thread keeps
+/// draining after the receiver is gone so the child never blocks on a full pipe.
+pub(crate) fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Waits for `child` to exit; kills it and panics, naming it `what`, after the safety limit.
+pub(crate) fn wait_with_limit(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + SAFETY;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {SAFETY:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The string value of a top-level `"key":"value"` in a JSON log line.
+pub(crate) fn json_field(line: &str, key: &str) -> Option<String> {
+    let key = format!(r#""{key}":""#);
+    let start = line.find(&key)? + key.len();
+    let end = line[start..].find('"')?;
+    Some(line[start..start + end].to_owned())
+}
