@@ -110,7 +110,10 @@ impl<E: Entry> Index<E> {
             Err(e) => return Err(e).at(path),
         };
         let file_len = file.metadata().at(path)?.len();
-        let mut buf = vec![0u8; file_len as usize - file_len as usize % E::SIZE];
+        // Never read more than an index can legitimately hold: a damaged or foreign file of
+        // any size must not turn into an allocation of that size.
+        let readable = file_len.min(crate::segment::MAX_INDEX_ENTRIES * E::SIZE as u64) as usize;
+        let mut buf = vec![0u8; readable - readable % E::SIZE];
         file.read_exact_at(&mut buf, 0).at(path)?;
         let mut entries = Vec::with_capacity(buf.len() / E::SIZE);
         let mut last = 0u32;

@@ -524,6 +524,7 @@ impl Partition {
         let limit = c.segment_bytes.min(u64::from(u32::MAX));
         size + len > limit
             || last_offset - active.base_offset > u64::from(u32::MAX)
+            || active.indexes().offsets.entries.len() as u64 >= segment::MAX_INDEX_ENTRIES
             // As Kafka: `segment.ms` compares the incoming batch's timestamp with the first
             // batch's, so data carrying old timestamps does not roll on every append.
             || batch_max_timestamp.saturating_sub(active.roll_base_ms.load(Ordering::Acquire))

@@ -54,8 +54,13 @@ pub(crate) struct Segment {
 }
 
 /// Entries preallocated in an active segment's index files.
+/// Entries an index may hold, as Kafka's `segment.index.bytes` (10 MiB): a segment rolls
+/// when its index is full, so a tiny `index.interval.bytes` or a huge `segment.bytes`
+/// cannot make giant index files (and giant reads of them on open).
+pub(crate) const MAX_INDEX_ENTRIES: u64 = (10 << 20) / 12;
+
 pub(crate) fn prealloc_entries(segment_bytes: u64, interval: u64) -> u64 {
-    segment_bytes / interval.max(1) + 2
+    (segment_bytes / interval.max(1) + 2).min(MAX_INDEX_ENTRIES)
 }
 
 impl Segment {
