@@ -25,6 +25,10 @@ struct Outcome {
     last_offset: Option<u64>,
     log_append_time: i64,
     log_start: i64,
+    /// Whether acks=-1 waits for the fsync, read from the partition's policy when the
+    /// batches were appended: an AlterConfigs arriving before the answer must not let the
+    /// broker acknowledge a batch appended under a stricter policy before it is durable.
+    waits_for_fsync: bool,
 }
 
 impl Outcome {
@@ -36,6 +40,7 @@ impl Outcome {
             last_offset: None,
             log_append_time: -1,
             log_start: -1,
+            waits_for_fsync: false,
         }
     }
 }
@@ -43,6 +48,9 @@ impl Outcome {
 /// Appends every batch in `records` to the partition. Blocking.
 fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
     let mut table = lock(&h.producers);
+    // Read once, under the producers lock that serializes appends to this partition.
+    let waits_for_fsync = h.acks_all_waits_for_fsync();
+    let max_message_bytes = h.log.config().max_message_bytes;
     let mut at = 0usize;
     let mut base = None;
     let mut last = None;
@@ -80,7 +88,17 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
         };
         let slice = &rest[..total];
         at += total;
-        let hdr = match weft_log::batch::BatchHeader::parse(slice) {
+        // Validate (size, framing, CRC) before the idempotence check, as Kafka does: a
+        // corrupted retry whose header matches a remembered batch must get CORRUPT_MESSAGE,
+        // not the original batch's offsets.
+        if slice.len() > max_message_bytes {
+            let e = weft_log::Error::MessageTooLarge {
+                size: slice.len(),
+                max: max_message_bytes,
+            };
+            return Outcome::error(codes::produce_error(&e), e.to_string());
+        }
+        let hdr = match weft_log::batch::validate(slice) {
             Ok(hdr) => hdr,
             Err(e) => {
                 let e = weft_log::Error::from(e);
@@ -151,6 +169,7 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
         last_offset: last,
         log_append_time: append_time,
         log_start: h.log.log_start_offset() as i64,
+        waits_for_fsync,
     }
 }
 
@@ -258,7 +277,7 @@ async fn respond(mut results: Results, acks: i16, timeout_ms: i32) -> ProduceRes
                 let (Some(h), Some(last)) = (h.as_ref(), o.last_offset) else {
                     continue;
                 };
-                if o.code() != 0 || !h.acks_all_waits_for_fsync() {
+                if o.code() != 0 || !o.waits_for_fsync {
                     continue;
                 }
                 let mut rx = h.durable.clone();

