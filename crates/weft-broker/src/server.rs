@@ -328,6 +328,7 @@ pub(crate) async fn handle_frame(
                     let bytes = encode(api, version, correlation_id, &response);
                     Ok(Some(Box::pin(async move { bytes })))
                 }
+                Some(handlers::Reply::Close(close)) => Err(close),
                 Some(handlers::Reply::Later(pending)) => Ok(Some(Box::pin(async move {
                     encode(api, version, correlation_id, &pending.await)
                 }))),

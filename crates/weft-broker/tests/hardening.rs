@@ -196,3 +196,77 @@ fn corrupted_retry_is_refused_not_deduplicated() {
     assert_eq!(produce(&mut c, "crc", good, -1), (0, 0));
     healthy(&mut c);
 }
+
+/// A produce v8 request (not flexible) encoded by hand, so that millions of partition
+/// entries cost the test only their bytes.
+fn raw_produce(correlation: i32, topic: &[u8], partitions: i32) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_i16(0); // api key: Produce
+    body.put_i16(8);
+    body.put_i32(correlation);
+    body.put_i16(-1); // client id
+    body.put_i16(-1); // transactional id
+    body.put_i16(1); // acks
+    body.put_i32(5_000);
+    body.put_i32(1); // one topic
+    body.put_i16(topic.len() as i16);
+    body.put_slice(topic);
+    body.put_i32(partitions);
+    for i in 0..partitions {
+        body.put_i32(i);
+        body.put_i32(-1); // null records
+    }
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn huge_produce_requests_cost_bounded_memory() {
+    let b = TestBroker::start();
+    let mut good = Raw::connect(&b);
+    create(&mut good, "fine", &[]);
+    let long_name = vec![b'x'; 32 * 1024 - 1]; // the longest an INT16 length allows
+
+    // Millions of partitions of a 32 KiB unknown name: the connection is closed.
+    let mut bad = Raw::connect(&b);
+    let frame = raw_produce(1, &long_name, 2_000_000);
+    let _ = bad.send_raw(&frame);
+    assert!(
+        bad.read_frame().is_none(),
+        "expected the connection to be closed"
+    );
+    healthy(&mut good);
+
+    // Under the limit, an invalid name is refused per partition without looking it up.
+    let mut c = Raw::connect(&b);
+    c.correlation = 7;
+    assert!(c.send_raw(&raw_produce(7, &long_name, 1_000)));
+    let resp = c.read_frame().expect("response");
+    let r: ProduceResponse = c.decode::<ProduceRequest>(8, resp);
+    let parts = &r.responses[0].partition_responses;
+    assert_eq!(parts.len(), 1_000);
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.error_code == ResponseError::InvalidTopicException.code())
+    );
+    // A valid but unknown name: UNKNOWN_TOPIC_OR_PARTITION.
+    c.correlation = 8;
+    assert!(c.send_raw(&raw_produce(8, b"nope", 3)));
+    let resp = c.read_frame().expect("response");
+    let r: ProduceResponse = c.decode::<ProduceRequest>(8, resp);
+    assert!(
+        r.responses[0]
+            .partition_responses
+            .iter()
+            .all(|p| p.error_code == ResponseError::UnknownTopicOrPartition.code())
+    );
+    // The healthy client keeps working.
+    assert_eq!(
+        produce(&mut good, "fine", batch(-1, -1, -1, &["k"]), 1),
+        (0, 0)
+    );
+    healthy(&mut good);
+}

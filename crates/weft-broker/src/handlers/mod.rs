@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tracing::warn;
 
-use crate::server::{Inner, blocking};
+use crate::server::{Close, Inner, blocking};
 use crate::topics::lock;
 use crate::versions;
 
@@ -29,6 +29,8 @@ pub(crate) fn str(s: impl Into<String>) -> StrBytes {
 pub(crate) enum Reply {
     Now(Box<ResponseKind>),
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = ResponseKind> + Send>>),
+    /// No answer: the request is abusive and the connection is closed.
+    Close(Close),
 }
 
 pub(crate) async fn handle(
@@ -43,7 +45,10 @@ pub(crate) async fn handle(
             ResponseKind::Metadata(metadata::metadata(inner, r, version).await)
         }
         RequestKind::Produce(r) => {
-            let pending = produce::produce(inner, r).await?;
+            let pending = match produce::produce(inner, r).await {
+                Ok(pending) => pending?,
+                Err(close) => return Some(Reply::Close(close)),
+            };
             return Some(Reply::Later(Box::pin(async move {
                 ResponseKind::Produce(pending.await)
             })));

@@ -13,8 +13,17 @@ use tracing::{debug, warn};
 use super::str;
 use crate::codes;
 use crate::producer_state::{BatchId, Check};
-use crate::server::{Inner, blocking, now_ms};
-use crate::topics::{PartitionHandle, lock};
+use crate::server::{Close, Inner, blocking, now_ms};
+use crate::topics::{PartitionHandle, lock, validate_name};
+
+/// Where one partition entry of a request goes.
+enum Target {
+    Partition(Arc<PartitionHandle>),
+    /// The topic does not exist (or not this partition).
+    Unknown,
+    /// The topic name breaks Kafka's rule; the reason is shared by the topic's entries.
+    InvalidName(Arc<str>),
+}
 
 /// The outcome for one partition.
 struct Outcome {
@@ -183,26 +192,54 @@ impl Outcome {
 pub(crate) type Pending =
     std::pin::Pin<Box<dyn std::future::Future<Output = ProduceResponse> + Send>>;
 
+/// The most partitions one produce request may name (summed over its topics; a topic with
+/// no partitions counts as one). Kafka has no such limit, but real producers send at most
+/// one entry per partition they lead on; a request far above it is an attack on memory,
+/// since every entry costs a response entry and work, and is answered by closing.
+pub(crate) const MAX_PARTITIONS_PER_PRODUCE: usize = 10_000;
+
 /// Appends the request's batches (in request order, before the next request on the
 /// connection is read) and returns the wait for durability as a future, so that a
 /// connection's next requests are served while this one waits for its fsync.
-pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pending> {
+pub(crate) async fn produce(
+    inner: &Arc<Inner>,
+    r: ProduceRequest,
+) -> Result<Option<Pending>, Close> {
     let acks = r.acks;
     let transactional = r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty());
+    let entries: usize = r
+        .topic_data
+        .iter()
+        .map(|t| t.partition_data.len().max(1))
+        .sum();
+    if entries > MAX_PARTITIONS_PER_PRODUCE {
+        return Err(Close(format!(
+            "produce request names {entries} partitions, the limit is {MAX_PARTITIONS_PER_PRODUCE}"
+        )));
+    }
     // (topic name, [(partition, handle, records)])
-    type Work = Vec<(
-        String,
-        Vec<(i32, Option<Arc<PartitionHandle>>, Option<Bytes>)>,
-    )>;
+    type Work = Vec<(String, Vec<(i32, Target, Option<Bytes>)>)>;
     let work: Work = r
         .topic_data
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            // The name is checked once per topic, before its partitions are looked at; no
+            // per-partition work or message carries the (possibly huge) name.
+            let invalid = validate_name(&name).err().map(Arc::<str>::from);
             let parts = t
                 .partition_data
                 .into_iter()
-                .map(|p| (p.index, inner.topics.partition(&name, p.index), p.records))
+                .map(|p| {
+                    let target = match &invalid {
+                        Some(reason) => Target::InvalidName(Arc::clone(reason)),
+                        None => match inner.topics.partition(&name, p.index) {
+                            Some(h) => Target::Partition(h),
+                            None => Target::Unknown,
+                        },
+                    };
+                    (p.index, target, p.records)
+                })
                 .collect();
             (name, parts)
         })
@@ -213,7 +250,18 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pen
             .map(|(name, parts)| {
                 let outcomes: Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)> = parts
                     .into_iter()
-                    .map(|(idx, h, records)| {
+                    .map(|(idx, target, records)| {
+                        let h = match target {
+                            Target::Partition(h) => Some(h),
+                            Target::InvalidName(reason) => {
+                                let o = Outcome::error(
+                                    ResponseError::InvalidTopicException,
+                                    reason.to_string(),
+                                );
+                                return (idx, None, o);
+                            }
+                            Target::Unknown => None,
+                        };
                         let outcome = if !(-1..=1).contains(&acks) {
                             Outcome::error(
                                 ResponseError::InvalidRequiredAcks,
@@ -228,7 +276,7 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pen
                             match (&h, records) {
                                 (None, _) => Outcome::error(
                                     ResponseError::UnknownTopicOrPartition,
-                                    format!("{name}-{idx} does not exist"),
+                                    "this topic or partition does not exist",
                                 ),
                                 (Some(_), None) => {
                                     Outcome::error(ResponseError::CorruptMessage, "null records")
@@ -254,16 +302,18 @@ pub(crate) async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<Pen
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "produce task failed");
-            return (acks != 0).then(|| Box::pin(async { ProduceResponse::default() }) as Pending);
+            return Ok(
+                (acks != 0).then(|| Box::pin(async { ProduceResponse::default() }) as Pending)
+            );
         }
     };
     if acks == 0 {
-        return None;
+        return Ok(None);
     }
     let timeout_ms = r.timeout_ms;
-    Some(Box::pin(
-        async move { respond(results, acks, timeout_ms).await },
-    ))
+    Ok(Some(Box::pin(async move {
+        respond(results, acks, timeout_ms).await
+    })))
 }
 
 type Results = Vec<(String, Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)>)>;
