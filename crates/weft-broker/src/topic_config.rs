@@ -29,6 +29,8 @@ pub(crate) struct ConfigDef {
     pub(crate) broker_name: &'static str,
     pub(crate) kind: ConfigType,
     pub(crate) doc: &'static str,
+    /// The accepted values, for INVALID_CONFIG's message.
+    valid: &'static str,
     render: fn(&LogConfig) -> String,
     apply: fn(&mut LogConfig, &str) -> Option<()>,
 }
@@ -43,8 +45,14 @@ fn opt_i64(v: Option<i64>) -> String {
     v.unwrap_or(-1).to_string()
 }
 
+/// A Kafka LONG at least `min`.
 fn parse_i64_min(s: &str, min: i64) -> Option<i64> {
     s.trim().parse::<i64>().ok().filter(|v| *v >= min)
+}
+
+/// A Kafka INT (so at most `i32::MAX`) at least `min`.
+fn parse_i32_min(s: &str, min: i32) -> Option<i32> {
+    s.trim().parse::<i32>().ok().filter(|v| *v >= min)
 }
 
 pub(crate) static CONFIGS: &[ConfigDef] = &[
@@ -53,6 +61,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.cleanup.policy",
         kind: ConfigType::List,
         doc: "delete, compact, or compact,delete",
+        valid: "delete, compact, or compact,delete",
         render: |c| c.cleanup_policy.render().to_owned(),
         apply: |c, v| {
             c.cleanup_policy = CleanupPolicy::parse(v)?;
@@ -64,6 +73,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.cleaner.delete.retention.ms",
         kind: ConfigType::Long,
         doc: "how long tombstones survive compaction",
+        valid: "a LONG >= 0",
         render: |c| c.delete_retention_ms.to_string(),
         apply: |c, v| {
             c.delete_retention_ms = parse_i64_min(v, 0)?;
@@ -75,9 +85,10 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.index.interval.bytes",
         kind: ConfigType::Int,
         doc: "bytes of log between offset index entries",
+        valid: "an INT >= 4",
         render: |c| c.index_interval_bytes.to_string(),
         apply: |c, v| {
-            c.index_interval_bytes = u64::try_from(parse_i64_min(v, 0)?).ok()?;
+            c.index_interval_bytes = u64::try_from(parse_i32_min(v, 4)?).ok()?;
             Some(())
         },
     },
@@ -86,9 +97,10 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "message.max.bytes",
         kind: ConfigType::Int,
         doc: "largest record batch accepted",
+        valid: "an INT >= 0",
         render: |c| c.max_message_bytes.to_string(),
         apply: |c, v| {
-            c.max_message_bytes = usize::try_from(parse_i64_min(v, 0)?).ok()?;
+            c.max_message_bytes = usize::try_from(parse_i32_min(v, 0)?).ok()?;
             Some(())
         },
     },
@@ -97,6 +109,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.message.timestamp.type",
         kind: ConfigType::String,
         doc: "CreateTime or LogAppendTime",
+        valid: "CreateTime or LogAppendTime",
         render: |c| match c.timestamp_type {
             TimestampType::CreateTime => "CreateTime".to_owned(),
             TimestampType::LogAppendTime => "LogAppendTime".to_owned(),
@@ -115,6 +128,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.cleaner.min.compaction.lag.ms",
         kind: ConfigType::Long,
         doc: "minimum age of a record before compaction may remove it",
+        valid: "a LONG >= 0",
         render: |c| c.min_compaction_lag_ms.to_string(),
         apply: |c, v| {
             c.min_compaction_lag_ms = parse_i64_min(v, 0)?;
@@ -126,6 +140,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.retention.bytes",
         kind: ConfigType::Long,
         doc: "partition size above which old segments are deleted; -1 for no limit",
+        valid: "a LONG >= -1",
         render: |c| {
             opt_i64(
                 c.retention_bytes
@@ -143,6 +158,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.retention.ms",
         kind: ConfigType::Long,
         doc: "age above which old segments are deleted; -1 to keep forever",
+        valid: "a LONG >= -1",
         render: |c| opt_i64(c.retention_ms),
         apply: |c, v| {
             let ms = parse_i64_min(v, -1)?;
@@ -155,9 +171,10 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.segment.bytes",
         kind: ConfigType::Int,
         doc: "segment file size",
+        valid: "an INT >= 14",
         render: |c| c.segment_bytes.to_string(),
         apply: |c, v| {
-            c.segment_bytes = u64::try_from(parse_i64_min(v, 14)?).ok()?;
+            c.segment_bytes = u64::try_from(parse_i32_min(v, 14)?).ok()?;
             Some(())
         },
     },
@@ -166,6 +183,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "log.roll.ms",
         kind: ConfigType::Long,
         doc: "age after which the active segment is rolled",
+        valid: "a LONG >= 1",
         render: |c| c.segment_ms.to_string(),
         apply: |c, v| {
             c.segment_ms = parse_i64_min(v, 1)?;
@@ -177,6 +195,7 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
         broker_name: "weft.durability",
         kind: ConfigType::String,
         doc: "when appends reach stable storage: batch, group[:<ms>[:<bytes>]], or os",
+        valid: "batch, group[:<ms>[:<bytes>]], or os",
         render: |c| c.durability.render(),
         apply: |c, v| {
             c.durability = Durability::parse(v)?;
@@ -193,7 +212,8 @@ pub(crate) fn find(name: &str) -> Option<&'static ConfigDef> {
 pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
     let def = find(name).ok_or_else(|| format!("unknown topic config {name}"))?;
     let mut scratch = LogConfig::default();
-    (def.apply)(&mut scratch, value).ok_or_else(|| format!("invalid value {value:?} for {name}"))
+    (def.apply)(&mut scratch, value)
+        .ok_or_else(|| format!("invalid value {value:?} for {name}: expected {}", def.valid))
 }
 
 /// The partition config: `defaults` with `overrides` applied. Overrides were validated when
@@ -238,6 +258,26 @@ mod tests {
             ("weft.durability", "group:5:1024", true),
             ("weft.durability", "sometimes", false),
             ("no.such.config", "1", false),
+            // Kafka's types and ranges: INT configs stop at i32::MAX.
+            ("index.interval.bytes", "0", false),
+            ("index.interval.bytes", "3", false),
+            ("index.interval.bytes", "4", true),
+            ("index.interval.bytes", "2147483648", false),
+            ("segment.bytes", "13", false),
+            ("segment.bytes", "14", true),
+            ("segment.bytes", "2147483647", true),
+            ("segment.bytes", "2147483648", false),
+            ("segment.bytes", "9223372036854775807", false),
+            ("max.message.bytes", "-1", false),
+            ("max.message.bytes", "0", true),
+            ("max.message.bytes", "2147483648", false),
+            ("segment.ms", "0", false),
+            ("segment.ms", "1", true),
+            ("retention.bytes", "-2", false),
+            ("retention.bytes", "9223372036854775807", true),
+            ("min.compaction.lag.ms", "-1", false),
+            ("delete.retention.ms", "-1", false),
+            ("delete.retention.ms", "0", true),
         ];
         for (name, value, ok) in cases {
             assert_eq!(validate(name, value).is_ok(), *ok, "{name}={value}");

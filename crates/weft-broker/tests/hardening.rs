@@ -270,3 +270,74 @@ fn huge_produce_requests_cost_bounded_memory() {
     );
     healthy(&mut good);
 }
+
+#[test]
+fn topic_configs_are_held_to_kafka_types_and_ranges() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    let invalid = ResponseError::InvalidConfig.code();
+    let refused: &[(&str, &str)] = &[
+        ("index.interval.bytes", "0"),
+        ("segment.bytes", "9223372036854775807"),
+        ("segment.bytes", "2147483648"),
+        ("segment.bytes", "13"),
+        ("max.message.bytes", "4294967296"),
+        ("segment.ms", "0"),
+        ("retention.ms", "-2"),
+        ("retention.bytes", "-2"),
+        ("min.compaction.lag.ms", "-1"),
+        ("delete.retention.ms", "-1"),
+    ];
+    for (i, (k, v)) in refused.iter().enumerate() {
+        let (code, message) = try_create(&mut c, &format!("bad-{i}"), &[(k, v)]);
+        assert_eq!(code, invalid, "{k}={v}");
+        let message = message.expect("a message");
+        assert!(message.contains(k), "{message}");
+    }
+    create(
+        &mut c,
+        "cfg",
+        &[
+            ("segment.bytes", "2147483647"),
+            ("index.interval.bytes", "4"),
+        ],
+    );
+    let inc = |k: &str, v: &str| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("cfg"))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(k.to_owned()))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_string(v.to_owned()))),
+                ]),
+        ])
+    };
+    for (k, v) in refused {
+        let r: IncrementalAlterConfigsResponse = c.request(1, &inc(k, v));
+        assert_eq!(r.responses[0].error_code, invalid, "{k}={v}");
+    }
+    let r: IncrementalAlterConfigsResponse = c.request(1, &inc("segment.bytes", "14"));
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    // The topic still takes writes, and the broker restarts over what was accepted.
+    assert_eq!(produce(&mut c, "cfg", batch(-1, -1, -1, &["k"]), 1), (0, 0));
+    let dir = b.dir.clone();
+    let tmp = b.stop();
+    let b = TestBroker::start_in(&dir, |_| {});
+    let mut c = Raw::connect(&b);
+    healthy(&mut c);
+    drop(b);
+    drop(tmp);
+}
