@@ -115,6 +115,11 @@ impl ProducerTable {
         }
     }
 
+    /// The epoch this partition knows for `producer_id`.
+    pub(crate) fn epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// Notes an appended batch (or one replayed from the log).
     pub(crate) fn record(&mut self, b: &BatchId, first_offset: u64, last_offset: u64, now_ms: i64) {
         if b.producer_id < 0 {

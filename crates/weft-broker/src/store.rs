@@ -11,6 +11,7 @@
 //! Files: `cluster.id`, `producer-ids`, `topics.v1` (see `topics`), and
 //! `producers/<topic>-<partition>.snapshot` (see `producer_state`).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -151,7 +152,14 @@ pub(crate) struct ProducerIdAllocator {
     path: PathBuf,
     next: i64,
     block_end: i64,
+    /// The epoch last handed out per id since this broker started (allocation or bump),
+    /// bounded: the oldest ids are forgotten first, and the partitions' producer state
+    /// still knows the epochs of producers that wrote.
+    epochs: BTreeMap<i64, i16>,
 }
+
+/// Ids whose handed-out epoch is remembered in memory.
+const REMEMBERED_EPOCHS: usize = 100_000;
 
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -177,6 +185,7 @@ impl ProducerIdAllocator {
             path,
             next,
             block_end: next,
+            epochs: BTreeMap::new(),
         })
     }
 
@@ -191,7 +200,25 @@ impl ProducerIdAllocator {
         }
         let id = self.next;
         self.next += 1;
+        self.note_epoch(id, 0);
         Ok(id)
+    }
+
+    /// Whether `id` can have come from this allocator (in this run or an earlier one).
+    pub(crate) fn allocated(&self, id: i64) -> bool {
+        (0..self.next).contains(&id)
+    }
+
+    /// The epoch last handed out for `id` by this run, if remembered.
+    pub(crate) fn epoch(&self, id: i64) -> Option<i16> {
+        self.epochs.get(&id).copied()
+    }
+
+    pub(crate) fn note_epoch(&mut self, id: i64, epoch: i16) {
+        self.epochs.insert(id, epoch);
+        while self.epochs.len() > REMEMBERED_EPOCHS {
+            self.epochs.pop_first();
+        }
     }
 }
 

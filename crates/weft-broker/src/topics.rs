@@ -252,6 +252,16 @@ impl Topics {
             .collect()
     }
 
+    /// The newest epoch any partition knows for `producer_id`. Blocking (takes every
+    /// partition's producer lock in turn).
+    pub(crate) fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.all()
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|h| lock(&h.producers).epoch(producer_id))
+            .max()
+    }
+
     pub(crate) fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionHandle>> {
         let t = self.get(topic)?;
         usize::try_from(partition)

@@ -341,3 +341,39 @@ fn topic_configs_are_held_to_kafka_types_and_ranges() {
     drop(b);
     drop(tmp);
 }
+
+#[test]
+fn epoch_bumps_only_for_our_ids_at_their_current_epoch() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "bump", &[]);
+    let (pid, epoch) = new_producer(&mut c);
+    let bad_epoch = ResponseError::InvalidProducerEpoch.code();
+    // An id this broker never handed out is not bumped.
+    let r = init_producer_id(&mut c, pid + 1_000_000, 0);
+    assert_eq!(r.error_code, bad_epoch);
+    // Nor one of ours at an epoch that is not its current one.
+    let r = init_producer_id(&mut c, pid, epoch + 5);
+    assert_eq!(r.error_code, bad_epoch);
+    // The producer's own bump works once; repeating it with the old epoch is refused.
+    let r = init_producer_id(&mut c, pid, epoch);
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (0, pid, epoch + 1)
+    );
+    let r = init_producer_id(&mut c, pid, epoch);
+    assert_eq!(r.error_code, bad_epoch);
+    // The epoch written to a partition counts too.
+    assert_eq!(
+        produce(&mut c, "bump", batch(pid, epoch + 1, 0, &["a"]), -1),
+        (0, 0)
+    );
+    let r = init_producer_id(&mut c, pid, epoch + 1);
+    assert_eq!((r.error_code, r.producer_epoch), (0, epoch + 2));
+    // Half-set ids are malformed; -1/-1 always gets a fresh id.
+    let r = init_producer_id(&mut c, pid, -1);
+    assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
+    let (other, other_epoch) = new_producer(&mut c);
+    assert_ne!(other, pid);
+    assert_eq!(other_epoch, 0);
+}

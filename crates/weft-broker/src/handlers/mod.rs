@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     api_versions_response::ApiVersion, find_coordinator_response::Coordinator,
 };
 use kafka_protocol::protocol::StrBytes;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::server::{Close, Inner, blocking};
 use crate::topics::lock;
@@ -143,21 +143,53 @@ fn find_coordinator(r: FindCoordinatorRequest, version: i16) -> FindCoordinatorR
     FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
+/// InitProducerId without a transactional id. With producer id and epoch -1 a new id is
+/// allocated. With both set (KIP-360: a producer asking for an epoch bump) the epoch is
+/// bumped only for an id this broker allocated whose current epoch is the one sent;
+/// anything else is INVALID_PRODUCER_EPOCH, so one client cannot fence another's id. A
+/// bump of an id whose state this broker no longer knows (after a restart, before it
+/// wrote) or whose epoch is exhausted gets a fresh id, as Kafka answers non-transactional
+/// producers.
 async fn init_producer_id(inner: &Arc<Inner>, r: InitProducerIdRequest) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default();
     if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
         warn!("InitProducerId with a transactional id: transactions are not supported yet");
         return resp.with_error_code(ResponseError::InvalidRequest.code());
     }
-    // KIP-360: a producer that knows its id asks for an epoch bump.
-    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
-        return resp
-            .with_producer_id(r.producer_id)
-            .with_producer_epoch(r.producer_epoch + 1);
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    if (pid == -1) != (epoch == -1) || pid < -1 || epoch < -1 {
+        return resp.with_error_code(ResponseError::InvalidRequest.code());
     }
     let i = Arc::clone(inner);
-    match blocking(move || lock(&i.producer_ids).allocate()).await {
-        Ok(Ok(id)) => resp.with_producer_id(id.into()).with_producer_epoch(0),
+    let answer = blocking(move || {
+        // Read before taking the allocator lock: produce never takes it, so the order of
+        // locks cannot invert.
+        let written = (pid >= 0).then(|| i.topics.producer_epoch(pid)).flatten();
+        let mut ids = lock(&i.producer_ids);
+        if pid >= 0 {
+            if !ids.allocated(pid) {
+                return Ok(Err(ResponseError::InvalidProducerEpoch));
+            }
+            match ids.epoch(pid).max(written) {
+                Some(current) if current != epoch => {
+                    return Ok(Err(ResponseError::InvalidProducerEpoch));
+                }
+                Some(current) if current < i16::MAX - 1 => {
+                    ids.note_epoch(pid, current + 1);
+                    return Ok(Ok((pid, current + 1)));
+                }
+                _ => {}
+            }
+        }
+        ids.allocate().map(|id| Ok((id, 0)))
+    })
+    .await;
+    match answer {
+        Ok(Ok(Ok((id, epoch)))) => resp.with_producer_id(id.into()).with_producer_epoch(epoch),
+        Ok(Ok(Err(code))) => {
+            debug!(producer_id = pid, epoch, error = ?code, "epoch bump refused");
+            resp.with_error_code(code.code())
+        }
         Ok(Err(e)) => {
             warn!(error = %e, "allocating a producer id failed");
             resp.with_error_code(ResponseError::KafkaStorageError.code())
