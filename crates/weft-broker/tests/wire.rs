@@ -190,7 +190,7 @@ fn bad_input_closes_only_that_connection() {
             &mut good,
             "safe",
             batch(-1, -1, -1, &[Some("a"), Some("b")]),
-            1
+            -1
         ),
         Some((0, 0))
     );
@@ -488,9 +488,9 @@ fn fetch_returns_at_least_one_whole_batch_and_respects_limits() {
     create(&mut c, "big", &[]);
     let big: Vec<Option<&str>> = vec![Some("a-key-that-is-long-enough"); 200];
     let first = batch(-1, -1, -1, &big);
-    assert_eq!(produce(&mut c, "big", first.clone(), 1), Some((0, 0)));
+    assert_eq!(produce(&mut c, "big", first.clone(), -1), Some((0, 0)));
     assert_eq!(
-        produce(&mut c, "big", batch(-1, -1, -1, &[Some("k")]), 1),
+        produce(&mut c, "big", batch(-1, -1, -1, &[Some("k")]), -1),
         Some((0, 200))
     );
     // max_bytes of 10: still the whole first batch, and only it.
@@ -549,7 +549,7 @@ fn admin_apis_over_the_wire() {
             &mut c,
             "adm",
             batch(-1, -1, -1, &[Some("a"), Some("b"), Some("c")]),
-            1
+            -1
         ),
         Some((0, 0))
     );
@@ -686,7 +686,7 @@ fn incremental_fetch_sessions() {
     for t in ["s1", "s2"] {
         create(&mut c, t, &[]);
         assert_eq!(
-            produce(&mut c, t, batch(-1, -1, -1, &[Some("k")]), 1),
+            produce(&mut c, t, batch(-1, -1, -1, &[Some("k")]), -1),
             Some((0, 0))
         );
     }
@@ -726,7 +726,7 @@ fn incremental_fetch_sessions() {
     // An append to s2: only s2 is listed, with the new record, though the request names
     // no partition (the session remembers the offsets).
     assert_eq!(
-        produce(&mut c, "s2", batch(-1, -1, -1, &[Some("k")]), 1),
+        produce(&mut c, "s2", batch(-1, -1, -1, &[Some("k")]), -1),
         Some((0, 1))
     );
     let r: FetchResponse = c.request(12, &req(id, 2, vec![]));
@@ -743,7 +743,7 @@ fn incremental_fetch_sessions() {
     let r: FetchResponse = c.request(12, &forget);
     assert_eq!(r.error_code, 0);
     assert_eq!(
-        produce(&mut c, "s2", batch(-1, -1, -1, &[Some("k")]), 1),
+        produce(&mut c, "s2", batch(-1, -1, -1, &[Some("k")]), -1),
         Some((0, 2))
     );
     let r: FetchResponse = c.request(12, &req(id, 4, vec![]));
@@ -1019,4 +1019,196 @@ fn pipelined_responses_keep_request_order_while_acks_all_waits() {
     );
     let p = ProduceResponse::decode(&mut first, 9).expect("produce reply");
     assert_eq!(p.responses[0].partition_responses[0].error_code, 0);
+}
+
+fn list_latest(c: &mut Raw, topic: &str) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let r: ListOffsetsResponse = c.request(
+        7,
+        &ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ]),
+            ]),
+    );
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+/// Records appended but not yet fsynced may vanish in a crash and be replaced by others at
+/// the same offsets: consumers see them only once durable, and a long poll is woken by the
+/// flush. Under `os` durability the log end is the high watermark.
+#[test]
+fn consumers_see_only_durable_records() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "lazy", &[("weft.durability", "group:2000")]);
+    assert_eq!(
+        produce(
+            &mut c,
+            "lazy",
+            batch(-1, -1, -1, &[Some("k"), Some("l")]),
+            1
+        ),
+        Some((0, 0))
+    );
+    // Right after the append, long before the 2 s flush: nothing visible.
+    let r: FetchResponse = c.request(12, &fetch_req("lazy", 0, 0, 0, 1 << 20));
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.high_watermark, p.last_stable_offset),
+        (0, 0, 0)
+    );
+    assert!(p.records.as_ref().is_none_or(|r| r.is_empty()));
+    assert_eq!(list_latest(&mut c, "lazy"), 0);
+    // A long poll (20 s) is answered by the flush, not by its deadline.
+    let started = std::time::Instant::now();
+    let r: FetchResponse = c.request(12, &fetch_req("lazy", 0, 20_000, 1, 1 << 20));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "long poll not woken by the flush: {:?}",
+        started.elapsed()
+    );
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 2));
+    let records = p.records.clone().expect("records");
+    let h = batch::BatchHeader::parse(&records).expect("header");
+    assert_eq!((h.base_offset, h.last_offset()), (0, 1));
+    assert_eq!(list_latest(&mut c, "lazy"), 2);
+
+    create(&mut c, "loose", &[("weft.durability", "os")]);
+    assert_eq!(
+        produce(&mut c, "loose", batch(-1, -1, -1, &[Some("k")]), 1),
+        Some((0, 0))
+    );
+    assert_eq!(log_end(&mut c, "loose"), 1);
+    assert_eq!(list_latest(&mut c, "loose"), 1);
+}
+
+/// A request of under 1 MiB naming one 32 KiB topic name with 20 000 partitions: the name
+/// is refused once (not copied per partition), partitions beyond the per-request cap get an
+/// error without being read, and the broker stays up.
+#[test]
+fn a_fetch_naming_a_huge_topic_with_many_partitions_is_bounded() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "real", &[]);
+    let parts = |n: i32| -> Vec<FetchPartition> {
+        (0..n)
+            .map(|p| {
+                FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect()
+    };
+    let huge = "a".repeat(32 * 1024);
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(huge.clone())))
+                .with_partitions(parts(20_000)),
+        ]);
+    let frame = c.frame(12, &req);
+    assert!(frame.len() < 1 << 20, "{}", frame.len());
+    let r: FetchResponse = c.request(12, &req);
+    assert_eq!(r.responses.len(), 1);
+    assert_eq!(r.responses[0].topic.0.len(), huge.len());
+    assert_eq!(r.responses[0].partitions.len(), 20_000);
+    assert!(
+        r.responses[0]
+            .partitions
+            .iter()
+            .all(|p| p.error_code == ResponseError::InvalidTopicException.code())
+    );
+    // A valid name with 20 000 partitions: 10 000 looked at, the rest refused.
+    let r: FetchResponse = c.request(
+        12,
+        &FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("real")))
+                    .with_partitions(parts(20_000)),
+            ]),
+    );
+    let codes: Vec<i16> = r
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect();
+    assert_eq!(codes.len(), 20_000);
+    let count = |code: ResponseError| codes.iter().filter(|c| **c == code.code()).count();
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1);
+    assert_eq!(count(ResponseError::UnknownTopicOrPartition), 9_999);
+    assert_eq!(count(ResponseError::InvalidRequest), 10_000);
+    healthy(&mut c);
+    healthy(&mut Raw::connect(&b));
+}
+
+/// Only the first partition with data may exceed the response budget (by one batch);
+/// later partitions get only what fits.
+#[test]
+fn only_the_first_partition_with_data_may_exceed_the_budget() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    let big: Vec<Option<&str>> = vec![Some("a-key-that-is-long-enough"); 200];
+    let one = batch(-1, -1, -1, &big);
+    for t in ["b1", "b2"] {
+        create(&mut c, t, &[]);
+        assert_eq!(produce(&mut c, t, one.clone(), -1), Some((0, 0)));
+    }
+    let topic = |name: &'static str| {
+        FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(name)))
+            .with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20),
+            ])
+    };
+    // Room for the first batch and a little more: the second partition's batch does not fit.
+    let r: FetchResponse = c.request(
+        12,
+        &FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(one.len() as i32 + 100)
+            .with_topics(vec![topic("b1"), topic("b2")]),
+    );
+    let sizes: Vec<usize> = r
+        .responses
+        .iter()
+        .map(|t| t.partitions[0].records.as_ref().map_or(0, |r| r.len()))
+        .collect();
+    assert_eq!(sizes, vec![one.len(), 0]);
+    // A budget smaller than one batch: the first partition still gets its batch.
+    let r: FetchResponse = c.request(
+        12,
+        &FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(10)
+            .with_topics(vec![topic("b1"), topic("b2")]),
+    );
+    let sizes: Vec<usize> = r
+        .responses
+        .iter()
+        .map(|t| t.partitions[0].records.as_ref().map_or(0, |r| r.len()))
+        .collect();
+    assert_eq!(sizes, vec![one.len(), 0]);
 }

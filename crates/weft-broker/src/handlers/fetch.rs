@@ -1,8 +1,16 @@
-//! Fetch (long polling woken by appends) and ListOffsets.
+//! Fetch (long polling woken by appends and by the durable offset) and ListOffsets.
+//!
+//! What consumers see ends at the high watermark: the durable offset under the `batch` and
+//! `group` durability policies (records past it may vanish in a crash and be replaced by
+//! others at the same offsets), the log end under `os` (which promises no durability).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
@@ -12,16 +20,58 @@ use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::warn;
+use weft_log::batch::BatchHeader;
+use weft_log::{Durability, Partition};
 
 use crate::codes;
-use crate::fetch_session::{Plan, Requested, Sent};
+use crate::fetch_session::{MAX_SESSION_PARTITIONS, Plan, Requested, Sent};
 use crate::server::{Inner, blocking};
-use crate::topics::{PartitionHandle, lock};
+use crate::topics::{PartitionHandle, lock, validate_name};
+
+/// Kafka's `fetch.max.bytes` default: the most one response carries (the first batch of
+/// the first partition with data excepted). A constant rather than a `BrokerConfig` field
+/// for now; the request's `max_bytes` and every `partition_max_bytes` are clamped to it.
+const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+
+/// Partitions one fetch request may name (the same bound as a session's); those beyond it
+/// are answered with INVALID_REQUEST and not read, so one request cannot make the broker
+/// hold per-partition state without bound.
+const MAX_FETCH_PARTITIONS: usize = MAX_SESSION_PARTITIONS;
+
+/// The offset below which consumers may read: under the `os` policy the log end, otherwise
+/// the durable offset (never past the log end nor below the log start).
+fn high_watermark(log: &Partition) -> u64 {
+    let start = log.log_start_offset();
+    let end = log.log_end_offset();
+    let hw = match log.config().durability {
+        Durability::Os => end,
+        Durability::EveryBatch | Durability::GroupCommit { .. } => end.min(log.durable_offset()),
+    };
+    hw.max(start)
+}
+
+/// The whole batches at the front of `bytes` (as returned by `read_bytes`) that end below
+/// `hw` and fit in `limit`; only when `first` (no data in the response yet) may the first
+/// batch exceed `limit`, so that a batch larger than the limits still gets through.
+fn trim(bytes: Bytes, hw: u64, limit: usize, first: bool) -> Bytes {
+    let mut at = 0;
+    while at < bytes.len() {
+        let Ok(h) = BatchHeader::parse(&bytes[at..]) else {
+            break;
+        };
+        let end = at + h.total_len();
+        if h.last_offset() >= hw || end > bytes.len() || (end > limit && !(first && at == 0)) {
+            break;
+        }
+        at = end;
+    }
+    bytes.slice(..at)
+}
 
 struct Wanted {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     handle: Option<Arc<PartitionHandle>>,
     fetch_offset: i64,
@@ -36,7 +86,10 @@ struct ReadOnce {
     bytes: usize,
     any_error: bool,
     /// For the session: what this response tells about each partition it includes.
-    sent: Vec<(String, i32, Sent)>,
+    sent: Vec<(Arc<str>, i32, Sent)>,
+    /// Partitions with appended but not yet durable records: their durable offset and the
+    /// high watermark this read used. Its advance makes more visible.
+    pending: Vec<(watch::Receiver<u64>, u64)>,
 }
 
 /// Reads every wanted partition once, within the response budget. Blocking. In an
@@ -52,6 +105,7 @@ fn read_once(
         bytes: 0,
         any_error: false,
         sent: Vec::new(),
+        pending: Vec::new(),
     };
     for (name, id, parts) in topics {
         let mut pds = Vec::with_capacity(parts.len());
@@ -67,13 +121,17 @@ fn read_once(
             };
             let start = h.log.log_start_offset();
             let end = h.log.log_end_offset();
+            let hw = high_watermark(&h.log);
+            if hw < end {
+                out.pending.push((h.durable.clone(), hw));
+            }
             let now = Sent {
-                high_watermark: end as i64,
+                high_watermark: hw as i64,
                 log_start: start as i64,
             };
             let pd = pd
-                .with_high_watermark(end as i64)
-                .with_last_stable_offset(end as i64)
+                .with_high_watermark(hw as i64)
+                .with_last_stable_offset(hw as i64)
                 .with_log_start_offset(start as i64);
             let in_range = u64::try_from(w.fetch_offset)
                 .ok()
@@ -81,17 +139,20 @@ fn read_once(
             let Some(offset) = in_range else {
                 out.any_error = true;
                 pds.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
-                out.sent.push((w.topic.clone(), w.partition, now));
+                out.sent.push((Arc::clone(&w.topic), w.partition, now));
                 continue;
             };
             // The first data in a response may exceed the limits (one whole batch, so that
-            // large records progress); after the budget is spent, partitions get nothing.
-            let records = if offset == end || (budget == 0 && out.bytes > 0) {
-                bytes::Bytes::new()
+            // large records progress); after it, partitions get only what fits.
+            let first = out.bytes == 0;
+            let limit = (w.max_bytes.max(0) as usize)
+                .min(FETCH_MAX_BYTES)
+                .min(budget);
+            let records = if offset >= hw || (limit == 0 && !first) {
+                Bytes::new()
             } else {
-                let limit = (w.max_bytes.max(0) as usize).min(budget);
                 match h.log.read_bytes(offset, limit) {
-                    Ok(bytes) => bytes,
+                    Ok(bytes) => trim(bytes, hw, limit, first),
                     Err(e) => {
                         let code = codes::read_error(&e);
                         if code == ResponseError::KafkaStorageError {
@@ -99,7 +160,7 @@ fn read_once(
                         }
                         out.any_error = true;
                         pds.push(pd.with_error_code(code.code()));
-                        out.sent.push((w.topic.clone(), w.partition, now));
+                        out.sent.push((Arc::clone(&w.topic), w.partition, now));
                         continue;
                     }
                 }
@@ -109,7 +170,7 @@ fn read_once(
             }
             out.bytes += records.len();
             budget = budget.saturating_sub(records.len());
-            out.sent.push((w.topic.clone(), w.partition, now));
+            out.sent.push((Arc::clone(&w.topic), w.partition, now));
             pds.push(pd.with_records(Some(records)));
         }
         if only_news && pds.is_empty() {
@@ -125,42 +186,67 @@ fn read_once(
     out
 }
 
+/// Partitions answered with an error without being read: (topic as the request named it,
+/// its id, (partition, error)).
+type Refused = Vec<(TopicName, uuid::Uuid, Vec<(i32, ResponseError)>)>;
+
+/// The request's topic name (or, from v13, the name of its id), checked once per topic:
+/// `Err` for a name Kafka does not allow, which no partition is looked up for.
+fn topic_name(inner: &Inner, t: &TopicName, id: uuid::Uuid) -> Result<Arc<str>, ResponseError> {
+    if t.0.is_empty() {
+        return inner
+            .topics
+            .get_by_id(id)
+            .map(|t| Arc::from(t.name.as_str()))
+            .ok_or(ResponseError::UnknownTopicOrPartition);
+    }
+    validate_name(t.0.as_str()).map_err(|_| ResponseError::InvalidTopicException)?;
+    Ok(Arc::from(t.0.as_str()))
+}
+
 pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse {
-    // v13+ name topics by id; up to v12 (what we serve) by name.
-    let name_of = |t: &TopicName, id: uuid::Uuid| -> String {
-        if t.0.is_empty() {
-            inner
-                .topics
-                .get_by_id(id)
-                .map(|t| t.name.clone())
-                .unwrap_or_default()
-        } else {
-            t.0.to_string()
-        }
-    };
-    let requested: Vec<Requested> = r
-        .topics
-        .iter()
-        .flat_map(|t| {
-            let name = name_of(&t.topic, t.topic_id);
-            t.partitions.iter().map(move |p| {
+    let mut requested: Vec<Requested> = Vec::new();
+    let mut refused: Refused = Vec::new();
+    for t in &r.topics {
+        let name = topic_name(inner, &t.topic, t.topic_id);
+        let room = MAX_FETCH_PARTITIONS.saturating_sub(requested.len());
+        let (take, rest) = match &name {
+            Ok(_) => t.partitions.split_at(room.min(t.partitions.len())),
+            Err(_) => t.partitions.split_at(0),
+        };
+        if let Ok(name) = &name {
+            requested.extend(take.iter().map(|p| {
                 (
-                    name.clone(),
+                    Arc::clone(name),
                     p.partition,
                     p.fetch_offset,
                     p.partition_max_bytes,
                 )
-            })
-        })
-        .collect();
-    let forgotten: Vec<(String, i32)> = r
-        .forgotten_topics_data
-        .iter()
-        .flat_map(|t| {
-            let name = name_of(&t.topic, t.topic_id);
-            t.partitions.iter().map(move |p| (name.clone(), *p))
-        })
-        .collect();
+            }));
+        }
+        if !rest.is_empty() {
+            let error = name.err().unwrap_or(ResponseError::InvalidRequest);
+            refused.push((
+                t.topic.clone(),
+                t.topic_id,
+                rest.iter().map(|p| (p.partition, error)).collect(),
+            ));
+        }
+    }
+    if !refused.is_empty() {
+        warn!(
+            partitions = requested.len(),
+            refused = refused.iter().map(|(_, _, p)| p.len()).sum::<usize>(),
+            "fetch names invalid topics or too many partitions"
+        );
+    }
+    let mut forgotten: Vec<(Arc<str>, i32)> = Vec::new();
+    for t in &r.forgotten_topics_data {
+        // A name that could not be in a session is ignored.
+        if let Ok(name) = topic_name(inner, &t.topic, t.topic_id) {
+            forgotten.extend(t.partitions.iter().map(|p| (Arc::clone(&name), *p)));
+        }
+    }
     let plan = lock(&inner.fetch_sessions).plan(
         r.session_id,
         r.session_epoch,
@@ -168,6 +254,19 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
         &forgotten,
         Instant::now(),
     );
+    drop(forgotten);
+    // One topic lookup per run of partitions of the same topic.
+    let mut last: Option<(Arc<str>, Option<Arc<crate::topics::Topic>>)> = None;
+    let mut handle_of = |topic: &Arc<str>, partition: i32| {
+        if last.as_ref().is_none_or(|(n, _)| n != topic) {
+            last = Some((Arc::clone(topic), inner.topics.get(topic)));
+        }
+        let t = last.as_ref().and_then(|(_, t)| t.as_ref())?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get(p))
+            .cloned()
+    };
     let (session_id, only_news, wanted): (i32, bool, Vec<Wanted>) = match plan {
         Plan::Error(e) => return FetchResponse::default().with_error_code(e.code()),
         Plan::Full { session_id } => (
@@ -176,7 +275,7 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             requested
                 .into_iter()
                 .map(|(topic, partition, fetch_offset, max_bytes)| Wanted {
-                    handle: inner.topics.partition(&topic, partition),
+                    handle: handle_of(&topic, partition),
                     topic,
                     partition,
                     fetch_offset,
@@ -194,7 +293,7 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             partitions
                 .into_iter()
                 .map(|p| Wanted {
-                    handle: inner.topics.partition(&p.topic, p.partition),
+                    handle: handle_of(&p.topic, p.partition),
                     topic: p.topic,
                     partition: p.partition,
                     fetch_offset: p.fetch_offset,
@@ -206,16 +305,18 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
     };
     // Group consecutive partitions of a topic, keeping the order.
     let mut grouped: Vec<(TopicName, uuid::Uuid, Vec<Wanted>)> = Vec::new();
+    let mut group_topic: Option<Arc<str>> = None;
     for w in wanted {
         match grouped.last_mut() {
-            Some((name, _, parts)) if name.0.as_str() == w.topic => parts.push(w),
+            Some((_, _, parts)) if group_topic.as_ref() == Some(&w.topic) => parts.push(w),
             _ => {
                 let id = inner
                     .topics
                     .get(&w.topic)
                     .map_or(uuid::Uuid::nil(), |t| t.id);
+                group_topic = Some(Arc::clone(&w.topic));
                 grouped.push((
-                    TopicName(StrBytes::from_string(w.topic.clone())),
+                    TopicName(StrBytes::from_string(w.topic.to_string())),
                     id,
                     vec![w],
                 ));
@@ -224,20 +325,38 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
     }
     let topics = Arc::new(grouped);
     let max_bytes = if r.max_bytes <= 0 {
-        i32::MAX as usize
+        FETCH_MAX_BYTES
     } else {
-        r.max_bytes as usize
+        (r.max_bytes as usize).min(FETCH_MAX_BYTES)
     };
     let min_bytes = r.min_bytes.max(0) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let notify = Arc::new(Notify::new());
+    let any_refused = !refused.is_empty();
     let answer = |read: ReadOnce| {
         if session_id != 0 {
             lock(&inner.fetch_sessions).record_sent(session_id, &read.sent);
         }
+        let mut responses = read.responses;
+        responses.extend(refused.into_iter().map(|(name, id, parts)| {
+            FetchableTopicResponse::default()
+                .with_topic(name)
+                .with_topic_id(id)
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, e)| {
+                            PartitionData::default()
+                                .with_partition_index(p)
+                                .with_error_code(e.code())
+                                .with_high_watermark(-1)
+                        })
+                        .collect(),
+                )
+        }));
         FetchResponse::default()
             .with_session_id(session_id)
-            .with_responses(read.responses)
+            .with_responses(responses)
     };
     loop {
         // Register before reading: an append after the read still wakes us.
@@ -247,7 +366,7 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             }
         }
         let t = Arc::clone(&topics);
-        let read = match blocking(move || read_once(&t, max_bytes, only_news)).await {
+        let mut read = match blocking(move || read_once(&t, max_bytes, only_news)).await {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "fetch task failed");
@@ -255,13 +374,40 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
                     .with_error_code(ResponseError::UnknownServerError.code());
             }
         };
-        if read.bytes >= min_bytes || read.any_error || tokio::time::Instant::now() >= deadline {
+        if read.bytes >= min_bytes
+            || read.any_error
+            || any_refused
+            || tokio::time::Instant::now() >= deadline
+        {
             return answer(read);
         }
-        if tokio::time::timeout_at(deadline, notify.notified())
-            .await
-            .is_err()
-        {
+        // Also woken when a durable offset passes the high watermark this read used: the
+        // receivers compare against it, so an advance since the read is not missed.
+        let mut durable: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> =
+            std::mem::take(&mut read.pending)
+                .into_iter()
+                .map(|(mut rx, hw)| {
+                    Box::pin(async move {
+                        if rx.wait_for(|d| *d > hw).await.is_err() {
+                            // The partition is gone: only an append or the deadline wakes.
+                            std::future::pending::<()>().await;
+                        }
+                    }) as Pin<Box<dyn Future<Output = ()> + Send>>
+                })
+                .collect();
+        let durable_advanced = std::future::poll_fn(|cx| {
+            if durable.iter_mut().any(|f| f.as_mut().poll(cx).is_ready()) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        let woken = tokio::select! {
+            () = notify.notified() => true,
+            () = durable_advanced => true,
+            () = tokio::time::sleep_until(deadline) => false,
+        };
+        if !woken {
             // Deadline passed: one last read so the answer reflects the newest state.
             let t = Arc::clone(&topics);
             let last = blocking(move || read_once(&t, max_bytes, only_news)).await;
@@ -313,8 +459,9 @@ pub(crate) async fn list_offsets(
                         let Some(h) = h else {
                             return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_offset(-1).with_timestamp(-1);
                         };
+                        let hw = high_watermark(&h.log);
                         let found: Result<Option<(i64, i64)>, Option<weft_log::Error>> = match ts {
-                            LATEST => Ok(Some((h.log.log_end_offset() as i64, -1))),
+                            LATEST => Ok(Some((hw as i64, -1))),
                             EARLIEST => Ok(Some((h.log.log_start_offset() as i64, -1))),
                             MAX_TIMESTAMP => h
                                 .log
@@ -328,6 +475,12 @@ pub(crate) async fn list_offsets(
                                 .offset_for_timestamp(ts)
                                 .map(|o| o.map(|o| (o.offset as i64, o.timestamp)))
                                 .map_err(Some),
+                        };
+                        // Like fetch, nothing at or past the high watermark is told.
+                        let found = if ts == MAX_TIMESTAMP || ts >= 0 {
+                            found.map(|f| f.filter(|(offset, _)| u64::try_from(*offset).is_ok_and(|o| o < hw)))
+                        } else {
+                            found
                         };
                         match found {
                             Ok(Some((offset, timestamp))) => resp.with_offset(offset).with_timestamp(timestamp),
