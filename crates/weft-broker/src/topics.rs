@@ -375,6 +375,8 @@ impl Topics {
                 topic: name.to_owned(),
                 partition: p,
             };
+            // A snapshot left by a deleted topic of the same name must not seed this one.
+            remove_snapshot(&self.state_dir, &tp);
             match self.log.create_partition(&tp, config.clone()) {
                 Ok(part) => handles.push(PartitionHandle::new(tp, part)),
                 Err(e) => {
@@ -473,6 +475,7 @@ impl Topics {
                 topic: name.to_owned(),
                 partition: p,
             };
+            remove_snapshot(&self.state_dir, &tp);
             match self.log.create_partition(&tp, config.clone()) {
                 Ok(part) => partitions.push(PartitionHandle::new(tp, part)),
                 Err(e) => {
@@ -554,6 +557,16 @@ impl Topics {
                 };
                 let path = snapshot_path(&self.state_dir, &h.tp);
                 let text = format!("{}{body}end\n", store::header("producers", 1));
+                // `self.all()` may be stale: under the lock that create and delete hold,
+                // write only for a partition that is still installed, so a deleted (and
+                // perhaps recreated) topic never gets its old producers' file back.
+                let _w = lock(&self.write);
+                let installed = self
+                    .partition(&h.tp.topic, h.tp.partition)
+                    .is_some_and(|cur| Arc::ptr_eq(&cur, h));
+                if !installed {
+                    continue;
+                }
                 if let Err(e) = store::write_atomic(&path, &text) {
                     warn!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "writing producer snapshot failed");
                     lock(&h.producers).mark_dirty();
