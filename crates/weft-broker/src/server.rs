@@ -138,7 +138,11 @@ impl Broker {
                 }
             }
         }
-        snapshots.abort();
+        // The loop sees the same shutdown signal: wait for its current pass (a blocking
+        // task that abort() would not stop) so it cannot race the final snapshot.
+        if let Err(e) = snapshots.await {
+            warn!(error = %e, "snapshot loop failed");
+        }
         let expiration = inner.config.producer_id_expiration.as_millis() as i64;
         let i = Arc::clone(&inner);
         blocking(move || i.topics.snapshot_producers(now_ms(), expiration, true)).await?;

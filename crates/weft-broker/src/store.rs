@@ -2,7 +2,7 @@
 //!
 //! Every file is text, starts with a `weft-broker <kind> <version>` line and ends with an
 //! `end` line, and is replaced atomically:
-//! 1. write `<name>.tmp` and fsync it;
+//! 1. write `<name>.tmp.<pid>.<n>` (unique per write) and fsync it;
 //! 2. rename it over `<name>`;
 //! 3. fsync the directory.
 //!
@@ -19,8 +19,14 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 
 /// Writes `contents` to `path` atomically (steps 1–3 above).
+///
+/// The temporary name is unique per call, so two writers of the same file (the periodic
+/// snapshot and the final one at shutdown) never write into each other's temporary file;
+/// the last rename wins with a complete file.
 pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{seq}", std::process::id()));
     {
         let mut f = File::create(&tmp).at(&tmp)?;
         f.write_all(contents.as_bytes()).at(&tmp)?;
