@@ -64,6 +64,12 @@ impl Broker {
                 path: config.state_dir.clone(),
                 source,
             })?;
+            for dir in [config.state_dir.clone(), config.state_dir.join("producers")] {
+                let removed = store::remove_stale_temp_files(&dir)?;
+                if removed > 0 {
+                    info!(dir = %dir.display(), removed, "removed temporary files of an interrupted write");
+                }
+            }
             let cluster_id = store::load_or_create_cluster_id(&config.state_dir)?;
             let producer_ids = ProducerIdAllocator::open(&config.state_dir)?;
             let topics = Topics::open(Arc::clone(&log), &config.state_dir, now_ms())?;

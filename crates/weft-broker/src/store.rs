@@ -39,6 +39,45 @@ pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes temporary files [`write_atomic`] left behind when the process died between
+/// writing and renaming them (the data dir is locked, so no other writer exists). Returns
+/// how many were removed.
+pub(crate) fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name();
+        if is_temp_name(&name.to_string_lossy()) {
+            let path = entry.path();
+            fs::remove_file(&path).at(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// `<stem>.tmp.<pid>.<seq>`, exactly what [`write_atomic`] creates; a topic named
+/// `a.tmp.b` (legal) still has snapshot files ending in `.snapshot`.
+fn is_temp_name(name: &str) -> bool {
+    let mut parts = name.rsplit('.');
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next() == Some("tmp")
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).at(dir)?.sync_all().at(dir)
 }
@@ -242,6 +281,32 @@ pub(crate) fn overwrite(path: &Path, contents: &str) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stale_temp_files_are_removed_and_state_files_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keep = dir.path().join("topics.v1");
+        write_atomic(&keep, "x\n").expect("write");
+        std::fs::write(dir.path().join("topics.tmp.4242.7"), "torn").expect("tmp");
+        std::fs::write(dir.path().join("T-0.tmp.1.0"), "torn").expect("tmp");
+        // A legal topic name that merely contains ".tmp." is not a temporary file.
+        std::fs::write(dir.path().join("a.tmp.1.2-0.snapshot"), "keep").expect("snapshot");
+        assert_eq!(remove_stale_temp_files(dir.path()).expect("clean"), 2);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["a.tmp.1.2-0.snapshot".to_owned(), "topics.v1".to_owned()]
+        );
+        assert_eq!(
+            remove_stale_temp_files(&dir.path().join("missing")).expect("ok"),
+            0
+        );
+    }
+
     use super::*;
 
     #[test]
