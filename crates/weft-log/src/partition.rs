@@ -1510,6 +1510,30 @@ mod tests {
         );
     }
 
+    /// The recovery point moves to the last flushed position even when appends keep
+    /// landing after the flush (under load there is never a moment when end == durable).
+    #[test]
+    fn checkpoint_advances_under_continuous_appends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), Durability::Os);
+        for _ in 0..3 {
+            p.append(&mut batch(b"a")).expect("append");
+        }
+        p.flush().expect("flush");
+        let flushed_size = p.active().size();
+        p.append(&mut batch(b"after the flush")).expect("append");
+        assert!(p.log_end_offset() > p.durable_offset());
+        p.checkpoint_if(|_| true).expect("checkpoint");
+        let written = lock(&p.checkpoint).written;
+        assert_eq!(written.recovery_next_offset, 3);
+        assert_eq!(written.recovery_position, flushed_size);
+        // And a crash now recovers from there: the unflushed append is validated, not lost
+        // from the page cache, and nothing before it is re-read.
+        drop(p);
+        let p = open(dir.path(), Durability::Os);
+        assert_eq!(p.log_end_offset(), 4);
+    }
+
     /// A failed write poisons too and leaves nothing visible.
     #[test]
     fn failed_write_poisons() {
