@@ -4,87 +4,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use common::TestBroker;
+use common::raw::{Raw, healthy};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    ProduceRequest, ProduceResponse, TopicName,
     create_topics_request::{CreatableTopic, CreatableTopicConfig},
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use weft_log::batch::{self, BuildOptions, Compression, Record};
-
-struct Raw {
-    s: TcpStream,
-    correlation: i32,
-}
-
-impl Raw {
-    fn connect(b: &TestBroker) -> Raw {
-        let s = TcpStream::connect(b.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        Raw { s, correlation: 0 }
-    }
-
-    /// Sends `bytes`; false when the broker already closed the connection.
-    fn send_raw(&mut self, bytes: &[u8]) -> bool {
-        self.s.write_all(bytes).is_ok()
-    }
-
-    /// Reads one response frame; `None` when the broker closed the connection.
-    fn read_frame(&mut self) -> Option<Bytes> {
-        let mut len = [0u8; 4];
-        self.s.read_exact(&mut len).ok()?;
-        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.s.read_exact(&mut buf).ok()?;
-        Some(Bytes::from(buf))
-    }
-
-    fn frame<R: Request>(&mut self, version: i16, req: &R) -> Vec<u8> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("hardening-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .expect("header");
-        req.encode(&mut body, version).expect("body");
-        let mut out = Vec::with_capacity(body.len() + 4);
-        out.put_i32(body.len() as i32);
-        out.extend_from_slice(&body);
-        out
-    }
-
-    fn decode<R: Request>(&self, version: i16, mut resp: Bytes) -> R::Response {
-        let header_version = <R::Response as HeaderVersion>::header_version(version);
-        let h = kafka_protocol::messages::ResponseHeader::decode(&mut resp, header_version)
-            .expect("response header");
-        assert_eq!(h.correlation_id, self.correlation);
-        R::Response::decode(&mut resp, version).expect("response body")
-    }
-
-    fn request<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        let frame = self.frame(version, req);
-        assert!(self.send_raw(&frame), "send");
-        let resp = self.read_frame().expect("response");
-        self.decode::<R>(version, resp)
-    }
-}
-
-fn healthy(c: &mut Raw) {
-    let r: MetadataResponse = c.request(12, &MetadataRequest::default().with_topics(None));
-    assert_eq!(r.brokers.len(), 1);
-}
 
 fn creatable(name: &str, configs: &[(&str, &str)]) -> CreatableTopic {
     CreatableTopic::default()

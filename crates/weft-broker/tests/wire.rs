@@ -3,94 +3,22 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 use common::TestBroker;
+use common::raw::{Raw, healthy};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    ProduceRequest, ProduceResponse, TopicName,
     create_topics_request::{CreatableTopic, CreatableTopicConfig},
     fetch_request::{FetchPartition, FetchTopic},
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use weft_log::batch::{self, BuildOptions, Compression, Record};
-
-struct Raw {
-    s: TcpStream,
-    correlation: i32,
-}
-
-impl Raw {
-    fn connect(b: &TestBroker) -> Raw {
-        let s = TcpStream::connect(b.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        Raw { s, correlation: 0 }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        // The broker may already have closed the connection: ignore write errors.
-        let _ = self.s.write_all(bytes);
-    }
-
-    /// Reads one response frame; `None` when the broker closed the connection.
-    fn read_frame(&mut self) -> Option<Bytes> {
-        let mut len = [0u8; 4];
-        self.s.read_exact(&mut len).ok()?;
-        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.s.read_exact(&mut buf).ok()?;
-        Some(Bytes::from(buf))
-    }
-
-    fn frame<R: Request>(&mut self, version: i16, req: &R) -> Vec<u8> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("wire-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .expect("header");
-        req.encode(&mut body, version).expect("body");
-        let mut out = Vec::with_capacity(body.len() + 4);
-        out.put_i32(body.len() as i32);
-        out.extend_from_slice(&body);
-        out
-    }
-
-    fn request<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        let frame = self.frame(version, req);
-        self.send_raw(&frame);
-        let mut resp = self.read_frame().expect("response");
-        let header_version = <R::Response as HeaderVersion>::header_version(version);
-        let h = kafka_protocol::messages::ResponseHeader::decode(&mut resp, header_version)
-            .expect("response header");
-        assert_eq!(h.correlation_id, self.correlation);
-        R::Response::decode(&mut resp, version).expect("response body")
-    }
-
-    fn assert_closed(&mut self, what: &str) {
-        let mut b = [0u8; 1];
-        match self.s.read(&mut b) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("{what}: expected the connection to be closed, got {other:?}"),
-        }
-    }
-}
-
-fn healthy(c: &mut Raw) {
-    let r: MetadataResponse = c.request(12, &MetadataRequest::default().with_topics(None));
-    assert_eq!(r.brokers.len(), 1);
-}
 
 fn create(c: &mut Raw, name: &str, configs: &[(&str, &str)]) {
     let t = CreatableTopic::default()

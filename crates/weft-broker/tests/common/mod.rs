@@ -2,6 +2,8 @@
 //! temporary directory.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub(crate) mod raw;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
