@@ -43,7 +43,7 @@ const PIP_PACKAGES: &[PipPackage] = &[
 
 /// npm packages (`name` or `name@version`), installed under `<repo>/target/npm`; tests find
 /// them through `NODE_PATH`, which `cargo xtask test` sets.
-const NPM_PACKAGES: &[&str] = &["kafkajs@2"];
+const NPM_PACKAGES: &[&str] = &["kafkajs@2", "kafkajs-snappy@1"];
 
 struct AptPackage {
     package: &'static str,

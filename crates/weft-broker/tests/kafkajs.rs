@@ -68,6 +68,7 @@ fn kafkajs_admin_and_idempotent_produce() {
     );
     for step in [
         "codec gzip",
+        "codec snappy",
         "offsets by time and DeleteRecords ok",
         "configs ok",
         "invalid names ok",
@@ -77,13 +78,14 @@ fn kafkajs_admin_and_idempotent_produce() {
     // Every record kafkajs produced, exactly once, in order per key.
     const N: usize = 20_000;
     const KEYS: usize = 59;
-    for codec in ["none", "gzip"] {
+    for (codec, id) in [("none", 0), ("gzip", 1), ("snappy", 2)] {
         let topic = format!("js-{codec}");
         let h = b.first_batch(&topic, 0);
         assert!(h.producer_id >= 0, "{codec}: not idempotent");
         assert_eq!(
-            usize::from(h.compression().expect("codec").id()),
-            if codec == "gzip" { 1 } else { 0 }
+            h.compression().expect("codec").id(),
+            id,
+            "{codec}: stored batches keep the producer's codec"
         );
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", b.bootstrap())

@@ -1,10 +1,14 @@
-// kafkajs against a running Weft broker: admin, idempotent produce (none and gzip, the
-// codecs kafkajs ships), offsets by time, DeleteRecords, configs, invalid names.
+// kafkajs against a running Weft broker: admin, idempotent produce (none and gzip, which
+// kafkajs ships, and snappy through the kafkajs-snappy codec package), offsets by time,
+// DeleteRecords, configs, invalid names.
 // kafkajs has no group-less consumer and consumer groups are not served yet, so the Rust
 // side (tests/kafkajs.rs) consumes what this produced.
 //
 // Run as `node kafkajs_compat.js <bootstrap>`; exits non-zero on the first failed check.
-const { Kafka, CompressionTypes, logLevel, ConfigResourceTypes } = require('kafkajs')
+const { Kafka, CompressionTypes, CompressionCodecs, logLevel, ConfigResourceTypes } = require('kafkajs')
+const SnappyCodec = require('kafkajs-snappy')
+
+CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec
 
 const bootstrap = process.argv[2]
 const N = 20000
@@ -16,7 +20,7 @@ function check (cond, what) {
 }
 
 async function codecs (admin) {
-  for (const [name, codec] of [['none', CompressionTypes.None], ['gzip', CompressionTypes.GZIP]]) {
+  for (const [name, codec] of [['none', CompressionTypes.None], ['gzip', CompressionTypes.GZIP], ['snappy', CompressionTypes.Snappy]]) {
     const topic = `js-${name}`
     await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: true })
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
