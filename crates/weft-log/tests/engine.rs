@@ -340,3 +340,34 @@ fn default_config_is_kafka_like() {
     );
     assert_eq!(CleanupPolicy::parse("nope"), None);
 }
+
+#[test]
+fn compaction_waits_for_min_compaction_lag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clk = clock(100_000);
+    let mut cfg = small_config(300);
+    cfg.cleanup_policy = CleanupPolicy::Compact;
+    cfg.min_compaction_lag_ms = 10_000;
+    let p = open(dir.path(), cfg, &clk);
+    // Ten updates of one key, each 1 s apart, in segments of about one batch each.
+    for i in 0..10i64 {
+        let mut b = make_batch(
+            &[rec(Some(b"k"), Some(&[i as u8; 150]), 100_000 + i * 1_000)],
+            Compression::None,
+        );
+        p.append(&mut b).expect("append");
+    }
+    let active_base = p.state().active_base_offset;
+    assert!(active_base >= 5, "{:?}", p.state());
+    // now = 100 000: every record is younger than the lag, nothing may go.
+    assert_eq!(p.compact().expect("compact").records_removed, 0);
+    assert_eq!(read_all(&p, 0).len(), 10);
+    // now = 113 500: records with timestamps <= 103 500 (offsets 0..=3) are old enough; the
+    // compactable range is the closed segments whose newest record is that old, and within it
+    // only the latest value of the key survives.
+    clk.set(113_500);
+    let removed = p.compact().expect("compact").records_removed;
+    let left: Vec<u64> = read_all(&p, 0).iter().map(|r| r.offset).collect();
+    assert_eq!(removed, 3, "{left:?}");
+    assert_eq!(left, vec![3, 4, 5, 6, 7, 8, 9]);
+}
