@@ -227,6 +227,30 @@ pub(crate) fn decode_request(
         ApiKey::FindCoordinator => {
             decode_as::<FindCoordinatorRequest>(&mut g, b, version, RequestKind::FindCoordinator)
         }
+        ApiKey::JoinGroup => {
+            decode_as::<JoinGroupRequest>(&mut g, b, version, RequestKind::JoinGroup)
+        }
+        ApiKey::SyncGroup => {
+            decode_as::<SyncGroupRequest>(&mut g, b, version, RequestKind::SyncGroup)
+        }
+        ApiKey::Heartbeat => {
+            decode_as::<HeartbeatRequest>(&mut g, b, version, RequestKind::Heartbeat)
+        }
+        ApiKey::LeaveGroup => {
+            decode_as::<LeaveGroupRequest>(&mut g, b, version, RequestKind::LeaveGroup)
+        }
+        ApiKey::OffsetCommit => {
+            decode_as::<OffsetCommitRequest>(&mut g, b, version, RequestKind::OffsetCommit)
+        }
+        ApiKey::OffsetFetch => {
+            decode_as::<OffsetFetchRequest>(&mut g, b, version, RequestKind::OffsetFetch)
+        }
+        ApiKey::ListGroups => {
+            decode_as::<ListGroupsRequest>(&mut g, b, version, RequestKind::ListGroups)
+        }
+        ApiKey::DescribeGroups => {
+            decode_as::<DescribeGroupsRequest>(&mut g, b, version, RequestKind::DescribeGroups)
+        }
         other => Err(format!("{other:?} is not served")),
     }
 }

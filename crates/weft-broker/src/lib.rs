@@ -20,6 +20,8 @@
 //! - `store`: atomic file writes (temp + fsync + rename + fsync dir), cluster id, producer id
 //!   blocks.
 //! - `topic_config`: Kafka topic config names ⇄ [`weft_log::LogConfig`].
+//! - `group`: the classic consumer-group coordinator, sans io (injected clock), and the
+//!   committed-offset store `offsets.v1`.
 //!
 //! # Invariants
 //! - Blocking storage calls (append, read, create, delete, fsync) run under
@@ -32,6 +34,7 @@
 mod codes;
 mod error;
 mod fetch_session;
+mod group;
 mod guard;
 mod handlers;
 mod producer_state;
@@ -75,6 +78,9 @@ pub struct BrokerConfig {
     pub snapshot_interval: Duration,
     /// `max.incremental.fetch.session.cache.slots`: fetch sessions kept (0 declines them).
     pub fetch_session_cache_slots: usize,
+    /// `group.initial.rebalance.delay.ms`: how long an empty group waits for more members
+    /// before its first rebalance completes.
+    pub group_initial_rebalance_delay: Duration,
 }
 
 impl BrokerConfig {
@@ -96,6 +102,7 @@ impl BrokerConfig {
             producer_id_expiration: Duration::from_secs(24 * 3600),
             snapshot_interval: Duration::from_secs(30),
             fetch_session_cache_slots: 1000,
+            group_initial_rebalance_delay: Duration::from_millis(3000),
         }
     }
 }

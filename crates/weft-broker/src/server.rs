@@ -32,6 +32,7 @@ pub(crate) struct Inner {
     pub(crate) topics: Topics,
     pub(crate) producer_ids: std::sync::Mutex<ProducerIdAllocator>,
     pub(crate) fetch_sessions: std::sync::Mutex<crate::fetch_session::Sessions>,
+    pub(crate) groups: handlers::groups::Groups,
 }
 
 /// An opened broker, ready to serve.
@@ -80,6 +81,8 @@ impl Broker {
                 "broker state loaded"
             );
             let sessions = crate::fetch_session::Sessions::new(config.fetch_session_cache_slots);
+            let delay = config.group_initial_rebalance_delay.as_millis() as i64;
+            let groups = handlers::groups::Groups::open(&config.state_dir, delay)?;
             Ok(Inner {
                 config,
                 log,
@@ -87,6 +90,7 @@ impl Broker {
                 topics,
                 producer_ids: std::sync::Mutex::new(producer_ids),
                 fetch_sessions: std::sync::Mutex::new(sessions),
+                groups,
             })
         })
         .await??;
@@ -113,6 +117,10 @@ impl Broker {
         }
         let mut conns = JoinSet::new();
         let snapshots = tokio::spawn(snapshot_loop(Arc::clone(&inner), shutdown.clone()));
+        let group_timer = tokio::spawn(handlers::groups::tick_loop(
+            Arc::clone(&inner),
+            shutdown.clone(),
+        ));
         loop {
             if *shutdown.borrow() {
                 break;
@@ -146,6 +154,7 @@ impl Broker {
         }
         // The loop sees the same shutdown signal: wait for its current pass (a blocking
         // task that abort() would not stop) so it cannot race the final snapshot.
+        group_timer.abort();
         if let Err(e) = snapshots.await {
             warn!(error = %e, "snapshot loop failed");
         }

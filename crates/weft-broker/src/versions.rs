@@ -26,10 +26,21 @@ const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeTopicPartitions, 0, 0),
-    // No group or transaction coordinator yet: every lookup answers COORDINATOR_NOT_AVAILABLE.
-    // Advertised because librdkafka before 2.11.1 enables LZ4 only when FindCoordinator v0
-    // is in range.
+    // Groups are coordinated by this broker; transaction lookups answer
+    // COORDINATOR_NOT_AVAILABLE. v0 stays: librdkafka before 2.11.1 enables LZ4 only when
+    // FindCoordinator v0 is in range.
     (ApiKey::FindCoordinator, 0, 4),
+    // The classic group protocol (`group`). librdkafka's balanced consumer needs
+    // JoinGroup/SyncGroup/Heartbeat/LeaveGroup v0, OffsetCommit and OffsetFetch v1 in range
+    // (OffsetCommit v1 overlaps: its feature check is a range intersection).
+    (ApiKey::JoinGroup, 0, 8),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
 ];
 
 /// Every advertised API with its (min, max) version, as sent in ApiVersions.

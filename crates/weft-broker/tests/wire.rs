@@ -897,16 +897,26 @@ fn every_advertised_version_answers() {
             FindCoordinatorRequest::default().with_key(s("g"))
         };
         let r: FindCoordinatorResponse = c.request(v, &req);
-        let code = if v >= 4 {
-            r.coordinators[0].error_code
+        let (code, node) = if v >= 4 {
+            (r.coordinators[0].error_code, r.coordinators[0].node_id.0)
         } else {
-            r.error_code
+            (r.error_code, r.node_id.0)
         };
-        assert_eq!(
-            code,
-            ResponseError::CoordinatorNotAvailable.code(),
-            "FindCoordinator v{v}"
-        );
+        assert_eq!((code, node), (0, 1), "FindCoordinator v{v}: this broker");
+        if v >= 1 {
+            // No transaction coordinator yet.
+            let r: FindCoordinatorResponse = c.request(v, &req.clone().with_key_type(1));
+            let code = if v >= 4 {
+                r.coordinators[0].error_code
+            } else {
+                r.error_code
+            };
+            assert_eq!(
+                code,
+                ResponseError::CoordinatorNotAvailable.code(),
+                "FindCoordinator v{v} transaction"
+            );
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod admin;
 mod configs;
 mod fetch;
+pub(crate) mod groups;
 mod metadata;
 mod produce;
 
@@ -10,9 +11,8 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiVersionsResponse, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
-    InitProducerIdResponse, RequestHeader, RequestKind, ResponseKind,
-    api_versions_response::ApiVersion, find_coordinator_response::Coordinator,
+    ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse, RequestHeader, RequestKind,
+    ResponseKind, api_versions_response::ApiVersion,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, warn};
@@ -82,7 +82,25 @@ pub(crate) async fn handle(
             ResponseKind::DescribeTopicPartitions(metadata::describe_topic_partitions(inner, r))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator(r, version))
+            ResponseKind::FindCoordinator(groups::find_coordinator(inner, r, version))
+        }
+        RequestKind::JoinGroup(r) => return Some(groups::join_group(inner, header, r, version)),
+        RequestKind::SyncGroup(r) => return Some(groups::sync_group(inner, r, version)),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(inner, r)),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(inner, r, version))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(inner, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(inner, r, version))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(inner, r, version))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(inner, r, version))
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(inner, r))
@@ -114,33 +132,6 @@ pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default()
         .with_error_code(error_code)
         .with_api_keys(api_keys)
-}
-
-/// There is no group or transaction coordinator yet (consumer groups and transactions are
-/// later work): every key gets COORDINATOR_NOT_AVAILABLE, which clients retry.
-fn find_coordinator(r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let code = ResponseError::CoordinatorNotAvailable.code();
-    let message = || Some(str("weft has no group or transaction coordinator yet"));
-    if version < 4 {
-        return FindCoordinatorResponse::default()
-            .with_error_code(code)
-            .with_error_message(message())
-            .with_node_id((-1).into())
-            .with_port(-1);
-    }
-    let coordinators = r
-        .coordinator_keys
-        .into_iter()
-        .map(|key| {
-            Coordinator::default()
-                .with_key(key)
-                .with_node_id((-1).into())
-                .with_port(-1)
-                .with_error_code(code)
-                .with_error_message(message())
-        })
-        .collect();
-    FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
 /// InitProducerId without a transactional id. With producer id and epoch -1 a new id is

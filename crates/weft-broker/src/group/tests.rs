@@ -1,0 +1,506 @@
+//! The coordinator driven by a fake clock: `now` is a number the tests advance.
+
+use super::*;
+
+const SESSION: i32 = 10_000;
+const REBALANCE: i32 = 30_000;
+const DELAY: i64 = 100;
+
+fn err(e: ResponseError) -> i16 {
+    e.code()
+}
+
+struct T {
+    c: Coordinator,
+    now: i64,
+    next: Waiter,
+    /// Replies delivered so far, by waiter.
+    replies: HashMap<Waiter, Reply>,
+}
+
+impl T {
+    fn new() -> T {
+        T {
+            c: Coordinator::new(
+                Config {
+                    initial_rebalance_delay_ms: DELAY,
+                    ..Config::default()
+                },
+                "p".into(),
+            ),
+            now: 1_000_000,
+            next: 0,
+            replies: HashMap::new(),
+        }
+    }
+
+    fn take(&mut self, ready: Ready) {
+        for (w, r) in ready {
+            assert!(
+                self.replies.insert(w, r).is_none(),
+                "waiter {w} answered twice"
+            );
+        }
+    }
+
+    fn advance(&mut self, ms: i64) {
+        self.now += ms;
+        let ready = self.c.tick(self.now);
+        self.take(ready);
+    }
+
+    fn join_req(member: &str, protocols: &[(&str, &str)]) -> Join {
+        Join {
+            group_id: "g".into(),
+            member_id: member.into(),
+            group_instance_id: None,
+            client_id: "client".into(),
+            client_host: String::new(),
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|(n, m)| ((*n).to_owned(), Bytes::from((*m).to_owned())))
+                .collect(),
+            session_timeout_ms: SESSION,
+            rebalance_timeout_ms: REBALANCE,
+            require_known_member_id: true,
+        }
+    }
+
+    /// Sends a JoinGroup; returns its waiter.
+    fn join_with(&mut self, req: Join) -> Waiter {
+        self.next += 1;
+        let w = self.next;
+        let ready = self.c.join(self.now, w, req);
+        self.take(ready);
+        w
+    }
+
+    fn join(&mut self, member: &str) -> Waiter {
+        self.join_with(Self::join_req(member, &[("range", "m")]))
+    }
+
+    fn join_reply(&mut self, w: Waiter) -> Option<JoinReply> {
+        match self.replies.remove(&w) {
+            Some(Reply::Join(j)) => Some(j),
+            Some(other) => panic!("not a join reply: {other:?}"),
+            None => None,
+        }
+    }
+
+    fn sync_reply(&mut self, w: Waiter) -> Option<SyncReply> {
+        match self.replies.remove(&w) {
+            Some(Reply::Sync(s)) => Some(s),
+            Some(other) => panic!("not a sync reply: {other:?}"),
+            None => None,
+        }
+    }
+
+    /// A new member: MEMBER_ID_REQUIRED, then the join with the given id. Returns the member
+    /// id and the waiter of the second join.
+    fn new_member(&mut self) -> (String, Waiter) {
+        let w = self.join("");
+        let r = self.join_reply(w).expect("immediate reply");
+        assert_eq!(r.error, err(ResponseError::MemberIdRequired));
+        assert!(!r.member_id.is_empty());
+        let w2 = self.join(&r.member_id);
+        (r.member_id, w2)
+    }
+
+    fn sync(&mut self, member: &str, generation: i32, assignments: &[(&str, &str)]) -> Waiter {
+        self.next += 1;
+        let w = self.next;
+        let ready = self.c.sync(
+            self.now,
+            w,
+            "g",
+            generation,
+            member,
+            None,
+            None,
+            assignments
+                .iter()
+                .map(|(m, a)| ((*m).to_owned(), Bytes::from((*a).to_owned())))
+                .collect(),
+        );
+        self.take(ready);
+        w
+    }
+
+    fn heartbeat(&mut self, member: &str, generation: i32) -> i16 {
+        self.c.heartbeat(self.now, "g", generation, member)
+    }
+
+    fn leave(&mut self, members: &[&str]) -> Result<Vec<i16>, i16> {
+        let ids: Vec<String> = members.iter().map(|m| (*m).to_owned()).collect();
+        let (r, ready) = self.c.leave(self.now, "g", &ids);
+        self.take(ready);
+        r
+    }
+
+    /// One member joined, synced and stable; returns its id and generation.
+    fn stable_single(&mut self) -> (String, i32) {
+        let (a, w) = self.new_member();
+        assert_eq!(self.join_reply(w), None, "waits for the initial delay");
+        self.advance(DELAY);
+        let j = self.join_reply(w).expect("joined after the delay");
+        assert_eq!(j.error, NONE);
+        assert_eq!(j.leader, a);
+        let s = self.sync(&a, j.generation_id, &[(&a, "all")]);
+        assert_eq!(self.sync_reply(s).expect("sync").assignment, "all");
+        assert_eq!(self.c.state("g"), State::Stable);
+        (a, j.generation_id)
+    }
+}
+
+#[test]
+fn first_member_joins_after_the_initial_delay_and_syncs_its_own_assignment() {
+    let mut t = T::new();
+    assert_eq!(t.c.state("g"), State::Dead);
+    let (a, w) = t.new_member();
+    assert_eq!(t.c.state("g"), State::PreparingRebalance);
+    t.advance(DELAY - 1);
+    assert_eq!(t.join_reply(w), None);
+    t.advance(1);
+    let j = t.join_reply(w).expect("joined");
+    assert_eq!(
+        j,
+        JoinReply {
+            error: NONE,
+            generation_id: 1,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            leader: a.clone(),
+            member_id: a.clone(),
+            members: vec![(a.clone(), None, Bytes::from("m"))],
+        }
+    );
+    assert_eq!(t.c.state("g"), State::CompletingRebalance);
+    // Heartbeats between join and sync are fine.
+    assert_eq!(t.heartbeat(&a, 1), NONE);
+    let s = t.sync(&a, 1, &[(&a, "p0")]);
+    let s = t.sync_reply(s).expect("sync");
+    assert_eq!((s.error, s.assignment), (NONE, Bytes::from("p0")));
+    assert_eq!(t.c.state("g"), State::Stable);
+    assert_eq!(t.heartbeat(&a, 1), NONE);
+}
+
+#[test]
+fn members_joining_during_the_initial_delay_share_one_rebalance() {
+    let mut t = T::new();
+    let (a, wa) = t.new_member();
+    t.advance(DELAY / 2);
+    let (b, wb) = t.new_member();
+    // The delay restarts for b, so the join completes DELAY after b arrived.
+    t.advance(DELAY / 2);
+    assert_eq!(t.join_reply(wa), None);
+    t.advance(DELAY / 2);
+    let ja = t.join_reply(wa).expect("a");
+    let jb = t.join_reply(wb).expect("b");
+    assert_eq!((ja.generation_id, jb.generation_id), (1, 1));
+    assert_eq!(ja.leader, a);
+    assert_eq!(jb.leader, a);
+    assert_eq!(ja.members.len(), 2, "the leader gets the member list");
+    assert!(jb.members.is_empty(), "followers do not");
+    // The follower waits for the leader's assignment.
+    let sb = t.sync(&b, 1, &[]);
+    assert_eq!(t.sync_reply(sb), None);
+    let sa = t.sync(&a, 1, &[(&a, "A"), (&b, "B")]);
+    assert_eq!(t.sync_reply(sa).expect("a").assignment, "A");
+    assert_eq!(t.sync_reply(sb).expect("b").assignment, "B");
+}
+
+#[test]
+fn a_new_member_makes_the_stable_group_rebalance_through_heartbeats() {
+    let mut t = T::new();
+    let (a, g1) = t.stable_single();
+    let (b, wb) = t.new_member();
+    assert_eq!(t.c.state("g"), State::PreparingRebalance);
+    assert_eq!(t.join_reply(wb), None, "waits for a to rejoin");
+    assert_eq!(t.heartbeat(&a, g1), err(ResponseError::RebalanceInProgress));
+    // A sync of the old generation during the rebalance.
+    let s = t.sync(&a, g1, &[]);
+    assert_eq!(
+        t.sync_reply(s).expect("sync").error,
+        err(ResponseError::RebalanceInProgress)
+    );
+    let wa = t.join(&a);
+    let ja = t
+        .join_reply(wa)
+        .expect("complete: everyone joined, no initial delay");
+    let jb = t.join_reply(wb).expect("b");
+    assert_eq!(ja.generation_id, g1 + 1);
+    assert_eq!(jb.generation_id, g1 + 1);
+    assert_eq!(ja.leader, a, "the leader stays");
+    // The old generation is fenced.
+    assert_eq!(t.heartbeat(&b, g1), err(ResponseError::IllegalGeneration));
+    assert_eq!(
+        t.c.validate_commit(t.now, "g", g1, &a),
+        err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        t.c.validate_commit(t.now, "g", g1 + 1, &a),
+        err(ResponseError::RebalanceInProgress),
+        "no commits between join and sync"
+    );
+    let sa = t.sync(&a, g1 + 1, &[(&a, "A"), (&b, "B")]);
+    let sb = t.sync(&b, g1 + 1, &[]);
+    assert_eq!(t.sync_reply(sa).expect("a").assignment, "A");
+    assert_eq!(t.sync_reply(sb).expect("b").assignment, "B");
+    assert_eq!(t.c.validate_commit(t.now, "g", g1 + 1, &b), NONE);
+}
+
+#[test]
+fn fencing_errors() {
+    let mut t = T::new();
+    let (a, g) = t.stable_single();
+    let unknown = err(ResponseError::UnknownMemberId);
+    assert_eq!(t.heartbeat("nobody", g), unknown);
+    assert_eq!(t.c.heartbeat(t.now, "other-group", g, &a), unknown);
+    assert_eq!(
+        t.heartbeat(&a, g + 1),
+        err(ResponseError::IllegalGeneration)
+    );
+    let s = t.sync("nobody", g, &[]);
+    assert_eq!(t.sync_reply(s).expect("sync").error, unknown);
+    let s = t.sync(&a, g - 1, &[]);
+    assert_eq!(
+        t.sync_reply(s).expect("sync").error,
+        err(ResponseError::IllegalGeneration)
+    );
+    // A member id nobody handed out.
+    let w = t.join("made-up");
+    assert_eq!(t.join_reply(w).expect("join").error, unknown);
+    // Commits: unknown member, stale generation, outsiders while the group has members.
+    assert_eq!(t.c.validate_commit(t.now, "g", g, "nobody"), unknown);
+    assert_eq!(t.c.validate_commit(t.now, "g", -1, ""), unknown);
+    assert_eq!(t.c.validate_commit(t.now, "fresh", -1, ""), NONE);
+    assert_eq!(t.c.validate_commit(t.now, "g", g, &a), NONE);
+    // Sync before any join.
+    let mut fresh = T::new();
+    let s = fresh.sync("x", 0, &[]);
+    assert_eq!(fresh.sync_reply(s).expect("sync").error, unknown);
+}
+
+#[test]
+fn join_validation() {
+    let mut t = T::new();
+    let mut r = T::join_req("", &[("range", "")]);
+    r.session_timeout_ms = 10;
+    let w = t.join_with(r);
+    assert_eq!(
+        t.join_reply(w).expect("join").error,
+        err(ResponseError::InvalidSessionTimeout)
+    );
+    let mut r = T::join_req("", &[("range", "")]);
+    r.group_id = String::new();
+    let w = t.join_with(r);
+    assert_eq!(
+        t.join_reply(w).expect("join").error,
+        err(ResponseError::InvalidGroupId)
+    );
+    // Before v4 a member without id is admitted directly.
+    let mut r = T::join_req("", &[("range", "")]);
+    r.require_known_member_id = false;
+    let w = t.join_with(r);
+    t.advance(DELAY);
+    let j = t.join_reply(w).expect("join");
+    assert_eq!(j.error, NONE);
+    assert!(!j.member_id.is_empty());
+    // A member with no protocol in common is refused.
+    let w = t.join_with(T::join_req("", &[("roundrobin", "")]));
+    let id = t.join_reply(w).expect("id").member_id;
+    let w = t.join_with(T::join_req(&id, &[("roundrobin", "")]));
+    assert_eq!(
+        t.join_reply(w).expect("join").error,
+        err(ResponseError::InconsistentGroupProtocol)
+    );
+}
+
+#[test]
+fn the_protocol_is_one_all_members_support() {
+    let mut t = T::new();
+    let w = t.join_with(T::join_req(
+        "",
+        &[("range", "1"), ("cooperative-sticky", "2")],
+    ));
+    let a = t.join_reply(w).expect("id").member_id;
+    let wa = t.join_with(T::join_req(
+        &a,
+        &[("range", "1"), ("cooperative-sticky", "2")],
+    ));
+    let w = t.join_with(T::join_req("", &[("cooperative-sticky", "3")]));
+    let b = t.join_reply(w).expect("id").member_id;
+    let wb = t.join_with(T::join_req(&b, &[("cooperative-sticky", "3")]));
+    t.advance(DELAY);
+    let ja = t.join_reply(wa).expect("a");
+    assert_eq!(ja.protocol_name.as_deref(), Some("cooperative-sticky"));
+    let metadata: Vec<&[u8]> = ja.members.iter().map(|(_, _, m)| m.as_ref()).collect();
+    assert_eq!(metadata, vec![b"2".as_ref(), b"3".as_ref()]);
+    assert_eq!(
+        t.join_reply(wb).expect("b").protocol_name.as_deref(),
+        Some("cooperative-sticky")
+    );
+}
+
+#[test]
+fn a_silent_member_expires_after_its_session_timeout() {
+    let mut t = T::new();
+    let (a, g) = t.stable_single();
+    let (b, wb) = t.new_member();
+    let wa = t.join(&a);
+    let g2 = t.join_reply(wa).expect("a").generation_id;
+    assert_eq!(g2, g + 1);
+    t.join_reply(wb).expect("b");
+    let sa = t.sync(&a, g2, &[(&a, "A"), (&b, "B")]);
+    t.sync_reply(sa).expect("a");
+    // b never heartbeats; a does.
+    for _ in 0..9 {
+        t.advance(1000);
+        assert_eq!(t.heartbeat(&a, g2), NONE);
+    }
+    assert_eq!(t.c.state("g"), State::Stable);
+    t.advance(1000);
+    assert_eq!(t.c.state("g"), State::PreparingRebalance, "b expired");
+    assert_eq!(t.heartbeat(&b, g2), err(ResponseError::UnknownMemberId));
+    assert_eq!(t.heartbeat(&a, g2), err(ResponseError::RebalanceInProgress));
+    let wa = t.join(&a);
+    let j = t.join_reply(wa).expect("a alone");
+    assert_eq!(j.generation_id, g2 + 1);
+    assert_eq!(j.members.len(), 1);
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
+    let mut t = T::new();
+    let (a, _) = t.stable_single();
+    let (_b, wb) = t.new_member();
+    // a keeps heartbeating (REBALANCE_IN_PROGRESS) but never rejoins.
+    for _ in 0..29 {
+        t.advance(1000);
+        t.heartbeat(&a, 1);
+    }
+    assert_eq!(t.join_reply(wb), None);
+    t.advance(1000);
+    let jb = t.join_reply(wb).expect("b after the rebalance timeout");
+    assert_eq!(jb.generation_id, 2);
+    assert_eq!(jb.members.len(), 1, "only b, now the leader");
+    assert_eq!(t.heartbeat(&a, 2), err(ResponseError::UnknownMemberId));
+}
+
+#[test]
+fn leaving_single_and_batched() {
+    let mut t = T::new();
+    let (a, wa) = t.new_member();
+    let (b, wb) = t.new_member();
+    let (c, wc) = t.new_member();
+    t.advance(DELAY);
+    for w in [wa, wb, wc] {
+        t.join_reply(w).expect("joined");
+    }
+    let s = t.sync(&a, 1, &[]);
+    t.sync_reply(s).expect("sync");
+    // Batched: two members and an unknown one.
+    assert_eq!(
+        t.leave(&[&b, "nobody", &c]),
+        Ok(vec![NONE, err(ResponseError::UnknownMemberId), NONE])
+    );
+    assert_eq!(t.c.state("g"), State::PreparingRebalance);
+    let wa = t.join(&a);
+    assert_eq!(t.join_reply(wa).expect("a").generation_id, 2);
+    let s = t.sync(&a, 2, &[]);
+    t.sync_reply(s).expect("sync");
+    // Single: the last member leaves, the group is empty.
+    assert_eq!(t.leave(&[&a]), Ok(vec![NONE]));
+    assert_eq!(t.c.state("g"), State::Empty);
+    assert_eq!(t.heartbeat(&a, 2), err(ResponseError::UnknownMemberId));
+    assert_eq!(
+        t.c.leave(t.now, "unknown-group", &["x".to_owned()]).0,
+        Err(err(ResponseError::UnknownMemberId))
+    );
+    // An empty group accepts commits from outside again.
+    assert_eq!(t.c.validate_commit(t.now, "g", -1, ""), NONE);
+}
+
+#[test]
+fn leaving_during_a_rebalance_answers_the_waiting_join() {
+    let mut t = T::new();
+    let (a, wa) = t.new_member();
+    assert_eq!(t.leave(&[&a]), Ok(vec![NONE]));
+    assert_eq!(
+        t.join_reply(wa).expect("answered").error,
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(t.c.state("g"), State::Empty);
+}
+
+#[test]
+fn a_leader_that_never_syncs_is_dropped() {
+    let mut t = T::new();
+    let (a, wa) = t.new_member();
+    let (b, wb) = t.new_member();
+    t.advance(DELAY);
+    t.join_reply(wa).expect("a");
+    t.join_reply(wb).expect("b");
+    let sb = t.sync(&b, 1, &[]);
+    t.advance(i64::from(REBALANCE));
+    assert_eq!(
+        t.sync_reply(sb).expect("b").error,
+        err(ResponseError::RebalanceInProgress)
+    );
+    assert_eq!(t.heartbeat(&a, 1), err(ResponseError::UnknownMemberId));
+    let wb = t.join(&b);
+    let jb = t.join_reply(wb).expect("b rejoined alone");
+    assert_eq!((jb.generation_id, jb.leader), (2, b));
+}
+
+#[test]
+fn unused_member_ids_expire() {
+    let mut t = T::new();
+    let w = t.join("");
+    let id = t.join_reply(w).expect("id").member_id;
+    t.advance(i64::from(SESSION));
+    let w = t.join(&id);
+    assert_eq!(
+        t.join_reply(w).expect("join").error,
+        err(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn a_follower_rejoining_with_the_same_metadata_keeps_the_generation() {
+    let mut t = T::new();
+    let (a, wa) = t.new_member();
+    let (b, wb) = t.new_member();
+    t.advance(DELAY);
+    t.join_reply(wa).expect("a");
+    t.join_reply(wb).expect("b");
+    let sa = t.sync(&a, 1, &[(&a, "A"), (&b, "B")]);
+    t.sync_reply(sa).expect("a");
+    let wb = t.join(&b);
+    let jb = t.join_reply(wb).expect("immediate");
+    assert_eq!((jb.error, jb.generation_id), (NONE, 1));
+    assert_eq!(t.c.state("g"), State::Stable);
+    // Different metadata (cooperative: owned partitions changed) rebalances.
+    let wb = t.join_with(T::join_req(&b, &[("range", "other")]));
+    assert_eq!(t.join_reply(wb), None);
+    assert_eq!(t.c.state("g"), State::PreparingRebalance);
+}
+
+#[test]
+fn list_and_describe() {
+    let mut t = T::new();
+    let (a, _) = t.stable_single();
+    assert_eq!(
+        t.c.list(),
+        vec![("g".to_owned(), "consumer".to_owned(), State::Stable)]
+    );
+    let d = t.c.describe("g").expect("known");
+    assert_eq!(d.state, State::Stable);
+    assert_eq!(d.protocol, "range");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].member_id, a);
+    assert_eq!(d.members[0].assignment, "all");
+    assert_eq!(d.members[0].metadata, "m");
+    assert!(t.c.describe("other").is_none());
+}

@@ -1,0 +1,624 @@
+//! The edge of the group coordinator: Kafka group requests to and from
+//! [`crate::group::Coordinator`] (the clock is read here, replies that wait are oneshot
+//! channels) and committed offsets to and from [`crate::group::offsets::Offsets`] (written
+//! off the reactor).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    RequestHeader, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+    describe_groups_response::DescribedGroup, describe_groups_response::DescribedGroupMember,
+    find_coordinator_response::Coordinator as CoordinatorKey,
+    join_group_response::JoinGroupResponseMember, leave_group_response::MemberResponse,
+    list_groups_response::ListedGroup, offset_commit_response::OffsetCommitResponsePartition,
+    offset_commit_response::OffsetCommitResponseTopic,
+    offset_fetch_response::OffsetFetchResponseGroup,
+    offset_fetch_response::OffsetFetchResponsePartition,
+    offset_fetch_response::OffsetFetchResponsePartitions,
+    offset_fetch_response::OffsetFetchResponseTopic,
+    offset_fetch_response::OffsetFetchResponseTopics,
+};
+use tokio::sync::{oneshot, watch};
+use tracing::warn;
+
+use super::{Reply, str};
+use crate::group::offsets::{Committed, MAX_METADATA_BYTES, Offsets};
+use crate::group::{self, Coordinator, Join, JoinReply, Ready, State, SyncReply, Waiter};
+use crate::server::{Inner, blocking, now_ms};
+use crate::topics::lock;
+
+/// The coordinator and the channels of the requests waiting on it.
+pub(crate) struct Groups {
+    state: Mutex<Machine>,
+    next_waiter: AtomicU64,
+    /// Held while a commit is written, so files are written in the order of commits.
+    offsets: Arc<Mutex<Offsets>>,
+}
+
+struct Machine {
+    coordinator: Coordinator,
+    waiting: HashMap<Waiter, oneshot::Sender<group::Reply>>,
+}
+
+impl Machine {
+    fn deliver(&mut self, ready: Ready) {
+        for (w, reply) in ready {
+            if let Some(tx) = self.waiting.remove(&w) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+impl Groups {
+    pub(crate) fn open(state_dir: &std::path::Path, delay_ms: i64) -> crate::Result<Groups> {
+        let offsets = Offsets::open(state_dir)?;
+        let prefix = crate::store::new_uuid().simple().to_string();
+        let config = group::Config {
+            initial_rebalance_delay_ms: delay_ms,
+            ..group::Config::default()
+        };
+        Ok(Groups {
+            state: Mutex::new(Machine {
+                coordinator: Coordinator::new(config, prefix[..8].to_owned()),
+                waiting: HashMap::new(),
+            }),
+            next_waiter: AtomicU64::new(1),
+            offsets: Arc::new(Mutex::new(offsets)),
+        })
+    }
+
+    /// Runs `f` on the coordinator with a fresh waiter and returns the receiver of its reply.
+    fn call(
+        &self,
+        f: impl FnOnce(&mut Coordinator, Waiter) -> Ready,
+    ) -> oneshot::Receiver<group::Reply> {
+        let w = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut m = lock(&self.state);
+        m.waiting.insert(w, tx);
+        let ready = f(&mut m.coordinator, w);
+        m.deliver(ready);
+        rx
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Coordinator) -> (T, Ready)) -> T {
+        let mut m = lock(&self.state);
+        let (t, ready) = f(&mut m.coordinator);
+        m.deliver(ready);
+        t
+    }
+}
+
+/// Drives session and rebalance timeouts until shutdown.
+pub(crate) async fn tick_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        inner.groups.with(|c| ((), c.tick(now_ms())));
+    }
+}
+
+fn s(x: &kafka_protocol::protocol::StrBytes) -> String {
+    x.as_str().to_owned()
+}
+
+fn error_code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// This broker coordinates every group; transactions have no coordinator yet.
+pub(crate) fn find_coordinator(
+    inner: &Inner,
+    r: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let host = str(inner.config.advertised_host.clone());
+    let port = i32::from(inner.config.advertised_port);
+    let node = inner.config.node_id;
+    let answer = |key_type: i8| -> (i16, Option<&'static str>) {
+        if key_type == 0 {
+            (0, None)
+        } else {
+            (
+                error_code(ResponseError::CoordinatorNotAvailable),
+                Some("weft has no transaction coordinator yet"),
+            )
+        }
+    };
+    if version < 4 {
+        let (code, msg) = answer(r.key_type);
+        let resp = FindCoordinatorResponse::default().with_error_code(code);
+        return if code == 0 {
+            resp.with_node_id(node.into())
+                .with_host(host)
+                .with_port(port)
+        } else {
+            resp.with_error_message(msg.map(str))
+                .with_node_id((-1).into())
+                .with_port(-1)
+        };
+    }
+    let coordinators = r
+        .coordinator_keys
+        .into_iter()
+        .map(|key| {
+            let (code, msg) = answer(r.key_type);
+            let c = CoordinatorKey::default()
+                .with_key(key)
+                .with_error_code(code);
+            if code == 0 {
+                c.with_node_id(node.into())
+                    .with_host(host.clone())
+                    .with_port(port)
+            } else {
+                c.with_error_message(msg.map(str))
+                    .with_node_id((-1).into())
+                    .with_port(-1)
+            }
+        })
+        .collect();
+    FindCoordinatorResponse::default().with_coordinators(coordinators)
+}
+
+fn join_response(r: JoinReply, version: i16) -> JoinGroupResponse {
+    let members = r
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(str(id))
+                .with_group_instance_id(if version >= 5 {
+                    instance.map(str)
+                } else {
+                    None
+                })
+                .with_metadata(metadata)
+        })
+        .collect();
+    let (ptype, pname) = if version >= 7 {
+        (r.protocol_type.map(str), r.protocol_name.map(str))
+    } else {
+        (None, Some(str(r.protocol_name.unwrap_or_default())))
+    };
+    JoinGroupResponse::default()
+        .with_error_code(r.error)
+        .with_generation_id(r.generation_id)
+        .with_protocol_type(ptype)
+        .with_protocol_name(pname)
+        .with_leader(str(r.leader))
+        .with_member_id(str(r.member_id))
+        .with_members(members)
+}
+
+fn sync_response(r: SyncReply, version: i16) -> SyncGroupResponse {
+    let resp = SyncGroupResponse::default()
+        .with_error_code(r.error)
+        .with_assignment(r.assignment);
+    if version >= 5 {
+        resp.with_protocol_type(r.protocol_type.map(str))
+            .with_protocol_name(r.protocol_name.map(str))
+    } else {
+        resp
+    }
+}
+
+pub(crate) fn join_group(
+    inner: &Arc<Inner>,
+    header: &RequestHeader,
+    r: JoinGroupRequest,
+    version: i16,
+) -> Reply {
+    let join = Join {
+        group_id: s(&r.group_id.0),
+        member_id: s(&r.member_id),
+        group_instance_id: r.group_instance_id.as_ref().map(s),
+        client_id: header.client_id.as_ref().map(s).unwrap_or_default(),
+        client_host: String::new(),
+        protocol_type: s(&r.protocol_type),
+        protocols: r
+            .protocols
+            .into_iter()
+            .map(|p| (s(&p.name), p.metadata))
+            .collect(),
+        session_timeout_ms: r.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if version >= 1 {
+            r.rebalance_timeout_ms
+        } else {
+            r.session_timeout_ms
+        },
+        require_known_member_id: version >= 4,
+    };
+    let rx = inner.groups.call(|c, w| c.join(now_ms(), w, join));
+    Reply::Later(Box::pin(async move {
+        let reply = match rx.await {
+            Ok(group::Reply::Join(j)) => j,
+            _ => JoinReply {
+                error: error_code(ResponseError::UnknownServerError),
+                generation_id: -1,
+                ..JoinReply::default()
+            },
+        };
+        ResponseKind::JoinGroup(join_response(reply, version))
+    }))
+}
+
+pub(crate) fn sync_group(inner: &Arc<Inner>, r: SyncGroupRequest, version: i16) -> Reply {
+    let assignments: Vec<(String, Bytes)> = r
+        .assignments
+        .into_iter()
+        .map(|a| (s(&a.member_id), a.assignment))
+        .collect();
+    let group_id = s(&r.group_id.0);
+    let member_id = s(&r.member_id);
+    let ptype = r.protocol_type.as_ref().map(s);
+    let pname = r.protocol_name.as_ref().map(s);
+    let rx = inner.groups.call(|c, w| {
+        c.sync(
+            now_ms(),
+            w,
+            &group_id,
+            r.generation_id,
+            &member_id,
+            ptype.as_deref(),
+            pname.as_deref(),
+            assignments,
+        )
+    });
+    Reply::Later(Box::pin(async move {
+        let reply = match rx.await {
+            Ok(group::Reply::Sync(r)) => r,
+            _ => SyncReply {
+                error: error_code(ResponseError::UnknownServerError),
+                ..SyncReply::default()
+            },
+        };
+        ResponseKind::SyncGroup(sync_response(reply, version))
+    }))
+}
+
+pub(crate) fn heartbeat(inner: &Inner, r: HeartbeatRequest) -> HeartbeatResponse {
+    let code = inner.groups.with(|c| {
+        (
+            c.heartbeat(
+                now_ms(),
+                &s(&r.group_id.0),
+                r.generation_id,
+                &s(&r.member_id),
+            ),
+            Vec::new(),
+        )
+    });
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+pub(crate) fn leave_group(inner: &Inner, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let ids: Vec<String> = if version >= 3 {
+        r.members.iter().map(|m| s(&m.member_id)).collect()
+    } else {
+        vec![s(&r.member_id)]
+    };
+    let result = inner
+        .groups
+        .with(|c| c.leave(now_ms(), &s(&r.group_id.0), &ids));
+    let resp = LeaveGroupResponse::default();
+    match result {
+        Err(code) => resp.with_error_code(code),
+        Ok(codes) if version < 3 => resp.with_error_code(codes[0]),
+        Ok(codes) => resp.with_members(
+            r.members
+                .into_iter()
+                .zip(codes)
+                .map(|(m, code)| {
+                    MemberResponse::default()
+                        .with_member_id(m.member_id)
+                        .with_group_instance_id(m.group_instance_id)
+                        .with_error_code(code)
+                })
+                .collect(),
+        ),
+    }
+}
+
+pub(crate) async fn offset_commit(
+    inner: &Arc<Inner>,
+    r: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group_id = s(&r.group_id.0);
+    let check = inner.groups.with(|c| {
+        let code = c.validate_commit(
+            now_ms(),
+            &group_id,
+            r.generation_id_or_member_epoch,
+            &s(&r.member_id),
+        );
+        (code, Vec::new())
+    });
+    let now = now_ms();
+    let mut codes: Vec<Vec<i16>> = Vec::new();
+    let mut commits = Vec::new();
+    for t in &r.topics {
+        let mut tc = Vec::new();
+        for p in &t.partitions {
+            let metadata = p.committed_metadata.as_ref().map(s).unwrap_or_default();
+            let code = if check != 0 {
+                check
+            } else if metadata.len() > MAX_METADATA_BYTES {
+                error_code(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                commits.push((
+                    (s(&t.name.0), p.partition_index),
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                        commit_ms: now,
+                    },
+                ));
+                0
+            };
+            tc.push(code);
+        }
+        codes.push(tc);
+    }
+    if !commits.is_empty() {
+        let offsets = Arc::clone(&inner.groups.offsets);
+        let g = group_id.clone();
+        let written = blocking(move || lock(&offsets).commit(&g, commits)).await;
+        let failed = match written {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                warn!(group = %group_id, error = %e, "writing committed offsets failed");
+                Some(ResponseError::KafkaStorageError)
+            }
+            Err(e) => {
+                warn!(group = %group_id, error = %e, "writing committed offsets failed");
+                Some(ResponseError::UnknownServerError)
+            }
+        };
+        if let Some(e) = failed {
+            for c in codes.iter_mut().flatten() {
+                if *c == 0 {
+                    *c = error_code(e);
+                }
+            }
+        }
+    }
+    let topics = r
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(t, tc)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(tc)
+                        .map(|(p, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// (partition, offset, leader epoch, metadata).
+type Fetched = (i32, i64, i32, String);
+
+/// (topic, partition, offset, leader epoch, metadata) of one group: the partitions asked
+/// for (`None`: every committed one), -1 for partitions without a commit.
+fn fetch_group(
+    offsets: &Offsets,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<Fetched>)> {
+    match topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(t, parts)| {
+                let ps = parts
+                    .into_iter()
+                    .map(|p| match offsets.get(group, &t, p) {
+                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone()),
+                        None => (p, -1, -1, String::new()),
+                    })
+                    .collect();
+                (t, ps)
+            })
+            .collect(),
+        None => {
+            let mut out: Vec<(String, Vec<Fetched>)> = Vec::new();
+            for (t, p, c) in offsets.all(group) {
+                let entry = (p, c.offset, c.leader_epoch, c.metadata.clone());
+                match out.last_mut() {
+                    Some((last, ps)) if last == t => ps.push(entry),
+                    _ => out.push((t.to_owned(), vec![entry])),
+                }
+            }
+            out
+        }
+    }
+}
+
+pub(crate) fn offset_fetch(
+    inner: &Inner,
+    r: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let offsets = lock(&inner.groups.offsets);
+    let epoch = |e: i32| if version >= 5 { e } else { -1 };
+    if version >= 8 {
+        let groups = r
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (s(&t.name.0), t.partition_indexes))
+                        .collect()
+                });
+                let found = fetch_group(&offsets, g.group_id.0.as_str(), topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(
+                        found
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(str(t)))
+                                    .with_partitions(
+                                        ps.into_iter()
+                                            .map(|(p, o, e, m)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(e)
+                                                    .with_metadata(Some(str(m)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = r.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (s(&t.name.0), t.partition_indexes))
+            .collect()
+    });
+    // v0/v1 have no "all partitions" form; an empty answer is what Kafka gives there.
+    let found = fetch_group(&offsets, r.group_id.0.as_str(), topics);
+    let topics = found
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, o, e, m)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_committed_leader_epoch(epoch(e))
+                                .with_metadata(Some(str(m)))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub(crate) fn list_groups(inner: &Inner, r: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let mut all = lock(&inner.groups.state).coordinator.list();
+    {
+        // Groups known only by their committed offsets (commits from outside a group).
+        let offsets = lock(&inner.groups.offsets);
+        for g in offsets.groups() {
+            if !all.iter().any(|(id, _, _)| id == g) {
+                all.push((g.to_owned(), String::new(), State::Empty));
+            }
+        }
+    }
+    let filter: Vec<String> = if version >= 4 {
+        r.states_filter
+            .iter()
+            .map(|f| f.as_str().to_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let groups = all
+        .into_iter()
+        .filter(|(_, _, st)| filter.is_empty() || filter.contains(&st.name().to_lowercase()))
+        .map(|(id, ptype, st)| {
+            let g = ListedGroup::default()
+                .with_group_id(GroupId(str(id)))
+                .with_protocol_type(str(ptype));
+            if version >= 4 {
+                g.with_group_state(str(st.name()))
+            } else {
+                g
+            }
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) fn describe_groups(
+    inner: &Inner,
+    r: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    // Groups known only by their committed offsets are Empty, as in ListGroups.
+    let with_offsets: Vec<bool> = {
+        let offsets = lock(&inner.groups.offsets);
+        r.groups
+            .iter()
+            .map(|g| offsets.groups().any(|o| o == g.0.as_str()))
+            .collect()
+    };
+    let m = lock(&inner.groups.state);
+    let groups = r
+        .groups
+        .into_iter()
+        .zip(with_offsets)
+        .map(|(id, has_offsets)| {
+            let base = DescribedGroup::default().with_group_id(id.clone());
+            let unknown = if has_offsets {
+                State::Empty
+            } else {
+                State::Dead
+            };
+            match m.coordinator.describe(id.0.as_str()) {
+                None => base
+                    .with_group_state(str(unknown.name()))
+                    .with_protocol_type(str(""))
+                    .with_protocol_data(str("")),
+                Some(d) => base
+                    .with_group_state(str(d.state.name()))
+                    .with_protocol_type(str(d.protocol_type))
+                    .with_protocol_data(str(d.protocol))
+                    .with_members(
+                        d.members
+                            .into_iter()
+                            .map(|mb| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(str(mb.member_id))
+                                    .with_group_instance_id(if version >= 4 {
+                                        mb.group_instance_id.map(str)
+                                    } else {
+                                        None
+                                    })
+                                    .with_client_id(str(mb.client_id))
+                                    .with_client_host(str(mb.client_host))
+                                    .with_member_metadata(mb.metadata)
+                                    .with_member_assignment(mb.assignment)
+                            })
+                            .collect(),
+                    ),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
