@@ -49,6 +49,7 @@ fn kafka_python_admin_codecs_offsets_configs() {
         "offsets by time and DeleteRecords ok",
         "configs ok",
         "invalid names ok",
+        "group subscribe, commit and resume ok",
     ] {
         assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
     }

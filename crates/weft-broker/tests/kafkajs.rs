@@ -1,7 +1,7 @@
 //! Compatibility with kafkajs (a pure-JavaScript client): `tests/compat/kafkajs_compat.js`
-//! runs admin calls and idempotent produce against a real broker, then this side consumes
-//! what it produced with librdkafka (kafkajs consumes only through consumer groups, which
-//! are not served yet).
+//! runs admin calls, idempotent produce and a group consumer (kafkajs consumes only through
+//! consumer groups) against a real broker, then this side also consumes every codec's
+//! topic with librdkafka and checks the stored batches.
 //!
 //! `cargo xtask test` installs kafkajs under `target/npm` and sets `NODE_PATH`; without it
 //! this test fails naming what to install.
@@ -72,6 +72,7 @@ fn kafkajs_admin_and_idempotent_produce() {
         "offsets by time and DeleteRecords ok",
         "configs ok",
         "invalid names ok",
+        "group consumer: 20000 records ok",
     ] {
         assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
     }

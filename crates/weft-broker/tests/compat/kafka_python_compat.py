@@ -1,5 +1,6 @@
 """kafka-python against a running Weft broker: admin, idempotent produce with every codec,
-consume without a group, offsets by time, DeleteRecords, configs, invalid names.
+consume without a group, offsets by time, DeleteRecords, configs, invalid names, and a consumer
+group: subscribe, commit, and a second member resumes from the committed offset.
 
 Run by tests/kafka_python.rs as `python3 kafka_python_compat.py <bootstrap>`; exits non-zero
 with a message on the first failed check.
@@ -119,12 +120,49 @@ def invalid_names(admin):
     print("invalid names ok", flush=True)
 
 
+def group_resume(admin):
+    topic, group = "py-group", "py-group"
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+
+    def produce(start, end):
+        p = KafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True, acks="all")
+        for i in range(start, end):
+            p.send(topic, key=f"k{i % KEYS}".encode(), value=str(i).encode())
+        p.flush(timeout=HANG_S)
+        p.close()
+
+    def consume_group(n):
+        c = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=group, enable_auto_commit=False,
+                          auto_offset_reset="earliest")
+        c.subscribe([topic])
+        got = []
+        deadline = time.time() + HANG_S
+        while len(got) < n:
+            check(time.time() < deadline, f"group: consumed {len(got)} of {n}")
+            for msgs in c.poll(timeout_ms=500).values():
+                got.extend(int(m.value) for m in msgs)
+        extra = sum(len(v) for v in c.poll(timeout_ms=300).values())
+        check(extra == 0, f"group: {extra} unexpected extra records")
+        c.commit()
+        c.close()
+        return sorted(got)
+
+    produce(0, 100)
+    check(consume_group(100) == list(range(100)), "group: first member read everything once")
+    produce(100, 150)
+    # The second member of the same group starts from the committed offsets, not the
+    # beginning (auto_offset_reset would say earliest): only the new records.
+    check(consume_group(50) == list(range(100, 150)), "group: second member resumed from commit")
+    print("group subscribe, commit and resume ok", flush=True)
+
+
 def main():
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="weft-compat")
     codecs(admin)
     times_and_delete_records(admin)
     configs(admin)
     invalid_names(admin)
+    group_resume(admin)
     admin.close()
 
 

@@ -1,8 +1,8 @@
 // kafkajs against a running Weft broker: admin, idempotent produce (none and gzip, which
 // kafkajs ships, and snappy through the kafkajs-snappy codec package), offsets by time,
-// DeleteRecords, configs, invalid names.
-// kafkajs has no group-less consumer and consumer groups are not served yet, so the Rust
-// side (tests/kafkajs.rs) consumes what this produced.
+// DeleteRecords, configs, invalid names, and a group consumer reading back `js-none`.
+// kafkajs consumes only through consumer groups; the Rust side (tests/kafkajs.rs) also
+// checks every codec's topic with librdkafka.
 //
 // Run as `node kafkajs_compat.js <bootstrap>`; exits non-zero on the first failed check.
 const { Kafka, CompressionTypes, CompressionCodecs, logLevel, ConfigResourceTypes } = require('kafkajs')
@@ -90,6 +90,37 @@ async function invalidNames (admin) {
   console.log('invalid names ok')
 }
 
+async function groupConsume () {
+  const topic = 'js-none'
+  const consumer = kafka.consumer({ groupId: 'js-group' })
+  await consumer.connect()
+  await consumer.subscribe({ topics: [topic], fromBeginning: true })
+  const perKey = new Map()
+  let n = 0
+  let done
+  const all = new Promise(resolve => { done = resolve })
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const key = Number(message.key.toString().slice(1))
+      if (!perKey.has(key)) perKey.set(key, [])
+      perKey.get(key).push(Number(message.value.toString()))
+      n++
+      if (n === N) done()
+    }
+  })
+  const hang = setTimeout(() => { console.error(`group: consumed ${n} of ${N}`); process.exit(1) }, 180000)
+  await all
+  clearTimeout(hang)
+  await consumer.disconnect()
+  check(n === N, `group: ${n} records, want ${N}`)
+  check(perKey.size === KEYS, `group: ${perKey.size} keys`)
+  for (const [key, seqs] of perKey) {
+    const want = Math.ceil((N - key) / KEYS)
+    check(seqs.length === want && seqs.every((s, i) => s === i), `group: key ${key}: order or exactly-once broken`)
+  }
+  console.log(`group consumer: ${N} records ok`)
+}
+
 async function main () {
   const admin = kafka.admin()
   await admin.connect()
@@ -98,6 +129,7 @@ async function main () {
   await configs(admin)
   await invalidNames(admin)
   await admin.disconnect()
+  await groupConsume()
 }
 
 main().catch(e => {
