@@ -32,6 +32,8 @@ pub(crate) enum Command {
     Produce(crate::cmd::produce::ProduceArgs),
     /// Print the records of a topic
     Consume(crate::cmd::consume::ConsumeArgs),
+    /// List and describe consumer groups (offsets, lag) and reset their offsets
+    Group(crate::cmd::group::GroupArgs),
     /// Load generator: producer and consumer throughput, end-to-end latency
     Bench(crate::cmd::bench::BenchArgs),
 }

@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
         Command::Topic(args) => cmd::topic::run(args).await,
         Command::Produce(args) => cmd::produce::run(args).await,
         Command::Consume(args) => cmd::consume::run(args).await,
+        Command::Group(args) => cmd::group::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
     };
     match result {

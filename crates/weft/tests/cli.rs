@@ -401,3 +401,230 @@ fn bench_produce_prints_throughput_and_percentiles() {
         run.stdout
     );
 }
+
+/// `(partition, committed, log-end, lag)` rows of `weft group describe` for `topic`; `-`
+/// (nothing committed) reads as `None`.
+fn group_rows(describe: &str, topic: &str) -> Vec<(i32, Option<i64>, i64, Option<i64>)> {
+    describe
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 6 && w[0] == topic)
+        .map(|w| {
+            (
+                w[1].parse().expect("partition"),
+                w[2].parse().ok(),
+                w[3].parse().expect("log end"),
+                w[4].parse().ok(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn group_list_describe_and_reset_offsets() {
+    let server = Broker::start();
+    server.ok(&["topic", "create", "orders", "--partitions", "2"], "");
+    server.ok(&["produce", "orders", "--partition", "0"], "a\nb\nc\n");
+    server.ok(&["produce", "orders", "--partition", "1"], "d\ne\n");
+    // The --group path of `weft consume`: subscribes, and commits what it read on exit.
+    let run = server.ok(
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "g",
+            "--max-messages",
+            "5",
+            "--timeout-ms",
+            "30000",
+        ],
+        "",
+    );
+    let mut values: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next())
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, ["a", "b", "c", "d", "e"], "{}", run.stdout);
+
+    let list = server.ok(&["group", "list"], "");
+    let row: Vec<&str> = list
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&"g"))
+        .unwrap_or_else(|| panic!("no group g in {}", list.stdout));
+    // Everyone has left: the group is empty and keeps its protocol type.
+    assert_eq!(row[1..3], ["Empty", "consumer"], "{}", list.stdout);
+
+    let describe = server.ok(&["group", "describe", "g"], "");
+    assert!(
+        describe.stdout.contains("state: Empty\n"),
+        "{}",
+        describe.stdout
+    );
+    assert!(
+        describe.stdout.contains("members: 0\n"),
+        "{}",
+        describe.stdout
+    );
+    assert_eq!(
+        group_rows(&describe.stdout, "orders"),
+        [(0, Some(3), 3, Some(0)), (1, Some(2), 2, Some(0))],
+        "{}",
+        describe.stdout
+    );
+
+    // New records are lag until the group reads them.
+    server.ok(&["produce", "orders", "--partition", "1"], "f\ng\n");
+    let describe = server.ok(&["group", "describe", "g"], "");
+    assert_eq!(
+        group_rows(&describe.stdout, "orders"),
+        [(0, Some(3), 3, Some(0)), (1, Some(2), 4, Some(2))],
+        "{}",
+        describe.stdout
+    );
+
+    // A dry run prints the plan and commits nothing.
+    let plan = server.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "orders",
+            "--to",
+            "earliest",
+        ],
+        "",
+    );
+    assert!(plan.stderr.contains("dry run"), "{}", plan.stderr);
+    let planned: Vec<Vec<&str>> = plan
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| w.first() == Some(&"orders"))
+        .collect();
+    assert_eq!(
+        planned,
+        [["orders", "0", "3", "0"], ["orders", "1", "2", "0"]]
+    );
+    let describe = server.ok(&["group", "describe", "g"], "");
+    assert_eq!(group_rows(&describe.stdout, "orders")[0].1, Some(3));
+
+    server.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "orders",
+            "--to",
+            "earliest",
+            "--execute",
+        ],
+        "",
+    );
+    let describe = server.ok(&["group", "describe", "g"], "");
+    assert_eq!(
+        group_rows(&describe.stdout, "orders"),
+        [(0, Some(0), 3, Some(3)), (1, Some(0), 4, Some(4))],
+        "{}",
+        describe.stdout
+    );
+
+    // offset:<n> is kept within the log; one partition only with `topic:partition`.
+    server.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "orders:1",
+            "--to",
+            "offset:99",
+            "--execute",
+        ],
+        "",
+    );
+    let describe = server.ok(&["group", "describe", "g"], "");
+    assert_eq!(
+        group_rows(&describe.stdout, "orders"),
+        [(0, Some(0), 3, Some(3)), (1, Some(4), 4, Some(0))],
+        "{}",
+        describe.stdout
+    );
+
+    let missing = server.cli(&["group", "describe", "nobody"], "");
+    assert_eq!(missing.code, Some(1), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("does not exist"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn reset_offsets_is_refused_while_the_group_has_members() {
+    let server = Broker::start();
+    server.ok(&["topic", "create", "jobs"], "");
+    server.ok(&["produce", "jobs"], "a\n");
+    // A member that stays: no --max-messages, no --timeout-ms.
+    let mut member = weft(server.dir.path())
+        .args(["consume", "jobs", "--group", "busy"])
+        .env("WEFT_BOOTSTRAP", server.server.kafka_addr().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn weft consume");
+    // Wait (up to the safety limit) until the member has joined and been assigned.
+    let deadline = std::time::Instant::now() + common::SAFETY;
+    loop {
+        let describe = server.cli(&["group", "describe", "busy"], "");
+        if describe.stdout.contains("state: Stable\n")
+            && describe.stdout.contains("assignment=[jobs:0]")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "member never joined: {}",
+            describe.stdout
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let list = server.ok(&["group", "list"], "");
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["busy", "Stable", "consumer", "range"]),
+        "{}",
+        list.stdout
+    );
+    let refused = server.cli(
+        &[
+            "group",
+            "reset-offsets",
+            "busy",
+            "--topic",
+            "jobs",
+            "--to",
+            "earliest",
+            "--execute",
+        ],
+        "",
+    );
+    let _ = member.kill();
+    let _ = member.wait();
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(
+            "can only be reset while group \"busy\" is inactive, but its state is Stable"
+        ),
+        "{}",
+        refused.stderr
+    );
+}

@@ -1,4 +1,5 @@
-//! Client commands: `weft topic …`, `weft produce`, `weft consume`, `weft bench …`.
+//! Client commands: `weft topic …`, `weft produce`, `weft consume`, `weft group …`,
+//! `weft bench …`.
 //!
 //! They are librdkafka clients (the `rdkafka` crate) and know nothing about the embedded
 //! broker: they work against any Kafka-protocol broker named by `--bootstrap`. librdkafka's
@@ -7,6 +8,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod consume;
+pub(crate) mod group;
 pub(crate) mod produce;
 pub(crate) mod topic;
 
