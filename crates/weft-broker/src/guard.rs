@@ -251,6 +251,12 @@ pub(crate) fn decode_request(
         ApiKey::DescribeGroups => {
             decode_as::<DescribeGroupsRequest>(&mut g, b, version, RequestKind::DescribeGroups)
         }
+        ApiKey::DeleteGroups => {
+            decode_as::<DeleteGroupsRequest>(&mut g, b, version, RequestKind::DeleteGroups)
+        }
+        ApiKey::OffsetDelete => {
+            decode_as::<OffsetDeleteRequest>(&mut g, b, version, RequestKind::OffsetDelete)
+        }
         other => Err(format!("{other:?} is not served")),
     }
 }

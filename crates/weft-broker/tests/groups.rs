@@ -438,3 +438,181 @@ fn every_advertised_group_api_version_answers() {
         );
     }
 }
+
+#[test]
+fn delete_groups_and_offset_delete_refuse_what_is_in_use() {
+    use bytes::{BufMut, BytesMut};
+    use common::raw::Raw;
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let b = start(tmp.path());
+    let mut c = Raw::connect(&b);
+    let s = |x: &str| StrBytes::from_string(x.to_owned());
+    let gid = |g: &str| GroupId(s(g));
+    let commit = |group: &str, generation: i32, member: &str| {
+        OffsetCommitRequest::default()
+            .with_group_id(gid(group))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(s(member))
+            .with_topics(
+                ["t", "u"]
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(vec![
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(5),
+                            ])
+                    })
+                    .collect(),
+            )
+    };
+    let fetched = |c: &mut Raw, group: &str| -> Vec<i64> {
+        let req = OffsetFetchRequest::default()
+            .with_group_id(gid(group))
+            .with_topics(Some(
+                ["t", "u"]
+                    .iter()
+                    .map(|t| {
+                        OffsetFetchRequestTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partition_indexes(vec![0])
+                    })
+                    .collect(),
+            ));
+        let r: OffsetFetchResponse = c.request(7, &req);
+        r.topics
+            .iter()
+            .map(|t| t.partitions[0].committed_offset)
+            .collect()
+    };
+    let offset_delete = |group: &str| {
+        OffsetDeleteRequest::default()
+            .with_group_id(gid(group))
+            .with_topics(
+                ["t", "u"]
+                    .iter()
+                    .map(|t| {
+                        OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(vec![
+                                OffsetDeleteRequestPartition::default().with_partition_index(0),
+                            ])
+                    })
+                    .collect(),
+            )
+    };
+
+    // A consumer-protocol member of "busy" subscribed to topic t.
+    let mut meta = BytesMut::new();
+    meta.put_i16(1);
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![s("t")])
+        .encode(&mut meta, 1)
+        .expect("encode subscription");
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(gid("busy"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(meta.clone().freeze()),
+            ])
+    };
+    let r: JoinGroupResponse = c.request(5, &join(""));
+    let member = r.member_id.to_string();
+    let r: JoinGroupResponse = c.request(5, &join(&member));
+    assert_eq!(r.error_code, 0);
+    let generation = r.generation_id;
+    let r: SyncGroupResponse = c.request(
+        3,
+        &SyncGroupRequest::default()
+            .with_group_id(gid("busy"))
+            .with_generation_id(generation)
+            .with_member_id(s(&member)),
+    );
+    assert_eq!(r.error_code, 0);
+    let r: OffsetCommitResponse = c.request(7, &commit("busy", generation, &member));
+    assert!(r.topics.iter().all(|t| t.partitions[0].error_code == 0));
+
+    // OffsetDelete: the subscribed topic is refused, the other one is deleted.
+    let r: OffsetDeleteResponse = c.request(0, &offset_delete("busy"));
+    assert_eq!(r.error_code, 0);
+    let codes: Vec<i16> = r
+        .topics
+        .iter()
+        .map(|t| t.partitions[0].error_code)
+        .collect();
+    assert_eq!(codes, vec![ResponseError::GroupSubscribedToTopic.code(), 0]);
+    assert_eq!(fetched(&mut c, "busy"), vec![5, -1]);
+    let r: OffsetDeleteResponse = c.request(0, &offset_delete("nobody"));
+    assert_eq!(r.error_code, ResponseError::GroupIdNotFound.code());
+
+    for v in 0..=2 {
+        // A group known only by its offsets (commits from outside a group).
+        let outside = format!("outside{v}");
+        let r: OffsetCommitResponse = c.request(7, &commit(&outside, -1, ""));
+        assert!(r.topics.iter().all(|t| t.partitions[0].error_code == 0));
+        let r: DeleteGroupsResponse = c.request(
+            v,
+            &DeleteGroupsRequest::default().with_groups_names(vec![
+                gid("busy"),
+                gid("nobody"),
+                gid(&outside),
+            ]),
+        );
+        let codes: Vec<i16> = r.results.iter().map(|g| g.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ResponseError::NonEmptyGroup.code(),
+                ResponseError::GroupIdNotFound.code(),
+                0
+            ],
+            "DeleteGroups v{v}"
+        );
+        assert_eq!(fetched(&mut c, &outside), vec![-1, -1], "v{v}");
+    }
+    assert_eq!(
+        fetched(&mut c, "busy"),
+        vec![5, -1],
+        "a refused delete keeps offsets"
+    );
+
+    // Once the member left, the group and its offsets go.
+    let r: LeaveGroupResponse = c.request(
+        1,
+        &LeaveGroupRequest::default()
+            .with_group_id(gid("busy"))
+            .with_member_id(s(&member)),
+    );
+    assert_eq!(r.error_code, 0);
+    let r: DeleteGroupsResponse = c.request(
+        2,
+        &DeleteGroupsRequest::default().with_groups_names(vec![gid("busy")]),
+    );
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(fetched(&mut c, "busy"), vec![-1, -1]);
+    let r: DescribeGroupsResponse = c.request(
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![gid("busy")]),
+    );
+    assert_eq!(r.groups[0].group_state.as_str(), "Dead");
+}

@@ -587,6 +587,60 @@ impl Coordinator {
         }
     }
 
+    pub(crate) fn knows(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id)
+    }
+
+    /// DeleteGroups of one group: refused with GROUP_NOT_EMPTY while it has members,
+    /// otherwise forgotten; `Ok(false)` when the coordinator did not know it (it may still
+    /// have committed offsets).
+    pub(crate) fn delete_group(&mut self, group_id: &str) -> Result<bool, i16> {
+        match self.groups.get(group_id) {
+            None => Ok(false),
+            Some(g) if !g.members.is_empty() => Err(code(ResponseError::NonEmptyGroup)),
+            Some(_) => {
+                self.groups.remove(group_id);
+                Ok(true)
+            }
+        }
+    }
+
+    /// What OffsetDelete may remove in `group_id`: `Ok(None)` for everything (no members,
+    /// or a group the coordinator does not know), `Ok(Some(topics))` for all but the topics
+    /// its members subscribe to (consumer protocol), or the group's error (a non-empty
+    /// group of another protocol type).
+    pub(crate) fn subscribed_topics(
+        &self,
+        group_id: &str,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, i16> {
+        let Some(g) = self.groups.get(group_id) else {
+            return Ok(None);
+        };
+        if g.members.is_empty() {
+            return Ok(None);
+        }
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return Err(code(ResponseError::NonEmptyGroup));
+        }
+        let mut topics = std::collections::BTreeSet::new();
+        for m in g.members.values() {
+            // Before the first generation no protocol is selected: any offered one counts.
+            let offered: Vec<&Bytes> = match &g.protocol {
+                Some(p) => m
+                    .protocols
+                    .iter()
+                    .filter(|(n, _)| n == p)
+                    .map(|(_, b)| b)
+                    .collect(),
+                None => m.protocols.iter().map(|(_, b)| b).collect(),
+            };
+            for meta in offered {
+                topics.extend(subscription_topics(meta));
+            }
+        }
+        Ok(Some(topics))
+    }
+
     /// Advances time: expires members whose session ran out, completes rebalances whose
     /// delay or timeout passed.
     pub(crate) fn tick(&mut self, now: i64) -> Ready {
@@ -680,6 +734,25 @@ impl Coordinator {
             protocol,
             members,
         })
+    }
+}
+
+/// The topics of a consumer-protocol subscription (`ConsumerProtocolSubscription`: a version,
+/// then the body); unreadable metadata subscribes to nothing.
+fn subscription_topics(meta: &Bytes) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = meta.clone();
+    if buf.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    let _ = bytes::Buf::get_i16(&mut buf);
+    // Newer versions only append fields: read them as the newest we know, as Kafka does.
+    let version = version.clamp(0, 3);
+    match ConsumerProtocolSubscription::decode(&mut buf, version) {
+        Ok(sub) => sub.topics.iter().map(|t| t.as_str().to_owned()).collect(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -129,6 +129,41 @@ impl Offsets {
         Ok(())
     }
 
+    /// Forgets committed offsets of `group` durably: the given partitions, or all of them
+    /// (`None`, DeleteGroups). Like [`Offsets::commit`], memory changes only after the write.
+    pub(crate) fn delete(
+        &mut self,
+        group: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<()> {
+        let mut next = self.groups.clone();
+        match partitions {
+            None => {
+                next.remove(group);
+            }
+            Some(ps) => {
+                if let Some(g) = next.get_mut(group) {
+                    for tp in ps {
+                        g.remove(tp);
+                    }
+                    if g.is_empty() {
+                        next.remove(group);
+                    }
+                }
+            }
+        }
+        if next == self.groups {
+            return Ok(());
+        }
+        write_atomic(&self.path, &Self::render(&next))?;
+        self.groups = next;
+        Ok(())
+    }
+
+    pub(crate) fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
     pub(crate) fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&Committed> {
         self.groups.get(group)?.get(&(topic.to_owned(), partition))
     }
@@ -183,6 +218,25 @@ mod tests {
         assert_eq!(r.get("g2", "x", 2), None);
         assert_eq!(r.all("my group ü").len(), 2);
         assert_eq!(r.groups().collect::<Vec<_>>(), vec!["g2", "my group ü"]);
+    }
+
+    #[test]
+    fn deleted_offsets_stay_deleted_after_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = Offsets::open(dir.path()).expect("open");
+        let tp = |t: &str, p| (t.to_owned(), p);
+        o.commit("a", [(tp("t", 0), c(1, "")), (tp("t", 1), c(2, ""))])
+            .expect("commit");
+        o.commit("b", [(tp("t", 0), c(3, ""))]).expect("commit");
+        o.delete("a", Some(&[tp("t", 1), tp("u", 9)]))
+            .expect("delete");
+        o.delete("b", Some(&[tp("t", 0)])).expect("delete");
+        let r = Offsets::open(dir.path()).expect("reopen");
+        assert_eq!(r.get("a", "t", 0), Some(&c(1, "")));
+        assert_eq!(r.get("a", "t", 1), None);
+        assert!(!r.has_group("b"), "a group without offsets is gone");
+        o.delete("a", None).expect("delete group");
+        assert!(!Offsets::open(dir.path()).expect("reopen").has_group("a"));
     }
 
     #[test]

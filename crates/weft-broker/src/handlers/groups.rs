@@ -10,16 +10,19 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    RequestHeader, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseKind,
+    SyncGroupRequest, SyncGroupResponse, TopicName, delete_groups_response::DeletableGroupResult,
     describe_groups_response::DescribedGroup, describe_groups_response::DescribedGroupMember,
     find_coordinator_response::Coordinator as CoordinatorKey,
     join_group_response::JoinGroupResponseMember, leave_group_response::MemberResponse,
     list_groups_response::ListedGroup, offset_commit_response::OffsetCommitResponsePartition,
     offset_commit_response::OffsetCommitResponseTopic,
+    offset_delete_response::OffsetDeleteResponsePartition,
+    offset_delete_response::OffsetDeleteResponseTopic,
     offset_fetch_response::OffsetFetchResponseGroup,
     offset_fetch_response::OffsetFetchResponsePartition,
     offset_fetch_response::OffsetFetchResponsePartitions,
@@ -621,4 +624,143 @@ pub(crate) fn describe_groups(
         })
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// Maps a failed offsets write (or its task) to the error code sent back, logging it.
+fn write_failure<E: std::fmt::Display>(
+    group: &str,
+    written: Result<crate::Result<()>, E>,
+) -> Option<ResponseError> {
+    match written {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            warn!(group, error = %e, "writing committed offsets failed");
+            Some(ResponseError::KafkaStorageError)
+        }
+        Err(e) => {
+            warn!(group, error = %e, "writing committed offsets failed");
+            Some(ResponseError::UnknownServerError)
+        }
+    }
+}
+
+/// DeleteGroups: groups without members are forgotten with their committed offsets.
+pub(crate) async fn delete_groups(
+    inner: &Arc<Inner>,
+    r: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for name in r.groups_names {
+        let group = s(&name.0);
+        let code = if group.is_empty() {
+            error_code(ResponseError::InvalidGroupId)
+        } else {
+            let known = inner.groups.with(|c| (c.delete_group(&group), Vec::new()));
+            let offsets = Arc::clone(&inner.groups.offsets);
+            let g = group.clone();
+            match known {
+                Err(code) => code,
+                Ok(known) => {
+                    let written = blocking(move || {
+                        let mut o = lock(&offsets);
+                        let had = o.has_group(&g);
+                        o.delete(&g, None).map(|()| had)
+                    })
+                    .await;
+                    let had = matches!(written, Ok(Ok(true)));
+                    match write_failure(&group, written.map(|w| w.map(|_| ()))) {
+                        Some(e) => error_code(e),
+                        None if known || had => 0,
+                        None => error_code(ResponseError::GroupIdNotFound),
+                    }
+                }
+            }
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(name)
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// OffsetDelete: committed offsets of partitions the group's members do not subscribe to.
+pub(crate) async fn offset_delete(
+    inner: &Arc<Inner>,
+    r: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let group = s(&r.group_id.0);
+    let answer = |code: i16| OffsetDeleteResponse::default().with_error_code(code);
+    if group.is_empty() {
+        return answer(error_code(ResponseError::InvalidGroupId));
+    }
+    let subscribed = match inner
+        .groups
+        .with(|c| (c.subscribed_topics(&group), Vec::new()))
+    {
+        Ok(s) => s,
+        Err(code) => return answer(code),
+    };
+    let known = lock(&inner.groups.state).coordinator.knows(&group);
+    let mut codes: Vec<Vec<i16>> = Vec::new();
+    let mut deleted = Vec::new();
+    for t in &r.topics {
+        let topic = s(&t.name.0);
+        let busy = subscribed.as_ref().is_some_and(|st| st.contains(&topic));
+        codes.push(
+            t.partitions
+                .iter()
+                .map(|p| {
+                    if busy {
+                        error_code(ResponseError::GroupSubscribedToTopic)
+                    } else {
+                        deleted.push((topic.clone(), p.partition_index));
+                        0
+                    }
+                })
+                .collect(),
+        );
+    }
+    let offsets = Arc::clone(&inner.groups.offsets);
+    let g = group.clone();
+    let written = blocking(move || {
+        let mut o = lock(&offsets);
+        let had = o.has_group(&g);
+        o.delete(&g, Some(&deleted)).map(|()| had)
+    })
+    .await;
+    let had = matches!(written, Ok(Ok(true)));
+    let failed = write_failure(&group, written.map(|w| w.map(|_| ())));
+    if !known && !had && failed.is_none() {
+        return answer(error_code(ResponseError::GroupIdNotFound));
+    }
+    if let Some(e) = failed {
+        for c in codes.iter_mut().flatten() {
+            if *c == 0 {
+                *c = error_code(e);
+            }
+        }
+    }
+    let topics = r
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(t, tc)| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(tc)
+                        .map(|(p, code)| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }
