@@ -44,7 +44,14 @@ pub(crate) struct Groups {
     next_waiter: AtomicU64,
     /// Held while a commit is written, so files are written in the order of commits.
     offsets: Arc<Mutex<Offsets>>,
+    /// Per-group locks (striped by group id: bounded memory, and groups sharing a stripe
+    /// lose nothing since every write already serializes on `offsets`). Held, off the
+    /// reactor, across the check and the write of OffsetCommit, DeleteGroups and
+    /// OffsetDelete: see [`Groups::commit`].
+    group_locks: Box<[Mutex<()>]>,
 }
+
+const GROUP_LOCK_STRIPES: usize = 64;
 
 struct Machine {
     coordinator: Coordinator,
@@ -76,7 +83,95 @@ impl Groups {
             }),
             next_waiter: AtomicU64::new(1),
             offsets: Arc::new(Mutex::new(offsets)),
+            group_locks: (0..GROUP_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
+    }
+
+    fn group_lock(&self, group: &str) -> &Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        group.hash(&mut h);
+        &self.group_locks[(h.finish() % GROUP_LOCK_STRIPES as u64) as usize]
+    }
+
+    /// OffsetCommit's check of generation and member and its durable write, as one step per
+    /// group: blocking (file I/O), so callers run it off the reactor. `Err` is the refusal
+    /// code; `Ok` the write's outcome (nothing is written when `commits` is empty).
+    ///
+    /// Without the group lock a member could pass the check, be fenced by a rebalance, and
+    /// have its write land after a commit of the new generation, overwriting it. With it,
+    /// a commit that passed the check is written before any later commit or delete of the
+    /// group is even checked; fencing itself need not take the lock (a commit checked before
+    /// the fence is ordered before it, as in Kafka).
+    pub(crate) fn commit(
+        &self,
+        now: i64,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        commits: Vec<((String, i32), Committed)>,
+    ) -> Result<crate::Result<()>, i16> {
+        let _group = lock(self.group_lock(group));
+        let check = self.with(|c| {
+            (
+                c.validate_commit(now, group, generation, member_id),
+                Vec::new(),
+            )
+        });
+        if check != 0 {
+            return Err(check);
+        }
+        if commits.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(lock(&self.offsets).commit(group, commits))
+    }
+
+    /// DeleteGroups of one group under its lock (blocking): `Err` is the refusal code,
+    /// `Ok(Ok(false))` a group neither coordinated nor with offsets.
+    pub(crate) fn delete_group(&self, group: &str) -> Result<crate::Result<bool>, i16> {
+        let _group = lock(self.group_lock(group));
+        let known = self.with(|c| (c.delete_group(group), Vec::new()))?;
+        let mut offsets = lock(&self.offsets);
+        let had = offsets.has_group(group);
+        Ok(offsets.delete(group, None).map(|()| known || had))
+    }
+
+    /// OffsetDelete under the group's lock (blocking): a code per asked partition (refused
+    /// for subscribed topics) and whether the group was known, or the group's error.
+    pub(crate) fn delete_offsets(
+        &self,
+        group: &str,
+        asked: Vec<(String, Vec<i32>)>,
+    ) -> Result<(Vec<Vec<i16>>, crate::Result<bool>), i16> {
+        let _group = lock(self.group_lock(group));
+        let (subscribed, known) = self.with(|c| {
+            let r = c.subscribed_topics(group).map(|s| (s, c.knows(group)));
+            (r, Vec::new())
+        })?;
+        let mut deleted = Vec::new();
+        let codes = asked
+            .into_iter()
+            .map(|(topic, ps)| {
+                let busy = subscribed.as_ref().is_some_and(|st| st.contains(&topic));
+                ps.into_iter()
+                    .map(|p| {
+                        if busy {
+                            error_code(ResponseError::GroupSubscribedToTopic)
+                        } else {
+                            deleted.push((topic.clone(), p));
+                            0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut offsets = lock(&self.offsets);
+        let had = offsets.has_group(group);
+        Ok((
+            codes,
+            offsets.delete(group, Some(&deleted)).map(|()| known || had),
+        ))
     }
 
     /// Runs `f` on the coordinator with a fresh waiter and returns the receiver of its reply.
@@ -340,15 +435,6 @@ pub(crate) async fn offset_commit(
     r: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = s(&r.group_id.0);
-    let check = inner.groups.with(|c| {
-        let code = c.validate_commit(
-            now_ms(),
-            &group_id,
-            r.generation_id_or_member_epoch,
-            &s(&r.member_id),
-        );
-        (code, Vec::new())
-    });
     let now = now_ms();
     let mut codes: Vec<Vec<i16>> = Vec::new();
     let mut commits = Vec::new();
@@ -356,10 +442,8 @@ pub(crate) async fn offset_commit(
         let mut tc = Vec::new();
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_ref().map(s).unwrap_or_default();
-            let code = if check != 0 {
-                check
-            } else if metadata.len() > MAX_METADATA_BYTES {
-                error_code(ResponseError::OffsetMetadataTooLarge)
+            if metadata.len() > MAX_METADATA_BYTES {
+                tc.push(error_code(ResponseError::OffsetMetadataTooLarge));
             } else {
                 commits.push((
                     (s(&t.name.0), p.partition_index),
@@ -370,32 +454,27 @@ pub(crate) async fn offset_commit(
                         commit_ms: now,
                     },
                 ));
-                0
-            };
-            tc.push(code);
+                tc.push(0);
+            }
         }
         codes.push(tc);
     }
-    if !commits.is_empty() {
-        let offsets = Arc::clone(&inner.groups.offsets);
-        let g = group_id.clone();
-        let written = blocking(move || lock(&offsets).commit(&g, commits)).await;
-        let failed = match written {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => {
-                warn!(group = %group_id, error = %e, "writing committed offsets failed");
-                Some(ResponseError::KafkaStorageError)
-            }
-            Err(e) => {
-                warn!(group = %group_id, error = %e, "writing committed offsets failed");
-                Some(ResponseError::UnknownServerError)
-            }
-        };
-        if let Some(e) = failed {
-            for c in codes.iter_mut().flatten() {
-                if *c == 0 {
-                    *c = error_code(e);
-                }
+    let (i, g, m) = (Arc::clone(inner), group_id.clone(), s(&r.member_id));
+    let generation = r.generation_id_or_member_epoch;
+    let outcome = blocking(move || i.groups.commit(now_ms(), &g, generation, &m, commits)).await;
+    let failed = match outcome {
+        Ok(Err(check)) => {
+            // Refused: every partition gets the group's error, as Kafka answers.
+            codes.iter_mut().flatten().for_each(|c| *c = check);
+            None
+        }
+        Ok(Ok(written)) => write_failure(&group_id, written),
+        Err(e) => write_failure(&group_id, Err(e)),
+    };
+    if let Some(e) = failed {
+        for c in codes.iter_mut().flatten() {
+            if *c == 0 {
+                *c = error_code(e);
             }
         }
     }
@@ -627,19 +706,16 @@ pub(crate) fn describe_groups(
 }
 
 /// Maps a failed offsets write (or its task) to the error code sent back, logging it.
-fn write_failure<E: std::fmt::Display>(
-    group: &str,
-    written: Result<crate::Result<()>, E>,
-) -> Option<ResponseError> {
+fn write_failure(group: &str, written: crate::Result<()>) -> Option<ResponseError> {
     match written {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => {
+        Ok(()) => None,
+        Err(e @ crate::Error::Task(_)) => {
             warn!(group, error = %e, "writing committed offsets failed");
-            Some(ResponseError::KafkaStorageError)
+            Some(ResponseError::UnknownServerError)
         }
         Err(e) => {
             warn!(group, error = %e, "writing committed offsets failed");
-            Some(ResponseError::UnknownServerError)
+            Some(ResponseError::KafkaStorageError)
         }
     }
 }
@@ -655,25 +731,12 @@ pub(crate) async fn delete_groups(
         let code = if group.is_empty() {
             error_code(ResponseError::InvalidGroupId)
         } else {
-            let known = inner.groups.with(|c| (c.delete_group(&group), Vec::new()));
-            let offsets = Arc::clone(&inner.groups.offsets);
-            let g = group.clone();
-            match known {
-                Err(code) => code,
-                Ok(known) => {
-                    let written = blocking(move || {
-                        let mut o = lock(&offsets);
-                        let had = o.has_group(&g);
-                        o.delete(&g, None).map(|()| had)
-                    })
-                    .await;
-                    let had = matches!(written, Ok(Ok(true)));
-                    match write_failure(&group, written.map(|w| w.map(|_| ()))) {
-                        Some(e) => error_code(e),
-                        None if known || had => 0,
-                        None => error_code(ResponseError::GroupIdNotFound),
-                    }
-                }
+            let (i, g) = (Arc::clone(inner), group.clone());
+            match blocking(move || i.groups.delete_group(&g)).await {
+                Ok(Err(code)) => code,
+                Ok(Ok(Ok(true))) => 0,
+                Ok(Ok(Ok(false))) => error_code(ResponseError::GroupIdNotFound),
+                Ok(Ok(Err(e))) | Err(e) => write_failure(&group, Err(e)).map_or(0, error_code),
             }
         };
         results.push(
@@ -695,46 +758,28 @@ pub(crate) async fn offset_delete(
     if group.is_empty() {
         return answer(error_code(ResponseError::InvalidGroupId));
     }
-    let subscribed = match inner
-        .groups
-        .with(|c| (c.subscribed_topics(&group), Vec::new()))
-    {
-        Ok(s) => s,
-        Err(code) => return answer(code),
-    };
-    let known = lock(&inner.groups.state).coordinator.knows(&group);
-    let mut codes: Vec<Vec<i16>> = Vec::new();
-    let mut deleted = Vec::new();
-    for t in &r.topics {
-        let topic = s(&t.name.0);
-        let busy = subscribed.as_ref().is_some_and(|st| st.contains(&topic));
-        codes.push(
-            t.partitions
+    let asked: Vec<(String, Vec<i32>)> = r
+        .topics
+        .iter()
+        .map(|t| {
+            let ps = t.partitions.iter().map(|p| p.partition_index).collect();
+            (s(&t.name.0), ps)
+        })
+        .collect();
+    let (i, g) = (Arc::clone(inner), group.clone());
+    let (mut codes, failed) = match blocking(move || i.groups.delete_offsets(&g, asked)).await {
+        Ok(Err(code)) => return answer(code),
+        Ok(Ok((_, Ok(false)))) => return answer(error_code(ResponseError::GroupIdNotFound)),
+        Ok(Ok((codes, Ok(true)))) => (codes, None),
+        Ok(Ok((codes, Err(e)))) => (codes, write_failure(&group, Err(e))),
+        Err(e) => (
+            r.topics
                 .iter()
-                .map(|p| {
-                    if busy {
-                        error_code(ResponseError::GroupSubscribedToTopic)
-                    } else {
-                        deleted.push((topic.clone(), p.partition_index));
-                        0
-                    }
-                })
+                .map(|t| vec![0; t.partitions.len()])
                 .collect(),
-        );
-    }
-    let offsets = Arc::clone(&inner.groups.offsets);
-    let g = group.clone();
-    let written = blocking(move || {
-        let mut o = lock(&offsets);
-        let had = o.has_group(&g);
-        o.delete(&g, Some(&deleted)).map(|()| had)
-    })
-    .await;
-    let had = matches!(written, Ok(Ok(true)));
-    let failed = write_failure(&group, written.map(|w| w.map(|_| ())));
-    if !known && !had && failed.is_none() {
-        return answer(error_code(ResponseError::GroupIdNotFound));
-    }
+            write_failure(&group, Err(e)),
+        ),
+    };
     if let Some(e) = failed {
         for c in codes.iter_mut().flatten() {
             if *c == 0 {
@@ -763,4 +808,72 @@ pub(crate) async fn offset_delete(
         })
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stable group "g" with one member: (groups, member id, generation).
+    fn stable_group(dir: &std::path::Path) -> (Groups, String, i32) {
+        let groups = Groups::open(dir, 0).expect("open");
+        let join = Join {
+            group_id: "g".into(),
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            require_known_member_id: false,
+        };
+        let mut rx = groups.call(|c, w| c.join(0, w, join));
+        let Ok(group::Reply::Join(j)) = rx.try_recv() else {
+            panic!("join answered at once");
+        };
+        let (member, generation) = (j.member_id, j.generation_id);
+        let mut rx =
+            groups.call(|c, w| c.sync(0, w, "g", generation, &member, None, None, Vec::new()));
+        assert!(matches!(rx.try_recv(), Ok(group::Reply::Sync(r)) if r.error == 0));
+        (groups, member, generation)
+    }
+
+    fn one(offset: i64) -> Vec<((String, i32), Committed)> {
+        let c = Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_ms: 0,
+        };
+        vec![(("t".to_owned(), 0), c)]
+    }
+
+    #[test]
+    fn a_member_fenced_while_its_commit_waits_for_the_group_lock_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (groups, member, generation) = stable_group(dir.path());
+        assert!(matches!(
+            groups.commit(1, "g", generation, &member, one(5)),
+            Ok(Ok(()))
+        ));
+        std::thread::scope(|scope| {
+            // Whatever the commit thread has done before, it checks only after taking the
+            // group lock, which is released only after the member was fenced.
+            let held = lock(groups.group_lock("g"));
+            let late = scope.spawn(|| groups.commit(2, "g", generation, &member, one(9)));
+            let left = groups.with(|c| c.leave(2, "g", std::slice::from_ref(&member)));
+            assert_eq!(left, Ok(vec![0]));
+            drop(held);
+            let refused = late.join().expect("commit thread");
+            assert_eq!(
+                refused.err(),
+                Some(ResponseError::UnknownMemberId.code()),
+                "fenced before its check"
+            );
+        });
+        let committed = lock(&groups.offsets).get("g", "t", 0).map(|c| c.offset);
+        assert_eq!(committed, Some(5), "the fenced commit wrote nothing");
+    }
 }
