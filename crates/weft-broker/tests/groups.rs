@@ -616,3 +616,101 @@ fn delete_groups_and_offset_delete_refuse_what_is_in_use() {
     );
     assert_eq!(r.groups[0].group_state.as_str(), "Dead");
 }
+
+/// Counts the rebalances a consumer goes through (eager `range`: every rebalance revokes).
+#[derive(Default)]
+struct Revokes(std::sync::atomic::AtomicUsize);
+
+impl rdkafka::ClientContext for Revokes {}
+
+impl rdkafka::consumer::ConsumerContext for Revokes {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Revoke(_)) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+fn static_group_consumer<C: rdkafka::consumer::ConsumerContext>(
+    b: &TestBroker,
+    instance: Option<&str>,
+    context: C,
+) -> BaseConsumer<C> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", b.bootstrap())
+        .set("group.id", "static")
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "300")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    if let Some(i) = instance {
+        config.set("group.instance.id", i);
+    }
+    let c: BaseConsumer<C> = config.create_with_context(context).expect("consumer");
+    c.subscribe(&[TOPIC]).expect("subscribe");
+    c
+}
+
+fn assigned_to<C: rdkafka::consumer::ConsumerContext>(c: &BaseConsumer<C>) -> BTreeSet<i32> {
+    c.assignment()
+        .expect("assignment")
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+/// librdkafka with `group.instance.id`: a static member that restarts within its session
+/// timeout gets its partitions back and the other member never rebalances.
+#[test]
+fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let b = start(tmp.path());
+    create_topic(&b);
+    let other = static_group_consumer(&b, None, Revokes::default());
+    let a = static_group_consumer(
+        &b,
+        Some("static-a"),
+        rdkafka::consumer::DefaultConsumerContext,
+    );
+    let deadline = Instant::now() + HANG;
+    let split = loop {
+        assert!(
+            Instant::now() < deadline,
+            "group never split the partitions"
+        );
+        assert!(other.poll(Duration::from_millis(50)).is_none());
+        assert!(a.poll(Duration::from_millis(50)).is_none());
+        let (x, y) = (assigned_to(&a), assigned_to(&other));
+        if !x.is_empty() && !y.is_empty() && x.is_disjoint(&y) && x.len() + y.len() == 4 {
+            break (x, y);
+        }
+    };
+    let revokes = other.context().0.load(std::sync::atomic::Ordering::SeqCst);
+    // A static member closes without LeaveGroup: its place waits for it.
+    drop(a);
+    let a2 = static_group_consumer(
+        &b,
+        Some("static-a"),
+        rdkafka::consumer::DefaultConsumerContext,
+    );
+    while assigned_to(&a2).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member got nothing"
+        );
+        assert!(other.poll(Duration::from_millis(50)).is_none());
+        assert!(a2.poll(Duration::from_millis(50)).is_none());
+    }
+    // Had the group rebalanced, the other member would have revoked (eager range) before
+    // anyone got an assignment of the new generation.
+    assert_eq!(assigned_to(&a2), split.0, "same partitions back");
+    assert_eq!(assigned_to(&other), split.1);
+    assert_eq!(
+        other.context().0.load(std::sync::atomic::Ordering::SeqCst),
+        revokes,
+        "the other member did not rebalance"
+    );
+}

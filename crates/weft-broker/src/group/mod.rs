@@ -18,6 +18,13 @@
 //! - `Stable`: assignments handed out; heartbeats keep members alive.
 //! - `Dead`: what DescribeGroups reports for a group this coordinator does not know.
 //!
+//! Static members (`group.instance.id`, KIP-345): an instance id maps to one member id at a
+//! time. A static member that rejoins without a member id (it restarted) takes over its
+//! old member's place: the old id is fenced (FENCED_INSTANCE_ID on its waiting requests,
+//! heartbeats, syncs and commits), the assignment is kept and a Stable group does not
+//! rebalance unless the group's protocol would change. Static members skip
+//! MEMBER_ID_REQUIRED, and LeaveGroup may name them by instance id.
+//!
 //! Assignment is the client's (the leader runs the assignor), so any assignor works,
 //! including cooperative-sticky: the coordinator only selects a protocol every member
 //! supports and relays metadata and assignments.
@@ -187,6 +194,9 @@ struct Group {
     members: BTreeMap<String, Member>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, with when they expire.
     pending_members: HashMap<String, i64>,
+    /// Static members: group instance id to its current member id (kept in step with
+    /// `members` by `prune_static`).
+    static_members: HashMap<String, String>,
     /// PreparingRebalance: join completes at this time even if members are missing;
     /// CompletingRebalance: members that have not synced by then are removed.
     deadline: i64,
@@ -206,6 +216,7 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             pending_members: HashMap::new(),
+            static_members: HashMap::new(),
             deadline: 0,
             not_before: 0,
             initial_since: None,
@@ -258,6 +269,20 @@ impl Group {
 
     fn all_joined(&self) -> bool {
         self.members.values().all(|m| m.pending_join.is_some())
+    }
+
+    /// Whether `member_id` speaks for `instance` although another member id holds it now.
+    fn fenced(&self, instance: Option<&str>, member_id: &str) -> bool {
+        instance
+            .and_then(|i| self.static_members.get(i))
+            .is_some_and(|current| current != member_id)
+    }
+
+    /// Forgets instance ids whose member is gone.
+    fn prune_static(&mut self) {
+        let members = &self.members;
+        self.static_members
+            .retain(|_, id| members.contains_key(id.as_str()));
     }
 
     fn sync_reply(&self, error: i16, assignment: Bytes) -> SyncReply {
@@ -345,8 +370,29 @@ impl Coordinator {
         if group.members.is_empty() && group.state == State::Empty {
             group.protocol_type = Some(req.protocol_type.clone());
         }
+        if let Some(instance) = req.group_instance_id.clone() {
+            let current = group
+                .static_members
+                .get(&instance)
+                .filter(|id| group.members.contains_key(id.as_str()))
+                .cloned();
+            match (current, &new_id) {
+                (Some(old), Some(new)) => {
+                    let new = new.clone();
+                    replace_static(
+                        group, now, delay, waiter, req, instance, old, new, &mut ready,
+                    );
+                    return ready;
+                }
+                (Some(current), None) if current != req.member_id => {
+                    return reply_now(ResponseError::FencedInstanceId);
+                }
+                _ => {}
+            }
+        }
         let member_id = match new_id {
-            Some(id) if req.require_known_member_id => {
+            // Static members skip MEMBER_ID_REQUIRED (their instance id identifies them).
+            Some(id) if req.require_known_member_id && req.group_instance_id.is_none() => {
                 group
                     .pending_members
                     .insert(id.clone(), now + i64::from(req.session_timeout_ms));
@@ -399,6 +445,11 @@ impl Coordinator {
             }
         } else {
             self.seq += 1;
+            if let Some(instance) = &req.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), member_id.clone());
+            }
             group.members.insert(
                 member_id.clone(),
                 Member {
@@ -428,6 +479,7 @@ impl Coordinator {
             }
         }
         try_complete_join(group, now, &mut ready);
+        group.prune_static();
         ready
     }
 
@@ -440,6 +492,7 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        group_instance_id: Option<&str>,
         protocol_type: Option<&str>,
         protocol_name: Option<&str>,
         assignments: Vec<(String, Bytes)>,
@@ -448,6 +501,9 @@ impl Coordinator {
         let Some(group) = self.groups.get_mut(group_id) else {
             return reply_now(ResponseError::UnknownMemberId);
         };
+        if group.fenced(group_instance_id, member_id) {
+            return reply_now(ResponseError::FencedInstanceId);
+        }
         let Some(member) = group.members.get_mut(member_id) else {
             return reply_now(ResponseError::UnknownMemberId);
         };
@@ -502,10 +558,14 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        group_instance_id: Option<&str>,
     ) -> i16 {
         let Some(group) = self.groups.get_mut(group_id) else {
             return code(ResponseError::UnknownMemberId);
         };
+        if group.fenced(group_instance_id, member_id) {
+            return code(ResponseError::FencedInstanceId);
+        }
         let Some(member) = group.members.get_mut(member_id) else {
             return code(ResponseError::UnknownMemberId);
         };
@@ -520,12 +580,14 @@ impl Coordinator {
         }
     }
 
-    /// LeaveGroup of `members`: one error code per member, or the group's error.
+    /// LeaveGroup of `members` (member id, group instance id): one error code per member,
+    /// or the group's error. A member named by instance id leaves whatever its member id
+    /// (an empty one), unless the request names an older member id of that instance.
     pub(crate) fn leave(
         &mut self,
         now: i64,
         group_id: &str,
-        members: &[String],
+        members: &[(String, Option<String>)],
     ) -> (Result<Vec<i16>, i16>, Ready) {
         let mut ready = Vec::new();
         let delay = self.config.initial_rebalance_delay_ms;
@@ -534,10 +596,23 @@ impl Coordinator {
         };
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
-        for id in members {
-            match group.members.remove(id) {
+        for (id, instance) in members {
+            let id = match instance.as_ref().map(|i| group.static_members.get(i)) {
+                None => id,
+                Some(None) => {
+                    codes.push(code(ResponseError::UnknownMemberId));
+                    continue;
+                }
+                Some(Some(current)) if !id.is_empty() && current != id => {
+                    codes.push(code(ResponseError::FencedInstanceId));
+                    continue;
+                }
+                Some(Some(current)) => current,
+            };
+            let id = id.clone();
+            match group.members.remove(&id) {
                 Some(m) => {
-                    answer_removed(&m, id, &mut ready);
+                    answer_removed(&m, &id, &mut ready);
                     removed = true;
                     codes.push(NONE);
                 }
@@ -547,6 +622,7 @@ impl Coordinator {
         if removed {
             member_gone(group, now, delay, &mut ready);
         }
+        group.prune_static();
         (Ok(codes), ready)
     }
 
@@ -559,6 +635,7 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        group_instance_id: Option<&str>,
     ) -> i16 {
         if group_id.is_empty() {
             return code(ResponseError::InvalidGroupId);
@@ -573,6 +650,9 @@ impl Coordinator {
         };
         if generation < 0 && group.members.is_empty() {
             return NONE;
+        }
+        if group.fenced(group_instance_id, member_id) {
+            return code(ResponseError::FencedInstanceId);
         }
         let Some(member) = group.members.get_mut(member_id) else {
             return code(ResponseError::UnknownMemberId);
@@ -681,6 +761,7 @@ impl Coordinator {
                 prepare_rebalance(group, now, delay, &mut ready);
             }
             try_complete_join(group, now, &mut ready);
+            group.prune_static();
         }
         ready
     }
@@ -753,6 +834,74 @@ fn subscription_topics(meta: &Bytes) -> Vec<String> {
     match ConsumerProtocolSubscription::decode(&mut buf, version) {
         Ok(sub) => sub.topics.iter().map(|t| t.as_str().to_owned()).collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+/// A static member rejoined without a member id (it restarted): `new` takes the place of
+/// `old`, which is fenced. Its assignment stays; a Stable group whose protocol would not
+/// change answers at once with the current generation and does not rebalance.
+#[allow(clippy::too_many_arguments)] // the join's parts, kept apart to avoid re-borrowing
+fn replace_static(
+    group: &mut Group,
+    now: i64,
+    delay: i64,
+    waiter: Waiter,
+    req: Join,
+    instance: String,
+    old: String,
+    new: String,
+    ready: &mut Ready,
+) {
+    let Some(mut m) = group.members.remove(&old) else {
+        // Not reached: the caller checked that `old` is a member. Never leave a join waiting.
+        ready.push((waiter, join_error(ResponseError::UnknownMemberId, "")));
+        return;
+    };
+    if let Some(w) = m.pending_join.take() {
+        ready.push((w, join_error(ResponseError::FencedInstanceId, &old)));
+    }
+    if let Some(w) = m.pending_sync.take() {
+        ready.push((w, sync_error(ResponseError::FencedInstanceId)));
+    }
+    m.protocols = req.protocols;
+    m.session_timeout_ms = req.session_timeout_ms;
+    m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+    m.client_id = req.client_id;
+    m.client_host = req.client_host;
+    m.last_seen = now;
+    // Kafka answers with the leader as it was, so a restarted leader does not assign
+    // partitions for a generation that is not rebalancing.
+    let leader_before = group.leader.clone().unwrap_or_default();
+    if group.leader.as_deref() == Some(old.as_str()) {
+        group.leader = Some(new.clone());
+    }
+    group.static_members.insert(instance, new.clone());
+    group.members.insert(new.clone(), m);
+    let keeps_protocol = group.select_protocol() == group.protocol;
+    match group.state {
+        State::Stable if keeps_protocol => {
+            ready.push((
+                waiter,
+                Reply::Join(JoinReply {
+                    error: NONE,
+                    generation_id: group.generation,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: group.protocol.clone(),
+                    leader: leader_before,
+                    member_id: new,
+                    members: Vec::new(),
+                }),
+            ));
+        }
+        state => {
+            if let Some(m) = group.members.get_mut(&new) {
+                m.pending_join = Some(waiter);
+            }
+            if state != State::PreparingRebalance {
+                prepare_rebalance(group, now, delay, ready);
+            }
+            try_complete_join(group, now, ready);
+        }
     }
 }
 

@@ -118,6 +118,7 @@ impl T {
             member,
             None,
             None,
+            None,
             assignments
                 .iter()
                 .map(|(m, a)| ((*m).to_owned(), Bytes::from((*a).to_owned())))
@@ -128,11 +129,12 @@ impl T {
     }
 
     fn heartbeat(&mut self, member: &str, generation: i32) -> i16 {
-        self.c.heartbeat(self.now, "g", generation, member)
+        self.c.heartbeat(self.now, "g", generation, member, None)
     }
 
     fn leave(&mut self, members: &[&str]) -> Result<Vec<i16>, i16> {
-        let ids: Vec<String> = members.iter().map(|m| (*m).to_owned()).collect();
+        let ids: Vec<(String, Option<String>)> =
+            members.iter().map(|m| ((*m).to_owned(), None)).collect();
         let (r, ready) = self.c.leave(self.now, "g", &ids);
         self.take(ready);
         r
@@ -235,11 +237,11 @@ fn a_new_member_makes_the_stable_group_rebalance_through_heartbeats() {
     // The old generation is fenced.
     assert_eq!(t.heartbeat(&b, g1), err(ResponseError::IllegalGeneration));
     assert_eq!(
-        t.c.validate_commit(t.now, "g", g1, &a),
+        t.c.validate_commit(t.now, "g", g1, &a, None),
         err(ResponseError::IllegalGeneration)
     );
     assert_eq!(
-        t.c.validate_commit(t.now, "g", g1 + 1, &a),
+        t.c.validate_commit(t.now, "g", g1 + 1, &a, None),
         err(ResponseError::RebalanceInProgress),
         "no commits between join and sync"
     );
@@ -247,7 +249,7 @@ fn a_new_member_makes_the_stable_group_rebalance_through_heartbeats() {
     let sb = t.sync(&b, g1 + 1, &[]);
     assert_eq!(t.sync_reply(sa).expect("a").assignment, "A");
     assert_eq!(t.sync_reply(sb).expect("b").assignment, "B");
-    assert_eq!(t.c.validate_commit(t.now, "g", g1 + 1, &b), NONE);
+    assert_eq!(t.c.validate_commit(t.now, "g", g1 + 1, &b, None), NONE);
 }
 
 #[test]
@@ -256,7 +258,7 @@ fn fencing_errors() {
     let (a, g) = t.stable_single();
     let unknown = err(ResponseError::UnknownMemberId);
     assert_eq!(t.heartbeat("nobody", g), unknown);
-    assert_eq!(t.c.heartbeat(t.now, "other-group", g, &a), unknown);
+    assert_eq!(t.c.heartbeat(t.now, "other-group", g, &a, None), unknown);
     assert_eq!(
         t.heartbeat(&a, g + 1),
         err(ResponseError::IllegalGeneration)
@@ -272,10 +274,10 @@ fn fencing_errors() {
     let w = t.join("made-up");
     assert_eq!(t.join_reply(w).expect("join").error, unknown);
     // Commits: unknown member, stale generation, outsiders while the group has members.
-    assert_eq!(t.c.validate_commit(t.now, "g", g, "nobody"), unknown);
-    assert_eq!(t.c.validate_commit(t.now, "g", -1, ""), unknown);
-    assert_eq!(t.c.validate_commit(t.now, "fresh", -1, ""), NONE);
-    assert_eq!(t.c.validate_commit(t.now, "g", g, &a), NONE);
+    assert_eq!(t.c.validate_commit(t.now, "g", g, "nobody", None), unknown);
+    assert_eq!(t.c.validate_commit(t.now, "g", -1, "", None), unknown);
+    assert_eq!(t.c.validate_commit(t.now, "fresh", -1, "", None), NONE);
+    assert_eq!(t.c.validate_commit(t.now, "g", g, &a, None), NONE);
     // Sync before any join.
     let mut fresh = T::new();
     let s = fresh.sync("x", 0, &[]);
@@ -415,11 +417,12 @@ fn leaving_single_and_batched() {
     assert_eq!(t.c.state("g"), State::Empty);
     assert_eq!(t.heartbeat(&a, 2), err(ResponseError::UnknownMemberId));
     assert_eq!(
-        t.c.leave(t.now, "unknown-group", &["x".to_owned()]).0,
+        t.c.leave(t.now, "unknown-group", &[("x".to_owned(), None)])
+            .0,
         Err(err(ResponseError::UnknownMemberId))
     );
     // An empty group accepts commits from outside again.
-    assert_eq!(t.c.validate_commit(t.now, "g", -1, ""), NONE);
+    assert_eq!(t.c.validate_commit(t.now, "g", -1, "", None), NONE);
 }
 
 #[test]
@@ -503,4 +506,188 @@ fn list_and_describe() {
     assert_eq!(d.members[0].assignment, "all");
     assert_eq!(d.members[0].metadata, "m");
     assert!(t.c.describe("other").is_none());
+}
+
+impl T {
+    /// A JoinGroup of a static member (no MEMBER_ID_REQUIRED round trip).
+    fn join_static(&mut self, member: &str, instance: &str) -> Waiter {
+        let mut req = Self::join_req(member, &[("range", "m")]);
+        req.group_instance_id = Some(instance.to_owned());
+        self.join_with(req)
+    }
+
+    fn sync_static(&mut self, member: &str, instance: &str, generation: i32) -> Waiter {
+        self.next += 1;
+        let w = self.next;
+        let ready = self.c.sync(
+            self.now,
+            w,
+            "g",
+            generation,
+            member,
+            Some(instance),
+            None,
+            None,
+            Vec::new(),
+        );
+        self.take(ready);
+        w
+    }
+
+    fn heartbeat_static(&mut self, member: &str, instance: &str, generation: i32) -> i16 {
+        self.c
+            .heartbeat(self.now, "g", generation, member, Some(instance))
+    }
+
+    /// Static member "a" (instance "ia", leader) and dynamic member "b", Stable in
+    /// generation 1 with assignments "A" and "B": (a, b).
+    fn stable_static_pair(&mut self) -> (String, String) {
+        let wa = self.join_static("", "ia");
+        assert_eq!(self.join_reply(wa), None, "a static member joins at once");
+        let (b, wb) = self.new_member();
+        self.advance(DELAY);
+        let ja = self.join_reply(wa).expect("a joined");
+        let jb = self.join_reply(wb).expect("b joined");
+        assert_eq!((ja.error, jb.error, ja.generation_id), (NONE, NONE, 1));
+        let a = ja.member_id;
+        assert_eq!(ja.leader, a);
+        let sb = self.sync(&b, 1, &[]);
+        let sa = self.sync(&a, 1, &[(&a, "A"), (&b, "B")]);
+        assert_eq!(self.sync_reply(sa).expect("a").assignment, "A");
+        assert_eq!(self.sync_reply(sb).expect("b").assignment, "B");
+        (a, b)
+    }
+}
+
+#[test]
+fn a_static_member_restarting_within_its_session_keeps_its_assignment_without_rebalance() {
+    let mut t = T::new();
+    let (a, b) = t.stable_static_pair();
+    t.advance(SESSION as i64 / 2);
+    assert_eq!(t.heartbeat(&b, 1), NONE);
+    // a restarts: no member id, same instance id, and never sent LeaveGroup.
+    let w = t.join_static("", "ia");
+    let j = t.join_reply(w).expect("answered at once");
+    assert_eq!(j.error, NONE);
+    assert_eq!(j.generation_id, 1, "no new generation");
+    assert_ne!(j.member_id, a, "a new member id replaces the old one");
+    assert_eq!(
+        j.leader, a,
+        "the leader as it was: the restarted leader does not assign"
+    );
+    assert!(j.members.is_empty());
+    let a2 = j.member_id;
+    assert_eq!(t.c.state("g"), State::Stable);
+    assert_eq!(t.heartbeat(&b, 1), NONE, "b sees no rebalance");
+    assert_eq!(t.heartbeat_static(&a2, "ia", 1), NONE);
+    let s = t.sync_static(&a2, "ia", 1);
+    assert_eq!(
+        t.sync_reply(s).expect("sync").assignment,
+        "A",
+        "assignment kept"
+    );
+    // The old member id of the instance is fenced everywhere.
+    let fenced = err(ResponseError::FencedInstanceId);
+    assert_eq!(t.heartbeat_static(&a, "ia", 1), fenced);
+    let s = t.sync_static(&a, "ia", 1);
+    assert_eq!(t.sync_reply(s).expect("sync").error, fenced);
+    assert_eq!(t.c.validate_commit(t.now, "g", 1, &a, Some("ia")), fenced);
+    assert_eq!(t.c.validate_commit(t.now, "g", 1, &a2, Some("ia")), NONE);
+    let w = t.join_static(&a, "ia");
+    assert_eq!(t.join_reply(w).expect("join").error, fenced);
+    let ids: Vec<String> =
+        t.c.describe("g")
+            .expect("group")
+            .members
+            .into_iter()
+            .map(|m| m.member_id)
+            .collect();
+    assert_eq!(ids, vec![a2.clone(), b.clone()]);
+    // The new id is the leader from now on: its session is what keeps it in.
+    t.advance(SESSION as i64 - 1);
+    assert_eq!(t.heartbeat(&b, 1), NONE);
+    assert_eq!(t.heartbeat_static(&a2, "ia", 1), NONE);
+}
+
+#[test]
+fn a_static_member_replaced_during_a_rebalance_fences_the_waiting_join() {
+    let mut t = T::new();
+    let w_old = t.join_static("", "ia");
+    let w_new = t.join_static("", "ia");
+    let old = t.join_reply(w_old).expect("old join answered");
+    assert_eq!(old.error, err(ResponseError::FencedInstanceId));
+    assert_eq!(t.join_reply(w_new), None, "still in the initial delay");
+    t.advance(DELAY);
+    let j = t.join_reply(w_new).expect("joined");
+    assert_eq!((j.error, j.generation_id), (NONE, 1));
+    assert_eq!(j.leader, j.member_id);
+    assert_eq!(j.members.len(), 1, "the old member id is gone");
+}
+
+#[test]
+fn a_static_member_back_with_protocols_the_group_lacks_is_refused_and_not_replaced() {
+    let mut t = T::new();
+    let (a, b) = t.stable_static_pair();
+    let mut req = T::join_req("", &[("roundrobin", "m"), ("range", "m")]);
+    req.group_instance_id = Some("ia".into());
+    let w = t.join_with(req);
+    // range is still the protocol every member supports: nothing changes.
+    let a2 = t.join_reply(w).expect("at once");
+    assert_eq!((a2.error, a2.generation_id), (NONE, 1));
+    let mut req = T::join_req("", &[("roundrobin", "m")]);
+    req.group_instance_id = Some("ia".into());
+    let w = t.join_with(req);
+    assert_eq!(
+        t.join_reply(w).expect("at once").error,
+        err(ResponseError::InconsistentGroupProtocol)
+    );
+    assert_eq!(
+        t.heartbeat_static(&a2.member_id, "ia", 1),
+        NONE,
+        "not replaced"
+    );
+    assert_eq!(
+        t.heartbeat_static(&a, "ia", 1),
+        err(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(t.heartbeat(&b, 1), NONE);
+}
+
+#[test]
+fn leaving_by_instance_id_and_session_expiry_of_static_members() {
+    let mut t = T::new();
+    let (a, b) = t.stable_static_pair();
+    let fenced = err(ResponseError::FencedInstanceId);
+    let unknown = err(ResponseError::UnknownMemberId);
+    let (r, ready) = t.c.leave(
+        t.now,
+        "g",
+        &[
+            ("stale".to_owned(), Some("ia".to_owned())),
+            (String::new(), Some("nobody".to_owned())),
+        ],
+    );
+    t.take(ready);
+    assert_eq!(r, Ok(vec![fenced, unknown]));
+    assert_eq!(t.heartbeat_static(&a, "ia", 1), NONE, "still in");
+    let (r, ready) =
+        t.c.leave(t.now, "g", &[(String::new(), Some("ia".to_owned()))]);
+    t.take(ready);
+    assert_eq!(r, Ok(vec![NONE]), "by instance id alone");
+    assert_eq!(t.heartbeat_static(&a, "ia", 1), unknown);
+    assert_eq!(t.heartbeat(&b, 1), err(ResponseError::RebalanceInProgress));
+
+    // A static member that stays away past its session is removed like any other; coming
+    // back later it is a new member.
+    let mut t = T::new();
+    let (a, b) = t.stable_static_pair();
+    for _ in 0..4 {
+        t.advance(SESSION as i64 / 3);
+        let hb = t.heartbeat(&b, 1);
+        assert!(hb == NONE || hb == err(ResponseError::RebalanceInProgress));
+    }
+    assert_eq!(t.heartbeat_static(&a, "ia", 1), unknown, "expired");
+    let w = t.join_static("", "ia");
+    assert_eq!(t.join_reply(w), None, "joins the rebalance");
+    assert_eq!(t.c.state("g"), State::PreparingRebalance);
 }

@@ -109,12 +109,13 @@ impl Groups {
         group: &str,
         generation: i32,
         member_id: &str,
+        instance: Option<&str>,
         commits: Vec<((String, i32), Committed)>,
     ) -> Result<crate::Result<()>, i16> {
         let _group = lock(self.group_lock(group));
         let check = self.with(|c| {
             (
-                c.validate_commit(now, group, generation, member_id),
+                c.validate_commit(now, group, generation, member_id, instance),
                 Vec::new(),
             )
         });
@@ -363,6 +364,7 @@ pub(crate) fn sync_group(inner: &Arc<Inner>, r: SyncGroupRequest, version: i16) 
     let member_id = s(&r.member_id);
     let ptype = r.protocol_type.as_ref().map(s);
     let pname = r.protocol_name.as_ref().map(s);
+    let instance = r.group_instance_id.as_ref().map(s);
     let rx = inner.groups.call(|c, w| {
         c.sync(
             now_ms(),
@@ -370,6 +372,7 @@ pub(crate) fn sync_group(inner: &Arc<Inner>, r: SyncGroupRequest, version: i16) 
             &group_id,
             r.generation_id,
             &member_id,
+            instance.as_deref(),
             ptype.as_deref(),
             pname.as_deref(),
             assignments,
@@ -395,6 +398,7 @@ pub(crate) fn heartbeat(inner: &Inner, r: HeartbeatRequest) -> HeartbeatResponse
                 &s(&r.group_id.0),
                 r.generation_id,
                 &s(&r.member_id),
+                r.group_instance_id.as_ref().map(|i| i.as_str()),
             ),
             Vec::new(),
         )
@@ -403,10 +407,13 @@ pub(crate) fn heartbeat(inner: &Inner, r: HeartbeatRequest) -> HeartbeatResponse
 }
 
 pub(crate) fn leave_group(inner: &Inner, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
-    let ids: Vec<String> = if version >= 3 {
-        r.members.iter().map(|m| s(&m.member_id)).collect()
+    let ids: Vec<(String, Option<String>)> = if version >= 3 {
+        r.members
+            .iter()
+            .map(|m| (s(&m.member_id), m.group_instance_id.as_ref().map(s)))
+            .collect()
     } else {
-        vec![s(&r.member_id)]
+        vec![(s(&r.member_id), None)]
     };
     let result = inner
         .groups
@@ -460,8 +467,14 @@ pub(crate) async fn offset_commit(
         codes.push(tc);
     }
     let (i, g, m) = (Arc::clone(inner), group_id.clone(), s(&r.member_id));
+    let instance = r.group_instance_id.as_ref().map(s);
     let generation = r.generation_id_or_member_epoch;
-    let outcome = blocking(move || i.groups.commit(now_ms(), &g, generation, &m, commits)).await;
+    let outcome = blocking(move || {
+        let instance = instance.as_deref();
+        i.groups
+            .commit(now_ms(), &g, generation, &m, instance, commits)
+    })
+    .await;
     let failed = match outcome {
         Ok(Err(check)) => {
             // Refused: every partition gets the group's error, as Kafka answers.
@@ -834,8 +847,8 @@ mod tests {
             panic!("join answered at once");
         };
         let (member, generation) = (j.member_id, j.generation_id);
-        let mut rx =
-            groups.call(|c, w| c.sync(0, w, "g", generation, &member, None, None, Vec::new()));
+        let mut rx = groups
+            .call(|c, w| c.sync(0, w, "g", generation, &member, None, None, None, Vec::new()));
         assert!(matches!(rx.try_recv(), Ok(group::Reply::Sync(r)) if r.error == 0));
         (groups, member, generation)
     }
@@ -855,15 +868,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (groups, member, generation) = stable_group(dir.path());
         assert!(matches!(
-            groups.commit(1, "g", generation, &member, one(5)),
+            groups.commit(1, "g", generation, &member, None, one(5)),
             Ok(Ok(()))
         ));
         std::thread::scope(|scope| {
             // Whatever the commit thread has done before, it checks only after taking the
             // group lock, which is released only after the member was fenced.
             let held = lock(groups.group_lock("g"));
-            let late = scope.spawn(|| groups.commit(2, "g", generation, &member, one(9)));
-            let left = groups.with(|c| c.leave(2, "g", std::slice::from_ref(&member)));
+            let late = scope.spawn(|| groups.commit(2, "g", generation, &member, None, one(9)));
+            let left = groups.with(|c| c.leave(2, "g", &[(member.clone(), None)]));
             assert_eq!(left, Ok(vec![0]));
             drop(held);
             let refused = late.join().expect("commit thread");
