@@ -2,7 +2,6 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -45,34 +44,7 @@ pub(crate) struct ConsumeArgs {
     template: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum From {
-    Beginning,
-    Latest,
-    Offset(i64),
-    Timestamp(i64),
-}
-
-impl FromStr for From {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let number = |v: &str| {
-            v.parse::<i64>()
-                .map_err(|_| format!("{v:?} is not a number"))
-        };
-        match s {
-            "beginning" | "earliest" => Ok(From::Beginning),
-            "latest" | "end" => Ok(From::Latest),
-            _ => match s.split_once(':') {
-                Some(("offset", n)) => Ok(From::Offset(number(n)?)),
-                Some(("timestamp", n)) => Ok(From::Timestamp(number(n)?)),
-                _ => Err(format!(
-                    "expected beginning, latest, offset:<n> or timestamp:<ms>, got {s:?}"
-                )),
-            },
-        }
-    }
-}
+use super::Position as From;
 
 pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     super::blocking(move || consume(args)).await
@@ -185,7 +157,7 @@ fn assignment(consumer: &BaseConsumer, args: &ConsumeArgs) -> anyhow::Result<Top
     let mut list = TopicPartitionList::new();
     for p in &partitions {
         let offset = match args.from {
-            From::Beginning => Offset::Beginning,
+            From::Earliest => Offset::Beginning,
             From::Latest => Offset::End,
             From::Offset(n) => Offset::Offset(n),
             // The offset is looked up below.
@@ -340,7 +312,7 @@ mod tests {
     #[test]
     fn from_values() {
         let cases = [
-            ("beginning", Ok(From::Beginning)),
+            ("beginning", Ok(From::Earliest)),
             ("latest", Ok(From::Latest)),
             ("offset:42", Ok(From::Offset(42))),
             (

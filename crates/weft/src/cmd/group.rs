@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use anyhow::{Context as _, bail};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -48,34 +47,7 @@ enum Action {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Target {
-    Earliest,
-    Latest,
-    Offset(i64),
-    Timestamp(i64),
-}
-
-impl FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let number = |v: &str| {
-            v.parse::<i64>()
-                .map_err(|_| format!("{v:?} is not a number"))
-        };
-        match s {
-            "earliest" | "beginning" => Ok(Target::Earliest),
-            "latest" | "end" => Ok(Target::Latest),
-            _ => match s.split_once(':') {
-                Some(("offset", n)) => Ok(Target::Offset(number(n)?)),
-                Some(("timestamp", n)) => Ok(Target::Timestamp(number(n)?)),
-                _ => Err(format!(
-                    "expected earliest, latest, offset:<n> or timestamp:<ms>, got {s:?}"
-                )),
-            },
-        }
-    }
-}
+use super::Position as Target;
 
 pub(crate) async fn run(args: GroupArgs) -> anyhow::Result<ExitCode> {
     super::blocking(move || {

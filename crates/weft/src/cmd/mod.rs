@@ -53,6 +53,37 @@ impl ClientArgs {
     }
 }
 
+/// A position in a partition, as `--from` (consume) and `--to` (group reset-offsets) take
+/// it: `earliest` (or `beginning`), `latest` (or `end`), `offset:<n>`, `timestamp:<ms>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Position {
+    Earliest,
+    Latest,
+    Offset(i64),
+    Timestamp(i64),
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|_| format!("{v:?} is not a number"))
+        };
+        match s {
+            "earliest" | "beginning" => Ok(Position::Earliest),
+            "latest" | "end" => Ok(Position::Latest),
+            _ => match s.split_once(':') {
+                Some(("offset", n)) => Ok(Position::Offset(number(n)?)),
+                Some(("timestamp", n)) => Ok(Position::Timestamp(number(n)?)),
+                _ => Err(format!(
+                    "expected earliest, latest, offset:<n> or timestamp:<ms>, got {s:?}"
+                )),
+            },
+        }
+    }
+}
+
 /// Parses `key=value`; the value may itself contain `=`.
 pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
