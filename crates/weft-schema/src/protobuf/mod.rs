@@ -10,6 +10,7 @@
 //! leaving out the entries protoc synthesizes for `map<…>` fields — as Confluent's Java
 //! serializer counts them.
 
+mod bundled;
 mod diff;
 mod print;
 mod resolve;
@@ -38,8 +39,10 @@ impl ProtobufSchema {
     /// Parses `text` — `.proto` source, or the standard base64 of a serialized
     /// `FileDescriptorProto` as Confluent's Python serializer registers it — resolving its
     /// imports against `references` (named by import path; each may be source or base64
-    /// too). `google/protobuf/*.proto`, `confluent/meta.proto` and
-    /// `confluent/type/decimal.proto` resolve without a reference.
+    /// too). `google/protobuf/*.proto`, `google/type/*.proto` and Confluent's
+    /// `confluent/meta.proto`, `confluent/type/decimal.proto` and
+    /// `confluent/type/variant.proto` resolve without a reference, as Confluent's clients
+    /// never send them as references; a reference of the same name takes precedence.
     pub fn parse(text: &str, references: &[NamedSchema]) -> Result<Self> {
         let (pool, file) = resolve::compile(text, references)?;
         let canonical = print::print_file(&file, false);
@@ -176,6 +179,15 @@ impl ProtobufSchema {
     pub fn package(&self) -> &str {
         self.file.package_name()
     }
+}
+
+/// The source Weft uses for an import served without a reference (`google/type/date.proto`,
+/// `confluent/meta.proto`, …; not the `google/protobuf/*.proto` protox bundles), if any.
+pub fn builtin_source(import_path: &str) -> Option<&'static str> {
+    bundled::FILES
+        .iter()
+        .find(|(name, _)| *name == import_path)
+        .map(|(_, source)| *source)
 }
 
 /// A message's nested messages as message indexes count them.

@@ -3,9 +3,9 @@
 //! Every file (the schema itself and each reference) is either `.proto` source or the
 //! standard base64 of a serialized `FileDescriptorProto`, the form Confluent's Python
 //! serializer registers. protox compiles them all through [`MemoryResolver`], which serves
-//! the references by import path, then the two Confluent files clients import
-//! (`confluent/meta.proto`, `confluent/type/decimal.proto`, bundled here), then the
-//! `google/protobuf/*.proto` well-known files bundled with protox.
+//! the references by import path, then the files clients import without references
+//! (`bundled`: `confluent/…`, `google/type/…`), then the `google/protobuf/*.proto`
+//! well-known files bundled with protox.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,62 +23,6 @@ use crate::{Error, NamedSchema, Result, SchemaType};
 /// The file name the schema itself compiles under. Nothing imports it; the name only has to
 /// differ from every import path a reference could have.
 pub(super) const ROOT: &str = "<schema>.proto";
-
-/// `confluent/meta.proto`: the `Meta` option Confluent's tools put on files, messages,
-/// fields and enums (doc strings, tags, params). Written from its documented content.
-const CONFLUENT_META: &str = r#"syntax = "proto3";
-package confluent;
-
-import "google/protobuf/descriptor.proto";
-
-option go_package = "github.com/confluentinc/schema-registry/confluent/meta";
-option java_package = "io.confluent.protobuf";
-option java_outer_classname = "MetaProto";
-
-message Meta {
-  string doc = 1;
-  map<string, string> params = 2;
-  repeated string tags = 3;
-}
-
-extend google.protobuf.FileOptions {
-  Meta file_meta = 1088;
-}
-extend google.protobuf.MessageOptions {
-  Meta message_meta = 1088;
-}
-extend google.protobuf.FieldOptions {
-  Meta field_meta = 1088;
-}
-extend google.protobuf.EnumOptions {
-  Meta enum_meta = 1088;
-}
-extend google.protobuf.EnumValueOptions {
-  Meta enum_value_meta = 1088;
-}
-"#;
-
-/// `confluent/type/decimal.proto`: arbitrary-precision decimals as Confluent encodes them.
-const CONFLUENT_DECIMAL: &str = r#"syntax = "proto3";
-package confluent.type;
-
-option go_package = "github.com/confluentinc/schema-registry/confluent/type/decimal";
-option java_package = "io.confluent.protobuf.type";
-option java_outer_classname = "DecimalProto";
-
-message Decimal {
-  // The two's-complement big-endian unscaled value.
-  bytes value = 1;
-  uint32 precision = 2;
-  int32 scale = 3;
-}
-"#;
-
-/// The files served without a reference, besides protox's `google/protobuf/*.proto`.
-pub(super) const BUNDLED: [(&str, &str); 2] = [
-    ("confluent/meta.proto", CONFLUENT_META),
-    ("confluent/type/decimal.proto", CONFLUENT_DECIMAL),
-];
 
 /// One file's content as handed in.
 enum Source {
@@ -107,7 +51,7 @@ impl FileResolver for MemoryResolver {
             Some(Source::Descriptor(bytes)) => File::decode_file_descriptor_proto(bytes.as_slice())
                 .map_err(|e| protox::Error::new(format!("{name}: {e}"))),
             None => {
-                if let Some((_, text)) = BUNDLED.iter().find(|(n, _)| *n == name) {
+                if let Some((_, text)) = super::bundled::FILES.iter().find(|(n, _)| *n == name) {
                     return File::from_source(name, text);
                 }
                 self.google.open_file(name).inspect_err(|e| {
@@ -270,21 +214,32 @@ fn push_varint(mut v: u64, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
-/// protox's errors print as `file:line:column: message`; name the schema itself as such.
+/// protox's errors print as `file:line:column: message` (or just the message when it has
+/// no position); say which file in words and keep the position.
 fn describe_error(e: &protox::Error) -> String {
     let text = format!("{e:?}");
-    let rest = match text.strip_prefix(ROOT).and_then(|r| r.strip_prefix(':')) {
-        Some(rest) => rest,
-        None => return text,
-    };
+    let file = e.file().unwrap_or(ROOT);
+    let rest = text
+        .strip_prefix(file)
+        .and_then(|r| r.strip_prefix(':'))
+        .unwrap_or(&text);
     let mut parts = rest.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
+    let (position, message) = match (parts.next(), parts.next(), parts.next()) {
         (Some(line), Some(column), Some(message))
             if line.parse::<u32>().is_ok() && column.parse::<u32>().is_ok() =>
         {
-            format!("line {line}, column {column}: {}", message.trim_start())
+            (
+                Some(format!("line {line}, column {column}")),
+                message.trim_start(),
+            )
         }
-        _ => rest.trim_start().to_owned(),
+        _ => (None, rest.trim_start()),
+    };
+    match (file == ROOT, position) {
+        (true, Some(position)) => format!("{position}: {message}"),
+        (true, None) => message.to_owned(),
+        (false, Some(position)) => format!("in reference {file:?} at {position}: {message}"),
+        (false, None) => format!("in reference {file:?}: {message}"),
     }
 }
 
@@ -310,9 +265,6 @@ mod tests {
 
     #[test]
     fn error_location_names_the_schema() {
-        assert_eq!(
-            describe_error(&protox::Error::new("plain")),
-            "plain".to_owned()
-        );
+        assert_eq!(describe_error(&protox::Error::new("plain")), "plain");
     }
 }
