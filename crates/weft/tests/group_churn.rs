@@ -966,8 +966,8 @@ fn create_topic(dir: &Path, bootstrap: &str) {
 // ---------------------------------------------------------------------------------------
 // The churn scenario.
 
-/// One member, scale to three, SIGKILL one (its session times out), stop another cleanly,
-/// drain with the last one, while a producer writes keyed records the whole time. Returns
+/// One member, scale to three, SIGKILL the first (the leader; its session times out), stop
+/// another cleanly, drain with the last one, while a producer writes keyed records the whole time. Returns
 /// the members' logs and the acknowledged records, after checking that nothing was lost
 /// and per-key order held within every run.
 fn churn(spec: &Spec) -> Vec<Log> {
@@ -988,24 +988,23 @@ fn churn(spec: &Spec) -> Vec<Log> {
         &[&m1, &m2, &m3],
         || settled(&[&m1, &m2, &m3]),
     );
-    // A crash: no LeaveGroup, so the group notices only when m2's session times out.
-    m2.kill();
+    // A crash of the first member (the group leader): no LeaveGroup, so the group notices
+    // only when m1's session times out, and a new leader assigns.
+    m1.kill();
     wait_for(
-        "m1 and m3 took over m2's partitions",
+        "m2 and m3 took over m1's partitions",
         &[&m1, &m2, &m3],
-        || settled(&[&m1, &m3]),
+        || settled(&[&m2, &m3]),
     );
     m3.stop();
-    wait_for("m1 holds every partition again", &[&m1, &m3], || {
-        settled(&[&m1])
-    });
+    wait_for("m2 holds every partition", &[&m2, &m3], || settled(&[&m2]));
     let acked = load.finish();
     let want: BTreeSet<(i32, i64)> = acked.iter().map(|a| (a.partition, a.offset)).collect();
-    wait_for("m1 drained the topic", &[&m1], || {
+    wait_for("m2 drained the topic", &[&m2], || {
         let seen = processed(&[&m1, &m2, &m3]);
         want.is_subset(&seen)
     });
-    m1.stop();
+    m2.stop();
     drop(server);
 
     let logs: Vec<Log> = [&m1, &m2, &m3].iter().map(|m| m.log()).collect();
@@ -1288,6 +1287,437 @@ fn a_broker_restart_keeps_commits_and_members_resume_exactly_there() {
     for l in &logs {
         println!("  {}", summary(l));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input on the wire. Requests are encoded by hand (non-flexible versions) so this crate
+// needs no protocol library; each helper names the version it speaks.
+
+/// Kafka error codes used below.
+mod code {
+    pub(super) const NONE: i16 = 0;
+    pub(super) const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub(super) const ILLEGAL_GENERATION: i16 = 22;
+    pub(super) const INVALID_GROUP_ID: i16 = 24;
+    pub(super) const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub(super) const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub(super) const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub(super) const MEMBER_ID_REQUIRED: i16 = 79;
+    pub(super) const FENCED_INSTANCE_ID: i16 = 82;
+}
+
+#[derive(Default)]
+struct W(Vec<u8>);
+
+impl W {
+    fn i16(mut self, v: i16) -> W {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn i32(mut self, v: i32) -> W {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn i64(mut self, v: i64) -> W {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn str(self, s: &str) -> W {
+        let mut w = self.i16(s.len() as i16);
+        w.0.extend_from_slice(s.as_bytes());
+        w
+    }
+    fn nstr(self, s: Option<&str>) -> W {
+        match s {
+            Some(s) => self.str(s),
+            None => self.i16(-1),
+        }
+    }
+    fn bytes(self, b: &[u8]) -> W {
+        let mut w = self.i32(b.len() as i32);
+        w.0.extend_from_slice(b);
+        w
+    }
+}
+
+struct Rd<'a>(&'a [u8]);
+
+impl Rd<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+    fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take(2).try_into().expect("2 bytes"))
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().expect("4 bytes"))
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.take(8).try_into().expect("8 bytes"))
+    }
+    fn nstr(&mut self) -> Option<String> {
+        let n = self.i16();
+        (n >= 0).then(|| String::from_utf8(self.take(n as usize).to_vec()).expect("utf8"))
+    }
+    fn str(&mut self) -> String {
+        self.nstr().expect("non-null string")
+    }
+    fn bytes(&mut self) -> Vec<u8> {
+        let n = self.i32();
+        self.take(n.max(0) as usize).to_vec()
+    }
+}
+
+/// One connection speaking raw Kafka frames (request header v1, response header v0).
+struct Wire {
+    s: std::net::TcpStream,
+    correlation: i32,
+}
+
+/// A JoinGroup v5 answer: (error, generation, leader, member id, members listed).
+type Joined = (i16, i32, String, String, usize);
+
+impl Wire {
+    fn connect(addr: &str) -> Wire {
+        let s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(SAFETY)).expect("timeout");
+        Wire { s, correlation: 0 }
+    }
+
+    fn call(&mut self, api: i16, version: i16, body: W) -> Vec<u8> {
+        self.correlation += 1;
+        let frame = W::default()
+            .i16(api)
+            .i16(version)
+            .i32(self.correlation)
+            .nstr(Some("churn-wire"));
+        let mut frame = frame.0;
+        frame.extend_from_slice(&body.0);
+        let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&frame);
+        self.s.write_all(&out).expect("send");
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).expect("response length");
+        let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut resp).expect("response");
+        let correlation = i32::from_be_bytes(resp[..4].try_into().expect("4 bytes"));
+        assert_eq!(correlation, self.correlation);
+        resp[4..].to_vec()
+    }
+
+    /// JoinGroup v5 with protocol `range`.
+    fn join(&mut self, group: &str, member: &str, instance: Option<&str>, session: i32) -> Joined {
+        let body = W::default()
+            .str(group)
+            .i32(session)
+            .i32(30_000)
+            .str(member)
+            .nstr(instance)
+            .str("consumer")
+            .i32(1)
+            .str("range")
+            .bytes(b"subscription");
+        let r = self.call(11, 5, body);
+        let mut r = Rd(&r);
+        let _throttle = r.i32();
+        let error = r.i16();
+        let generation = r.i32();
+        let _protocol = r.str();
+        let leader = r.str();
+        let member_id = r.str();
+        let members = r.i32().max(0) as usize;
+        (error, generation, leader, member_id, members)
+    }
+
+    /// A new member: MEMBER_ID_REQUIRED, then the join with the id handed out.
+    fn join_new(&mut self, group: &str) -> Joined {
+        let (error, _, _, id, _) = self.join(group, "", None, 10_000);
+        assert_eq!(error, code::MEMBER_ID_REQUIRED);
+        self.join(group, &id, None, 10_000)
+    }
+
+    /// SyncGroup v3: (error, assignment).
+    fn sync(
+        &mut self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+        assignments: &[(&str, &[u8])],
+    ) -> (i16, Vec<u8>) {
+        let mut body = W::default()
+            .str(group)
+            .i32(generation)
+            .str(member)
+            .nstr(instance)
+            .i32(assignments.len() as i32);
+        for (m, a) in assignments {
+            body = body.str(m).bytes(a);
+        }
+        let r = self.call(14, 3, body);
+        let mut r = Rd(&r);
+        let _throttle = r.i32();
+        (r.i16(), r.bytes())
+    }
+
+    /// Heartbeat v3.
+    fn heartbeat(
+        &mut self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+    ) -> i16 {
+        let body = W::default()
+            .str(group)
+            .i32(generation)
+            .str(member)
+            .nstr(instance);
+        let r = self.call(12, 3, body);
+        let mut r = Rd(&r);
+        let _throttle = r.i32();
+        r.i16()
+    }
+
+    /// LeaveGroup v1.
+    fn leave(&mut self, group: &str, member: &str) -> i16 {
+        let r = self.call(13, 1, W::default().str(group).str(member));
+        let mut r = Rd(&r);
+        let _throttle = r.i32();
+        r.i16()
+    }
+
+    /// OffsetCommit v7 of (partition, offset, metadata) in topic `t`: a code per partition.
+    fn commit(
+        &mut self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+        parts: &[(i32, i64, &str)],
+    ) -> Vec<i16> {
+        let mut body = W::default()
+            .str(group)
+            .i32(generation)
+            .str(member)
+            .nstr(instance)
+            .i32(1)
+            .str("t")
+            .i32(parts.len() as i32);
+        for (p, o, m) in parts {
+            body = body.i32(*p).i64(*o).i32(-1).nstr(Some(m));
+        }
+        let r = self.call(8, 7, body);
+        let mut r = Rd(&r);
+        let _throttle = r.i32();
+        assert_eq!(r.i32(), 1, "one topic");
+        let _name = r.str();
+        let n = r.i32();
+        (0..n)
+            .map(|_| {
+                let _p = r.i32();
+                r.i16()
+            })
+            .collect()
+    }
+
+    /// OffsetFetch v5 of partitions 0..3 of topic `t`: (offset, metadata) each.
+    fn fetch(&mut self, group: &str) -> Vec<(i64, String)> {
+        let body = W::default()
+            .str(group)
+            .i32(1)
+            .str("t")
+            .i32(3)
+            .i32(0)
+            .i32(1)
+            .i32(2);
+        let r = self.call(9, 5, body);
+        let mut r = Rd(&r);
+        let _throttle = r.i32();
+        assert_eq!(r.i32(), 1, "one topic");
+        let _name = r.str();
+        let n = r.i32();
+        let parts = (0..n)
+            .map(|_| {
+                let _p = r.i32();
+                let offset = r.i64();
+                let _epoch = r.i32();
+                let metadata = r.nstr().unwrap_or_default();
+                assert_eq!(r.i16(), code::NONE, "partition error");
+                (offset, metadata)
+            })
+            .collect();
+        assert_eq!(r.i16(), code::NONE, "OffsetFetch error");
+        parts
+    }
+
+    /// DescribeGroups v0: the group's state.
+    fn state(&mut self, group: &str) -> String {
+        let r = self.call(15, 0, W::default().i32(1).str(group));
+        let mut r = Rd(&r);
+        assert_eq!(r.i32(), 1);
+        let _error = r.i16();
+        let _id = r.str();
+        r.str()
+    }
+}
+
+/// Bad group requests against the real server, beyond what `weft-broker/tests/groups.rs`
+/// covers (there: a made-up older generation and a made-up member id): each gets its
+/// protocol error, and nothing of them is stored, also not after a restart.
+#[test]
+fn bad_group_requests_get_protocol_errors_and_persist_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut server = Server::start(dir);
+    let addr = server.kafka_addr().to_string();
+    let mut c = Wire::connect(&addr);
+
+    // SyncGroup and Heartbeat before any JoinGroup: no such member, and no group appears.
+    assert_eq!(
+        c.sync("fresh", 0, "m", None, &[]).0,
+        code::UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(c.sync("fresh", 1, "", None, &[]).0, code::UNKNOWN_MEMBER_ID);
+    assert_eq!(c.heartbeat("fresh", 0, "m", None), code::UNKNOWN_MEMBER_ID);
+    assert_eq!(c.state("fresh"), "Dead");
+    // A session timeout below group.min.session.timeout.ms; no group appears either.
+    assert_eq!(
+        c.join("tiny", "", None, 1000).0,
+        code::INVALID_SESSION_TIMEOUT
+    );
+    assert_eq!(c.state("tiny"), "Dead");
+
+    // A stable group with member a; its good commit.
+    let (e, g1, leader, a, _) = c.join_new("g");
+    assert_eq!((e, &leader), (code::NONE, &a));
+    // SyncGroup of a member id handed out with MEMBER_ID_REQUIRED but never joined.
+    let (e, _, _, pending, _) = Wire::connect(&addr).join("g", "", None, 10_000);
+    assert_eq!(e, code::MEMBER_ID_REQUIRED);
+    assert_eq!(
+        c.sync("g", g1, &pending, None, &[]).0,
+        code::UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        c.sync("g", g1, &a, None, &[(&a, b"A")]),
+        (code::NONE, b"A".to_vec())
+    );
+    assert_eq!(
+        c.commit("g", g1, &a, None, &[(0, 10, "ok"), (1, 20, "ok")]),
+        vec![0, 0]
+    );
+
+    // Metadata: 4096 bytes are accepted, 4097 refused for that partition only.
+    let at_limit = "y".repeat(4096);
+    let over = "x".repeat(4097);
+    assert_eq!(
+        c.commit("g", g1, &a, None, &[(0, 666, &over), (1, 21, &at_limit)]),
+        vec![code::OFFSET_METADATA_TOO_LARGE, code::NONE]
+    );
+    // Empty group id.
+    assert_eq!(
+        c.commit("", g1, &a, None, &[(0, 666, "")]),
+        vec![code::INVALID_GROUP_ID]
+    );
+
+    // Member b joins: a rebalance. b's join waits for a to rejoin, on its own connection.
+    let b_join = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let mut w = Wire::connect(&addr);
+            let joined = w.join_new("g");
+            (w, joined)
+        })
+    };
+    let deadline = Instant::now() + SAFETY;
+    while c.heartbeat("g", g1, &a, None) != code::REBALANCE_IN_PROGRESS {
+        assert!(Instant::now() < deadline, "no rebalance for b");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (e, g2, _, _, members) = c.join("g", &a, None, 10_000);
+    assert_eq!((e, members), (code::NONE, 2));
+    let (mut bw, (e, g2b, _, b, _)) = b_join.join().expect("b joined");
+    assert_eq!((e, g2b), (code::NONE, g2));
+    // Between join and sync (CompletingRebalance): commits wait for the assignment.
+    assert_eq!(
+        c.commit("g", g2, &a, None, &[(0, 666, "")]),
+        vec![code::REBALANCE_IN_PROGRESS]
+    );
+    // The generation before the rebalance is stale.
+    assert_eq!(
+        c.commit("g", g1, &a, None, &[(0, 666, "")]),
+        vec![code::ILLEGAL_GENERATION]
+    );
+    assert_eq!(c.sync("g", g1, &a, None, &[]).0, code::ILLEGAL_GENERATION);
+    // An outsider's commit (generation -1) while the group has members.
+    assert_eq!(
+        c.commit("g", -1, "", None, &[(0, 666, "")]),
+        vec![code::UNKNOWN_MEMBER_ID]
+    );
+    let (e, _) = c.sync("g", g2, &a, None, &[(&a, b"A"), (&b, b"B")]);
+    assert_eq!(e, code::NONE);
+    assert_eq!(bw.sync("g", g2, &b, None, &[]), (code::NONE, b"B".to_vec()));
+    // A member that left is unknown to the group.
+    assert_eq!(bw.leave("g", &b), code::NONE);
+    assert_eq!(
+        bw.commit("g", g2, &b, None, &[(0, 666, "")]),
+        vec![code::UNKNOWN_MEMBER_ID]
+    );
+
+    // A static member replaced by a restarted instance is fenced.
+    let (e, s1, _, old, _) = c.join("s", "", Some("ia"), 10_000);
+    assert_eq!(e, code::NONE);
+    assert_eq!(
+        c.sync("s", s1, &old, Some("ia"), &[(&old, b"S")]).0,
+        code::NONE
+    );
+    assert_eq!(c.commit("s", s1, &old, Some("ia"), &[(0, 5, "s")]), vec![0]);
+    let (e, s1b, _, new, _) = Wire::connect(&addr).join("s", "", Some("ia"), 10_000);
+    assert_eq!(
+        (e, s1b),
+        (code::NONE, s1),
+        "no rebalance for a static restart"
+    );
+    assert_ne!(new, old);
+    assert_eq!(
+        c.commit("s", s1, &old, Some("ia"), &[(0, 666, "")]),
+        vec![code::FENCED_INSTANCE_ID]
+    );
+    assert_eq!(
+        c.heartbeat("s", s1, &old, Some("ia")),
+        code::FENCED_INSTANCE_ID
+    );
+    assert_eq!(
+        c.sync("s", s1, &old, Some("ia"), &[]).0,
+        code::FENCED_INSTANCE_ID
+    );
+
+    // What was accepted is there; what was refused is not, also after a crash.
+    let want_g = vec![
+        (10, "ok".to_owned()),
+        (21, at_limit.clone()),
+        (-1, String::new()),
+    ];
+    let want_s = vec![
+        (5, "s".to_owned()),
+        (-1, String::new()),
+        (-1, String::new()),
+    ];
+    assert_eq!(c.fetch("g"), want_g);
+    assert_eq!(c.fetch("s"), want_s);
+    assert_eq!(c.fetch("fresh"), vec![(-1, String::new()); 3]);
+    server.kill().expect("SIGKILL weft serve");
+    server.wait();
+    let server = Server::start_with(dir, &["--kafka-listen", &addr]);
+    let mut c = Wire::connect(&addr);
+    assert_eq!(c.fetch("g"), want_g, "after a restart");
+    assert_eq!(c.fetch("s"), want_s, "after a restart");
+    for g in ["fresh", "tiny"] {
+        assert_eq!(c.state(g), "Dead", "{g}");
+    }
+    drop(server);
 }
 
 // ---------------------------------------------------------------------------------------
