@@ -310,7 +310,7 @@ fn message_index_api() {
     assert_eq!(schema.message_index_of("x.A.CountsEntry"), None);
     assert_eq!(schema.message_index_of("nope"), None);
     for bad in [vec![2], vec![0, 2], vec![0, 0, 0, 0], vec![-1]] {
-        let err = schema.message_name_at(&bad).unwrap_err();
+        let err = schema.message_name_at(&bad).expect_err("refused");
         assert!(err.contains("out of range"), "{bad:?}: {err}");
     }
     assert_eq!(schema.package(), "x");
@@ -433,7 +433,7 @@ fn unresolved_imports_name_the_missing_file() {
         &[],
     );
     assert_eq!(
-        direct.unwrap_err(),
+        direct.expect_err("refused"),
         Error::UnresolvedReference {
             schema_type: SchemaType::Protobuf,
             reference: "missing.proto".to_owned()
@@ -448,7 +448,7 @@ fn unresolved_imports_name_the_missing_file() {
         )],
     );
     assert_eq!(
-        nested.unwrap_err(),
+        nested.expect_err("refused"),
         Error::UnresolvedReference {
             schema_type: SchemaType::Protobuf,
             reference: "deeper.proto".to_owned()
@@ -457,7 +457,7 @@ fn unresolved_imports_name_the_missing_file() {
     // A base64 schema whose dependency is not handed in.
     let b64 = ProtobufSchema::parse(SHOP_B64, &[]);
     assert_eq!(
-        b64.unwrap_err(),
+        b64.expect_err("refused"),
         Error::UnresolvedReference {
             schema_type: SchemaType::Protobuf,
             reference: "common.proto".to_owned()

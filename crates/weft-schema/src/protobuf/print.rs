@@ -206,10 +206,12 @@ impl Printer {
         if let Some(default) = &proto.default_value {
             pseudo.push(("default".to_owned(), default_literal(field, default)));
         }
-        if let Some(json) = &proto.json_name {
-            if *json != default_json_name(field.name()) {
-                pseudo.push(("json_name".to_owned(), quote(json)));
-            }
+        if let Some(json) = proto
+            .json_name
+            .as_ref()
+            .filter(|json| **json != default_json_name(field.name()))
+        {
+            pseudo.push(("json_name".to_owned(), quote(json)));
         }
         let mut options = pseudo;
         options.extend(self.options(&field.options()));
