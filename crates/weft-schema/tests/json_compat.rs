@@ -781,6 +781,50 @@ const CASES: &[Case] = &[
         backward: Some("CONDITIONAL_SCHEMA_CHANGED"),
         forward: OK,
     },
+    // --- combined schemas, as in Confluent's examples ---
+    Case {
+        name: "allOf duplicates collapse",
+        old: r#"{"allOf": [{"type": "string"}, {"type": "string"}]}"#,
+        new: r#"{"allOf": [{"type": "string"}]}"#,
+        backward: OK,
+        forward: OK,
+    },
+    Case {
+        name: "allOf to anyOf with more branches",
+        old: r#"{"allOf": [{"type": "string"}]}"#,
+        new: r#"{"anyOf": [{"type": "number"}, {"type": "string"}]}"#,
+        backward: OK,
+        forward: Some("TYPE_CHANGED"),
+    },
+    Case {
+        name: "anyOf narrowed to oneOf",
+        old: r#"{"anyOf": [{"type": "number"}, {"type": "string"}]}"#,
+        new: r#"{"oneOf": [{"type": "string"}]}"#,
+        backward: Some("SUM_TYPE_NARROWED"),
+        forward: OK,
+    },
+    Case {
+        name: "allOf of contradictory types",
+        old: r#"{"anyOf": [{"type": "string"}]}"#,
+        new: r#"{"allOf": [{"type": "number"}, {"type": "string"}]}"#,
+        backward: Some("TYPE_CHANGED"),
+        forward: OK,
+    },
+    Case {
+        name: "oneOf branch widened inside",
+        old: r#"{"oneOf": [{"type": "string", "maxLength": 5}]}"#,
+        new: r#"{"oneOf": [{"type": "boolean"}, {"type": "number"}, {"title": "s", "type": "string", "maxLength": 8}]}"#,
+        backward: OK,
+        forward: Some("SUM_TYPE_NARROWED"),
+    },
+    // Stricter than Confluent on purpose: without "type", the old schema accepted strings too.
+    Case {
+        name: "type object added to untyped object schema",
+        old: r#"{"properties": {"a": {"type": "string"}}}"#,
+        new: r#"{"type": "object", "properties": {"a": {"type": "string"}}}"#,
+        backward: Some("TYPE_NARROWED"),
+        forward: OK,
+    },
     // --- references ---
     Case {
         name: "referenced definition changed",
@@ -975,4 +1019,29 @@ fn pathological_schemas_terminate() {
         r##"{"$ref": "#/definitions/a", "definitions": {"a": {"$ref": "#/definitions/b"}, "b": {"anyOf": [{"$ref": "#/definitions/a"}, {"type": "string"}]}}}"##,
     );
     let _ = check_compatibility(CompatibilityLevel::Full, &looped, &[&looped]);
+}
+
+#[test]
+fn long_reference_chains_are_bounded_not_overflowing() {
+    // d0 -> d1 -> … -> d299 through properties: deeper than the checker follows.
+    let mut definitions = Vec::new();
+    for i in 0..300 {
+        definitions.push(format!(
+            r##""d{i}": {{"type": "object", "properties": {{"next": {{"$ref": "#/definitions/d{}"}}}}}}"##,
+            i + 1
+        ));
+    }
+    definitions.push(r#""d300": {"type": "string"}"#.to_owned());
+    let text = format!(
+        r##"{{"$ref": "#/definitions/d0", "definitions": {{{}}}}}"##,
+        definitions.join(",")
+    );
+    let s = json(&text);
+    let reasons = check_compatibility(CompatibilityLevel::Backward, &s, &[&s]);
+    assert!(
+        reasons.iter().all(|r| r.kind == "SCHEMA_TOO_COMPLEX"),
+        "{}",
+        describe(&reasons)
+    );
+    assert!(!reasons.is_empty());
 }

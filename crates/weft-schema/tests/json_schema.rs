@@ -324,3 +324,11 @@ fn parsed_schema_dispatches_to_json() {
     assert!(schema.validate(b"42", &[]).is_ok());
     assert!(schema.validate(b"4.2", &[]).is_err());
 }
+
+#[test]
+fn refs_in_unused_definitions_must_resolve_too() {
+    unresolved(
+        r#"{"type": "string", "definitions": {"unused": {"$ref": "elsewhere.json"}}}"#,
+        &[],
+    );
+}

@@ -318,6 +318,10 @@ impl JsonSchema {
                 format!("payload is not JSON: {e}")
             }
         })?;
+        // The common case, valid, without collecting errors.
+        if self.inner.validator.is_valid(&instance) {
+            return Ok(());
+        }
         let mut errors = self.inner.validator.iter_errors(&instance);
         let mut reported = Vec::new();
         let mut more = 0usize;
