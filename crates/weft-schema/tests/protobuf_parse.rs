@@ -464,3 +464,28 @@ fn unresolved_imports_name_the_missing_file() {
         }
     );
 }
+
+#[test]
+fn editions_descriptors_are_refused_clearly() {
+    use base64::Engine;
+    use prost::Message;
+    let descriptor = prost_types::FileDescriptorProto {
+        name: Some("e.proto".into()),
+        syntax: Some("editions".into()),
+        message_type: vec![prost_types::DescriptorProto {
+            name: Some("E".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(descriptor.encode_to_vec());
+    let message = invalid_message(ProtobufSchema::parse(&b64, &[]));
+    assert!(message.contains("editions"), "{message}");
+    // The same descriptor as proto3 is fine.
+    let descriptor = prost_types::FileDescriptorProto {
+        syntax: Some("proto3".into()),
+        ..descriptor
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(descriptor.encode_to_vec());
+    assert_eq!(parse(&b64, &[]).message_names(), vec!["E"]);
+}

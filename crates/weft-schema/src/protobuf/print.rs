@@ -13,7 +13,8 @@
 //!   extensions. Map entries, groups' messages and proto3 `optional`'s synthetic oneofs are
 //!   printed as the `map<…>`, `group` and `optional` syntax that made them.
 //! - Options are printed from the decoded option messages in field-number order, custom
-//!   (extension) options included; `json_name` only when it differs from the default, and
+//!   (extension) options included (those whose extension no file declares cannot be
+//!   named and are left out); `json_name` only when it differs from the default, and
 //!   `default` for proto2 fields that have one.
 //! - Normalized additionally sorts imports by path and options by name.
 
@@ -376,11 +377,8 @@ impl Printer {
                 value,
             );
         }
-        for unknown in options.unknown_fields() {
-            // An option whose extension is not in any imported file: keep it visible
-            // rather than drop it silently.
-            out.push((format!("({})", unknown.number()), "<unknown>".to_owned()));
-        }
+        // Options whose extension no imported file declares (only possible in a base64
+        // descriptor) cannot be named in `.proto` text; they are left out.
         if self.normalize {
             out.sort();
         }

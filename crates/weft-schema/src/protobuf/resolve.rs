@@ -155,6 +155,12 @@ fn classify(name: &str, text: &str) -> Result<Source> {
             "{described} is base64 but does not decode to a FileDescriptorProto with content"
         )));
     }
+    if descriptor.syntax() == "editions" {
+        return Err(invalid(format!(
+            "{described} uses Protobuf editions, which Weft does not support yet; use proto2 or \
+             proto3"
+        )));
+    }
     Ok(Source::Descriptor(rename(&bytes, name)))
 }
 
