@@ -218,17 +218,15 @@ impl Checker<'_> {
             });
         }
         match (&rn.kind, &wn.kind) {
-            (NamedKind::Fixed(rs), NamedKind::Fixed(ws)) => {
-                if rs != ws {
-                    out.push(Reason {
-                        kind: FIXED_SIZE_MISMATCH,
-                        path: vec!["size".to_owned()],
-                        message: format!(
-                            "{what}: fixed {} has size {rs} in the reader but {ws} in the writer",
-                            rn.name.full()
-                        ),
-                    });
-                }
+            (NamedKind::Fixed(rs), NamedKind::Fixed(ws)) if rs != ws => {
+                out.push(Reason {
+                    kind: FIXED_SIZE_MISMATCH,
+                    path: vec!["size".to_owned()],
+                    message: format!(
+                        "{what}: fixed {} has size {rs} in the reader but {ws} in the writer",
+                        rn.name.full()
+                    ),
+                });
             }
             (
                 NamedKind::Enum {

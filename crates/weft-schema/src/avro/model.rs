@@ -184,10 +184,10 @@ impl Model {
                     Err(e) => return Err((Some(i), e)),
                 }
             }
-            if still.len() == pending.len() {
-                if let Some((i, e)) = first_error {
-                    return Err((Some(i), e));
-                }
+            if still.len() == pending.len()
+                && let Some((i, e)) = first_error
+            {
+                return Err((Some(i), e));
             }
             pending = still;
         }
@@ -304,13 +304,13 @@ impl Model {
             }
             None => return Err(ParseError::invalid(at, "schema object has no \"type\"")),
         };
-        if let Some(lt) = obj.get("logicalType") {
-            if !lt.is_string() {
-                return Err(ParseError::invalid(
-                    at,
-                    format!("\"logicalType\" must be a string, not {lt}"),
-                ));
-            }
+        if let Some(lt) = obj.get("logicalType")
+            && !lt.is_string()
+        {
+            return Err(ParseError::invalid(
+                at,
+                format!("\"logicalType\" must be a string, not {lt}"),
+            ));
         }
         match ty {
             "record" => self.record(obj, ns, at, from_ref),
@@ -512,15 +512,15 @@ impl Model {
             })?;
             let schema = self.node(ty, record_ns.as_deref(), &format!("{fat}/type"), from_ref)?;
             let default = f.get("default").cloned();
-            if let Some(d) = &default {
-                if let Err(why) = self.valid_default(&schema, d, false) {
-                    return Err(ParseError::invalid(
-                        &format!("{fat}/default"),
-                        format!(
-                            "invalid default {d} for field {fname:?} of record {record_name}: {why}"
-                        ),
-                    ));
-                }
+            if let Some(d) = &default
+                && let Err(why) = self.valid_default(&schema, d, false)
+            {
+                return Err(ParseError::invalid(
+                    &format!("{fat}/default"),
+                    format!(
+                        "invalid default {d} for field {fname:?} of record {record_name}: {why}"
+                    ),
+                ));
             }
             let aliases = match f.get("aliases") {
                 None => Vec::new(),
