@@ -103,6 +103,11 @@ fn draft_specific_keywords_follow_the_declared_draft() {
     );
     assert!(d2020.validate(br#"["a", 1, 2]"#).is_ok());
     assert!(d2020.validate(br#"["a", "b"]"#).is_err());
+    // From 2019-09 on, format is an annotation (the compatibility checker agrees).
+    let d2019 = parse(
+        r#"{"$schema": "https://json-schema.org/draft/2019-09/schema", "type": "string", "format": "date"}"#,
+    );
+    assert!(d2019.validate(br#""yesterday""#).is_ok());
     // Without $schema it is draft-07: format is asserted.
     let d7 = parse(r#"{"type": "string", "format": "date"}"#);
     assert!(d7.validate(br#""2024-02-29""#).is_ok());

@@ -6,8 +6,11 @@
 //! compiled once into a [`jsonschema::Validator`] kept in the struct: payload validation is
 //! the hot path. External `$ref`s resolve only against the references the registry hands in
 //! ([`NamedSchema`]); nothing is ever fetched. The same documents go into a
-//! [`referencing::Registry`](jsonschema::Registry) that the compatibility checker
-//! ([`compat`]) walks.
+//! [`referencing::Registry`](jsonschema::Registry) that the compatibility checker (the
+//! private `compat` module, behind [`can_read`]) walks.
+//!
+//! Parsing and compatibility checks are CPU work (meta-schema validation, compilation, a
+//! structural walk bounded by `MAX_COMPARISONS`): async callers run them off the reactor.
 
 mod compat;
 
