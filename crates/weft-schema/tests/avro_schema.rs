@@ -213,6 +213,20 @@ fn valid_schemas_parse() {
         &rec(
             r#"{"name":"p","type":{"type":"record","name":"P","fields":[{"name":"x","type":"int","default":1}]},"default":{}}"#,
         ),
+        // Defaults of logical types are those of their underlying types.
+        &rec(
+            r#"{"name":"d","type":{"type":"fixed","name":"Du","size":12,"logicalType":"duration"},"default":"\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000"}"#,
+        ),
+        &rec(
+            r#"{"name":"b","type":{"type":"bytes","logicalType":"big-decimal"},"default":"\u0000"}"#,
+        ),
+        &rec(
+            r#"{"name":"m","type":{"type":"bytes","logicalType":"decimal","precision":4,"scale":2},"default":"\u0000"}"#,
+        ),
+        &rec(r#"{"name":"t","type":{"type":"long","logicalType":"timestamp-millis"},"default":0}"#),
+        &rec(
+            r#"{"name":"u","type":{"type":"string","logicalType":"uuid"},"default":"not checked"}"#,
+        ),
         // Invalid logical types are ignored, as Java does.
         r#"{"type":"bytes","logicalType":"decimal","precision":2,"scale":5}"#,
         r#"{"type":"string","logicalType":"no-such-thing","x-custom":[1,2]}"#,

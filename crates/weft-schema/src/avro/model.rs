@@ -806,7 +806,14 @@ fn byte_string(value: &Value, size: Option<usize>) -> Result<(), String> {
 }
 
 fn parse_json(text: &str) -> PResult<Value> {
-    serde_json::from_str(text).map_err(|e| ParseError::invalid("", format!("not JSON: {e}")))
+    serde_json::from_str(text).map_err(|e| {
+        let hint = if e.to_string().contains("recursion limit") {
+            " (schemas nest at most 128 JSON levels deep)"
+        } else {
+            ""
+        };
+        ParseError::invalid("", format!("not JSON: {e}{hint}"))
+    })
 }
 
 fn doc_of(obj: &Map<String, Value>, at: &str) -> PResult<Option<String>> {
