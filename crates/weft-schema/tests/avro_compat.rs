@@ -427,3 +427,38 @@ fn recursion_terminates_on_deep_mutual_recursion() {
         "{reasons:#?}"
     );
 }
+
+/// Every schema of the table: its canonical and normalized texts are fixpoints, it reads
+/// itself, and the schema reparsed from either text judges like the original.
+#[test]
+fn canonical_and_normalized_texts_round_trip() {
+    for c in cases() {
+        for text in [&c.old, &c.new] {
+            let s = parse(text);
+            let canonical = parse(&s.canonical());
+            let normalized = parse(&s.normalized());
+            assert_eq!(canonical.canonical(), s.canonical(), "{text}");
+            assert_eq!(normalized.normalized(), s.normalized(), "{text}");
+            assert_eq!(canonical.normalized(), s.normalized(), "{text}");
+            for other in [&s, &canonical, &normalized] {
+                assert!(s.can_read(other).is_empty(), "{}: {text}", c.name);
+                assert!(other.can_read(&s).is_empty(), "{}: {text}", c.name);
+            }
+        }
+        // Judging the reparsed texts gives the same verdicts.
+        let (old, new) = (parse(&c.old), parse(&c.new));
+        let (old_n, new_n) = (parse(&old.normalized()), parse(&new.normalized()));
+        assert_eq!(
+            new.can_read(&old).is_empty(),
+            new_n.can_read(&old_n).is_empty(),
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            old.can_read(&new).is_empty(),
+            old_n.can_read(&new_n).is_empty(),
+            "{}",
+            c.name
+        );
+    }
+}
