@@ -148,6 +148,12 @@ fn refuses_malformed_datums_with_a_reason() {
             "{text}: {err:?} should say {reason:?}"
         );
     }
+    // The reason says where in the datum: field, element, byte.
+    let nested = r#"{"type":"record","name":"R","fields":[{"name":"id","type":"int"},{"name":"xs","type":{"type":"array","items":{"type":"enum","name":"E","symbols":["A"]}}}]}"#;
+    let err = schema(nested)
+        .validate(&[2, 4, 0, 2, 0], &[])
+        .expect_err("bad symbol");
+    assert!(err.contains("enum at /xs/1 (byte 4)"), "{err}");
     let err = schema(r#""string""#)
         .validate(&[4, 0xc3, 0x28], &[])
         .expect_err("bad utf-8");

@@ -29,8 +29,9 @@ pub(crate) fn walk(model: &Model, payload: &[u8]) -> Result<(), String> {
         buf: payload,
         pos: 0,
         items_left: payload.len().saturating_add(EXTRA_ITEMS),
+        path: Vec::new(),
     };
-    w.node(&model.root, "", 0)?;
+    w.node(&model.root)?;
     if w.pos != payload.len() {
         return Err(format!(
             "{} trailing bytes after the datum (it ends at byte {} of {})",
@@ -42,39 +43,68 @@ pub(crate) fn walk(model: &Model, payload: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// One step of the path to the value being read, rendered only in error messages (the
+/// walk runs for every produced record: no allocation per field).
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Field(&'a str),
+    Index(usize),
+    Branch(usize),
+}
+
 struct Walker<'a> {
     model: &'a Model,
     buf: &'a [u8],
     pos: usize,
     items_left: usize,
+    path: Vec<Step<'a>>,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
     fn left(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    fn take(&mut self, n: usize, what: &str, at: &str) -> Result<&[u8], String> {
+    /// `what at /customer/lines/3 (byte 17)`.
+    fn here(&self, what: &str) -> String {
+        let mut at = String::new();
+        for step in &self.path {
+            match step {
+                Step::Field(name) => {
+                    at.push('/');
+                    at.push_str(name);
+                }
+                Step::Index(i) => at.push_str(&format!("/{i}")),
+                Step::Branch(_) => {}
+            }
+        }
+        if at.is_empty() {
+            at.push('/');
+        }
+        format!("{what} at {at} (byte {})", self.pos)
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
         if n > self.left() {
             return Err(format!(
-                "{} claims {n} bytes but only {} remain (at byte {})",
-                describe(what, at),
-                self.left(),
-                self.pos
+                "{} claims {n} bytes but only {} remain",
+                self.here(what),
+                self.left()
             ));
         }
-        let s = &self.buf[self.pos..self.pos + n];
+        let buf: &'a [u8] = self.buf;
+        let s = &buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
     }
 
-    fn long(&mut self, at: &str) -> Result<i64, String> {
+    fn long(&mut self, what: &str) -> Result<i64, String> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
                 return Err(format!(
                     "{}: the data ends inside a varint",
-                    describe("value", at)
+                    self.here(what)
                 ));
             };
             self.pos += 1;
@@ -83,100 +113,100 @@ impl Walker<'_> {
                 return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
             }
         }
-        Err(format!(
-            "{}: varint longer than 10 bytes",
-            describe("value", at)
-        ))
+        Err(format!("{}: varint longer than 10 bytes", self.here(what)))
     }
 
-    fn int(&mut self, at: &str) -> Result<i32, String> {
-        let v = self.long(at)?;
-        i32::try_from(v).map_err(|_| format!("{}: {v} does not fit an int", describe("value", at)))
+    fn int(&mut self, what: &str) -> Result<i32, String> {
+        let v = self.long(what)?;
+        i32::try_from(v).map_err(|_| format!("{}: {v} does not fit an int", self.here(what)))
     }
 
-    fn len(&mut self, what: &str, at: &str) -> Result<usize, String> {
-        let n = self.long(at)?;
-        usize::try_from(n).map_err(|_| format!("{} has negative length {n}", describe(what, at)))
+    fn len(&mut self, what: &str) -> Result<usize, String> {
+        let n = self.long(what)?;
+        usize::try_from(n).map_err(|_| format!("{} has negative length {n}", self.here(what)))
     }
 
-    fn node(&mut self, node: &Node, at: &str, depth: usize) -> Result<(), String> {
-        if depth > MAX_DEPTH {
+    fn utf8(&mut self, what: &str) -> Result<(), String> {
+        let n = self.len(what)?;
+        let s = self.take(n, what)?;
+        match std::str::from_utf8(s) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{}: not UTF-8 ({e})", self.here(what))),
+        }
+    }
+
+    fn node(&mut self, node: &'a Node) -> Result<(), String> {
+        if self.path.len() > MAX_DEPTH {
             return Err(format!(
                 "{}: nested deeper than {MAX_DEPTH} levels",
-                describe("value", at)
+                self.here("value")
             ));
         }
         match node {
             Node::Primitive { kind, .. } => match kind {
                 Primitive::Null => Ok(()),
-                Primitive::Boolean => match self.take(1, "boolean", at)? {
+                Primitive::Boolean => match self.take(1, "boolean")? {
                     [0 | 1] => Ok(()),
                     [b] => Err(format!(
                         "{}: byte {b} is neither 0 nor 1",
-                        describe("boolean", at)
+                        self.here("boolean")
                     )),
                     _ => Ok(()),
                 },
-                Primitive::Int => self.int(at).map(drop),
-                Primitive::Long => self.long(at).map(drop),
-                Primitive::Float => self.take(4, "float", at).map(drop),
-                Primitive::Double => self.take(8, "double", at).map(drop),
+                Primitive::Int => self.int("int").map(drop),
+                Primitive::Long => self.long("long").map(drop),
+                Primitive::Float => self.take(4, "float").map(drop),
+                Primitive::Double => self.take(8, "double").map(drop),
                 Primitive::Bytes => {
-                    let n = self.len("bytes", at)?;
-                    self.take(n, "bytes", at).map(drop)
+                    let n = self.len("bytes")?;
+                    self.take(n, "bytes").map(drop)
                 }
-                Primitive::String => {
-                    let n = self.len("string", at)?;
-                    let s = self.take(n, "string", at)?;
-                    std::str::from_utf8(s)
-                        .map(drop)
-                        .map_err(|e| format!("{}: not UTF-8 ({e})", describe("string", at)))
-                }
+                Primitive::String => self.utf8("string"),
             },
-            Node::Array { items, .. } => {
-                self.blocks(at, |w, i| w.node(items, &format!("{at}/{i}"), depth + 1))
-            }
-            Node::Map { values, .. } => self.blocks(at, |w, i| {
-                let key_at = format!("{at}/{i}");
-                let n = w.len("map key", &key_at)?;
-                let key = w.take(n, "map key", &key_at)?;
-                std::str::from_utf8(key)
-                    .map_err(|e| format!("{}: not UTF-8 ({e})", describe("map key", &key_at)))?;
-                w.node(values, &key_at, depth + 1)
+            Node::Array { items, .. } => self.blocks("array", |w| w.node(items)),
+            Node::Map { values, .. } => self.blocks("map", |w| {
+                w.utf8("map key")?;
+                w.node(values)
             }),
             Node::Union(branches) => {
-                let i = self.long(at)?;
-                let branch = usize::try_from(i)
+                let i = self.long("union")?;
+                let Some((i, branch)) = usize::try_from(i)
                     .ok()
-                    .and_then(|i| branches.get(i))
-                    .ok_or_else(|| {
-                        format!(
-                            "{}: branch {i} of a {}-branch union",
-                            describe("union", at),
-                            branches.len()
-                        )
-                    })?;
-                self.node(branch, at, depth + 1)
+                    .and_then(|i| Some((i, branches.get(i)?)))
+                else {
+                    return Err(format!(
+                        "{}: branch {i} of a {}-branch union",
+                        self.here("union"),
+                        branches.len()
+                    ));
+                };
+                self.path.push(Step::Branch(i));
+                self.node(branch)?;
+                self.path.pop();
+                Ok(())
             }
             Node::Named(n) => {
-                let named = &self.model.named[*n];
+                let model: &'a Model = self.model;
+                let named = &model.named[*n];
                 match &named.kind {
-                    NamedKind::Fixed(size) => self.take(*size, "fixed", at).map(drop),
+                    NamedKind::Fixed(size) => self.take(*size, "fixed").map(drop),
                     NamedKind::Enum { symbols, .. } => {
-                        let i = self.int(at)?;
+                        let i = self.int("enum")?;
                         if usize::try_from(i).is_ok_and(|i| i < symbols.len()) {
                             Ok(())
                         } else {
                             Err(format!(
                                 "{}: symbol index {i} of an enum with {} symbols",
-                                describe("enum", at),
+                                self.here("enum"),
                                 symbols.len()
                             ))
                         }
                     }
                     NamedKind::Record(fields) => {
                         for f in fields {
-                            self.node(&f.schema, &format!("{at}/{}", f.name), depth + 1)?;
+                            self.path.push(Step::Field(&f.name));
+                            self.node(&f.schema)?;
+                            self.path.pop();
                         }
                         Ok(())
                     }
@@ -188,45 +218,35 @@ impl Walker<'_> {
     /// Array or map blocks: a count (negative: followed by a byte size), items, until 0.
     fn blocks(
         &mut self,
-        at: &str,
-        mut item: impl FnMut(&mut Self, usize) -> Result<(), String>,
+        what: &str,
+        mut item: impl FnMut(&mut Self) -> Result<(), String>,
     ) -> Result<(), String> {
         let mut index = 0usize;
         loop {
-            let count = self.long(at)?;
+            let count = self.long(what)?;
             if count == 0 {
                 return Ok(());
             }
             if count < 0 {
-                let size = self.long(at)?;
+                let size = self.long(what)?;
                 if size < 0 {
-                    return Err(format!(
-                        "{}: negative block size {size}",
-                        describe("collection", at)
-                    ));
+                    return Err(format!("{}: negative block size {size}", self.here(what)));
                 }
             }
-            let count = count.unsigned_abs();
-            let count = usize::try_from(count).unwrap_or(usize::MAX);
+            let count = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX);
             if count > self.items_left {
                 return Err(format!(
                     "{}: a block of {count} elements is more than this payload may hold",
-                    describe("collection", at)
+                    self.here(what)
                 ));
             }
             self.items_left -= count;
             for _ in 0..count {
-                item(self, index)?;
+                self.path.push(Step::Index(index));
+                item(self)?;
+                self.path.pop();
                 index += 1;
             }
         }
-    }
-}
-
-fn describe(what: &str, at: &str) -> String {
-    if at.is_empty() {
-        format!("{what} at the root")
-    } else {
-        format!("{what} at {at}")
     }
 }
