@@ -49,7 +49,8 @@ pub(crate) fn walk(model: &Model, payload: &[u8]) -> Result<(), String> {
 enum Step<'a> {
     Field(&'a str),
     Index(usize),
-    Branch(usize),
+    /// Counts towards the depth; not shown in the path.
+    Branch,
 }
 
 struct Walker<'a> {
@@ -75,7 +76,7 @@ impl<'a> Walker<'a> {
                     at.push_str(name);
                 }
                 Step::Index(i) => at.push_str(&format!("/{i}")),
-                Step::Branch(_) => {}
+                Step::Branch => {}
             }
         }
         if at.is_empty() {
@@ -170,17 +171,14 @@ impl<'a> Walker<'a> {
             }),
             Node::Union(branches) => {
                 let i = self.long("union")?;
-                let Some((i, branch)) = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| Some((i, branches.get(i)?)))
-                else {
+                let Some(branch) = usize::try_from(i).ok().and_then(|i| branches.get(i)) else {
                     return Err(format!(
                         "{}: branch {i} of a {}-branch union",
                         self.here("union"),
                         branches.len()
                     ));
                 };
-                self.path.push(Step::Branch(i));
+                self.path.push(Step::Branch);
                 self.node(branch)?;
                 self.path.pop();
                 Ok(())
