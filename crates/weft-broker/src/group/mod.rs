@@ -285,6 +285,23 @@ impl Group {
             .retain(|_, id| members.contains_key(id.as_str()));
     }
 
+    /// What the leader's JoinGroup answer lists: (member id, group instance id, metadata of
+    /// `protocol`) in order of arrival.
+    fn member_list(&self, protocol: &str) -> Vec<(String, Option<String>, Bytes)> {
+        let mut listed: Vec<(&String, &Member)> = self.members.iter().collect();
+        listed.sort_by_key(|(_, m)| m.seq);
+        listed
+            .into_iter()
+            .map(|(id, m)| {
+                (
+                    id.clone(),
+                    m.group_instance_id.clone(),
+                    m.metadata(protocol),
+                )
+            })
+            .collect()
+    }
+
     fn sync_reply(&self, error: i16, assignment: Bytes) -> SyncReply {
         SyncReply {
             error,
@@ -422,11 +439,22 @@ impl Coordinator {
             let is_leader = group.leader.as_deref() == Some(member_id.as_str());
             match group.state {
                 State::PreparingRebalance => {}
-                State::CompletingRebalance | State::Stable if !changed && !is_leader => {
-                    // Same metadata from a follower: answer with the current generation.
+                // Same metadata: answer with the current generation. Before the sync this
+                // holds for the leader too (its answer may have been lost), which gets the
+                // member list again; once Stable, a leader's JoinGroup rebalances (as in
+                // Kafka: it may have seen a change the metadata does not show).
+                State::CompletingRebalance | State::Stable
+                    if !changed && (!is_leader || group.state == State::CompletingRebalance) =>
+                {
                     if let Some(m) = group.members.get_mut(&member_id) {
                         m.pending_join = None;
                     }
+                    let members = if is_leader {
+                        let protocol = group.protocol.clone().unwrap_or_default();
+                        group.member_list(&protocol)
+                    } else {
+                        Vec::new()
+                    };
                     ready.push((
                         waiter,
                         Reply::Join(JoinReply {
@@ -436,7 +464,7 @@ impl Coordinator {
                             protocol_name: group.protocol.clone(),
                             leader: group.leader.clone().unwrap_or_default(),
                             member_id,
-                            members: Vec::new(),
+                            members,
                         }),
                     ));
                     return ready;
@@ -978,18 +1006,7 @@ fn try_complete_join(group: &mut Group, now: i64, ready: &mut Ready) {
             .map(|(id, _)| id.clone());
     }
     let leader = group.leader.clone().unwrap_or_default();
-    let mut listed: Vec<(&String, &Member)> = group.members.iter().collect();
-    listed.sort_by_key(|(_, m)| m.seq);
-    let member_list: Vec<(String, Option<String>, Bytes)> = listed
-        .iter()
-        .map(|(id, m)| {
-            (
-                (*id).clone(),
-                m.group_instance_id.clone(),
-                m.metadata(&protocol),
-            )
-        })
-        .collect();
+    let member_list = group.member_list(&protocol);
     group.state = State::CompletingRebalance;
     group.deadline = now + group.max_rebalance_timeout();
     for (id, m) in group.members.iter_mut() {

@@ -691,3 +691,41 @@ fn leaving_by_instance_id_and_session_expiry_of_static_members() {
     assert_eq!(t.join_reply(w), None, "joins the rebalance");
     assert_eq!(t.c.state("g"), State::PreparingRebalance);
 }
+
+/// A leader whose JoinGroup answer was lost joins again with the same metadata before
+/// syncing: Kafka answers with the current generation and the member list again, instead of
+/// a new rebalance that would throw away the followers' waiting syncs.
+#[test]
+fn a_leader_rejoining_with_the_same_metadata_before_syncing_gets_the_member_list_again() {
+    let mut t = T::new();
+    let (a, wa) = t.new_member();
+    let (b, wb) = t.new_member();
+    t.advance(DELAY);
+    assert_eq!(t.join_reply(wa).expect("a").members.len(), 2);
+    t.join_reply(wb).expect("b");
+    let sb = t.sync(&b, 1, &[]);
+    assert_eq!(
+        t.sync_reply(sb),
+        None,
+        "b waits for the leader's assignment"
+    );
+    let wa = t.join(&a);
+    let again = t.join_reply(wa).expect("answered at once");
+    assert_eq!((again.error, again.generation_id), (NONE, 1));
+    assert_eq!(again.leader, a);
+    let listed: Vec<&str> = again.members.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(
+        listed,
+        vec![a.as_str(), b.as_str()],
+        "the member list again"
+    );
+    assert_eq!(t.c.state("g"), State::CompletingRebalance);
+    assert_eq!(t.sync_reply(sb), None, "b's sync still waits");
+    let sa = t.sync(&a, 1, &[(&a, "A"), (&b, "B")]);
+    assert_eq!(t.sync_reply(sa).expect("a").assignment, "A");
+    assert_eq!(t.sync_reply(sb).expect("b").assignment, "B");
+    // In Stable a leader's JoinGroup still rebalances (it may have seen metadata change).
+    let wa = t.join(&a);
+    assert_eq!(t.join_reply(wa), None);
+    assert_eq!(t.c.state("g"), State::PreparingRebalance);
+}
