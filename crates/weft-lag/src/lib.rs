@@ -20,7 +20,7 @@ pub use eval::{
     Config, GroupObservation, GroupView, Monitor, PartitionObservation, PartitionView, Round,
     Sample, Status, evaluate,
 };
-pub use sampler::{Lag, SamplerConfig};
+pub use sampler::{Lag, SamplerConfig, oldest_unconsumed};
 
 /// Errors of the lag monitor.
 #[derive(Debug, thiserror::Error)]

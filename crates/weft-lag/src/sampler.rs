@@ -183,8 +183,8 @@ impl Sampler {
             &[
                 ("auto.offset.reset", "earliest"),
                 ("fetch.wait.max.ms", "100"),
-                // Read only a little past the committed offset: one record is enough.
-                ("fetch.max.bytes", "65536"),
+                // Read only a little past the committed offset: one record is enough (a
+                // larger first batch still comes whole).
                 ("max.partition.fetch.bytes", "4096"),
                 ("queued.min.messages", "1"),
             ],
@@ -376,49 +376,71 @@ impl Sampler {
     }
 
     fn read_pass(&mut self, wanted: &BTreeMap<Key, i64>, deadline: Instant) {
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), offset) in wanted {
-            // Only fails for a negative offset, which OffsetFetch never returned.
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*offset));
-        }
-        if let Err(e) = self.reader.assign(&tpl) {
-            warn!(error = %e, "cannot assign partitions to read record timestamps");
-            return;
-        }
-        let mut missing: HashSet<&Key> = wanted.keys().collect();
-        while !missing.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+        for (key, ts) in oldest_unconsumed(&self.reader, wanted, deadline) {
+            if let Some(&offset) = wanted.get(&key) {
+                self.timestamps.insert((key, offset), ts);
             }
-            match self.reader.poll(left.min(Duration::from_millis(100))) {
-                Some(Ok(m)) => {
-                    let key = (m.topic().to_owned(), m.partition());
-                    let Some(&from) = wanted.get(&key) else {
-                        continue;
-                    };
-                    if m.offset() < from || !missing.contains(&key) {
-                        continue;
-                    }
-                    if let Some(ts) = m.timestamp().to_millis() {
-                        self.timestamps.insert((key.clone(), from), ts);
-                    }
-                    missing.remove(&key);
-                }
-                Some(Err(e)) => debug!(error = %e, "reading a record timestamp"),
-                None => {}
-            }
-        }
-        if !missing.is_empty() {
-            debug!(
-                partitions = missing.len(),
-                "no record timestamp within the limit"
-            );
-        }
-        if let Err(e) = self.reader.unassign() {
-            warn!(error = %e, "cannot unassign the timestamp reader");
         }
     }
+}
+
+/// Timestamps of the first record at or after each `(topic, partition) → offset`: the
+/// oldest unconsumed record of a group committed there. `reader` must be a consumer that
+/// only assigns (it is assigned the partitions, then unassigned) and should reset to
+/// `earliest`, so an offset below the log start reads the first record still there.
+/// Partitions with nothing to read before `deadline` are missing from the answer.
+pub fn oldest_unconsumed(
+    reader: &BaseConsumer,
+    wanted: &BTreeMap<(String, i32), i64>,
+    deadline: Instant,
+) -> HashMap<(String, i32), i64> {
+    let mut found = HashMap::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), offset) in wanted {
+        // Only fails for a negative offset, which OffsetFetch never returns.
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*offset));
+    }
+    if let Err(e) = reader.assign(&tpl) {
+        warn!(error = %e, "cannot assign partitions to read record timestamps");
+        return found;
+    }
+    let mut missing: HashSet<&Key> = wanted.keys().collect();
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match reader.poll(left.min(Duration::from_millis(100))) {
+            Some(Ok(m)) => {
+                let key = (m.topic().to_owned(), m.partition());
+                let Some(&from) = wanted.get(&key) else {
+                    continue;
+                };
+                if m.offset() < from || !missing.contains(&key) {
+                    continue;
+                }
+                missing.remove(&key);
+                if let Some(ts) = m.timestamp().to_millis() {
+                    found.insert(key, ts);
+                }
+            }
+            Some(Err(e)) => debug!(error = %e, "reading a record timestamp"),
+            None => {}
+        }
+    }
+    if !missing.is_empty() {
+        debug!(
+            partitions = missing.len(),
+            "no record timestamp within the limit"
+        );
+    }
+    if let Err(e) = reader.unassign() {
+        warn!(error = %e, "cannot unassign the timestamp reader");
+    }
+    found
 }
 
 /// A librdkafka consumer handle with `group.id` = `group` that is only used for requests

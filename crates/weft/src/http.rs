@@ -1,5 +1,6 @@
-//! The HTTP listener: health and readiness now; gateway, registry and dashboard routes are
-//! merged into [`router`] as those crates land.
+//! The HTTP listener: health and readiness, consumer-group lag (`/v1/groups`, from the
+//! `weft-lag` monitor); gateway, registry and dashboard routes are merged into [`router`] as
+//! those crates land.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -172,6 +173,145 @@ async fn not_found(uri: Uri) -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
+/// `/v1/groups` and `/v1/groups/{id}`: what the lag monitor's last round saw. The monitor
+/// samples on its own schedule; these handlers only read its latest state.
+pub(crate) fn groups_router(lag: weft_lag::Lag) -> Router {
+    Router::new()
+        .route("/v1/groups", get(list_groups))
+        .route("/v1/groups/{id}", get(describe_group))
+        .with_state(lag)
+}
+
+/// A problem body: a stable machine-readable `code` and a sentence for people.
+#[derive(Serialize)]
+struct Problem {
+    code: &'static str,
+    message: String,
+}
+
+fn problem(status: StatusCode, code: &'static str, message: String) -> Response {
+    (status, Json(Problem { code, message })).into_response()
+}
+
+#[derive(Serialize)]
+struct Sampling {
+    /// When the last round was taken (ms since the epoch); null before the first.
+    sampled_at_ms: Option<i64>,
+    interval_ms: u128,
+    window: usize,
+}
+
+impl Sampling {
+    fn of(lag: &weft_lag::Lag) -> Sampling {
+        let config = lag.config();
+        Sampling {
+            sampled_at_ms: lag.sampled_at_ms(),
+            interval_ms: config.interval.as_millis(),
+            window: config.window,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct GroupSummary {
+    group: String,
+    state: String,
+    protocol_type: String,
+    protocol: String,
+    members: usize,
+    total_lag: i64,
+    status: &'static str,
+}
+
+impl From<&weft_lag::GroupView> for GroupSummary {
+    fn from(g: &weft_lag::GroupView) -> Self {
+        GroupSummary {
+            group: g.group.clone(),
+            state: g.state.clone(),
+            protocol_type: g.protocol_type.clone(),
+            protocol: g.protocol.clone(),
+            members: g.members,
+            total_lag: g.total_lag,
+            status: g.status.as_str(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct GroupList {
+    #[serde(flatten)]
+    sampling: Sampling,
+    groups: Vec<GroupSummary>,
+}
+
+#[derive(Serialize)]
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    committed_offset: i64,
+    log_end_offset: i64,
+    lag: i64,
+    /// Age of the oldest unconsumed record; null when its timestamp could not be read.
+    lag_seconds: Option<f64>,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct GroupDetail {
+    #[serde(flatten)]
+    sampling: Sampling,
+    #[serde(flatten)]
+    summary: GroupSummary,
+    partitions: Vec<PartitionLag>,
+}
+
+async fn list_groups(State(lag): State<weft_lag::Lag>) -> Json<GroupList> {
+    let groups = lag.groups().iter().map(GroupSummary::from).collect();
+    Json(GroupList {
+        sampling: Sampling::of(&lag),
+        groups,
+    })
+}
+
+async fn describe_group(State(lag): State<weft_lag::Lag>, Path(id): Path<String>) -> Response {
+    let Some(g) = lag.group(&id) else {
+        if lag.sampled_at_ms().is_none() {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lag_not_sampled",
+                "the lag monitor has not completed its first round yet; retry shortly".to_owned(),
+            );
+        }
+        return problem(
+            StatusCode::NOT_FOUND,
+            "group_not_found",
+            format!(
+                "consumer group {id:?} does not exist (not listed by the cluster at the last sample)"
+            ),
+        );
+    };
+    let partitions = g
+        .partitions
+        .iter()
+        .map(|p| PartitionLag {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            committed_offset: p.committed,
+            log_end_offset: p.log_end,
+            lag: p.lag,
+            // Milliseconds as fractional seconds.
+            lag_seconds: p.lag_ms.map(|ms| ms as f64 / 1000.0),
+            status: p.status.as_str(),
+        })
+        .collect();
+    Json(GroupDetail {
+        sampling: Sampling::of(&lag),
+        summary: GroupSummary::from(&g),
+        partitions,
+    })
+    .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +338,80 @@ mod tests {
         assert_eq!(check_connect(addr).await, "ok");
         drop(listener);
         assert!(check_connect(addr).await.starts_with("connect 127.0.0.1:"));
+    }
+
+    async fn body(response: Response) -> (StatusCode, serde_json::Value) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("json"))
+    }
+
+    fn round(time_ms: i64) -> weft_lag::Round {
+        weft_lag::Round {
+            time_ms,
+            groups: vec![weft_lag::GroupObservation {
+                group: "g".into(),
+                state: "Empty".into(),
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: 0,
+                partitions: Some(vec![weft_lag::PartitionObservation {
+                    topic: "t".into(),
+                    partition: 0,
+                    committed: 3,
+                    log_end: 10,
+                    oldest_unconsumed_ms: Some(time_ms - 1_500),
+                    commit_time_ms: None,
+                }]),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn group_routes_answer_from_the_monitor() {
+        let lag = weft_lag::Lag::new(weft_lag::Config::default());
+        let unknown = || describe_group(State(lag.clone()), Path("nobody".to_owned()));
+        let (code, json) = body(unknown().await).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["code"], "lag_not_sampled");
+
+        lag.observe(round(1_000_000));
+        let (code, json) = body(unknown().await).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json["code"], "group_not_found");
+        assert!(
+            json["message"]
+                .as_str()
+                .expect("message")
+                .contains("nobody")
+        );
+
+        let Json(list) = list_groups(State(lag.clone())).await;
+        let list = serde_json::to_value(list).expect("json");
+        assert_eq!(list["sampled_at_ms"], 1_000_000);
+        assert_eq!(list["groups"][0]["group"], "g");
+        assert_eq!(list["groups"][0]["total_lag"], 7);
+        assert_eq!(list["groups"][0]["status"], "OK");
+
+        let response = describe_group(State(lag.clone()), Path("g".to_owned())).await;
+        let (code, json) = body(response).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["state"], "Empty");
+        assert_eq!(json["members"], 0);
+        let p = &json["partitions"][0];
+        assert_eq!(
+            (
+                &p["topic"],
+                &p["partition"],
+                &p["committed_offset"],
+                &p["log_end_offset"]
+            ),
+            (&"t".into(), &0.into(), &3.into(), &10.into())
+        );
+        assert_eq!(p["lag"], 7);
+        assert_eq!(p["lag_seconds"], 1.5);
+        assert_eq!(p["status"], "OK");
     }
 }

@@ -99,13 +99,29 @@ async fn run_components(settings: &Settings, log: Arc<weft_log::Log>) -> anyhow:
     listeners.extend(kafka_addr.map(|addr| ("kafka", addr)));
     let kafka_log = Arc::clone(&log);
     let state = AppState::new(listeners, settings.data_dir.clone(), log, sup.shutdown());
-    let router = http::router(state);
+    // Consumer lag, sampled through the Kafka protocol from the cluster in use: the embedded
+    // broker's advertised address, or the external cluster.
+    let lag = weft_lag::Lag::new(settings.lag);
+    let lag_bootstrap = match (&settings.kafka_bootstrap, kafka_addr) {
+        (Some(external), _) => Some(external.clone()),
+        (None, Some(addr)) => Some(settings.kafka_advertised_or(addr)),
+        (None, None) => None,
+    };
+    let router = http::router(state).merge(http::groups_router(lag.clone()));
     sup.spawn("http", move |shutdown| {
         http::serve(http_listener, router, shutdown)
     });
     if let Some((listener, _, config)) = kafka {
         sup.spawn("kafka", move |shutdown| {
             run_kafka(config, kafka_log, listener, shutdown)
+        });
+    }
+    if let Some(bootstrap) = lag_bootstrap {
+        let config = weft_lag::SamplerConfig::new(bootstrap, settings.lag);
+        sup.spawn("lag", move |mut shutdown| async move {
+            lag.run(config, async move { shutdown.requested().await })
+                .await
+                .context("consumer lag monitor stopped")
         });
     }
 

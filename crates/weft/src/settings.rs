@@ -59,6 +59,12 @@ pub(crate) struct ServeArgs {
     /// [env: WEFT_LOG_LEVEL] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub(crate) log_level: Option<String>,
+    /// Consumer-lag sampling interval in milliseconds [env: WEFT_LAG_INTERVAL_MS] [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub(crate) lag_interval_ms: Option<u64>,
+    /// Samples per partition in the lag status window [env: WEFT_LAG_WINDOW] [default: 10]
+    #[arg(long, value_name = "N")]
+    pub(crate) lag_window: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -106,6 +112,8 @@ struct FileConfig {
     node_id: Option<i32>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    lag_interval_ms: Option<u64>,
+    lag_window: Option<usize>,
     #[serde(default)]
     log: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -149,6 +157,8 @@ pub(crate) struct Settings {
     pub(crate) log_defaults: BTreeMap<String, toml::Value>,
     /// The `[broker]` table of `weft.toml`.
     pub(crate) broker: BrokerDefaults,
+    /// Consumer-lag sampling interval and window (`weft-lag`), already validated.
+    pub(crate) lag: weft_lag::Config,
     /// The config file that was read, if any.
     pub(crate) config_file: Option<PathBuf>,
 }
@@ -216,8 +226,16 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
             log_defaults: f.log,
             broker: f.broker,
+            lag: weft_lag::Config {
+                interval: std::time::Duration::from_millis(
+                    pick("lag_interval_ms", a.lag_interval_ms, env, f.lag_interval_ms)?
+                        .unwrap_or(5000),
+                ),
+                window: pick("lag_window", a.lag_window, env, f.lag_window)?.unwrap_or(10),
+            },
             config_file: file.map(|(p, _)| p.to_path_buf()),
         };
+        settings.lag.validate()?;
         if settings.broker.num_partitions < 1 {
             bail!("broker.num_partitions must be at least 1");
         }
@@ -405,6 +423,7 @@ mod tests {
             "node_id" => s.node_id.to_string(),
             "log_format" => s.log_format.to_string(),
             "log_level" => s.log_level.clone(),
+            "lag" => format!("{:?}/{}", s.lag.interval, s.lag.window),
             other => panic!("no field {other}"),
         }
     }
@@ -425,6 +444,9 @@ mod tests {
             (&[], &[], "", "node_id", "0"),
             (&[], &[], "", "log_format", "text"),
             (&[], &[], "", "log_level", "info"),
+            (&[], &[], "", "lag", "5s/10"),
+            (&[], &[], "lag_interval_ms = 200\nlag_window = 4", "lag", "200ms/4"),
+            (&["--lag-interval-ms", "100"], &[("WEFT_LAG_WINDOW", "3")], "lag_window = 4", "lag", "100ms/3"),
             // file beats default
             (&[], &[], "data_dir = '/t'", "data_dir", "/t"),
             (&[], &[], "http_listen = '0.0.0.0:1'", "http_listen", "0.0.0.0:1"),
@@ -467,6 +489,8 @@ mod tests {
             (&[], &[], "bogus = 1", "unknown field `bogus`"),
             (&[], &[], "bogus = 1", "weft.toml"),
             (&[], &[], "node_id = 'x'", "node_id"),
+            (&[], &[], "lag_window = 1", "at least 2 samples"),
+            (&["--lag-interval-ms", "0"], &[], "", "interval must be above zero"),
             (&[], &[("WEFT_NODE_ID", "x")], "", "invalid WEFT_NODE_ID=\"x\""),
             (&[], &[("WEFT_HTTP_LISTEN", "nope")], "", "WEFT_HTTP_LISTEN"),
             (&[], &[("WEFT_LOG_FORMAT", "xml")], "", "unknown log format `xml`"),

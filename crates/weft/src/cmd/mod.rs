@@ -53,8 +53,9 @@ impl ClientArgs {
     }
 }
 
-/// A position in a partition, as `--from` (consume) and `--to` (group reset-offsets) take
-/// it: `earliest` (or `beginning`), `latest` (or `end`), `offset:<n>`, `timestamp:<ms>`.
+/// A position in a partition, as `--from` (consume) and the short form `--to` of
+/// `group reset-offsets` take it: `earliest` (or `beginning`), `latest` (or `end`),
+/// `offset:<n>`, `timestamp:<ms>`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Position {
     Earliest,
@@ -192,6 +193,26 @@ mod tests {
         for (code, name) in cases {
             assert_eq!(kafka_error_name(code), name, "{code:?}");
         }
+    }
+
+    #[test]
+    fn positions() {
+        let cases = [
+            ("earliest", Ok(Position::Earliest)),
+            ("beginning", Ok(Position::Earliest)),
+            ("latest", Ok(Position::Latest)),
+            ("end", Ok(Position::Latest)),
+            ("offset:7", Ok(Position::Offset(7))),
+            (
+                "timestamp:1700000000000",
+                Ok(Position::Timestamp(1_700_000_000_000)),
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(input.parse::<Position>(), expected, "{input}");
+        }
+        assert!("offset:x".parse::<Position>().is_err());
+        assert!("yesterday".parse::<Position>().is_err());
     }
 
     #[test]
