@@ -106,6 +106,11 @@ fn bad_inputs_are_refused_with_where_and_why() {
             ),
             vec!["\"a\"", "\"x\""],
         ),
+        // A default holding a value of the record being defined is checked against all of it.
+        (
+            r#"{"type":"record","name":"N","fields":[{"name":"kids","type":{"type":"array","items":"N"},"default":[{"kids":[]}]},{"name":"x","type":"int"}]}"#.to_owned(),
+            vec!["\"kids\"", "\"x\""],
+        ),
         // Duplicates.
         (
             rec(r#"{"name":"a","type":"int"},{"name":"a","type":"string"}"#),
@@ -227,6 +232,7 @@ fn valid_schemas_parse() {
         &rec(
             r#"{"name":"u","type":{"type":"string","logicalType":"uuid"},"default":"not checked"}"#,
         ),
+        r#"{"type":"record","name":"N","fields":[{"name":"kids","type":{"type":"array","items":"N"},"default":[{"kids":[],"x":1}]},{"name":"x","type":"int"}]}"#,
         // Invalid logical types are ignored, as Java does.
         r#"{"type":"bytes","logicalType":"decimal","precision":2,"scale":5}"#,
         r#"{"type":"string","logicalType":"no-such-thing","x-custom":[1,2]}"#,

@@ -512,16 +512,6 @@ impl Model {
             })?;
             let schema = self.node(ty, record_ns.as_deref(), &format!("{fat}/type"), from_ref)?;
             let default = f.get("default").cloned();
-            if let Some(d) = &default
-                && let Err(why) = self.valid_default(&schema, d, false)
-            {
-                return Err(ParseError::invalid(
-                    &format!("{fat}/default"),
-                    format!(
-                        "invalid default {d} for field {fname:?} of record {record_name}: {why}"
-                    ),
-                ));
-            }
             let aliases = match f.get("aliases") {
                 None => Vec::new(),
                 Some(Value::Array(list)) => list
@@ -565,6 +555,23 @@ impl Model {
             });
         }
         self.named[index].kind = NamedKind::Record(fields);
+        // Defaults are checked once the record is complete: a default may hold a value of
+        // the record itself (a recursive type), which needs all of its fields.
+        if let NamedKind::Record(fields) = &self.named[index].kind {
+            for (i, f) in fields.iter().enumerate() {
+                if let Some(d) = &f.default
+                    && let Err(why) = self.valid_default(&f.schema, d, false)
+                {
+                    return Err(ParseError::invalid(
+                        &format!("{at}/fields/{i}/default"),
+                        format!(
+                            "invalid default {d} for field {:?} of record {record_name}: {why}",
+                            f.name
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Node::Named(index))
     }
 
