@@ -153,7 +153,7 @@ fn refuses_malformed_datums_with_a_reason() {
     let err = schema(nested)
         .validate(&[2, 4, 0, 2, 0], &[])
         .expect_err("bad symbol");
-    assert!(err.contains("enum at /xs/1 (byte 4)"), "{err}");
+    assert!(err.contains("enum at /xs/1 (byte 3)"), "{err}");
     let err = schema(r#""string""#)
         .validate(&[4, 0xc3, 0x28], &[])
         .expect_err("bad utf-8");

@@ -30,6 +30,7 @@ pub(crate) fn walk(model: &Model, payload: &[u8]) -> Result<(), String> {
         pos: 0,
         items_left: payload.len().saturating_add(EXTRA_ITEMS),
         path: Vec::new(),
+        start: 0,
     };
     w.node(&model.root)?;
     if w.pos != payload.len() {
@@ -59,6 +60,8 @@ struct Walker<'a> {
     pos: usize,
     items_left: usize,
     path: Vec<Step<'a>>,
+    /// Where the value being read begins, for error messages.
+    start: usize,
 }
 
 impl<'a> Walker<'a> {
@@ -82,7 +85,7 @@ impl<'a> Walker<'a> {
         if at.is_empty() {
             at.push('/');
         }
-        format!("{what} at {at} (byte {})", self.pos)
+        format!("{what} at {at} (byte {})", self.start)
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
@@ -128,6 +131,7 @@ impl<'a> Walker<'a> {
     }
 
     fn utf8(&mut self, what: &str) -> Result<(), String> {
+        self.start = self.pos;
         let n = self.len(what)?;
         let s = self.take(n, what)?;
         match std::str::from_utf8(s) {
@@ -137,6 +141,7 @@ impl<'a> Walker<'a> {
     }
 
     fn node(&mut self, node: &'a Node) -> Result<(), String> {
+        self.start = self.pos;
         if self.path.len() > MAX_DEPTH {
             return Err(format!(
                 "{}: nested deeper than {MAX_DEPTH} levels",
@@ -221,6 +226,7 @@ impl<'a> Walker<'a> {
     ) -> Result<(), String> {
         let mut index = 0usize;
         loop {
+            self.start = self.pos;
             let count = self.long(what)?;
             if count == 0 {
                 return Ok(());
