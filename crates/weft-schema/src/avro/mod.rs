@@ -8,7 +8,8 @@
 //! - `compat`: [`can_read`], the resolution rules returning readable reasons.
 //! - `datum`: payload validation, a bounded, allocation-free walk over one datum.
 //!
-//! apache-avro parses every schema too, a second opinion: what it refuses is refused.
+//! apache-avro parses every schema too, a second opinion: what it refuses is refused, except
+//! for field defaults, which `model` judges by the specification.
 
 mod compat;
 mod datum;
