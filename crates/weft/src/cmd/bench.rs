@@ -1,4 +1,4 @@
-//! `weft bench produce|consume|e2e`: a librdkafka load generator for any Kafka-protocol
+//! `weft bench produce|consume|e2e|groups`: a librdkafka load generator for any Kafka-protocol
 //! broker.
 //!
 //! Every record's first 8 bytes carry its send time (nanoseconds since the bench started, in
@@ -22,6 +22,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{ClientArgs, REQUEST_TIMEOUT, describe_code, describe_error};
 
+mod groups;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
     #[command(flatten)]
@@ -38,6 +40,12 @@ enum Mode {
     Consume(Load),
     /// End-to-end latency (send to receive) at a fixed rate
     E2e(Load),
+    /// Consumer-group rebalance pauses (scale-out, crash) per protocol, and the broker's idle
+    /// cost of many groups
+    Groups(groups::GroupsArgs),
+    /// One group member process of `bench groups` (internal)
+    #[command(hide = true)]
+    GroupMember(groups::MemberArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -83,6 +91,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Mode::Produce(load) => bench_produce(&args.client, &load),
         Mode::Consume(load) => bench_consume(&args.client, &load),
         Mode::E2e(load) => bench_e2e(&args.client, &load),
+        Mode::Groups(g) => groups::bench_groups(&args.client, &g),
+        Mode::GroupMember(m) => groups::member(&args.client, &m),
     })
     .await
 }
