@@ -257,6 +257,18 @@ pub(crate) fn decode_request(
         ApiKey::OffsetDelete => {
             decode_as::<OffsetDeleteRequest>(&mut g, b, version, RequestKind::OffsetDelete)
         }
+        ApiKey::ConsumerGroupHeartbeat => decode_as::<ConsumerGroupHeartbeatRequest>(
+            &mut g,
+            b,
+            version,
+            RequestKind::ConsumerGroupHeartbeat,
+        ),
+        ApiKey::ConsumerGroupDescribe => decode_as::<ConsumerGroupDescribeRequest>(
+            &mut g,
+            b,
+            version,
+            RequestKind::ConsumerGroupDescribe,
+        ),
         other => Err(format!("{other:?} is not served")),
     }
 }

@@ -20,8 +20,9 @@
 //! - `store`: atomic file writes (temp + fsync + rename + fsync dir), cluster id, producer id
 //!   blocks.
 //! - `topic_config`: Kafka topic config names ⇄ [`weft_log::LogConfig`].
-//! - `group`: the classic consumer-group coordinator, sans io (injected clock), and the
-//!   committed-offset store `offsets.v1`.
+//! - `group`: the classic consumer-group coordinator, sans io (injected clock), the
+//!   KIP-848 coordinator (`group::consumer`: server-side assignment, incremental
+//!   reconciliation) and the committed-offset store `offsets.v1`.
 //!
 //! # Invariants
 //! - Blocking storage calls (append, read, create, delete, fsync) run under
@@ -81,6 +82,13 @@ pub struct BrokerConfig {
     /// `group.initial.rebalance.delay.ms`: how long an empty group waits for more members
     /// before its first rebalance completes.
     pub group_initial_rebalance_delay: Duration,
+    /// `group.consumer.session.timeout.ms`: a KIP-848 member without a heartbeat this long
+    /// is removed.
+    pub group_consumer_session_timeout: Duration,
+    /// `group.consumer.heartbeat.interval.ms`, told to KIP-848 members.
+    pub group_consumer_heartbeat_interval: Duration,
+    /// `group.consumer.max.size`: members of one KIP-848 group.
+    pub group_consumer_max_size: usize,
 }
 
 impl BrokerConfig {
@@ -103,6 +111,9 @@ impl BrokerConfig {
             snapshot_interval: Duration::from_secs(30),
             fetch_session_cache_slots: 1000,
             group_initial_rebalance_delay: Duration::from_millis(3000),
+            group_consumer_session_timeout: Duration::from_secs(45),
+            group_consumer_heartbeat_interval: Duration::from_secs(5),
+            group_consumer_max_size: usize::MAX,
         }
     }
 }

@@ -29,6 +29,7 @@
 //! including cooperative-sticky: the coordinator only selects a protocol every member
 //! supports and relays metadata and assignments.
 
+pub(crate) mod consumer;
 pub(crate) mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -336,6 +337,9 @@ pub(crate) struct Coordinator {
     seq: u64,
     /// Source of member ids: a per-process random prefix plus a counter.
     id_prefix: String,
+    /// KIP-848 groups (`consumer`); a group id is in `groups` or here, never both with
+    /// members.
+    pub(crate) consumer: consumer::ConsumerGroups,
 }
 
 impl Coordinator {
@@ -345,6 +349,7 @@ impl Coordinator {
             groups: HashMap::new(),
             seq: 0,
             id_prefix,
+            consumer: consumer::ConsumerGroups::default(),
         }
     }
 
@@ -359,6 +364,9 @@ impl Coordinator {
         let reply_now = |e| vec![(waiter, join_error(e, &req.member_id))];
         if req.group_id.is_empty() {
             return reply_now(ResponseError::InvalidGroupId);
+        }
+        if let Some(e) = self.consumer_refuses_join(&req.group_id) {
+            return reply_now(e);
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
@@ -668,6 +676,9 @@ impl Coordinator {
         if group_id.is_empty() {
             return code(ResponseError::InvalidGroupId);
         }
+        if let Some(check) = self.consumer.validate_commit(group_id, generation, member_id) {
+            return check;
+        }
         let group = self.groups.get_mut(group_id);
         let Some(group) = group else {
             return if generation < 0 {
@@ -696,13 +707,16 @@ impl Coordinator {
     }
 
     pub(crate) fn knows(&self, group_id: &str) -> bool {
-        self.groups.contains_key(group_id)
+        self.groups.contains_key(group_id) || self.consumer.knows(group_id)
     }
 
     /// DeleteGroups of one group: refused with GROUP_NOT_EMPTY while it has members,
     /// otherwise forgotten; `Ok(false)` when the coordinator did not know it (it may still
     /// have committed offsets).
     pub(crate) fn delete_group(&mut self, group_id: &str) -> Result<bool, i16> {
+        if let Some(r) = self.consumer.delete(group_id) {
+            return r;
+        }
         match self.groups.get(group_id) {
             None => Ok(false),
             Some(g) if !g.members.is_empty() => Err(code(ResponseError::NonEmptyGroup)),
@@ -721,6 +735,9 @@ impl Coordinator {
         &self,
         group_id: &str,
     ) -> Result<Option<std::collections::BTreeSet<String>>, i16> {
+        if let Some(topics) = self.consumer.subscribed_topics(group_id) {
+            return Ok(Some(topics));
+        }
         let Some(g) = self.groups.get(group_id) else {
             return Ok(None);
         };
@@ -754,6 +771,7 @@ impl Coordinator {
     pub(crate) fn tick(&mut self, now: i64) -> Ready {
         let mut ready = Vec::new();
         let delay = self.config.initial_rebalance_delay_ms;
+        self.consumer.tick(now);
         for group in self.groups.values_mut() {
             group.pending_members.retain(|_, expiry| *expiry > now);
             let expired: Vec<String> = group

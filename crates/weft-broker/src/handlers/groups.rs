@@ -189,7 +189,7 @@ impl Groups {
         rx
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Coordinator) -> (T, Ready)) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Coordinator) -> (T, Ready)) -> T {
         let mut m = lock(&self.state);
         let (t, ready) = f(&mut m.coordinator);
         m.deliver(ready);

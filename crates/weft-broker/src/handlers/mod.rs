@@ -2,6 +2,7 @@
 
 mod admin;
 mod configs;
+mod consumer_groups;
 mod fetch;
 pub(crate) mod groups;
 mod metadata;
@@ -91,16 +92,16 @@ pub(crate) async fn handle(
             ResponseKind::LeaveGroup(groups::leave_group(inner, r, version))
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(inner, r).await)
+            ResponseKind::OffsetCommit(consumer_groups::offset_commit(inner, r, version).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(groups::offset_fetch(inner, r, version))
+            ResponseKind::OffsetFetch(consumer_groups::offset_fetch(inner, r, version))
         }
         RequestKind::ListGroups(r) => {
-            ResponseKind::ListGroups(groups::list_groups(inner, r, version))
+            ResponseKind::ListGroups(consumer_groups::list_groups(inner, r, version))
         }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(inner, r, version))
+            ResponseKind::DescribeGroups(consumer_groups::describe_groups(inner, r, version))
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::delete_groups(inner, r).await)
@@ -108,6 +109,12 @@ pub(crate) async fn handle(
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::offset_delete(inner, r).await)
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_groups::consumer_group_heartbeat(inner, header, r),
+        ),
+        RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(
+            consumer_groups::consumer_group_describe(inner, r),
+        ),
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(inner, r))
         }
