@@ -40,7 +40,8 @@ const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     // v9: the member epoch of consumer-protocol (KIP-848) groups in place of the generation.
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::ListGroups, 0, 4),
+    // v5: the group type (classic or consumer) and its filter.
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),

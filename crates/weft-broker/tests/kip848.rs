@@ -384,6 +384,24 @@ fn a_group_speaks_one_protocol_at_a_time_over_the_wire() {
         Some(&("consumer".to_owned(), "Stable".to_owned()))
     );
     assert_eq!(listed.get("old").map(|(t, _)| t.as_str()), Some("consumer"));
+    let by_type = |t: &str, raw: &mut Raw| -> Vec<(String, String)> {
+        let l = raw.request(
+            5,
+            &ListGroupsRequest::default().with_types_filter(vec![str(t)]),
+        );
+        l.groups
+            .iter()
+            .map(|g| (g.group_id.0.to_string(), g.group_type.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        by_type("consumer", &mut raw),
+        vec![("new".to_owned(), "consumer".to_owned())]
+    );
+    assert_eq!(
+        by_type("classic", &mut raw),
+        vec![("old".to_owned(), "classic".to_owned())]
+    );
     let d = raw.request(
         1,
         &ConsumerGroupDescribeRequest::default().with_group_ids(vec![

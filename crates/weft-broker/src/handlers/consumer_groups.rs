@@ -272,7 +272,8 @@ pub(crate) fn offset_fetch(
 }
 
 /// ListGroups with consumer groups under their own states (Empty, Assigning,
-/// Reconciling, Stable) and protocol type `consumer`.
+/// Reconciling, Stable) and protocol type `consumer`; from v5 every group has its type
+/// (`classic` or `consumer`) and the types filter applies.
 pub(crate) fn list_groups(inner: &Inner, r: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let filter: Vec<String> = if version >= 4 {
         r.states_filter
@@ -282,19 +283,42 @@ pub(crate) fn list_groups(inner: &Inner, r: ListGroupsRequest, version: i16) -> 
     } else {
         Vec::new()
     };
+    let types: Vec<String> = if version >= 5 {
+        r.types_filter
+            .iter()
+            .map(|t| t.as_str().to_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let wanted = |t: &str| types.is_empty() || types.iter().any(|w| w == t);
     let consumer = inner.groups.with(|c| (c.consumer.list(), Vec::new()));
     let mut resp = groups::list_groups(inner, r, version);
     resp.groups
         .retain(|g| !consumer.iter().any(|(id, _)| id == g.group_id.0.as_str()));
+    if version >= 5 {
+        resp.groups.retain(|_| wanted("classic"));
+        for g in &mut resp.groups {
+            g.group_type = str("classic");
+        }
+    }
     for (id, state) in consumer {
         if !filter.is_empty() && !filter.contains(&state.name().to_lowercase()) {
+            continue;
+        }
+        if !wanted("consumer") {
             continue;
         }
         let g = ListedGroup::default()
             .with_group_id(GroupId(str(id)))
             .with_protocol_type(str("consumer"));
-        resp.groups.push(if version >= 4 {
+        let g = if version >= 4 {
             g.with_group_state(str(state.name()))
+        } else {
+            g
+        };
+        resp.groups.push(if version >= 5 {
+            g.with_group_type(str("consumer"))
         } else {
             g
         });
