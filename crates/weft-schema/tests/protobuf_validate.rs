@@ -276,3 +276,241 @@ fn full_wire_format_round_trip() {
     );
     assert_eq!(schema.validate(payload, &indexes), Ok(()));
 }
+
+/// Every kind of field, no maps and no required fields: the scan must agree exactly with
+/// prost-reflect's full decode.
+const RICH: &str = r#"syntax = "proto3";
+package rich;
+message R {
+  int32 i32 = 1; int64 i64 = 2; uint32 u32 = 3; uint64 u64 = 4; sint32 s32 = 5;
+  sint64 s64 = 6; fixed32 f32 = 7; fixed64 f64 = 8; sfixed32 sf32 = 9; sfixed64 sf64 = 10;
+  float fl = 11; double db = 12; bool b = 13; string s = 14; bytes by = 15; E e = 16;
+  repeated int32 ri = 17; repeated fixed64 rf = 18; repeated string rs = 19;
+  repeated R kids = 20; R one = 21;
+  oneof o { string os = 22; R om = 23; }
+  repeated float rfl = 24 [packed = false];
+  enum E { Z = 0; A = 1; }
+}
+"#;
+
+const GROUPS: &str = r#"syntax = "proto2";
+package groups;
+message G {
+  optional int32 a = 1;
+  repeated group Item = 2 { optional string name = 3; optional G inner = 4; }
+  optional G next = 5;
+  extensions 100 to 200;
+}
+extend G { optional sint64 ext = 100; repeated string exts = 101; }
+"#;
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Payloads around `seeds`: each mutated in one or two places, plus random bytes.
+fn mutations(seeds: &[Vec<u8>], per_seed: usize, rng: &mut XorShift) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        out.push(seed.clone());
+        for _ in 0..per_seed {
+            let mut p = seed.clone();
+            for _ in 0..=rng.below(2) {
+                let at = rng.below(p.len() + 1);
+                let byte = [0x00, 0x01, 0x7f, 0x80, 0xff, 0x08, 0x0a, 0x0b, 0x0c, 0x12]
+                    [rng.below(10)]
+                    ^ if rng.below(3) == 0 {
+                        rng.next() as u8
+                    } else {
+                        0
+                    };
+                match rng.below(5) {
+                    0 if at < p.len() => p[at] = byte,
+                    1 => p.insert(at, byte),
+                    2 if at < p.len() => {
+                        p.remove(at);
+                    }
+                    3 => p.truncate(at),
+                    _ if at < p.len() => p[at] ^= 1 << rng.below(8),
+                    _ => p.push(byte),
+                }
+            }
+            out.push(p);
+        }
+    }
+    for _ in 0..per_seed {
+        let len = rng.below(24);
+        out.push((0..len).map(|_| rng.next() as u8).collect());
+    }
+    out
+}
+
+fn rich_seeds(pool: &DescriptorPool) -> Vec<Vec<u8>> {
+    let r = pool.get_message_by_name("rich.R").expect("R");
+    let mut m = DynamicMessage::new(r.clone());
+    for (name, value) in [
+        ("i32", Value::I32(-7)),
+        ("i64", Value::I64(1 << 40)),
+        ("u32", Value::U32(300)),
+        ("u64", Value::U64(u64::MAX)),
+        ("s32", Value::I32(-300)),
+        ("s64", Value::I64(-1)),
+        ("f32", Value::U32(9)),
+        ("f64", Value::U64(10)),
+        ("sf32", Value::I32(-9)),
+        ("sf64", Value::I64(-10)),
+        ("fl", Value::F32(1.5)),
+        ("db", Value::F64(-2.25)),
+        ("b", Value::Bool(true)),
+        ("s", Value::String("héllo".into())),
+        ("by", Value::Bytes(vec![0, 255, 128].into())),
+        ("e", Value::EnumNumber(1)),
+        (
+            "ri",
+            Value::List(vec![Value::I32(1), Value::I32(-1), Value::I32(300)]),
+        ),
+        ("rf", Value::List(vec![Value::U64(1), Value::U64(2)])),
+        (
+            "rs",
+            Value::List(vec![Value::String("a".into()), Value::String("".into())]),
+        ),
+        ("os", Value::String("oneof".into())),
+        ("rfl", Value::List(vec![Value::F32(0.5), Value::F32(2.0)])),
+    ] {
+        m.set_field_by_name(name, value);
+    }
+    let mut kid = DynamicMessage::new(r.clone());
+    kid.set_field_by_name("s", Value::String("kid".into()));
+    kid.set_field_by_name("ri", Value::List(vec![Value::I32(5)]));
+    m.set_field_by_name("kids", Value::List(vec![Value::Message(kid.clone())]));
+    m.set_field_by_name("one", Value::Message(kid));
+    vec![m.encode_to_vec(), Vec::new()]
+}
+
+fn groups_seeds(pool: &DescriptorPool) -> Vec<Vec<u8>> {
+    let g = pool.get_message_by_name("groups.G").expect("G");
+    let item = pool.get_message_by_name("groups.G.Item").expect("Item");
+    let mut m = DynamicMessage::new(g.clone());
+    m.set_field_by_name("a", Value::I32(4));
+    let mut i = DynamicMessage::new(item);
+    i.set_field_by_name("name", Value::String("n".into()));
+    let mut inner = DynamicMessage::new(g.clone());
+    inner.set_field_by_name("a", Value::I32(1));
+    i.set_field_by_name("inner", Value::Message(inner));
+    m.set_field_by_name("Item", Value::List(vec![Value::Message(i)]));
+    let mut payload = m.encode_to_vec();
+    // Extension 100 (sint64 -1) and 101 ("x"), and an unknown group 50 holding a varint.
+    payload.extend_from_slice(&[0xa0, 0x06, 0x01, 0xaa, 0x06, 0x01, b'x']);
+    payload.extend_from_slice(&[0x93, 0x03, 0x08, 0x01, 0x94, 0x03]);
+    vec![payload]
+}
+
+/// `depth` messages nested through field `number`, built inside out.
+fn nested(number: u8, depth: usize) -> Vec<u8> {
+    let mut headers = Vec::with_capacity(depth);
+    let mut inner = 0usize;
+    for _ in 0..depth {
+        let mut header = vec![(number << 3) | 2];
+        let mut len = inner;
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                header.push(byte);
+                break;
+            }
+            header.push(byte | 0x80);
+        }
+        inner += header.len();
+        headers.push(header);
+    }
+    headers.into_iter().rev().flatten().collect()
+}
+
+fn differential(name: &str, text: &str, message: &str, seeds: Vec<Vec<u8>>, exact: bool) {
+    let schema = ProtobufSchema::parse(text, &[]).expect("parses");
+    let pool = pool(name, text);
+    let desc = pool.get_message_by_name(message).expect("message");
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut cases = mutations(&seeds, 3000, &mut rng);
+    // Around prost's recursion limit of 100 nested messages.
+    let field = desc
+        .fields()
+        .find(|f| f.kind().as_message().is_some() && !f.is_list() && !f.is_group());
+    if let Some(f) = field {
+        for depth in 98..=103 {
+            cases.push(nested(f.number() as u8, depth));
+        }
+    }
+    let (mut accepted, mut refused, mut disagreements) = (0, 0, Vec::new());
+    for payload in &cases {
+        let ours = schema.validate(payload, &[]).is_ok();
+        let reference = DynamicMessage::decode(desc.clone(), payload.as_slice()).is_ok();
+        if ours {
+            accepted += 1
+        } else {
+            refused += 1
+        }
+        let agree = if exact {
+            ours == reference
+        } else {
+            !ours || reference
+        };
+        if !agree {
+            disagreements.push(format!(
+                "{payload:02x?}: ours {ours}, prost-reflect {reference}"
+            ));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{name}: {} disagreement(s), first: {:#?}",
+        disagreements.len(),
+        &disagreements[..disagreements.len().min(5)]
+    );
+    // The mutations exercise both outcomes.
+    assert!(
+        accepted > 100 && refused > 100,
+        "{name}: {accepted} accepted, {refused} refused"
+    );
+}
+
+#[test]
+fn scan_agrees_with_full_decode_on_mutated_payloads() {
+    let rich = pool("rich.proto", RICH);
+    differential("rich.proto", RICH, "rich.R", rich_seeds(&rich), true);
+    let groups = pool("groups.proto", GROUPS);
+    differential(
+        "groups.proto",
+        GROUPS,
+        "groups.G",
+        groups_seeds(&groups),
+        true,
+    );
+    // With maps the scan is stricter (a map field must be length-delimited), never laxer.
+    differential(
+        "shop.proto",
+        SHOP,
+        "shop.Order",
+        vec![order_payload()],
+        false,
+    );
+}
+
+#[test]
+fn map_fields_must_be_length_delimited() {
+    let schema = ProtobufSchema::parse(SHOP, &[]).expect("parses");
+    // `totals` (field 3) as a varint.
+    let err = schema.validate(&[0x18, 0x01], &[]).expect_err("refused");
+    assert!(err.contains("Order.totals"), "{err}");
+}

@@ -14,6 +14,9 @@ mod bundled;
 mod diff;
 mod print;
 mod resolve;
+mod scan;
+
+use std::sync::Arc;
 
 use base64::Engine;
 use prost_reflect::{
@@ -33,6 +36,11 @@ pub struct ProtobufSchema {
     file: FileDescriptor,
     canonical: String,
     normalized: String,
+    /// Some message in the pool has a proto2 `required` field: payloads are then decoded in
+    /// full to check presence; otherwise the allocation-free `scan` suffices.
+    has_required: bool,
+    /// The schema's messages compiled for `scan`; shared by clones.
+    plan: Arc<scan::Plan>,
 }
 
 impl ProtobufSchema {
@@ -47,11 +55,17 @@ impl ProtobufSchema {
         let (pool, file) = resolve::compile(text, references)?;
         let canonical = print::print_file(&file, false);
         let normalized = print::print_file(&file, true);
+        let plan = Arc::new(scan::Plan::new(&pool));
+        let has_required = pool
+            .all_messages()
+            .any(|m| m.fields().any(|f| f.is_required()));
         Ok(ProtobufSchema {
             pool,
             file,
             canonical,
             normalized,
+            has_required,
+            plan,
         })
     }
 
@@ -70,6 +84,15 @@ impl ProtobufSchema {
     /// message `message_indexes` selects, and checks proto2 required fields are present.
     pub fn validate(&self, payload: &[u8], message_indexes: &[i32]) -> Result<(), String> {
         let message = self.message_at(message_indexes)?;
+        if !self.has_required {
+            return self.plan.scan(message.full_name(), payload).map_err(|e| {
+                format!(
+                    "payload does not decode as {}: {}",
+                    message.full_name(),
+                    e.render()
+                )
+            });
+        }
         let decoded = DynamicMessage::decode(message.clone(), payload)
             .map_err(|e| format!("payload does not decode as {}: {e}", message.full_name()))?;
         if let Some(missing) = missing_required(&decoded, 0) {
@@ -88,27 +111,26 @@ impl ProtobufSchema {
         } else {
             message_indexes
         };
-        let mut candidates: Vec<MessageDescriptor> = self.file.messages().collect();
         let mut found: Option<MessageDescriptor> = None;
         for (depth, &index) in indexes.iter().enumerate() {
-            let chosen = usize::try_from(index)
-                .ok()
-                .and_then(|i| candidates.get(i).cloned())
-                .ok_or_else(|| match &found {
-                    None => format!(
-                        "message index {index} is out of range: the schema has {} top-level \
-                         message(s) (indexes {indexes:?})",
-                        candidates.len()
-                    ),
-                    Some(parent) => format!(
-                        "message index {index} at depth {depth} is out of range: {} has {} \
-                         nested message(s) (indexes {indexes:?})",
-                        parent.full_name(),
-                        candidates.len()
-                    ),
-                })?;
-            candidates = nested_messages(&chosen);
-            found = Some(chosen);
+            let position = usize::try_from(index).ok();
+            let chosen = match &found {
+                None => position.and_then(|i| self.file.messages().nth(i)),
+                Some(parent) => position.and_then(|i| nested_messages(parent).nth(i)),
+            };
+            found = Some(chosen.ok_or_else(|| match &found {
+                None => format!(
+                    "message index {index} is out of range: the schema has {} top-level \
+                     message(s) (indexes {indexes:?})",
+                    self.file.messages().len()
+                ),
+                Some(parent) => format!(
+                    "message index {index} at depth {depth} is out of range: {} has {} \
+                     nested message(s) (indexes {indexes:?})",
+                    parent.full_name(),
+                    nested_messages(parent).count()
+                ),
+            })?);
         }
         found.ok_or_else(|| "the schema declares no message".to_owned())
     }
@@ -130,8 +152,8 @@ impl ProtobufSchema {
         let mut current = message;
         loop {
             let siblings = match current.parent_message() {
-                Some(parent) => nested_messages(&parent),
-                None => self.file.messages().collect(),
+                Some(parent) => nested_messages(&parent).collect(),
+                None => self.file.messages().collect::<Vec<_>>(),
             };
             let index = siblings
                 .iter()
@@ -191,11 +213,8 @@ pub fn builtin_source(import_path: &str) -> Option<&'static str> {
 }
 
 /// A message's nested messages as message indexes count them.
-fn nested_messages(message: &MessageDescriptor) -> Vec<MessageDescriptor> {
-    message
-        .child_messages()
-        .filter(|m| !m.is_map_entry())
-        .collect()
+fn nested_messages(message: &MessageDescriptor) -> impl Iterator<Item = MessageDescriptor> + '_ {
+    message.child_messages().filter(|m| !m.is_map_entry())
 }
 
 /// The path (`Order.customer.id`) of the first required field missing in `message`.
