@@ -658,7 +658,25 @@ impl Checker {
             .iter()
             .map(facet_types)
             .fold(ALL_TYPES, |a, b| a & b);
-        let writer_values = writer_values(w, writer_types);
+        // The writer's enum/const values, less those its own scalar constraints refuse.
+        let writer_values = writer_values(w, writer_types).map(|values| {
+            values
+                .into_iter()
+                .filter(|v| {
+                    let mut refused = Vec::new();
+                    match v {
+                        Value::String(s) => self.check_string_value(w, s, &mut refused),
+                        Value::Number(n) => {
+                            if let Some(x) = n.as_f64() {
+                                check_number_value(w, x, &mut refused);
+                            }
+                        }
+                        _ => {}
+                    }
+                    refused.is_empty()
+                })
+                .collect::<Vec<_>>()
+        });
         let writer_types = match &writer_values {
             Some(values) => {
                 values.iter().map(|v| value_type(v)).fold(0, |a, b| a | b) & writer_types
