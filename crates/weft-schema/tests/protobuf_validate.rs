@@ -228,9 +228,14 @@ const CHILD_ENV: &str = "WEFT_PROTOBUF_HOSTILE_CHILD";
 #[test]
 fn hostile_payloads_are_refused_within_bounded_memory() {
     let schema = ProtobufSchema::parse(SHOP, &[]).expect("parses");
+    // LEGACY has required fields, so it takes the full-decode path.
+    let legacy = ProtobufSchema::parse(LEGACY, &[]).expect("parses");
     for (what, payload) in hostile_payloads() {
-        let result = schema.validate(&payload, &[]);
-        assert!(result.is_err(), "{what}: accepted");
+        assert!(schema.validate(&payload, &[]).is_err(), "{what}: accepted");
+        assert!(
+            legacy.validate(&payload, &[]).is_err(),
+            "{what}: accepted (full decode)"
+        );
     }
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
