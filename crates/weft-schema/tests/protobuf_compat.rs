@@ -506,3 +506,37 @@ fn at_least_sixty_cases() {
         PROTO3.len() + PROTO2.len()
     );
 }
+
+/// A schema chaining thousands of message types through their fields is compared without
+/// exhausting the stack, and a change at the end of the chain is still found.
+#[test]
+fn long_chains_of_message_types_are_bounded() {
+    fn chain(n: usize, last: &str) -> String {
+        let mut text = String::from("syntax = \"proto3\"; package c;\n");
+        for i in 0..n {
+            text.push_str(&format!("message M{i} {{ M{} next = 1; }}\n", i + 1));
+        }
+        text.push_str(&format!("message M{n} {{ {last} v = 1; }}\n"));
+        text
+    }
+    let n = 5000;
+    let old = parse(&chain(n, "string"), &[]);
+    let same = parse(&chain(n, "bytes"), &[]);
+    let changed = parse(&chain(n, "int64"), &[]);
+    // 2 MiB: the stack of tokio's blocking threads, where the registry runs checks.
+    let handle = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            let ok = check_compatibility(CompatibilityLevel::Full, &same, &[&old]);
+            let bad = check_compatibility(CompatibilityLevel::Backward, &changed, &[&old]);
+            (ok, bad)
+        })
+        .expect("thread starts");
+    let (ok, bad) = handle.join().expect("no stack overflow");
+    assert!(ok.is_empty(), "{ok:?}");
+    assert!(
+        bad.iter()
+            .any(|r| r.kind == SCALAR && r.location == format!("#/M{n}/1")),
+        "{bad:?}"
+    );
+}

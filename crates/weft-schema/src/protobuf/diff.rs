@@ -46,7 +46,14 @@ struct Ctx {
     /// Message pairs (writer, reader) already compared, with whether they were compatible.
     /// A pair still being compared (a recursive type) counts as compatible.
     compared: HashMap<(String, String), bool>,
+    /// How many message-typed fields the walk is inside of; bounded so that a schema
+    /// chaining thousands of message types cannot exhaust the stack.
+    field_depth: usize,
 }
+
+/// Deeper chains of message-typed fields are not followed from the field; the types are
+/// still compared where the file declares them.
+const MAX_FIELD_DEPTH: usize = 32;
 
 /// Protobuf's groups of scalar types that share an encoding, as the language guide's
 /// "updating a message type" section describes them and Confluent groups them. Enums are
@@ -443,6 +450,13 @@ impl Ctx {
         }
     }
 
+    fn compare_nested(&mut self, wm: &MessageDescriptor, rm: &MessageDescriptor) -> bool {
+        self.field_depth += 1;
+        let ok = self.compare_message(wm, rm);
+        self.field_depth -= 1;
+        ok
+    }
+
     /// A field of message type on both sides: the types must have the same name relative to
     /// their package and a compatible structure.
     fn compare_named(
@@ -458,7 +472,9 @@ impl Ctx {
                 location,
                 format!("{}; the message types differ", what()),
             );
-        } else if !self.compare_message(wm, rm) {
+        } else if self.field_depth >= MAX_FIELD_DEPTH {
+            // Too deep to follow from here; see `MAX_FIELD_DEPTH`.
+        } else if !self.compare_nested(wm, rm) {
             self.push(
                 "FIELD_NAMED_TYPE_CHANGED",
                 location,
