@@ -489,3 +489,13 @@ fn editions_descriptors_are_refused_clearly() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(descriptor.encode_to_vec());
     assert_eq!(parse(&b64, &[]).message_names(), vec!["E"]);
 }
+
+#[test]
+fn schemas_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<ProtobufSchema>();
+    let shop = parse(SHOP, &[named("common.proto", COMMON)]);
+    let copy = shop.clone();
+    let handle = std::thread::spawn(move || copy.canonical());
+    assert_eq!(handle.join().expect("joins"), shop.canonical());
+}
