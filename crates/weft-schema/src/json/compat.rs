@@ -71,6 +71,9 @@ static TYPE_SCHEMAS: LazyLock<Vec<(u8, Value)>> = LazyLock::new(|| {
 });
 
 pub(super) fn can_read(reader: &JsonSchema, writer: &JsonSchema) -> Vec<Incompatibility> {
+    if reader.is_same(writer) {
+        return Vec::new();
+    }
     let reader_resolver = reader.registry().resolver(reader.base_uri().clone());
     let writer_resolver = writer.registry().resolver(writer.base_uri().clone());
     let r = Node {
@@ -219,17 +222,12 @@ fn rebase(found: Vec<Incompatibility>, prefix: &str) -> Vec<Incompatibility> {
         .collect()
 }
 
+/// The first nested reason, to explain a content-model refusal in one sentence. Its location
+/// is left out: nested locations are relative to different positions.
 fn first_reason(found: &[Incompatibility]) -> String {
     found
         .first()
-        .map(|i| {
-            let at = if i.location.is_empty() {
-                String::new()
-            } else {
-                format!(" at {}", i.location)
-            };
-            format!(" ({}{at}: {})", i.kind, i.message)
-        })
+        .map(|i| format!(" ({}: {})", i.kind, i.message))
         .unwrap_or_default()
 }
 

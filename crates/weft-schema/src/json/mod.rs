@@ -51,6 +51,8 @@ struct Inner {
     /// Root and referenced documents, for the compatibility checker's `$ref` resolution.
     registry: Registry<'static>,
     base_uri: Uri<String>,
+    /// The referenced documents by the URIs they answer to (shared with the retriever).
+    references: Arc<HashMap<String, Value>>,
 }
 
 impl fmt::Debug for JsonSchema {
@@ -230,7 +232,13 @@ fn reference_documents(
 fn referencing_error(error: &jsonschema::ReferencingError) -> Error {
     match error {
         jsonschema::ReferencingError::Unretrievable { uri, .. } => unresolved(uri.clone()),
-        jsonschema::ReferencingError::PointerToNowhere { pointer } => unresolved(pointer.clone()),
+        jsonschema::ReferencingError::PointerToNowhere { pointer } => {
+            unresolved(if pointer.starts_with('/') {
+                format!("#{pointer}")
+            } else {
+                pointer.clone()
+            })
+        }
         jsonschema::ReferencingError::NoSuchAnchor { anchor } => unresolved(format!("#{anchor}")),
         other => invalid(other.to_string()),
     }
@@ -260,8 +268,9 @@ impl JsonSchema {
         meta_validate(&root, draft).map_err(invalid)?;
 
         let base_uri = root_base_uri(&root, draft)?;
+        let documents = Arc::new(reference_documents(&base_uri, references)?);
         let retriever = ReferenceRetriever {
-            documents: Arc::new(reference_documents(&base_uri, references)?),
+            documents: Arc::clone(&documents),
         };
         let compiled_root = without_unknown_dialect(&root);
         let validator = jsonschema::options()
@@ -284,6 +293,7 @@ impl JsonSchema {
                 validator,
                 registry,
                 base_uri,
+                references: documents,
             }),
         })
     }
@@ -369,6 +379,13 @@ impl JsonSchema {
 
     pub(crate) fn base_uri(&self) -> &Uri<String> {
         &self.inner.base_uri
+    }
+
+    /// Same document and same references: the same schema, whatever else is compared.
+    pub(crate) fn is_same(&self, other: &JsonSchema) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.root == other.inner.root
+                && self.inner.references == other.inner.references)
     }
 }
 
