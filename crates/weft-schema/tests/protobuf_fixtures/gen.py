@@ -25,15 +25,11 @@ def main():
     from google.protobuf import descriptor_pb2
     from confluent_kafka.schema_registry.confluent import meta_pb2
     work = tempfile.mkdtemp()
-    os.makedirs(os.path.join(work, "confluent"))
-    # Write meta.proto's descriptor as a descriptor set protoc can import from.
+    # confluent/meta.proto as the client ships it (and descriptor.proto, which it imports),
+    # as a descriptor set protoc imports from.
     fds = descriptor_pb2.FileDescriptorSet()
-    from google.protobuf import descriptor_pb2 as d
-    for mod in (d,):
-        fd = fds.file.add()
-        mod.DESCRIPTOR.CopyToProto(fd)
-    fd = fds.file.add()
-    meta_pb2.DESCRIPTOR.CopyToProto(fd)
+    for module in (descriptor_pb2, meta_pb2):
+        module.DESCRIPTOR.CopyToProto(fds.file.add())
     with open(os.path.join(work, "deps.bin"), "wb") as f:
         f.write(fds.SerializeToString())
     includes = os.path.join(os.path.dirname(protoc.__file__), "_proto")
