@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn id_prefix() {
-        let (r, rest) = split_prefix(&[0, 0, 0, 1, 2, 9, 9]).unwrap();
+        let (r, rest) = split_prefix(&[0, 0, 0, 1, 2, 9, 9]).expect("id prefix");
         assert_eq!(r, SchemaRef::Id(258));
         assert_eq!(rest, &[9, 9]);
     }
@@ -124,7 +124,7 @@ mod tests {
         let mut p = vec![1];
         p.extend(1..=16u8);
         p.push(7);
-        let (r, rest) = split_prefix(&p).unwrap();
+        let (r, rest) = split_prefix(&p).expect("guid prefix");
         let mut g = [0u8; 16];
         g.iter_mut().zip(1..=16u8).for_each(|(d, s)| *d = s);
         assert_eq!(r, SchemaRef::Guid(g));
@@ -154,7 +154,7 @@ mod tests {
             let mut out = Vec::new();
             write_message_indexes(&idx, &mut out);
             out.push(0xAA);
-            let (back, rest) = split_message_indexes(&out).unwrap();
+            let (back, rest) = split_message_indexes(&out).expect("indexes");
             assert_eq!(back, idx);
             assert_eq!(rest, &[0xAA]);
         }
