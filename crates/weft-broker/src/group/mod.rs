@@ -56,6 +56,10 @@ pub(crate) struct Config {
     pub(crate) min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
     pub(crate) max_session_timeout_ms: i32,
+    /// How long a group without members stays known before it is forgotten (Kafka drops
+    /// empty groups at its periodic cleanup, `offsets.retention.check.interval.ms`).
+    /// Committed offsets are kept apart (`offsets`) and outlive it.
+    pub(crate) empty_group_retention_ms: i64,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             initial_rebalance_delay_ms: 3000,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
+            empty_group_retention_ms: 600_000,
         }
     }
 }
@@ -205,6 +210,8 @@ struct Group {
     not_before: i64,
     /// When the current PreparingRebalance started from Empty (for the initial delay).
     initial_since: Option<i64>,
+    /// When the group last became Empty (0: never had members).
+    empty_since: i64,
 }
 
 impl Group {
@@ -221,6 +228,7 @@ impl Group {
             deadline: 0,
             not_before: 0,
             initial_since: None,
+            empty_since: 0,
         }
     }
 
@@ -809,6 +817,13 @@ impl Coordinator {
             try_complete_join(group, now, &mut ready);
             group.prune_static();
         }
+        let retention = self.config.empty_group_retention_ms;
+        self.groups.retain(|_, g| {
+            !(g.state == State::Empty
+                && g.members.is_empty()
+                && g.pending_members.is_empty()
+                && now - g.empty_since >= retention)
+        });
         ready
     }
 
@@ -1006,6 +1021,7 @@ fn try_complete_join(group: &mut Group, now: i64, ready: &mut Ready) {
     group.initial_since = None;
     if group.members.is_empty() {
         group.state = State::Empty;
+        group.empty_since = now;
         group.protocol = None;
         group.leader = None;
         return;

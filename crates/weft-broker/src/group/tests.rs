@@ -729,3 +729,46 @@ fn a_leader_rejoining_with_the_same_metadata_before_syncing_gets_the_member_list
     assert_eq!(t.join_reply(wa), None);
     assert_eq!(t.c.state("g"), State::PreparingRebalance);
 }
+
+/// Groups whose members all left do not stay in memory forever (tools such as
+/// kafka-console-consumer use a fresh group id per run): like Kafka's periodic cleanup of
+/// empty groups, an empty group is forgotten once it stayed empty for
+/// `empty_group_retention_ms`. Its committed offsets live apart and are not touched.
+#[test]
+fn an_empty_group_is_forgotten_after_the_retention() {
+    let mut t = T::new();
+    let retention = Config::default().empty_group_retention_ms;
+    let (a, _) = t.stable_single();
+    assert_eq!(t.leave(&[&a]), Ok(vec![NONE]));
+    assert_eq!(t.c.state("g"), State::Empty);
+    t.advance(retention - 1);
+    assert_eq!(t.c.state("g"), State::Empty, "kept for a while");
+    assert_eq!(t.c.list().len(), 1);
+    t.advance(1);
+    assert_eq!(t.c.state("g"), State::Dead, "forgotten");
+    assert!(t.c.list().is_empty());
+    assert!(t.c.describe("g").is_none());
+    // A group that only ever handed out a member id goes once that id expired.
+    let w = t.join("");
+    let id = t.join_reply(w).expect("id").member_id;
+    t.advance(i64::from(SESSION) - 1);
+    assert_eq!(
+        t.c.state("g"),
+        State::Empty,
+        "the member id is still pending"
+    );
+    t.advance(1);
+    assert_eq!(t.c.state("g"), State::Dead);
+    let w = t.join(&id);
+    assert_eq!(
+        t.join_reply(w).expect("join").error,
+        err(ResponseError::UnknownMemberId)
+    );
+    // A group that is used again is not forgotten.
+    let (a, g) = t.stable_single();
+    for _ in 0..=retention / 9000 {
+        t.advance(9000);
+        assert_eq!(t.heartbeat(&a, g), NONE);
+    }
+    assert_eq!(t.c.state("g"), State::Stable);
+}
