@@ -689,6 +689,34 @@ const CASES: &[Case] = &[
         backward: Some("UNEVALUATED_PROPERTIES_REMOVED"),
         forward: OK,
     },
+    Case {
+        name: "unevaluatedProperties: a property the writer declares falls to it",
+        old: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "properties": {"a": {"type": "string"}}, "additionalProperties": false}"#,
+        new: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{"properties": {"b": {"type": "string"}}}], "unevaluatedProperties": false}"#,
+        backward: Some("UNEVALUATED_PROPERTIES_REMOVED"),
+        forward: Some("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"),
+    },
+    Case {
+        name: "unevaluatedProperties: property added through allOf",
+        old: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{"properties": {"a": {"type": "string"}}}], "unevaluatedProperties": false}"#,
+        new: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{"properties": {"a": {"type": "string"}}}, {"properties": {"b": {"type": "string"}}}], "unevaluatedProperties": false}"#,
+        backward: OK,
+        forward: Some("UNEVALUATED_PROPERTIES_REMOVED"),
+    },
+    Case {
+        name: "unevaluatedItems closed",
+        old: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "array"}"#,
+        new: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "array", "allOf": [{"prefixItems": [{"type": "string"}]}], "unevaluatedItems": false}"#,
+        backward: Some("UNEVALUATED_ITEMS_REMOVED"),
+        forward: OK,
+    },
+    Case {
+        name: "unevaluatedItems against a closed writer",
+        old: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "prefixItems": [{"type": "string"}], "items": false}"#,
+        new: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{"prefixItems": [{"type": "string"}]}], "unevaluatedItems": false}"#,
+        backward: OK,
+        forward: OK,
+    },
     // --- combined schemas ---
     Case {
         name: "oneOf branch added",

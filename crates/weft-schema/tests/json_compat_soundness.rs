@@ -275,3 +275,93 @@ proptest! {
         }
     }
 }
+
+/// Rewrites a draft-07 schema of the grammar into 2020-12 (`prefixItems`/`items`).
+fn to_2020(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("items", Value::Array(items)) => {
+                        out.insert(
+                            "prefixItems".to_owned(),
+                            items.iter().map(to_2020).collect(),
+                        );
+                    }
+                    ("additionalItems", v) => {
+                        if map.get("items").is_some_and(Value::is_array) {
+                            out.insert("items".to_owned(), to_2020(v));
+                        }
+                    }
+                    ("properties" | "patternProperties" | "dependencies", Value::Object(m)) => {
+                        out.insert(
+                            key.clone(),
+                            Value::Object(m.iter().map(|(k, v)| (k.clone(), to_2020(v))).collect()),
+                        );
+                    }
+                    ("enum" | "const" | "required", v) => {
+                        out.insert(key.clone(), v.clone());
+                    }
+                    (_, Value::Array(items)) => {
+                        out.insert(key.clone(), items.iter().map(to_2020).collect());
+                    }
+                    (_, v) => {
+                        out.insert(key.clone(), to_2020(v));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Closes a schema the 2019-09/2020-12 way, through `unevaluated*`.
+fn close(value: Value, how: u8) -> Value {
+    let mut s = match how {
+        0 => return value,
+        1 => json!({"allOf": [value], "unevaluatedProperties": false}),
+        2 => json!({"allOf": [value], "unevaluatedItems": false}),
+        _ => json!({"anyOf": [value], "unevaluatedProperties": {"type": "string"}}),
+    };
+    s["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compatible_means_accepted_in_2020_12_with_unevaluated_keywords(
+        (reader, writer) in pair(),
+        close_reader in 0u8..4,
+        close_writer in 0u8..4,
+        documents in prop::collection::vec(document(), 24),
+    ) {
+        let dialect = |v: Value| {
+            let mut v = to_2020(&v);
+            if let Some(map) = v.as_object_mut() {
+                map.insert("$schema".to_owned(), json!("https://json-schema.org/draft/2020-12/schema"));
+            }
+            v
+        };
+        let reader = close(dialect(reader), close_reader);
+        let writer = close(dialect(writer), close_writer);
+        let (Some(r), Some(w)) = (parse(&reader), parse(&writer)) else {
+            return Ok(());
+        };
+        if !can_read(&r, &w).is_empty() {
+            return Ok(());
+        }
+        for doc in &documents {
+            let bytes = doc.to_string();
+            if w.validate(bytes.as_bytes()).is_ok() {
+                prop_assert!(
+                    r.validate(bytes.as_bytes()).is_ok(),
+                    "reader {reader} was found compatible with writer {writer}, yet refuses {doc}"
+                );
+            }
+        }
+    }
+}

@@ -38,7 +38,7 @@ use crate::Incompatibility;
 /// beyond it the remaining writer combinators are ignored (sound, less precise).
 const MAX_DISJUNCTS: usize = 64;
 /// Most nested comparisons on the stack; deeper pairs are reported, not assumed fine.
-const MAX_COMPARE_DEPTH: usize = 200;
+const MAX_COMPARE_DEPTH: usize = 64;
 /// Most comparisons per check; a pathological pair is reported rather than ground through.
 const MAX_COMPARISONS: usize = 50_000;
 
@@ -614,7 +614,14 @@ impl Checker {
 
     /// The schemas `conj` applies to property `name`, and whether one of its facets declares
     /// `name` in `properties`. An empty list means no facet constrains the property (open).
-    fn property_schemas<'r>(&mut self, conj: &Conj<'r>, name: &str) -> (Vec<Node<'r>>, bool) {
+    /// On the writer side (`writer`), an `unevaluatedProperties` that provably governs `name`
+    /// counts too; on the reader side it is checked on its own (`check_unevaluated_properties`).
+    fn property_schemas<'r>(
+        &mut self,
+        conj: &Conj<'r>,
+        name: &str,
+        writer: bool,
+    ) -> (Vec<Node<'r>>, bool) {
         let mut nodes = Vec::new();
         let mut declared = false;
         for facet in &conj.facets {
@@ -639,10 +646,69 @@ impl Checker {
                 }
             }
             if !matched {
-                nodes.extend(additional(facet));
+                match additional(facet) {
+                    Some(node) => nodes.push(node),
+                    None if writer => {
+                        nodes.extend(self.writer_unevaluated(facet, Some(name), None))
+                    }
+                    None => {}
+                }
             }
         }
         (nodes, declared)
+    }
+
+    /// The writer's `unevaluatedProperties` of a facet with in-place applicators, when it
+    /// governs `name` (or, with `None`, every name outside `known`). Only when the facet's
+    /// subtree bounds what it evaluates: no `$ref`, no nested `additionalProperties` or
+    /// `unevaluatedProperties`; for `None`, no `patternProperties` and no name outside
+    /// `known` either. Otherwise the writer is taken as open there, the larger reading.
+    fn writer_unevaluated<'r>(
+        &mut self,
+        facet: &Facet<'r>,
+        name: Option<&str>,
+        known: Option<&BTreeSet<&str>>,
+    ) -> Option<Node<'r>> {
+        let u = facet.get("unevaluatedProperties")?;
+        if facet.map.contains_key("additionalProperties") || !facet.has_in_place_applicators() {
+            return None;
+        }
+        let mut names = BTreeSet::new();
+        let mut patterns = Vec::new();
+        if !subtree_evaluates(facet.map, &mut names, &mut patterns, 0) {
+            return None;
+        }
+        match name {
+            Some(name) => {
+                if names.contains(name) {
+                    return None;
+                }
+                for pattern in patterns {
+                    if self.matches(pattern, name) {
+                        return None;
+                    }
+                }
+            }
+            None => {
+                if !patterns.is_empty() || !known.is_some_and(|k| names.is_subset(k)) {
+                    return None;
+                }
+            }
+        }
+        Some(facet.child(u))
+    }
+
+    /// What the writer applies to property names neither side declares.
+    fn writer_additional<'r>(&mut self, r: &Conj<'r>, w: &Conj<'r>) -> Vec<Node<'r>> {
+        let known = declared_names(r, w);
+        let mut nodes = Vec::new();
+        for facet in &w.facets {
+            match additional(facet) {
+                Some(node) => nodes.push(node),
+                None => nodes.extend(self.writer_unevaluated(facet, None, Some(&known))),
+            }
+        }
+        nodes
     }
 
     /// Checks one reader conjunction against one writer disjunct.
@@ -857,8 +923,8 @@ impl Checker {
             }
         }
         for name in names {
-            let (rn, r_declared) = self.property_schemas(r, name);
-            let (wn, w_declared) = self.property_schemas(w, name);
+            let (rn, r_declared) = self.property_schemas(r, name, false);
+            let (wn, w_declared) = self.property_schemas(w, name, true);
             let location = format!("/properties/{}", escape(name));
             let found = self.compare(&rn, &wn);
             if found.is_empty() {
@@ -908,7 +974,7 @@ impl Checker {
             .flat_map(|f| string_set(f.get("required")))
             .collect();
         for name in reader_required.difference(&writer_required) {
-            let (rn, _) = self.property_schemas(r, name);
+            let (rn, _) = self.property_schemas(r, name, false);
             let has_default = rn.iter().any(|n| {
                 let mut c = Conj::default();
                 add_facets(n.clone(), &mut c, &mut HashSet::new(), 0);
@@ -919,7 +985,7 @@ impl Checker {
                 // addition (REQUIRED_ATTRIBUTE_WITH_DEFAULT_ADDED).
                 continue;
             }
-            let (wn, _) = self.property_schemas(w, name);
+            let (wn, _) = self.property_schemas(w, name, true);
             let mut wc = Conj::default();
             for n in &wn {
                 add_facets(n.clone(), &mut wc, &mut HashSet::new(), 0);
@@ -946,7 +1012,7 @@ impl Checker {
         // Everything else: additionalProperties against additionalProperties.
         let ra: Vec<Node<'r>> = r.facets.iter().flat_map(additional).collect();
         if !ra.is_empty() {
-            let wa: Vec<Node<'r>> = w.facets.iter().flat_map(additional).collect();
+            let wa: Vec<Node<'r>> = self.writer_additional(r, w);
             let found = self.compare(&ra, &wa);
             if !found.is_empty() {
                 if contains_false(&ra) {
@@ -967,49 +1033,7 @@ impl Checker {
             }
         }
 
-        // unevaluatedProperties on a facet with in-place applicators (not folded into the
-        // content model above): the writer must be as closed, declaring nothing the reader
-        // does not.
-        for facet in &r.facets {
-            let Some(u) = facet.get("unevaluatedProperties") else {
-                continue;
-            };
-            if u == &Value::Bool(true) || !facet.has_in_place_applicators() {
-                continue;
-            }
-            let covered = w.facets.iter().any(|wf| {
-                ["unevaluatedProperties", "additionalProperties"]
-                    .iter()
-                    .filter_map(|k| wf.get(k))
-                    .any(|wu| json_eq(wu, u) || wu == &Value::Bool(false))
-            }) && w.facets.iter().all(|wf| {
-                wf.get("properties")
-                    .and_then(Value::as_object)
-                    .is_none_or(|p| {
-                        p.keys().all(|k| {
-                            r.facets.iter().any(|rf| {
-                                rf.get("properties")
-                                    .and_then(Value::as_object)
-                                    .is_some_and(|rp| rp.contains_key(k))
-                            }) || r
-                                .facets
-                                .iter()
-                                .any(|rf| rf.get("allOf").is_some() || rf.get("$ref").is_some())
-                        })
-                    })
-            });
-            if !covered {
-                out.push(inc(
-                    if u == &Value::Bool(false) {
-                        "UNEVALUATED_PROPERTIES_REMOVED"
-                    } else {
-                        "UNEVALUATED_PROPERTIES_NARROWED"
-                    },
-                    "/unevaluatedProperties",
-                    "the reader constrains unevaluated properties that the writer leaves open",
-                ));
-            }
-        }
+        self.check_unevaluated_properties(r, w, out);
 
         check_counts(
             r,
@@ -1038,6 +1062,105 @@ impl Checker {
             }
             let found = self.compare(&[facet.child(names)], &wn);
             out.extend(rebase(found, "/propertyNames"));
+        }
+    }
+
+    /// unevaluatedProperties on a facet with in-place applicators (without them it acts as
+    /// additionalProperties, above): names the facet and the subschemas it always applies
+    /// (allOf, $ref) do not evaluate fall to it. Names evaluated only by anyOf/oneOf/if
+    /// branches are counted as unevaluated, the stricter reading.
+    fn check_unevaluated_properties<'r>(
+        &mut self,
+        r: &Conj<'r>,
+        w: &Conj<'r>,
+        out: &mut Vec<Incompatibility>,
+    ) {
+        for facet in &r.facets {
+            let Some(u) = facet.get("unevaluatedProperties") else {
+                continue;
+            };
+            if u == &Value::Bool(true) || !facet.has_in_place_applicators() {
+                continue;
+            }
+            let mut applied = Conj::default();
+            add_facets(facet.node.clone(), &mut applied, &mut HashSet::new(), 0);
+            if applied
+                .facets
+                .iter()
+                .any(|f| f.map.contains_key("additionalProperties"))
+            {
+                continue;
+            }
+            let evaluated: BTreeSet<&str> = applied
+                .facets
+                .iter()
+                .filter_map(|f| f.get("properties").and_then(Value::as_object))
+                .flat_map(|p| p.keys().map(String::as_str))
+                .collect();
+            let evaluated_patterns: BTreeSet<&str> = applied
+                .facets
+                .iter()
+                .filter_map(|f| f.get("patternProperties").and_then(Value::as_object))
+                .flat_map(|p| p.keys().map(String::as_str))
+                .collect();
+            let unevaluated = [facet.child(u)];
+            let mut found = Vec::new();
+            let mut writer_names = BTreeSet::new();
+            for wf in &w.facets {
+                if let Some(p) = wf.get("properties").and_then(Value::as_object) {
+                    writer_names.extend(p.keys().map(String::as_str));
+                }
+                // Names the writer declares only under a condition may be written too.
+                let conditional = ["then", "else"].iter().filter_map(|k| wf.get(k)).chain(
+                    wf.get("dependentSchemas")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flat_map(|d| d.values()),
+                );
+                for schema in conditional {
+                    if let Some(p) = schema.get("properties").and_then(Value::as_object) {
+                        writer_names.extend(p.keys().map(String::as_str));
+                    }
+                }
+            }
+            for name in writer_names.difference(&evaluated) {
+                let mut matched = false;
+                for pattern in &evaluated_patterns {
+                    matched |= self.matches(pattern, name);
+                }
+                if matched {
+                    continue;
+                }
+                let (wn, _) = self.property_schemas(w, name, true);
+                found.extend(self.compare(&unevaluated, &wn));
+            }
+            for wf in &w.facets {
+                if let Some(p) = wf.get("patternProperties").and_then(Value::as_object) {
+                    for (pattern, schema) in p {
+                        if !evaluated_patterns.contains(pattern.as_str()) {
+                            found.extend(self.compare(&unevaluated, &[wf.child(schema)]));
+                        }
+                    }
+                }
+            }
+            // Other names: the writer's additionalProperties, or its own unevaluatedProperties
+            // where that provably closes it.
+            let wa: Vec<Node<'r>> = self.writer_additional(r, w);
+            found.extend(self.compare(&unevaluated, &wa));
+            if !found.is_empty() {
+                out.push(inc(
+                    if u == &Value::Bool(false) {
+                        "UNEVALUATED_PROPERTIES_REMOVED"
+                    } else {
+                        "UNEVALUATED_PROPERTIES_NARROWED"
+                    },
+                    "/unevaluatedProperties",
+                    format!(
+                        "the reader's unevaluatedProperties refuses properties the writer may write{}",
+                        first_reason(&found)
+                    ),
+                ));
+            }
         }
     }
 
@@ -1074,7 +1197,7 @@ impl Checker {
             }
             // Names matching a new reader pattern fall under the writer's additionalProperties
             // (overlaps with differently spelled writer patterns are not analysed).
-            let wa: Vec<Node<'r>> = w.facets.iter().flat_map(additional).collect();
+            let wa: Vec<Node<'r>> = self.writer_additional(r, w);
             let found = self.compare(std::slice::from_ref(schema), &wa);
             if found.is_empty() {
                 continue;
@@ -1139,7 +1262,7 @@ impl Checker {
                 for (property, dep) in deps {
                     let location = format!("/{keyword}/{}", escape(property));
                     // A property the writer never writes triggers nothing.
-                    let (wn, _) = self.property_schemas(w, property);
+                    let (wn, _) = self.property_schemas(w, property, true);
                     let mut wc = Conj::default();
                     for n in &wn {
                         add_facets(n.clone(), &mut wc, &mut HashSet::new(), 0);
@@ -1218,7 +1341,8 @@ impl Checker {
 
     fn check_arrays<'r>(&mut self, r: &Conj<'r>, w: &Conj<'r>, out: &mut Vec<Incompatibility>) {
         let rt: Vec<(Tuple<'r>, &Facet<'r>)> = r.facets.iter().map(|f| (tuple(f), f)).collect();
-        let wt: Vec<(Tuple<'r>, &Facet<'r>)> = w.facets.iter().map(|f| (tuple(f), f)).collect();
+        let wt: Vec<(Tuple<'r>, &Facet<'r>)> =
+            w.facets.iter().map(|f| (writer_tuple(f), f)).collect();
         let positions = rt
             .iter()
             .chain(&wt)
@@ -1330,6 +1454,7 @@ impl Checker {
                 }
             }
         }
+        self.check_unevaluated_items(r, &wt, writer_max, out);
         check_counts(
             r,
             w,
@@ -1390,6 +1515,72 @@ impl Checker {
                     if writer_had { "CONTAINS_CHANGED" } else { "CONTAINS_ADDED" },
                     "/contains",
                     "the reader requires array items (contains/minContains/maxContains) that the writer does not guarantee",
+                ));
+            }
+        }
+    }
+
+    /// unevaluatedItems on a reader facet with in-place applicators (without them it acts as
+    /// the rest of the tuple): positions past those the facet and the subschemas it always
+    /// applies (allOf, $ref) evaluate fall to it.
+    fn check_unevaluated_items<'r>(
+        &mut self,
+        r: &Conj<'r>,
+        wt: &[(Tuple<'r>, &Facet<'r>)],
+        writer_max: Option<f64>,
+        out: &mut Vec<Incompatibility>,
+    ) {
+        for facet in &r.facets {
+            let Some(u) = facet.get("unevaluatedItems") else {
+                continue;
+            };
+            if u == &Value::Bool(true) || !facet.has_in_place_applicators() {
+                continue;
+            }
+            let mut applied = Conj::default();
+            add_facets(facet.node.clone(), &mut applied, &mut HashSet::new(), 0);
+            let tuples: Vec<Tuple<'r>> = applied.facets.iter().map(tuple).collect();
+            if tuples.iter().any(|t| t.rest.is_some()) {
+                continue;
+            }
+            let evaluated = tuples.iter().map(|t| t.prefix.len()).max().unwrap_or(0);
+            let positions = wt
+                .iter()
+                .map(|(t, _)| t.prefix.len())
+                .max()
+                .unwrap_or(0)
+                .max(evaluated);
+            let unevaluated = [facet.child(u)];
+            let mut found = Vec::new();
+            for i in evaluated..positions {
+                if writer_max.is_some_and(|m| (i as f64) >= m) {
+                    break;
+                }
+                let wn: Vec<Node<'r>> = wt
+                    .iter()
+                    .filter_map(|(t, f)| t.prefix.get(i).copied().or(t.rest).map(|v| f.child(v)))
+                    .collect();
+                found.extend(self.compare(&unevaluated, &wn));
+            }
+            if writer_max.is_none_or(|m| (positions as f64) < m) {
+                let wr: Vec<Node<'r>> = wt
+                    .iter()
+                    .filter_map(|(t, f)| t.rest.map(|v| f.child(v)))
+                    .collect();
+                found.extend(self.compare(&unevaluated, &wr));
+            }
+            if !found.is_empty() {
+                out.push(inc(
+                    if u == &Value::Bool(false) {
+                        "UNEVALUATED_ITEMS_REMOVED"
+                    } else {
+                        "UNEVALUATED_ITEMS_NARROWED"
+                    },
+                    "/unevaluatedItems",
+                    format!(
+                        "the reader's unevaluatedItems refuses array items the writer may write{}",
+                        first_reason(&found)
+                    ),
                 ));
             }
         }
@@ -1898,4 +2089,127 @@ fn add_facets<'r>(node: Node<'r>, conj: &mut Conj<'r>, visited: &mut HashSet<usi
             add_facets(node.child(sub), conj, visited, depth + 1);
         }
     }
+}
+
+/// Names declared in `properties` by either side.
+fn declared_names<'r>(r: &Conj<'r>, w: &Conj<'r>) -> BTreeSet<&'r str> {
+    r.facets
+        .iter()
+        .chain(&w.facets)
+        .filter_map(|f| f.get("properties").and_then(Value::as_object))
+        .flat_map(|p| p.keys().map(String::as_str))
+        .collect()
+}
+
+/// Collects the property names and patterns a schema's in-place applicators may evaluate
+/// (`allOf`, `anyOf`, `oneOf`, `if`/`then`/`else`, `dependentSchemas`, recursively, without
+/// following `$ref`); false when that cannot be bounded.
+fn subtree_evaluates<'r>(
+    map: &'r Map<String, Value>,
+    names: &mut BTreeSet<&'r str>,
+    patterns: &mut Vec<&'r str>,
+    depth: usize,
+) -> bool {
+    if depth > super::MAX_DEPTH {
+        return false;
+    }
+    if ["$ref", "$dynamicRef", "$recursiveRef"]
+        .iter()
+        .any(|k| map.contains_key(*k))
+    {
+        return false;
+    }
+    if depth > 0
+        && (map.contains_key("additionalProperties") || map.contains_key("unevaluatedProperties"))
+    {
+        return false;
+    }
+    if let Some(p) = map.get("properties").and_then(Value::as_object) {
+        names.extend(p.keys().map(String::as_str));
+    }
+    if let Some(p) = map.get("patternProperties").and_then(Value::as_object) {
+        patterns.extend(p.keys().map(String::as_str));
+    }
+    let mut children: Vec<&'r Value> = Vec::new();
+    for keyword in ["allOf", "anyOf", "oneOf"] {
+        if let Some(list) = map.get(keyword).and_then(Value::as_array) {
+            children.extend(list);
+        }
+    }
+    for keyword in ["if", "then", "else"] {
+        children.extend(map.get(keyword));
+    }
+    if let Some(d) = map.get("dependentSchemas").and_then(Value::as_object) {
+        children.extend(d.values());
+    }
+    children.into_iter().all(|child| match child {
+        Value::Object(m) => subtree_evaluates(m, names, patterns, depth + 1),
+        _ => true,
+    })
+}
+
+static TRUE_SCHEMA: Value = Value::Bool(true);
+
+/// The writer's tuple model, where an `unevaluatedItems` on a facet with in-place
+/// applicators provably governs the positions past those its subtree evaluates.
+fn writer_tuple<'r>(facet: &Facet<'r>) -> Tuple<'r> {
+    let mut t = tuple(facet);
+    if t.rest.is_some() || !facet.has_in_place_applicators() {
+        return t;
+    }
+    let Some(u) = facet.get("unevaluatedItems") else {
+        return t;
+    };
+    let Some(evaluated) = subtree_items(facet.map, facet.node.draft, 0) else {
+        return t;
+    };
+    while t.prefix.len() < evaluated {
+        t.prefix.push(&TRUE_SCHEMA);
+    }
+    t.rest = Some(u);
+    t
+}
+
+/// How many leading array positions a schema's in-place applicators may evaluate; `None`
+/// when that cannot be bounded (a `$ref`, or a subschema evaluating every item).
+fn subtree_items(map: &Map<String, Value>, draft: Draft, depth: usize) -> Option<usize> {
+    // `contains` evaluates whichever items match it (2020-12), so it cannot be bounded.
+    if depth > super::MAX_DEPTH
+        || ["$ref", "$dynamicRef", "$recursiveRef", "contains"]
+            .iter()
+            .any(|k| map.contains_key(*k))
+    {
+        return None;
+    }
+    let mut evaluated = 0;
+    if depth > 0 {
+        if map.contains_key("unevaluatedItems") || map.contains_key("additionalItems") {
+            return None;
+        }
+        match map.get("items") {
+            Some(Value::Array(items)) if draft != Draft::Draft202012 => {
+                evaluated = items.len();
+            }
+            Some(_) => return None,
+            None => {}
+        }
+    }
+    if let Some(prefix) = map.get("prefixItems").and_then(Value::as_array) {
+        evaluated = evaluated.max(prefix.len());
+    }
+    let mut children: Vec<&Value> = Vec::new();
+    for keyword in ["allOf", "anyOf", "oneOf"] {
+        if let Some(list) = map.get(keyword).and_then(Value::as_array) {
+            children.extend(list);
+        }
+    }
+    for keyword in ["if", "then", "else"] {
+        children.extend(map.get(keyword));
+    }
+    for child in children {
+        if let Value::Object(m) = child {
+            evaluated = evaluated.max(subtree_items(m, draft, depth + 1)?);
+        }
+    }
+    Some(evaluated)
 }
