@@ -853,6 +853,21 @@ const CASES: &[Case] = &[
         backward: Some("TYPE_NARROWED"),
         forward: OK,
     },
+    // Keywords a draft does not know constrain nothing, for the validator and the checker.
+    Case {
+        name: "const is no keyword in draft-04",
+        old: r#"{"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer"}"#,
+        new: r#"{"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer", "const": 1}"#,
+        backward: OK,
+        forward: OK,
+    },
+    Case {
+        name: "if is no keyword in draft-06",
+        old: r#"{"$schema": "http://json-schema.org/draft-06/schema#", "type": "object"}"#,
+        new: r#"{"$schema": "http://json-schema.org/draft-06/schema#", "type": "object", "if": true, "then": {"required": ["a"]}}"#,
+        backward: OK,
+        forward: OK,
+    },
     // --- references ---
     Case {
         name: "referenced definition changed",

@@ -365,3 +365,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The same grammar under other declared drafts, reader and writer independently: the
+    /// keywords a draft does not know must constrain nothing for the checker either.
+    #[test]
+    fn compatible_means_accepted_across_drafts(
+        (reader, writer) in pair(),
+        reader_draft in prop::sample::select(DRAFTS.to_vec()),
+        writer_draft in prop::sample::select(DRAFTS.to_vec()),
+        documents in prop::collection::vec(document(), 24),
+    ) {
+        let declare = |mut v: Value, uri: &str| {
+            if let Some(map) = v.as_object_mut() {
+                map.insert("$schema".to_owned(), json!(uri));
+            }
+            v
+        };
+        let reader = declare(reader, reader_draft);
+        let writer = declare(writer, writer_draft);
+        let (Some(r), Some(w)) = (parse(&reader), parse(&writer)) else {
+            return Ok(());
+        };
+        if !can_read(&r, &w).is_empty() {
+            return Ok(());
+        }
+        for doc in &documents {
+            let bytes = doc.to_string();
+            if w.validate(bytes.as_bytes()).is_ok() {
+                prop_assert!(
+                    r.validate(bytes.as_bytes()).is_ok(),
+                    "reader {reader} was found compatible with writer {writer}, yet refuses {doc}"
+                );
+            }
+        }
+    }
+}
+
+const DRAFTS: [&str; 4] = [
+    "http://json-schema.org/draft-04/schema#",
+    "http://json-schema.org/draft-06/schema#",
+    "http://json-schema.org/draft-07/schema#",
+    "https://json-schema.org/draft/2019-09/schema",
+];

@@ -131,8 +131,14 @@ struct Facet<'r> {
 }
 
 impl<'r> Facet<'r> {
+    /// The keyword's value, if the facet's draft knows the keyword (as the validator does:
+    /// a `const` in a draft-04 schema constrains nothing).
     fn get(&self, keyword: &str) -> Option<&'r Value> {
-        self.map.get(keyword)
+        if known_keyword(self.node.draft, keyword) {
+            self.map.get(keyword)
+        } else {
+            None
+        }
     }
 
     fn child(&self, value: &'r Value) -> Node<'r> {
@@ -1499,7 +1505,7 @@ impl Checker {
                 let wmax = wf.number("maxContains");
                 let max_ok = match max {
                     None => true,
-                    Some(m) => json_eq(wc, contains) && wmax.is_some_and(|x| x <= m),
+                    Some(m) => same_schema(wc, contains) && wmax.is_some_and(|x| x <= m),
                 };
                 if wmin >= min
                     && max_ok
@@ -1697,7 +1703,7 @@ impl Checker {
                         .iter()
                         .all(|k| match (facet.get(k), wf.get(k)) {
                             (None, None) => true,
-                            (Some(a), Some(b)) => json_eq(a, b),
+                            (Some(a), Some(b)) => same_schema(a, b),
                             _ => false,
                         })
                 });
@@ -2072,10 +2078,14 @@ fn add_facets<'r>(node: Node<'r>, conj: &mut Conj<'r>, visited: &mut HashSet<usi
             return;
         }
     }
-    if map.contains_key("$recursiveRef") {
+    if map.contains_key("$recursiveRef") && known_keyword(node.draft, "$recursiveRef") {
         follow(None, true, conj, visited);
     }
-    if let Some(reference) = map.get("$dynamicRef").and_then(Value::as_str) {
+    if let Some(reference) = map
+        .get("$dynamicRef")
+        .and_then(Value::as_str)
+        .filter(|_| known_keyword(node.draft, "$dynamicRef"))
+    {
         // Resolved statically, as if it were a `$ref`.
         follow(Some(reference), false, conj, visited);
     }
@@ -2212,4 +2222,40 @@ fn subtree_items(map: &Map<String, Value>, draft: Draft, depth: usize) -> Option
         }
     }
     Some(evaluated)
+}
+
+/// Two subschemas that are the same text and refer to nothing: equal wherever they sit (a
+/// `$ref` could resolve differently in the reader's and the writer's documents).
+fn same_schema(a: &Value, b: &Value) -> bool {
+    fn refers(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => {
+                m.contains_key("$ref")
+                    || m.contains_key("$dynamicRef")
+                    || m.contains_key("$recursiveRef")
+                    || m.values().any(refers)
+            }
+            Value::Array(items) => items.iter().any(refers),
+            _ => false,
+        }
+    }
+    json_eq(a, b) && !refers(a)
+}
+
+/// Whether `draft` gives `keyword` a meaning, as the `jsonschema` validator does (it is
+/// lenient with `dependencies` and `additionalItems`, which it honours in every draft).
+fn known_keyword(draft: Draft, keyword: &str) -> bool {
+    match keyword {
+        "const" | "contains" | "propertyNames" => draft >= Draft::Draft6,
+        "if" | "then" | "else" => draft >= Draft::Draft7,
+        "dependentRequired"
+        | "dependentSchemas"
+        | "unevaluatedItems"
+        | "unevaluatedProperties"
+        | "minContains"
+        | "maxContains" => draft >= Draft::Draft201909,
+        "$recursiveRef" => draft == Draft::Draft201909,
+        "prefixItems" | "$dynamicRef" => draft >= Draft::Draft202012,
+        _ => true,
+    }
 }
