@@ -868,6 +868,28 @@ const CASES: &[Case] = &[
         backward: OK,
         forward: OK,
     },
+    // As Confluent's Java serializer generates them: closed, nullable fields as oneOf.
+    Case {
+        name: "serializer schema gains a nullable field",
+        old: r#"{"$schema": "http://json-schema.org/draft-07/schema#", "title": "User", "type": "object", "additionalProperties": false, "properties": {"name": {"oneOf": [{"type": "null", "title": "Not included"}, {"type": "string"}]}}}"#,
+        new: r#"{"$schema": "http://json-schema.org/draft-07/schema#", "title": "User", "type": "object", "additionalProperties": false, "properties": {"name": {"oneOf": [{"type": "null", "title": "Not included"}, {"type": "string"}]}, "age": {"oneOf": [{"type": "null", "title": "Not included"}, {"type": "integer"}]}}}"#,
+        backward: OK,
+        forward: Some("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"),
+    },
+    Case {
+        name: "serializer schema field made non-nullable",
+        old: r#"{"type": "object", "additionalProperties": false, "properties": {"name": {"oneOf": [{"type": "null", "title": "Not included"}, {"type": "string"}]}}}"#,
+        new: r#"{"type": "object", "additionalProperties": false, "properties": {"name": {"type": "string"}}}"#,
+        backward: Some("TYPE_CHANGED"),
+        forward: OK,
+    },
+    Case {
+        name: "serializer schema field type widened",
+        old: r#"{"type": "object", "additionalProperties": false, "properties": {"n": {"oneOf": [{"type": "null", "title": "Not included"}, {"type": "integer"}]}}}"#,
+        new: r#"{"type": "object", "additionalProperties": false, "properties": {"n": {"oneOf": [{"type": "null", "title": "Not included"}, {"type": "number"}]}}}"#,
+        backward: OK,
+        forward: Some("COMBINED_TYPE_SUBSCHEMAS_CHANGED"),
+    },
     // --- references ---
     Case {
         name: "referenced definition changed",
