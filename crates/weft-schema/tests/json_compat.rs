@@ -333,6 +333,20 @@ const CASES: &[Case] = &[
         backward: Some("PATTERN_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL"),
         forward: OK,
     },
+    Case {
+        name: "overlapping pattern spelled differently",
+        old: r#"{"patternProperties": {"^x": {"type": "string"}}, "additionalProperties": false}"#,
+        new: r#"{"patternProperties": {"^x": {"type": "string"}, "^xy": {"type": "string", "maxLength": 1}}, "additionalProperties": false}"#,
+        backward: Some("PATTERN_PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"),
+        forward: OK,
+    },
+    Case {
+        name: "disjoint pattern added to closed model",
+        old: r#"{"patternProperties": {"^S_": {"type": "string"}}, "additionalProperties": false}"#,
+        new: r#"{"patternProperties": {"^S_": {"type": "string"}, "^I_": {"type": "integer"}}, "additionalProperties": false}"#,
+        backward: OK,
+        forward: Some("PATTERN_PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"),
+    },
     // --- required ---
     Case {
         name: "required added",

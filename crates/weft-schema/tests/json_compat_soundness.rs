@@ -80,7 +80,10 @@ fn schema() -> impl Strategy<Value = Value> {
                     Just(Some(json!(true))),
                     inner.clone().prop_map(Some)
                 ],
-                prop::option::of(inner.clone()),
+                prop::option::of((
+                    inner.clone(),
+                    prop::sample::select(vec!["^c", "^cc", "c$", "^d"])
+                )),
                 any::<bool>(),
             )
                 .prop_map(|(props, required, additional, pattern, typed)| {
@@ -94,8 +97,8 @@ fn schema() -> impl Strategy<Value = Value> {
                     if let Some(a) = additional {
                         s["additionalProperties"] = a;
                     }
-                    if let Some(p) = pattern {
-                        s["patternProperties"] = json!({ "^c": p });
+                    if let Some((p, key)) = pattern {
+                        s["patternProperties"] = json!({ key: p });
                     }
                     s
                 }),

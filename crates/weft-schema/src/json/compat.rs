@@ -1201,10 +1201,18 @@ impl Checker {
                 out.extend(rebase(found, &location));
                 continue;
             }
-            // Names matching a new reader pattern fall under the writer's additionalProperties
-            // (overlaps with differently spelled writer patterns are not analysed).
+            // Names matching a new reader pattern fall under the writer's additionalProperties,
+            // or under a writer pattern that may match the same names.
             let wa: Vec<Node<'r>> = self.writer_additional(r, w);
-            let found = self.compare(std::slice::from_ref(schema), &wa);
+            let mut found = self.compare(std::slice::from_ref(schema), &wa);
+            let overlapping: Vec<Node<'r>> = wp
+                .iter()
+                .filter(|(p, _)| may_overlap(p, pattern))
+                .map(|(_, n)| n.clone())
+                .collect();
+            for writer_schema in overlapping {
+                found.extend(self.compare(std::slice::from_ref(schema), &[writer_schema]));
+            }
             if found.is_empty() {
                 continue;
             }
@@ -1228,6 +1236,17 @@ impl Checker {
                 continue;
             }
             let location = format!("/patternProperties/{}", escape(pattern));
+            // Names a reader pattern surely matches are its business, not additionalProperties'.
+            let covering: Vec<Node<'r>> = rp
+                .iter()
+                .filter(|(p, _)| covers(p, pattern))
+                .map(|(_, n)| n.clone())
+                .collect();
+            if !covering.is_empty() {
+                let found = self.compare(&covering, std::slice::from_ref(schema));
+                out.extend(rebase(found, &location));
+                continue;
+            }
             let ra: Vec<Node<'r>> = r.facets.iter().flat_map(additional).collect();
             let found = self.compare(&ra, std::slice::from_ref(schema));
             if found.is_empty() {
@@ -2258,4 +2277,41 @@ fn known_keyword(draft: Draft, keyword: &str) -> bool {
         "prefixItems" | "$dynamicRef" => draft >= Draft::Draft202012,
         _ => true,
     }
+}
+
+/// Whether two `patternProperties` patterns may match a common name. Only the cheap
+/// disjoint case is recognised: both anchored with `^` and literal prefixes where neither
+/// extends the other (`^S_` and `^I_`); anything else may overlap.
+fn may_overlap(a: &str, b: &str) -> bool {
+    match (literal_prefix(a), literal_prefix(b)) {
+        (Some(x), Some(y)) => x.starts_with(&y) || y.starts_with(&x),
+        _ => true,
+    }
+}
+
+/// Whether every name matching `pattern` surely matches `by`: `by` is nothing but an anchored
+/// literal prefix (`^x`) that `pattern`'s own anchored literal prefix starts with.
+fn covers(by: &str, pattern: &str) -> bool {
+    match (literal_prefix(by), literal_prefix(pattern)) {
+        (Some(x), Some(y)) => by.len() == x.len() + 1 && y.starts_with(&x),
+        _ => false,
+    }
+}
+
+/// The literal text an anchored (`^…`) pattern requires a name to start with.
+fn literal_prefix(pattern: &str) -> Option<String> {
+    let rest = pattern.strip_prefix('^')?;
+    let mut prefix = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !(c.is_alphanumeric() || c == '_' || c == '-' || c == ':') {
+            break;
+        }
+        // A quantifier makes the character optional or repeated: stop before it.
+        if matches!(chars.peek(), Some('*' | '?' | '{')) {
+            break;
+        }
+        prefix.push(c);
+    }
+    Some(prefix)
 }
