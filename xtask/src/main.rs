@@ -39,6 +39,14 @@ const PIP_PACKAGES: &[PipPackage] = &[
         package: "zstandard",
         module: "zstandard",
     },
+    // Confluent's client with its schema-registry extras (fastavro, jsonschema, protobuf,
+    // httpx2, authlib, attrs, cachetools), for tests/registry_confluent.rs. Importing the
+    // three serializer modules is what proves every extra is there.
+    PipPackage {
+        package: "confluent-kafka[avro,json,protobuf,schemaregistry]",
+        module: "confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.protobuf, \
+                 confluent_kafka.schema_registry.json_schema",
+    },
 ];
 
 /// npm packages (`name` or `name@version`), installed under `<repo>/target/npm`; tests find
@@ -82,6 +90,8 @@ fn test(extra: &[String]) -> anyhow::Result<ExitCode> {
     ensure_apt(APT_PACKAGES)?;
     ensure_pip(PIP_PACKAGES)?;
     ensure_npm(NPM_PACKAGES, &npm_prefix)?;
+    // Kept until the tests are done; dropping it stops the throwaway cluster.
+    let postgres = ensure_postgres(&root)?;
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let node_path = npm_prefix.join("node_modules");
@@ -98,6 +108,11 @@ fn test(extra: &[String]) -> anyhow::Result<ExitCode> {
             .args(extra)
             .current_dir(&root)
             .env("NODE_PATH", &node_path)
+            .envs(
+                postgres
+                    .as_ref()
+                    .map(|pg| (POSTGRES_URL_VAR, pg.url.as_str())),
+            )
             .status()
             .context("cannot run cargo")?;
         if !status.success() {
@@ -110,6 +125,131 @@ fn test(extra: &[String]) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the state-store tests find PostgreSQL (`weft_store::testing`).
+const POSTGRES_URL_VAR: &str = "WEFT_TEST_POSTGRES_URL";
+
+/// A PostgreSQL cluster started for this test run, stopped and removed on drop.
+struct ThrowawayPostgres {
+    url: String,
+    bin: PathBuf,
+    dir: PathBuf,
+    /// Run the server's tools as this OS user (initdb refuses to run as root).
+    user: Option<&'static str>,
+}
+
+/// PostgreSQL for the tests: `$WEFT_TEST_POSTGRES_URL` when set, else the server on
+/// 127.0.0.1:5432 when one answers, else Debian's PostgreSQL (installed when missing) as a
+/// throwaway cluster on a spare port with trust auth, whose URL the tests get.
+fn ensure_postgres(root: &Path) -> anyhow::Result<Option<ThrowawayPostgres>> {
+    if std::env::var_os(POSTGRES_URL_VAR).is_some_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+    if std::net::TcpStream::connect_timeout(&default, std::time::Duration::from_secs(2)).is_ok() {
+        return Ok(None);
+    }
+    let bin = match postgres_bin() {
+        Some(bin) => bin,
+        None => {
+            eprintln!("xtask: nothing answers on {default}; installing Debian's postgresql");
+            apt_install(&["postgresql"])?;
+            postgres_bin()
+                .context("postgresql installed but no initdb under /usr/lib/postgresql")?
+        }
+    };
+    // A spare port: bind port 0, note it, release it for the server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a spare port")?
+        .port();
+    let dir = root.join("target").join(format!("pg-test-{port}"));
+    let user = is_root().then_some("postgres");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let pg = ThrowawayPostgres {
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        bin,
+        dir,
+        user,
+    };
+    if let Some(user) = user {
+        run(Command::new("chown")
+            .args([&format!("{user}:{user}")])
+            .arg(&pg.dir))?;
+    }
+    let data = pg.dir.join("data");
+    run(pg
+        .tool("initdb")
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data))?;
+    let options = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+        pg.dir.display()
+    );
+    run(pg
+        .tool("pg_ctl")
+        .args(["-w", "-D"])
+        .arg(&data)
+        .args(["-o", &options, "-l"])
+        .arg(pg.dir.join("server.log"))
+        .arg("start"))?;
+    eprintln!("xtask: throwaway PostgreSQL at {}", pg.url);
+    Ok(Some(pg))
+}
+
+impl ThrowawayPostgres {
+    /// One of the server's programs, as the cluster's OS user.
+    fn tool(&self, name: &str) -> Command {
+        let program = self.bin.join(name);
+        match self.user {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--"]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .tool("pg_ctl")
+            .args(["-m", "fast", "-D"])
+            .arg(&data)
+            .arg("stop")
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with an `initdb`.
+fn postgres_bin() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
@@ -156,14 +296,39 @@ fn ensure_apt(packages: &[AptPackage]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `apt-get`, through `sudo` when not root.
-fn apt_command() -> Command {
-    let is_root = Command::new("id")
+fn is_root() -> bool {
+    Command::new("id")
         .arg("-u")
         .output()
         .map(|o| o.stdout.trim_ascii() == b"0")
-        .unwrap_or(false);
-    let mut cmd = if is_root {
+        .unwrap_or(false)
+}
+
+/// `apt-get install` of `packages`, with one `apt-get update` and retry on failure.
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let install = || {
+        apt_command()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .status()
+            .map(|s| s.success())
+    };
+    if install().context("cannot run apt-get")? {
+        return Ok(());
+    }
+    let updated = apt_command()
+        .arg("update")
+        .status()
+        .context("cannot run apt-get")?;
+    if !updated.success() || !install().context("cannot run apt-get")? {
+        bail!("could not install Debian packages: {}", packages.join(" "));
+    }
+    Ok(())
+}
+
+/// `apt-get`, through `sudo` when not root.
+fn apt_command() -> Command {
+    let mut cmd = if is_root() {
         Command::new("apt-get")
     } else {
         let mut sudo = Command::new("sudo");

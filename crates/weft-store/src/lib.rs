@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Row};
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Row};
 use tracing::info;
 
 pub use sqlx;
@@ -208,6 +208,10 @@ impl Store {
             source,
         };
         let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
+        // One direct connection first: the pool would retry until its acquire timeout and
+        // then report only "timed out", hiding the cause (refused, auth, no such database).
+        let probe = options.connect().await.map_err(connect_error)?;
+        probe.close().await.map_err(connect_error)?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,

@@ -3,12 +3,14 @@
 //! Order of start-up, each step only after the previous one succeeded:
 //! 1. resolve settings and install logging;
 //! 2. create the data dir and take its exclusive lock (`<data-dir>/.lock`);
-//! 3. open the storage engine (`<data-dir>/log`);
+//! 3. open the state store (`--database`, default SQLite `<data-dir>/state.db`) and apply
+//!    the registry's migrations, then the storage engine (`<data-dir>/log`);
 //! 4. bind every listener (a busy port fails here, naming the address);
 //! 5. install the SIGINT/SIGTERM handlers, start the components, log `ready`.
 //!
 //! Shutdown (signal or a failed component): components are told to stop and awaited, then
-//! the log is closed (flush, fsync, checkpoint), then the lock is released by exiting.
+//! the log is closed (flush, fsync, checkpoint), the state store's connections are closed,
+//! then the lock is released by exiting.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -38,12 +40,20 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         kafka_listen = %settings.kafka_listen,
         kafka_advertised = settings.kafka_advertised.as_deref(),
         registry_listen = %settings.registry_listen,
-        database = settings.database.as_deref(),
+        database = settings.database.as_deref().map(weft_store::redact),
         kafka_bootstrap = settings.kafka_bootstrap.as_deref(),
         "starting"
     );
 
     let _lock = lock_data_dir(&settings.data_dir)?;
+
+    // The store's error names the URL with its password hidden.
+    let store = weft_store::Store::open(&settings.database_url())
+        .await
+        .context("cannot open the state database")?;
+    let registry = weft_registry::Registry::open(store.clone())
+        .await
+        .context("cannot prepare the schema registry's tables")?;
 
     let log_dir = settings.data_dir.join("log");
     let log = tokio::task::spawn_blocking({
@@ -56,7 +66,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let log = Arc::new(log);
     info!(dir = %log_dir.display(), "log opened");
 
-    let outcome = run_components(&settings, Arc::clone(&log)).await;
+    let outcome = run_components(&settings, Arc::clone(&log), registry).await;
 
     let closed = tokio::task::spawn_blocking(move || log.close())
         .await
@@ -66,17 +76,26 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(()) => info!("log closed"),
         Err(e) => error!(error = %format!("{e:#}"), "log close failed"),
     }
+    store.close().await;
     // A component failure is the root cause; report it first.
     outcome.and(closed)
 }
 
 /// Binds the listeners, starts the components and supervises them until a signal or a
 /// failure. Returns once every component has stopped.
-async fn run_components(settings: &Settings, log: Arc<weft_log::Log>) -> anyhow::Result<()> {
+async fn run_components(
+    settings: &Settings,
+    log: Arc<weft_log::Log>,
+    registry: weft_registry::Registry,
+) -> anyhow::Result<()> {
     let http_listener = bind("http", settings.http_listen).await?;
     let http_addr = http_listener
         .local_addr()
         .context("http listener has no address")?;
+    let registry_listener = bind("registry", settings.registry_listen).await?;
+    let registry_addr = registry_listener
+        .local_addr()
+        .context("registry listener has no address")?;
 
     // The embedded Kafka broker, unless an external cluster is used instead.
     let kafka = match settings.kafka_bootstrap {
@@ -97,6 +116,7 @@ async fn run_components(settings: &Settings, log: Arc<weft_log::Log>) -> anyhow:
     let mut sup = Supervisor::new();
     let mut listeners = vec![("http", http_addr)];
     listeners.extend(kafka_addr.map(|addr| ("kafka", addr)));
+    listeners.push(("registry", registry_addr));
     let kafka_log = Arc::clone(&log);
     let state = AppState::new(listeners, settings.data_dir.clone(), log, sup.shutdown());
     // Consumer lag, sampled through the Kafka protocol from the cluster in use: the embedded
@@ -125,8 +145,17 @@ async fn run_components(settings: &Settings, log: Arc<weft_log::Log>) -> anyhow:
         });
     }
 
+    sup.spawn("registry", move |mut shutdown| async move {
+        weft_registry::serve(registry_listener, registry, async move {
+            shutdown.requested().await
+        })
+        .await
+        .context("schema registry stopped")
+    });
+
     info!(
         http_addr = %http_addr,
+        registry_addr = %registry_addr,
         kafka_addr = kafka_addr.map(tracing::field::display),
         data_dir = %settings.data_dir.display(),
         node_id = settings.node_id,

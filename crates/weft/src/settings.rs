@@ -40,10 +40,11 @@ pub(crate) struct ServeArgs {
     /// HTTP listener: /healthz, /readyz [env: WEFT_HTTP_LISTEN] [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub(crate) http_listen: Option<SocketAddr>,
-    /// Schema registry listener (not served yet) [env: WEFT_REGISTRY_LISTEN] [default: 127.0.0.1:8081]
+    /// Schema registry listener (Confluent API) [env: WEFT_REGISTRY_LISTEN] [default: 127.0.0.1:8081]
     #[arg(long, value_name = "ADDR")]
     pub(crate) registry_listen: Option<SocketAddr>,
-    /// State database URL (not used yet) [env: WEFT_DATABASE] [default: SQLite in the data dir]
+    /// State database: postgres://USER:PASSWORD@HOST:PORT/DB or sqlite:PATH [env: WEFT_DATABASE]
+    /// [default: sqlite:<data-dir>/state.db]
     #[arg(long, value_name = "URL")]
     pub(crate) database: Option<String>,
     /// External Kafka cluster instead of the embedded broker (not used yet) [env: WEFT_KAFKA_BOOTSTRAP]
@@ -247,6 +248,13 @@ impl Settings {
                 None => "invalid [log] table".to_owned(),
             })?;
         Ok(settings)
+    }
+
+    /// The state database URL: `--database`, else SQLite at `<data-dir>/state.db`.
+    pub(crate) fn database_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| weft_store::sqlite_url(&self.data_dir.join("state.db")))
     }
 
     /// The Kafka address told to clients, given the address the listener actually bound.
