@@ -455,3 +455,62 @@ fn unresolved_names_are_errors() {
         Err(Error::UnresolvedReference { reference, .. }) if reference == "com.acme.Adress"
     ));
 }
+
+/// `R0 <- R1 <- … <- R{n-1}`, each record holding the previous one, as references; and a
+/// schema using the last.
+fn chain(n: usize) -> (String, Vec<NamedSchema>) {
+    let mut refs = vec![named(
+        "R0",
+        r#"{"type":"record","name":"R0","fields":[{"name":"x","type":"int"}]}"#,
+    )];
+    for i in 1..n {
+        let text = format!(
+            r#"{{"type":"record","name":"R{i}","fields":[{{"name":"x","type":"R{}"}}]}}"#,
+            i - 1
+        );
+        refs.push(named(&format!("R{i}"), &text));
+    }
+    let main = format!(
+        r#"{{"type":"record","name":"Main","fields":[{{"name":"x","type":"R{}"}}]}}"#,
+        n - 1
+    );
+    (main, refs)
+}
+
+#[test]
+fn reference_chains_resolve_in_any_order_and_are_bounded_in_depth() {
+    // Dependencies last: each reference waits for the one defining its name.
+    let (main, mut refs) = chain(60);
+    refs.reverse();
+    let s = match ParsedSchema::parse(SchemaType::Avro, &main, &refs) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(s.can_read(&s).is_empty());
+    // Too deep across references: refused before any recursive walk could overflow.
+    let (main, refs) = chain(300);
+    match ParsedSchema::parse(SchemaType::Avro, &main, &refs) {
+        Err(Error::Invalid { message, .. }) => {
+            assert!(message.contains("nest more than 64"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A missing link is reported as the reference that needs it.
+    let (main, mut refs) = chain(10);
+    refs.remove(4);
+    match ParsedSchema::parse(SchemaType::Avro, &main, &refs) {
+        Err(Error::Invalid { message, .. }) => {
+            assert!(
+                message.contains("\"R5\"") && message.contains("\"R4\""),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn parsed_schemas_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<weft_schema::avro::AvroSchema>();
+}

@@ -6,7 +6,7 @@
 //! small arena of named types and checks the Avro specification's rules itself, each error
 //! naming where it is (`/fields/2/type`, `record com.acme.Order`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{Map, Value};
 
@@ -155,6 +155,16 @@ type PResult<T> = Result<T, ParseError>;
 /// Java reads a fixed size as an int; larger sizes are refused.
 const MAX_FIXED_SIZE: u64 = i32::MAX as u64;
 
+/// How deep types may nest, references followed (see [`Model::check_nesting`]).
+pub(crate) const MAX_NESTING: usize = 64;
+
+#[derive(Clone, Copy)]
+enum Height {
+    Unvisited,
+    InProgress,
+    Done(usize),
+}
+
 impl Model {
     /// Parses `text` after `references` (texts whose named types `text` may use). References
     /// may come in any order: one that uses a name defined by a later one is retried.
@@ -167,33 +177,95 @@ impl Model {
             root: Node::Union(Vec::new()),
             by_name: HashMap::new(),
         };
-        let mut pending: Vec<usize> = (0..references.len()).collect();
-        while !pending.is_empty() {
-            let mut still = Vec::new();
-            let mut first_error = None;
-            for &i in &pending {
-                let json = parse_json(references[i]).map_err(|e| (Some(i), e))?;
-                let mark = model.named.len();
-                match model.node(&json, None, "", true) {
-                    Ok(_) => {}
-                    Err(e @ ParseError::Unresolved { .. }) => {
-                        model.rollback(mark);
-                        still.push(i);
-                        first_error.get_or_insert((i, e));
+        // A reference that uses a name no earlier one defined waits for the reference that
+        // defines it: each text is parsed once more per name it waited for.
+        let mut queue: VecDeque<usize> = (0..references.len()).collect();
+        let mut waiting: BTreeMap<String, Vec<(usize, ParseError)>> = BTreeMap::new();
+        while let Some(i) = queue.pop_front() {
+            let json = parse_json(references[i]).map_err(|e| (Some(i), e))?;
+            let mark = model.named.len();
+            match model.node(&json, None, "", true) {
+                Ok(_) => {
+                    for named in &model.named[mark..] {
+                        if let Some(list) = waiting.remove(&named.name.full()) {
+                            queue.extend(list.into_iter().map(|(j, _)| j));
+                        }
                     }
-                    Err(e) => return Err((Some(i), e)),
                 }
+                Err(ParseError::Unresolved { at, name }) => {
+                    model.rollback(mark);
+                    waiting
+                        .entry(name.clone())
+                        .or_default()
+                        .push((i, ParseError::Unresolved { at, name }));
+                }
+                Err(e) => return Err((Some(i), e)),
             }
-            if still.len() == pending.len()
-                && let Some((i, e)) = first_error
-            {
-                return Err((Some(i), e));
-            }
-            pending = still;
+        }
+        // What still waits names a type no reference defines: report the first reference.
+        if let Some((i, e)) = waiting.into_values().flatten().min_by_key(|(i, _)| *i) {
+            return Err((Some(i), e));
         }
         let json = parse_json(text).map_err(|e| (None, e))?;
         model.root = model.node(&json, None, "", false).map_err(|e| (None, e))?;
+        model.check_nesting().map_err(|e| (None, e))?;
         Ok(model)
+    }
+
+    /// One text nests at most 128 JSON levels (serde_json's limit), but references chain
+    /// texts: refuse a schema whose types nest deeper than [`MAX_NESTING`] across them, so
+    /// that every recursive walk over it stays shallow. apache-avro's parser, which
+    /// recurses through references, overflows a 2 MiB stack in a debug build at about 120
+    /// chained references, hence 64.
+    /// Recursive types are not deep: a type met again inside itself ends the path.
+    fn check_nesting(&self) -> PResult<()> {
+        let mut memo = vec![Height::Unvisited; self.named.len()];
+        for i in 0..self.named.len() {
+            self.height(&Node::Named(i), 0, &mut memo)?;
+        }
+        self.height(&self.root, 0, &mut memo).map(drop)
+    }
+
+    /// The number of nodes on the longest path down from `node`, which sits at `depth`.
+    fn height(&self, node: &Node, depth: usize, memo: &mut [Height]) -> PResult<usize> {
+        let too_deep = || {
+            ParseError::invalid(
+                "",
+                format!("types nest more than {MAX_NESTING} levels deep (through references)"),
+            )
+        };
+        if depth > MAX_NESTING {
+            return Err(too_deep());
+        }
+        Ok(match node {
+            Node::Primitive { .. } => 1,
+            Node::Array { items: inner, .. } | Node::Map { values: inner, .. } => {
+                1 + self.height(inner, depth + 1, memo)?
+            }
+            Node::Union(branches) => {
+                let mut h = 0;
+                for b in branches {
+                    h = h.max(self.height(b, depth + 1, memo)?);
+                }
+                1 + h
+            }
+            Node::Named(i) => match memo[*i] {
+                Height::Done(h) if depth + h > MAX_NESTING + 1 => return Err(too_deep()),
+                Height::Done(h) => h,
+                Height::InProgress => 1,
+                Height::Unvisited => {
+                    memo[*i] = Height::InProgress;
+                    let mut h = 0;
+                    if let NamedKind::Record(fields) = &self.named[*i].kind {
+                        for f in fields {
+                            h = h.max(self.height(&f.schema, depth + 1, memo)?);
+                        }
+                    }
+                    memo[*i] = Height::Done(1 + h);
+                    1 + h
+                }
+            },
+        })
     }
 
     fn rollback(&mut self, mark: usize) {
