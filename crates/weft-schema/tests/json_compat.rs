@@ -426,6 +426,20 @@ const CASES: &[Case] = &[
         backward: OK,
         forward: OK,
     },
+    Case {
+        name: "format added to an enum",
+        old: r#"{"enum": ["a@b.c", "x"]}"#,
+        new: r#"{"enum": ["a@b.c", "x"], "format": "email"}"#,
+        backward: Some("FORMAT_ADDED"),
+        forward: OK,
+    },
+    Case {
+        name: "contentEncoding added in draft-07",
+        old: r#"{"type": "string"}"#,
+        new: r#"{"type": "string", "contentEncoding": "base64"}"#,
+        backward: Some("CONTENT_ENCODING_CHANGED"),
+        forward: OK,
+    },
     // --- numbers ---
     Case {
         name: "maximum decreased",

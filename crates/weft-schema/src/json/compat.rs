@@ -4,10 +4,12 @@
 //! Deciding that exactly is undecidable in general (schemas hold regular expressions,
 //! negation and recursion), so this checker is *conservative*: it never calls a pair
 //! compatible when a document valid under the writer could be refused by the reader, except
-//! where Confluent's registry deliberately allows it (a newly required property that has a
-//! `default`). It may refuse pairs that are in fact compatible when it cannot prove them so.
-//! The difference kinds and the open/closed content-model vocabulary follow Confluent's
-//! JSON Schema diff.
+//! where Confluent's registry deliberately allows it too: a newly required property that has
+//! a `default`, and `oneOf` read without its exclusivity (a document matching two of the
+//! reader's branches). It may refuse pairs that are in fact compatible when it cannot prove
+//! them so. The difference kinds and the open/closed content-model vocabulary follow
+//! Confluent's JSON Schema diff. `tests/json_compat_soundness.rs` checks the claim against
+//! the validator on generated schemas and documents.
 //!
 //! # Model
 //! A schema position is a *conjunction* of facets: the schema object itself, what its
@@ -796,14 +798,14 @@ impl Checker {
             return out;
         }
 
-        self.check_values(r, w, writer_values.as_deref(), types, &mut out);
-        if writer_values.is_none() {
-            if types & STRING != 0 {
-                check_strings(r, w, &mut out);
-            }
-            if types & (NUMBER | INTEGER) != 0 {
-                check_numbers(r, w, types & NUMBER == 0, &mut out);
-            }
+        self.check_values(r, writer_values.as_deref(), types, &mut out);
+        if types & STRING != 0 {
+            // Known writer values had their lengths and patterns checked one by one; formats
+            // and content encodings cannot be evaluated here, so they are compared anyway.
+            check_strings(r, w, writer_values.is_some(), &mut out);
+        }
+        if writer_values.is_none() && types & (NUMBER | INTEGER) != 0 {
+            check_numbers(r, w, types & NUMBER == 0, &mut out);
         }
         if types & OBJECT != 0 {
             self.check_objects(r, w, &mut out);
@@ -820,12 +822,10 @@ impl Checker {
     fn check_values<'r>(
         &mut self,
         r: &Conj<'r>,
-        w: &Conj<'r>,
         writer_values: Option<&[&'r Value]>,
         types: u8,
         out: &mut Vec<Incompatibility>,
     ) {
-        let _ = w;
         for facet in &r.facets {
             let Some(allowed) = facet_values(facet) else {
                 continue;
@@ -1832,7 +1832,7 @@ fn check_number_value(r: &Conj<'_>, x: f64, out: &mut Vec<Incompatibility>) {
     }
 }
 
-fn check_strings(r: &Conj<'_>, w: &Conj<'_>, out: &mut Vec<Incompatibility>) {
+fn check_strings(r: &Conj<'_>, w: &Conj<'_>, values_checked: bool, out: &mut Vec<Incompatibility>) {
     let writer_max = w
         .facets
         .iter()
@@ -1854,6 +1854,10 @@ fn check_strings(r: &Conj<'_>, w: &Conj<'_>, out: &mut Vec<Incompatibility>) {
         .filter_map(|f| f.get("format").and_then(Value::as_str))
         .collect();
     for facet in &r.facets {
+        check_string_annotations(facet, w, &writer_formats, out);
+        if values_checked {
+            continue;
+        }
         if let Some(max) = facet.number("maxLength") {
             match writer_max {
                 None => out.push(inc("MAX_LENGTH_ADDED", "/maxLength", format!("the reader limits strings to {max} characters, the writer does not limit them"))),
@@ -1895,22 +1899,6 @@ fn check_strings(r: &Conj<'_>, w: &Conj<'_>, out: &mut Vec<Incompatibility>) {
                     ),
                 ));
             }
-        }
-        // `format` asserts by default only up to draft-07 (annotation in 2019-09 and later),
-        // which is how the validator treats it too.
-        if facet.node.draft <= Draft::Draft7
-            && let Some(format) = facet.get("format").and_then(Value::as_str)
-            && !writer_formats.contains(format)
-        {
-            out.push(inc(
-                if writer_formats.is_empty() {
-                    "FORMAT_ADDED"
-                } else {
-                    "FORMAT_CHANGED"
-                },
-                "/format",
-                format!("the reader requires format {format:?}, the writer does not"),
-            ));
         }
     }
 }
@@ -2275,6 +2263,10 @@ fn known_keyword(draft: Draft, keyword: &str) -> bool {
         | "maxContains" => draft >= Draft::Draft201909,
         "$recursiveRef" => draft == Draft::Draft201909,
         "prefixItems" | "$dynamicRef" => draft >= Draft::Draft202012,
+        // Asserted by the validator in drafts 6 and 7 only.
+        "contentMediaType" | "contentEncoding" => {
+            matches!(draft, Draft::Draft6 | Draft::Draft7)
+        }
         _ => true,
     }
 }
@@ -2314,4 +2306,44 @@ fn literal_prefix(pattern: &str) -> Option<String> {
         prefix.push(c);
     }
     Some(prefix)
+}
+
+/// The reader's `format`, `contentMediaType` and `contentEncoding` (asserted up to draft-07,
+/// as the validator does; annotations from 2019-09 on): the writer must assert the same.
+fn check_string_annotations(
+    facet: &Facet<'_>,
+    w: &Conj<'_>,
+    writer_formats: &BTreeSet<&str>,
+    out: &mut Vec<Incompatibility>,
+) {
+    if facet.node.draft > Draft::Draft7 {
+        return;
+    }
+    if let Some(format) = facet.get("format").and_then(Value::as_str)
+        && !writer_formats.contains(format)
+    {
+        out.push(inc(
+            if writer_formats.is_empty() {
+                "FORMAT_ADDED"
+            } else {
+                "FORMAT_CHANGED"
+            },
+            "/format",
+            format!("the reader requires format {format:?}, the writer does not"),
+        ));
+    }
+    for (keyword, kind) in [
+        ("contentMediaType", "CONTENT_MEDIA_TYPE_CHANGED"),
+        ("contentEncoding", "CONTENT_ENCODING_CHANGED"),
+    ] {
+        if let Some(value) = facet.get(keyword)
+            && !w.facets.iter().any(|f| f.get(keyword) == Some(value))
+        {
+            out.push(inc(
+                kind,
+                format!("/{keyword}"),
+                format!("the reader requires {keyword} {value}, the writer does not"),
+            ));
+        }
+    }
 }
