@@ -337,3 +337,15 @@ fn refs_in_unused_definitions_must_resolve_too() {
         &[],
     );
 }
+
+#[test]
+fn schemas_are_shared_across_threads() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<JsonSchema>();
+    shared::<ParsedSchema>();
+    let schema = parse(r#"{"type": "integer"}"#);
+    let copy = schema.clone();
+    let handle = std::thread::spawn(move || copy.validate(b"1").is_ok());
+    assert!(handle.join().expect("validation thread"));
+    assert!(schema.validate(b"\"1\"").is_err());
+}
