@@ -383,6 +383,13 @@ fn references_resolve_named_types_of_other_schemas() {
         Err(e) => panic!("{e}"),
     };
     assert_eq!(again.canonical(), customer.canonical());
+    // A dependency listed twice (two references share it) counts once.
+    let twice = [
+        named("com.acme.Country", COUNTRY),
+        named("com.acme.Address", ADDRESS),
+        named("com.acme.Country", COUNTRY),
+    ];
+    assert!(ParsedSchema::parse(SchemaType::Avro, CUSTOMER, &twice).is_ok());
     // Compatibility looks through references: a changed referenced enum is seen.
     let country2 = COUNTRY.replace(r#""DE""#, r#""DE","IT""#);
     let refs2 = [

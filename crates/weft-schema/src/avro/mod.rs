@@ -16,6 +16,7 @@ mod datum;
 mod model;
 mod writer;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::{Error, Incompatibility, NamedSchema, Result, SchemaType};
@@ -37,10 +38,15 @@ impl AvroSchema {
     /// [`Error::UnresolvedReference`]; anything else the specification forbids is
     /// [`Error::Invalid`] with a message saying where.
     pub fn parse(text: &str, references: &[NamedSchema]) -> Result<Self> {
-        let texts: Vec<&str> = references.iter().map(|r| r.text.as_str()).collect();
+        // A text given twice (a type two references both depend on) counts once.
+        let mut seen = HashSet::new();
+        let kept: Vec<usize> = (0..references.len())
+            .filter(|&i| seen.insert(references[i].text.as_str()))
+            .collect();
+        let texts: Vec<&str> = kept.iter().map(|&i| references[i].text.as_str()).collect();
         let model = Model::parse(text, &texts).map_err(|(which, e)| {
             let whose = match which {
-                Some(i) => format!("in reference {:?}: ", references[i].name),
+                Some(i) => format!("in reference {:?}: ", references[kept[i]].name),
                 None => String::new(),
             };
             match e {
