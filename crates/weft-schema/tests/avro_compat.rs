@@ -371,6 +371,27 @@ fn locations_point_into_the_schema() {
     let reasons = check_compatibility(CompatibilityLevel::Backward, &new, &[&old]);
     assert_eq!(reasons[0].kind, "MISSING_ENUM_SYMBOLS");
     assert_eq!(reasons[0].location, "/fields/0/type/symbols");
+
+    // One enum used by two fields: each reason names its own field.
+    let two = |suit: &str| {
+        rec(&format!(
+            r#"{{"name":"a","type":{suit}}},{{"name":"b","type":"Suit"}}"#
+        ))
+    };
+    let reasons = check_compatibility(
+        CompatibilityLevel::Backward,
+        &parse(&two(SUIT)),
+        &[&parse(&two(SUIT3))],
+    );
+    assert_eq!(reasons.len(), 2, "{reasons:#?}");
+    assert!(
+        reasons[0].message.contains("'com.acme.R.a'")
+            && reasons[0].location == "/fields/0/type/symbols"
+    );
+    assert!(
+        reasons[1].message.contains("'com.acme.R.b'")
+            && reasons[1].location == "/fields/1/type/symbols"
+    );
 }
 
 /// v1 {f1}, v2 {f1, f2 = "foo"}, v3 {f1, f2 without default}: v3 reads v2's data (v2 always

@@ -186,6 +186,10 @@ impl Checker<'_> {
     }
 
     fn named(&mut self, ri: usize, wi: usize, what: &str) -> Vec<Reason> {
+        // Enums and fixed are leaves: checked afresh, so messages name the field at hand.
+        if !matches!(self.reader.named[ri].kind, NamedKind::Record(_)) {
+            return self.named_uncached(ri, wi, what);
+        }
         match self.memo.get(&(ri, wi)) {
             Some(Memo::InProgress) => return Vec::new(),
             Some(Memo::Done(reasons)) => return reasons.clone(),
