@@ -110,12 +110,22 @@ pub fn check_compatibility(
     let mut reasons = Vec::new();
     // Newest first: the most relevant reasons lead the list.
     for old in against.iter().rev() {
+        // The checkers speak of "reader" and "writer"; say which of the two schemas is
+        // which, so a FULL verdict tells the user what direction broke.
         if level.backward() {
-            reasons.extend(new.can_read(old));
+            reasons.extend(new.can_read(old).into_iter().map(|r| directed(r, BACKWARD)));
         }
         if level.forward() {
-            reasons.extend(old.can_read(new));
+            reasons.extend(old.can_read(new).into_iter().map(|r| directed(r, FORWARD)));
         }
     }
     reasons
+}
+
+const BACKWARD: &str = "the new schema cannot read data written with an earlier version";
+const FORWARD: &str = "an earlier version cannot read data written with the new schema";
+
+fn directed(mut reason: Incompatibility, direction: &str) -> Incompatibility {
+    reason.message = format!("{direction}: {}", reason.message);
+    reason
 }
