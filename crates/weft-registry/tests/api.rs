@@ -115,7 +115,7 @@ async fn register_read_and_share_ids() {
         assert_eq!(text.status, 200);
         assert_eq!(
             text.body,
-            serde_json::from_str::<Value>(first["schema"].as_str().unwrap()).unwrap()
+            serde_json::from_str::<Value>(first["schema"].as_str().expect("text")).expect("json")
         );
 
         let by_id = api.get(&format!("/schemas/ids/{id}")).await;
@@ -284,7 +284,7 @@ async fn bad_input_stores_nothing() {
         assert_eq!((a.status, a.code()), (413, 413), "oversized: {:?}", a.body.to_string().chars().take(200).collect::<String>());
         let ct = [("content-type", "text/plain")];
         let a = api
-            .send(hyper::Method::POST, "/subjects/fresh/versions", &ct, Some(serde_json::to_vec(&json!({ "schema": v1() })).unwrap()))
+            .send(hyper::Method::POST, "/subjects/fresh/versions", &ct, Some(serde_json::to_vec(&json!({ "schema": v1() })).expect("encode")))
             .await;
         assert_eq!((a.status, a.code()), (415, 415), "{a:?}");
         assert_eq!(snapshot(api).await, before);
@@ -685,7 +685,7 @@ async fn media_types() {
             "application/json",
             "application/vnd.schemaregistry+json; charset=utf-8",
         ] {
-            let body = serde_json::to_vec(&json!({ "schema": v1() })).unwrap();
+            let body = serde_json::to_vec(&json!({ "schema": v1() })).expect("encode");
             let a = api
                 .send(
                     hyper::Method::POST,
