@@ -1053,6 +1053,19 @@ fn librdkafka_range_churn_loses_nothing() {
     );
 }
 
+/// KIP-848 (`group.protocol=consumer`): the broker assigns, members reconcile
+/// incrementally. The crash takes the broker's `group.consumer.session.timeout.ms` (45 s,
+/// not settable per client) to notice.
+#[test]
+fn librdkafka_consumer_protocol_churn_loses_nothing_and_never_revokes_what_stays() {
+    let logs = churn(&Spec::new(Client::Librdkafka, "consumer", "kip848"));
+    let needless = needless_revokes(&logs);
+    assert!(
+        needless.is_empty(),
+        "KIP-848 revoked partitions that stayed: {needless:?}"
+    );
+}
+
 #[test]
 fn kafka_python_cooperative_sticky_churn_loses_nothing_and_never_revokes_what_stays() {
     let logs = churn(&Spec::new(
