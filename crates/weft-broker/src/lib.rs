@@ -20,6 +20,8 @@
 //! - `store`: atomic file writes (temp + fsync + rename + fsync dir), cluster id, producer id
 //!   blocks.
 //! - `topic_config`: Kafka topic config names ⇄ [`weft_log::LogConfig`].
+//! - `schema_validation`: `weft.schema.validation` (none|id|full, per key and value): records
+//!   checked against a [`SchemaSource`] (the registry, handed in by the binary) before append.
 //! - `group`: the classic consumer-group coordinator, sans io (injected clock), the
 //!   KIP-848 coordinator (`group::consumer`: server-side assignment, incremental
 //!   reconciliation) and the committed-offset store `offsets.v1`.
@@ -39,6 +41,7 @@ mod group;
 mod guard;
 mod handlers;
 mod producer_state;
+mod schema_validation;
 mod server;
 mod store;
 mod topic_config;
@@ -50,6 +53,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{Error, Result};
+pub use schema_validation::{
+    NEGATIVE_TTL, POSITIVE_TTL, SchemaSource, SchemaValidator, SourceError, SourceFuture,
+};
 pub use server::{Broker, decode_request_frame};
 pub use versions::advertised_versions;
 
@@ -89,6 +95,9 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval: Duration,
     /// `group.consumer.max.size`: members of one KIP-848 group.
     pub group_consumer_max_size: usize,
+    /// Where topics with `weft.schema.validation` look schemas up; without it such topics
+    /// refuse produced records (POLICY_VIOLATION) rather than let them pass unchecked.
+    pub schemas: Option<SchemaValidator>,
 }
 
 impl BrokerConfig {
@@ -114,6 +123,7 @@ impl BrokerConfig {
             group_consumer_session_timeout: Duration::from_secs(45),
             group_consumer_heartbeat_interval: Duration::from_secs(5),
             group_consumer_max_size: usize::MAX,
+            schemas: None,
         }
     }
 }

@@ -202,10 +202,50 @@ pub(crate) static CONFIGS: &[ConfigDef] = &[
             Some(())
         },
     },
+    // Broker-side schema validation (`schema_validation`): kept as overrides only, they do
+    // not touch the log's config.
+    ConfigDef {
+        name: crate::schema_validation::CONFIG,
+        broker_name: crate::schema_validation::CONFIG,
+        kind: ConfigType::String,
+        doc: "schema validation of produced keys and values: none, id (Confluent wire format \
+              naming a schema of the topic's subject) or full (also decodes with it)",
+        valid: "none, id or full",
+        render: |_| "none".to_owned(),
+        apply: |_, v| crate::schema_validation::parse_config(crate::schema_validation::CONFIG, v),
+    },
+    ConfigDef {
+        name: crate::schema_validation::KEY_CONFIG,
+        broker_name: crate::schema_validation::KEY_CONFIG,
+        kind: ConfigType::String,
+        doc: "schema validation of produced keys; inherit follows weft.schema.validation",
+        valid: "inherit, none, id or full",
+        render: |_| "inherit".to_owned(),
+        apply: |_, v| {
+            crate::schema_validation::parse_config(crate::schema_validation::KEY_CONFIG, v)
+        },
+    },
+    ConfigDef {
+        name: crate::schema_validation::VALUE_CONFIG,
+        broker_name: crate::schema_validation::VALUE_CONFIG,
+        kind: ConfigType::String,
+        doc: "schema validation of produced values; inherit follows weft.schema.validation",
+        valid: "inherit, none, id or full",
+        render: |_| "inherit".to_owned(),
+        apply: |_, v| {
+            crate::schema_validation::parse_config(crate::schema_validation::VALUE_CONFIG, v)
+        },
+    },
 ];
 
 pub(crate) fn find(name: &str) -> Option<&'static ConfigDef> {
     CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The value shown for `def` when the topic overrides it: our schema-validation configs
+/// are not part of [`LogConfig`], so their stored value is shown.
+pub(crate) fn shown(def: &ConfigDef, effective: &LogConfig, stored: &str) -> String {
+    crate::schema_validation::shown(def.name, stored).unwrap_or_else(|| def.render(effective))
 }
 
 /// Why a config override was refused (sent as INVALID_CONFIG's message).
@@ -278,6 +318,12 @@ mod tests {
             ("min.compaction.lag.ms", "-1", false),
             ("delete.retention.ms", "-1", false),
             ("delete.retention.ms", "0", true),
+            ("weft.schema.validation", "id", true),
+            ("weft.schema.validation", "inherit", false),
+            ("weft.schema.validation", "strict", false),
+            ("weft.value.schema.validation", "full", true),
+            ("weft.key.schema.validation", "inherit", true),
+            ("weft.key.schema.validation", "1", false),
         ];
         for (name, value, ok) in cases {
             assert_eq!(validate(name, value).is_ok(), *ok, "{name}={value}");

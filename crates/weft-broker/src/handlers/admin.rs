@@ -91,10 +91,15 @@ pub(crate) async fn create_topics(
                     let configs = topic_config::CONFIGS
                         .iter()
                         .map(|d| {
-                            let overridden = topic.configs.contains_key(d.name);
+                            let stored = topic.configs.get(d.name);
+                            let overridden = stored.is_some();
+                            let value = match stored {
+                                Some(v) => topic_config::shown(d, &effective, v),
+                                None => d.render(&effective),
+                            };
                             CreatableTopicConfigs::default()
                                 .with_name(str(d.name))
-                                .with_value(Some(str(d.render(&effective))))
+                                .with_value(Some(str(value)))
                                 .with_config_source(if overridden {
                                     topic_config::SOURCE_DYNAMIC_TOPIC
                                 } else {

@@ -83,7 +83,10 @@ pub(crate) fn describe_configs(
                                 SOURCE_STATIC_BROKER
                             };
                             let (source, value) = match t.configs.get(d.name) {
-                                Some(_) => (SOURCE_DYNAMIC_TOPIC, d.render(&effective)),
+                                Some(stored) => (
+                                    SOURCE_DYNAMIC_TOPIC,
+                                    topic_config::shown(d, &effective, stored),
+                                ),
                                 None => (default_source, default_value.clone()),
                             };
                             let mut e = entry(

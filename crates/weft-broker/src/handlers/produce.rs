@@ -1,18 +1,22 @@
 //! Produce: split the records into v2 batches, deduplicate idempotent retries, append, and
 //! for acks=-1 wait until the partition's durability policy covers the batch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::{debug, warn};
 
 use super::str;
 use crate::codes;
 use crate::producer_state::{BatchId, Check};
+use crate::schema_validation::{self, Entry, Level, Refusal};
 use crate::server::{Close, Inner, blocking, now_ms};
 use crate::topics::{PartitionHandle, lock, validate_name};
 
@@ -38,6 +42,8 @@ struct Outcome {
     /// batches were appended: an AlterConfigs arriving before the answer must not let the
     /// broker acknowledge a batch appended under a stricter policy before it is durable.
     waits_for_fsync: bool,
+    /// Produce v8+ `record_errors`: (record index, message).
+    record_errors: Vec<(i32, String)>,
 }
 
 impl Outcome {
@@ -50,6 +56,15 @@ impl Outcome {
             log_append_time: -1,
             log_start: -1,
             waits_for_fsync: false,
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// Refused by schema validation: nothing appended.
+    fn refused(r: Refusal) -> Outcome {
+        Outcome {
+            record_errors: r.record_errors,
+            ..Outcome::error(r.error, r.message)
         }
     }
 }
@@ -179,6 +194,7 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
         log_append_time: append_time,
         log_start: h.log.log_start_offset() as i64,
         waits_for_fsync,
+        record_errors: Vec::new(),
     }
 }
 
@@ -217,8 +233,6 @@ pub(crate) async fn produce(
             "produce request names {entries} partitions, the limit is {MAX_PARTITIONS_PER_PRODUCE}"
         )));
     }
-    // (topic name, [(partition, handle, records)])
-    type Work = Vec<(String, Vec<(i32, Target, Option<Bytes>)>)>;
     let work: Work = r
         .topic_data
         .into_iter()
@@ -226,7 +240,15 @@ pub(crate) async fn produce(
             let name = t.name.0.to_string();
             // The name is checked once per topic, before its partitions are looked at; no
             // per-partition work or message carries the (possibly huge) name.
-            let invalid = validate_name(&name).err().map(Arc::<str>::from);
+            let invalid = validate_name(&name)
+                .err()
+                .or_else(|| {
+                    // Only the group coordinator writes the offsets topic (Kafka answers
+                    // INVALID_TOPIC_EXCEPTION too).
+                    (name == crate::group::offsets::TOPIC)
+                        .then(|| format!("Cannot append to internal topic {name}"))
+                })
+                .map(Arc::<str>::from);
             let parts = t
                 .partition_data
                 .into_iter()
@@ -244,13 +266,17 @@ pub(crate) async fn produce(
             (name, parts)
         })
         .collect();
+    // Broker-side schema validation: a refused entry is answered without appending.
+    let mut refused = schema_refusals(inner, &work).await;
     let now = now_ms();
     let results = blocking(move || {
         work.into_iter()
-            .map(|(name, parts)| {
+            .enumerate()
+            .map(|(ti, (name, parts))| {
                 let outcomes: Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)> = parts
                     .into_iter()
-                    .map(|(idx, target, records)| {
+                    .enumerate()
+                    .map(|(pi, (idx, target, records))| {
                         let h = match target {
                             Target::Partition(h) => Some(h),
                             Target::InvalidName(reason) => {
@@ -280,6 +306,15 @@ pub(crate) async fn produce(
                                 ),
                                 (Some(_), None) => {
                                     Outcome::error(ResponseError::CorruptMessage, "null records")
+                                }
+                                (Some(_), Some(_)) if refused.contains_key(&(ti, pi)) => {
+                                    match refused.remove(&(ti, pi)) {
+                                        Some(r) => Outcome::refused(r),
+                                        None => Outcome::error(
+                                            ResponseError::UnknownServerError,
+                                            "schema validation verdict lost",
+                                        ),
+                                    }
                                 }
                                 (Some(h), Some(records)) => {
                                     let o = append_batches(h, &records, now);
@@ -316,6 +351,37 @@ pub(crate) async fn produce(
     })))
 }
 
+/// (topic name, [(partition, handle, records)])
+type Work = Vec<(String, Vec<(i32, Target, Option<Bytes>)>)>;
+
+/// The entries of `work` that schema validation refuses, by (topic index, entry index).
+async fn schema_refusals(inner: &Inner, work: &Work) -> HashMap<(usize, usize), Refusal> {
+    let mut entries = Vec::new();
+    for (ti, (name, parts)) in work.iter().enumerate() {
+        let Some(topic) = inner.topics.get(name) else {
+            continue;
+        };
+        let levels = schema_validation::levels(&topic.configs);
+        if levels == (Level::None, Level::None) {
+            continue;
+        }
+        for (pi, (_, target, records)) in parts.iter().enumerate() {
+            if let (Target::Partition(_), Some(records)) = (target, records) {
+                entries.push(Entry {
+                    key: (ti, pi),
+                    topic: name.clone(),
+                    records: records.clone(),
+                    levels,
+                });
+            }
+        }
+    }
+    schema_validation::screen(inner.config.schemas.as_ref(), entries)
+        .await
+        .into_iter()
+        .collect()
+}
+
 type Results = Vec<(String, Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)>)>;
 
 async fn respond(mut results: Results, acks: i16, timeout_ms: i32) -> ProduceResponse {
@@ -347,7 +413,17 @@ async fn respond(mut results: Results, acks: i16, timeout_ms: i32) -> ProduceRes
             let partition_responses = outcomes
                 .into_iter()
                 .map(|(idx, _, o)| {
+                    let record_errors = o
+                        .record_errors
+                        .iter()
+                        .map(|(i, m)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(*i)
+                                .with_batch_index_error_message(Some(str(m.clone())))
+                        })
+                        .collect();
                     PartitionProduceResponse::default()
+                        .with_record_errors(record_errors)
                         .with_index(idx)
                         .with_error_code(o.code())
                         .with_base_offset(o.base_offset)
