@@ -45,7 +45,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error("unsupported database URL {url}: expected postgres://… or sqlite:…")]
     UnsupportedUrl { url: String },
-    #[error("cannot connect to database {url}: {source}")]
+    // The cause is the `source`, not repeated here: error chains print it once.
+    #[error("cannot connect to database {url}")]
     Connect {
         url: String,
         #[source]
@@ -73,7 +74,7 @@ pub enum Error {
         version: i64,
         known: i64,
     },
-    #[error("database {url}: {component} migration {version} ({name}) failed: {source}")]
+    #[error("database {url}: {component} migration {version} ({name}) failed")]
     Migration {
         url: String,
         component: String,

@@ -150,6 +150,9 @@ fn unreachable_database_fails_start_up_naming_it_without_the_password() {
         "{stderr}"
     );
     assert!(!stderr.contains("secret"), "{stderr}");
+    // The cause, once, not a bare "timed out".
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("timed out"), "{stderr}");
 }
 
 #[test]
