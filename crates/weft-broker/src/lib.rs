@@ -95,6 +95,9 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval: Duration,
     /// `group.consumer.max.size`: members of one KIP-848 group.
     pub group_consumer_max_size: usize,
+    /// `offsets.retention.minutes`: committed offsets of a group without members expire
+    /// this long after it was last seen with members and after their commit.
+    pub offsets_retention: Duration,
     /// Where topics with `weft.schema.validation` look schemas up; without it such topics
     /// refuse produced records (POLICY_VIOLATION) rather than let them pass unchecked.
     pub schemas: Option<SchemaValidator>,
@@ -123,6 +126,7 @@ impl BrokerConfig {
             group_consumer_session_timeout: Duration::from_secs(45),
             group_consumer_heartbeat_interval: Duration::from_secs(5),
             group_consumer_max_size: usize::MAX,
+            offsets_retention: Duration::from_secs(10_080 * 60),
             schemas: None,
         }
     }

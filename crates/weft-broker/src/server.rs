@@ -82,7 +82,9 @@ impl Broker {
             );
             let sessions = crate::fetch_session::Sessions::new(config.fetch_session_cache_slots);
             let delay = config.group_initial_rebalance_delay.as_millis() as i64;
-            let groups = handlers::groups::Groups::open(&config.state_dir, delay)?;
+            let offsets_log = crate::group::offsets::internal_partition(&topics)?;
+            let offsets = crate::group::offsets::Offsets::open(&config.state_dir, offsets_log)?;
+            let groups = handlers::groups::Groups::open(offsets, delay)?;
             Ok(Inner {
                 config,
                 log,

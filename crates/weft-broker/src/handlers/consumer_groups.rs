@@ -10,19 +10,27 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
-    ConsumerGroupHeartbeatResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    ConsumerGroupHeartbeatResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName,
     consumer_group_describe_response, consumer_group_heartbeat_response,
-    describe_groups_response::DescribedGroup, list_groups_response::ListedGroup,
+    delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult},
+    delete_topics_response::DeletableTopicResult,
+    describe_groups_response::DescribedGroup,
+    list_groups_response::ListedGroup,
     offset_commit_response::OffsetCommitResponsePartition,
     offset_commit_response::OffsetCommitResponseTopic,
 };
 use uuid::Uuid;
 
+use tracing::{info, warn};
+
 use super::{groups, str};
 use crate::group::consumer::{Assignment, Heartbeat, Metadata, Settings};
-use crate::server::{Inner, now_ms};
+use crate::group::offsets;
+use crate::server::{Inner, blocking, now_ms};
+use crate::topics::lock;
 
 fn s(x: &kafka_protocol::protocol::StrBytes) -> String {
     x.as_str().to_owned()
@@ -37,12 +45,14 @@ fn settings(inner: &Inner) -> Settings {
     }
 }
 
-/// Topics as consumer groups see them: name to (id, partition count).
+/// Topics as consumer groups see them: name to (id, partition count); the internal
+/// offsets topic is not subscribable.
 fn metadata(inner: &Inner) -> Metadata {
     inner
         .topics
         .all()
         .iter()
+        .filter(|t| t.name != offsets::TOPIC)
         .map(|t| {
             let n = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
             (t.name.clone(), (t.id, n))
@@ -197,6 +207,37 @@ pub(crate) fn consumer_group_describe(
     ConsumerGroupDescribeResponse::default().with_groups(groups)
 }
 
+/// Offset expiry, from the group ticker (the store writes tombstones, off the reactor).
+pub(crate) async fn expire_offsets(inner: &Arc<Inner>) {
+    let retention = i64::try_from(inner.config.offsets_retention.as_millis()).unwrap_or(i64::MAX);
+    let i = Arc::clone(inner);
+    match blocking(move || i.groups.expire_offsets(now_ms(), retention)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => info!(offsets = n, "expired committed offsets of empty groups"),
+        Ok(Err(e)) | Err(e) => warn!(error = %e, "expiring committed offsets failed"),
+    }
+}
+
+/// Records the group's protocol type in the offsets topic after its first commit, so the
+/// group's kind survives a restart (best effort: the commit itself is already durable).
+async fn note_group(inner: &Arc<Inner>, group: String) {
+    let kind = inner
+        .groups
+        .with(|c| (c.group_kind(&group).unwrap_or(""), Vec::new()));
+    let store = Arc::clone(inner.groups.offsets());
+    let noted = blocking(move || {
+        let mut o = lock(&store);
+        if !o.has_group(&group) || o.protocol_type(&group) == Some(kind) {
+            return Ok(());
+        }
+        o.note_group(&group, kind, now_ms())
+    })
+    .await;
+    if let Ok(Err(e)) | Err(e) = noted {
+        warn!(error = %e, "recording group metadata failed");
+    }
+}
+
 /// OffsetCommit: members of consumer groups must send v9+ (their member epoch is checked
 /// in place of the generation, in `group::Coordinator::validate_commit`); the rest is the
 /// classic handler's.
@@ -212,7 +253,9 @@ pub(crate) async fn offset_commit(
             .groups
             .with(|c| (c.consumer.is_member(&group, &member), Vec::new()));
     if !old_version_member {
-        return groups::offset_commit(inner, r).await;
+        let resp = groups::offset_commit(inner, r).await;
+        note_group(inner, group).await;
+        return resp;
     }
     let code = ResponseError::UnsupportedVersion.code();
     let topics = r
@@ -296,11 +339,38 @@ pub(crate) fn list_groups(inner: &Inner, r: ListGroupsRequest, version: i16) -> 
     let mut resp = groups::list_groups(inner, r, version);
     resp.groups
         .retain(|g| !consumer.iter().any(|(id, _)| id == g.group_id.0.as_str()));
-    if version >= 5 {
-        resp.groups.retain(|_| wanted("classic"));
-        for g in &mut resp.groups {
-            g.group_type = str("classic");
+    // Groups known only by their offsets (after a restart, or commits from outside a
+    // group): the kind recorded with them.
+    let recorded: Vec<Option<String>> = {
+        let store = lock(inner.groups.offsets());
+        resp.groups
+            .iter()
+            .map(|g| {
+                let kind = store.protocol_type(g.group_id.0.as_str());
+                kind.filter(|_| g.protocol_type.is_empty())
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    for (g, kind) in resp.groups.iter_mut().zip(&recorded) {
+        if kind.as_deref().is_some_and(|k| !k.is_empty()) {
+            g.protocol_type = str("consumer");
         }
+    }
+    if version >= 5 {
+        let typed: Vec<_> = std::mem::take(&mut resp.groups)
+            .into_iter()
+            .zip(recorded)
+            .filter_map(|(g, kind)| {
+                let t = if kind.as_deref() == Some("consumer") {
+                    "consumer"
+                } else {
+                    "classic"
+                };
+                wanted(t).then(|| g.with_group_type(str(t)))
+            })
+            .collect();
+        resp.groups = typed;
     }
     for (id, state) in consumer {
         if !filter.is_empty() && !filter.contains(&state.name().to_lowercase()) {
@@ -350,6 +420,80 @@ pub(crate) fn describe_groups(
                 .with_protocol_type(str(""))
                 .with_protocol_data(str(""));
         }
+    }
+    resp
+}
+
+/// Whether a DeleteTopics entry (by name, or by id from v6) names the offsets topic.
+fn names_offsets_topic(inner: &Inner, name: Option<&str>, id: Uuid) -> bool {
+    name == Some(offsets::TOPIC)
+        || (!id.is_nil() && inner.topics.get(offsets::TOPIC).is_some_and(|t| t.id == id))
+}
+
+const INTERNAL_REFUSAL: &str =
+    "__consumer_offsets is internal: only the group coordinator changes it";
+
+/// DeleteTopics, except that the offsets topic is refused (INVALID_TOPIC_EXCEPTION): the
+/// committed offsets live in it.
+pub(crate) async fn delete_topics(
+    inner: &Arc<Inner>,
+    mut r: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let mut refused = Vec::new();
+    r.topic_names.retain(|n| {
+        let hit = n.0.as_str() == offsets::TOPIC;
+        if hit {
+            refused.push((Some(n.clone()), Uuid::nil()));
+        }
+        !hit
+    });
+    r.topics.retain(|t| {
+        let hit = names_offsets_topic(inner, t.name.as_ref().map(|n| n.0.as_str()), t.topic_id);
+        if hit {
+            refused.push((t.name.clone(), t.topic_id));
+        }
+        !hit
+    });
+    let mut resp = super::admin::delete_topics(inner, r).await;
+    for (name, id) in refused {
+        resp.responses.push(
+            DeletableTopicResult::default()
+                .with_name(name)
+                .with_topic_id(id)
+                .with_error_code(ResponseError::InvalidTopicException.code())
+                .with_error_message(Some(str(INTERNAL_REFUSAL))),
+        );
+    }
+    resp
+}
+
+/// DeleteRecords, except on the offsets topic (INVALID_TOPIC_EXCEPTION).
+pub(crate) async fn delete_records(
+    inner: &Arc<Inner>,
+    mut r: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let (internal, rest): (Vec<_>, Vec<_>) = r
+        .topics
+        .into_iter()
+        .partition(|t| t.name.0.as_str() == offsets::TOPIC);
+    r.topics = rest;
+    let mut resp = super::admin::delete_records(inner, r).await;
+    for t in internal {
+        resp.topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            DeleteRecordsPartitionResult::default()
+                                .with_partition_index(p.partition_index)
+                                .with_low_watermark(-1)
+                                .with_error_code(ResponseError::InvalidTopicException.code())
+                        })
+                        .collect(),
+                ),
+        );
     }
     resp
 }

@@ -69,8 +69,7 @@ impl Machine {
 }
 
 impl Groups {
-    pub(crate) fn open(state_dir: &std::path::Path, delay_ms: i64) -> crate::Result<Groups> {
-        let offsets = Offsets::open(state_dir)?;
+    pub(crate) fn open(offsets: Offsets, delay_ms: i64) -> crate::Result<Groups> {
         let prefix = crate::store::new_uuid().simple().to_string();
         let config = group::Config {
             initial_rebalance_delay_ms: delay_ms,
@@ -85,6 +84,24 @@ impl Groups {
             offsets: Arc::new(Mutex::new(offsets)),
             group_locks: (0..GROUP_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
+    }
+
+    /// The committed-offset store (lock it after the coordinator, never across a call).
+    pub(crate) fn offsets(&self) -> &Arc<Mutex<Offsets>> {
+        &self.offsets
+    }
+
+    /// Offset expiry (blocking: writes tombstones): each group with offsets is checked
+    /// under its group lock, so a commit is never tombstoned by a check that preceded it.
+    pub(crate) fn expire_offsets(&self, now: i64, retention_ms: i64) -> crate::Result<usize> {
+        let groups: Vec<String> = lock(&self.offsets).groups().map(str::to_owned).collect();
+        let mut expired = 0;
+        for g in groups {
+            let _group = lock(self.group_lock(&g));
+            let busy = self.with(|c| (c.has_members(&g), Vec::new()));
+            expired += lock(&self.offsets).expire_group(&g, now, retention_ms, busy)?;
+        }
+        Ok(expired)
     }
 
     fn group_lock(&self, group: &str) -> &Mutex<()> {
@@ -200,12 +217,17 @@ impl Groups {
 /// Drives session and rebalance timeouts until shutdown.
 pub(crate) async fn tick_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         inner.groups.with(|c| ((), c.tick(now_ms())));
+        ticks += 1;
+        if ticks.is_multiple_of(10) {
+            super::consumer_groups::expire_offsets(&inner).await;
+        }
     }
 }
 
@@ -829,7 +851,7 @@ mod tests {
 
     /// A stable group "g" with one member: (groups, member id, generation).
     fn stable_group(dir: &std::path::Path) -> (Groups, String, i32) {
-        let groups = Groups::open(dir, 0).expect("open");
+        let groups = Groups::open(crate::group::offsets::tests::store(dir), 0).expect("open");
         let join = Join {
             group_id: "g".into(),
             member_id: String::new(),

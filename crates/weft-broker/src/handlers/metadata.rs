@@ -40,6 +40,7 @@ fn metadata_topic(inner: &Inner, t: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str(&t.name))))
         .with_topic_id(t.id)
+        .with_is_internal(t.name == crate::group::offsets::TOPIC)
         .with_partitions(partitions)
 }
 

@@ -65,13 +65,13 @@ pub(crate) async fn handle(
             ResponseKind::CreateTopics(admin::create_topics(inner, r, version).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(inner, r).await)
+            ResponseKind::DeleteTopics(consumer_groups::delete_topics(inner, r).await)
         }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(admin::create_partitions(inner, r).await)
         }
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(admin::delete_records(inner, r).await)
+            ResponseKind::DeleteRecords(consumer_groups::delete_records(inner, r).await)
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(inner, r))

@@ -970,6 +970,24 @@ impl Coordinator {
         self.consumer.heartbeat(now, settings, meta, req)
     }
 
+    /// Whether `group_id` (of either kind) has members.
+    pub(crate) fn has_members(&self, group_id: &str) -> bool {
+        self.consumer.has_members(group_id)
+            || self.groups.get(group_id).is_some_and(|g| !g.members.is_empty())
+    }
+
+    /// The protocol type `group_id` is known under: `consumer` for KIP-848 groups, the
+    /// classic group's (`consumer` for consumers too), `None` for groups it does not know.
+    pub(crate) fn group_kind(&self, group_id: &str) -> Option<&'static str> {
+        if self.consumer.knows(group_id) {
+            Some("consumer")
+        } else if self.groups.contains_key(group_id) {
+            Some("classic")
+        } else {
+            None
+        }
+    }
+
     /// JoinGroup's check: INCONSISTENT_GROUP_PROTOCOL while a consumer group of that id
     /// has members; an empty consumer group becomes a classic group.
     pub(crate) fn consumer_refuses_join(&mut self, group_id: &str) -> Option<ResponseError> {
