@@ -734,3 +734,81 @@ async fn state_survives_a_restart() {
         api.stop().await;
     }
 }
+
+#[tokio::test]
+async fn protobuf_and_json_schema_with_references() {
+    on_both(async |api| {
+        // Protobuf: an import resolved through a reference to another subject.
+        let money = "syntax = \"proto3\";\npackage acme;\nmessage Money { int64 units = 1; string currency = 2; }\n";
+        let a = api
+            .post("/subjects/money/versions", json!({ "schema": money, "schemaType": "PROTOBUF" }))
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let order = "syntax = \"proto3\";\npackage acme;\nimport \"acme/money.proto\";\nmessage Order { acme.Money total = 1; }\n";
+        let unresolved = api
+            .post("/subjects/order/versions", json!({ "schema": order, "schemaType": "PROTOBUF" }))
+            .await;
+        assert_eq!((unresolved.status, unresolved.code()), (422, 42201), "{unresolved:?}");
+        assert_eq!(api.get("/subjects/order/versions").await.code(), 40401, "nothing stored");
+        let refs = json!([{ "name": "acme/money.proto", "subject": "money", "version": 1 }]);
+        let a = api
+            .post(
+                "/subjects/order/versions",
+                json!({ "schema": order, "schemaType": "PROTOBUF", "references": refs }),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let id = a.body["id"].as_i64().expect("id");
+        let v = api.get("/subjects/order/versions/1").await.body;
+        assert_eq!(v["schemaType"], "PROTOBUF");
+        assert_eq!(v["references"], refs);
+        // Text by default; a base64 FileDescriptorProto with format=serialized.
+        let text = api.get(&format!("/schemas/ids/{id}")).await.body["schema"].clone();
+        assert!(text.as_str().expect("text").contains("message Order"), "{text}");
+        let serialized = api.get(&format!("/schemas/ids/{id}?format=serialized")).await.body;
+        let b64 = serialized["schema"].as_str().expect("base64");
+        assert!(!b64.contains(' ') && !b64.contains("message"), "{b64}");
+        // Registering the descriptor form gives the same id: one canonical schema.
+        let again = api
+            .post(
+                "/subjects/order/versions",
+                json!({ "schema": b64, "schemaType": "PROTOBUF", "references": refs }),
+            )
+            .await;
+        assert_eq!(again.body, json!({ "id": id }), "{again:?}");
+
+        // JSON Schema: a $ref to a schema registered under another subject.
+        let address = json!({
+            "$id": "https://acme.example/address.json",
+            "type": "object",
+            "properties": { "city": { "type": "string" } }
+        })
+        .to_string();
+        let a = api
+            .post("/subjects/address-json/versions", json!({ "schema": address, "schemaType": "JSON" }))
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let customer = json!({
+            "type": "object",
+            "properties": { "home": { "$ref": "https://acme.example/address.json" } }
+        })
+        .to_string();
+        let refs = json!([{ "name": "https://acme.example/address.json", "subject": "address-json", "version": 1 }]);
+        let a = api
+            .post(
+                "/subjects/customer-json/versions",
+                json!({ "schema": customer, "schemaType": "JSON", "references": refs }),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let v = api.get("/subjects/customer-json/versions/latest").await.body;
+        assert_eq!(v["schemaType"], "JSON");
+        // JSON Schema keeps the client's text.
+        assert_eq!(v["schema"], customer);
+        assert_eq!(
+            api.get("/subjects/address-json/versions/1/referencedby").await.body,
+            json!([a.body["id"]])
+        );
+    })
+    .await;
+}
