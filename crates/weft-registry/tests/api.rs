@@ -812,3 +812,25 @@ async fn protobuf_and_json_schema_with_references() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn store_failure_is_50001() {
+    on_both(async |api| {
+        register(api, "s", &v1()).await;
+        // The database goes away under the running registry.
+        api.registry.store().close().await;
+        let a = api.get("/subjects").await;
+        assert_eq!((a.status, a.code()), (500, 50001), "{a:?}");
+        let a = api
+            .post("/subjects/s/versions", json!({ "schema": v2() }))
+            .await;
+        assert_eq!((a.status, a.code()), (500, 50001), "{a:?}");
+        assert!(
+            a.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("data store")),
+            "{a:?}"
+        );
+    })
+    .await;
+}
