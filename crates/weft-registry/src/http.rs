@@ -372,8 +372,8 @@ async fn schema_by_id(
     if flag(&q, "fetchMaxId")
         && let Value::Object(map) = &mut body
     {
-        // The largest id handed out so far is at least this one; clients use it as a hint.
-        map.insert("maxId".to_owned(), json!(id));
+        // The largest id handed out so far (clients use it to size id caches).
+        map.insert("maxId".to_owned(), json!(r.max_schema_id().await?));
     }
     Ok(ok(&body))
 }

@@ -280,6 +280,12 @@ impl Registry {
         Ok(schema)
     }
 
+    /// The largest schema id handed out so far (`fetchMaxId=true`).
+    pub async fn max_schema_id(&self) -> Result<i64> {
+        let mut c = self.conn().await?;
+        Ok(storage::max_schema_id(&mut c).await?)
+    }
+
     /// `GET /schemas/ids/{id}/versions`: `(subject, version)` pairs using the id.
     pub async fn schema_uses(&self, id: i64, deleted: bool) -> Result<Vec<(String, i64)>> {
         let mut c = self.conn().await?;

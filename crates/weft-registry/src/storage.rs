@@ -222,6 +222,14 @@ pub(crate) async fn next_schema_id(c: &mut AnyConnection) -> Result<i64> {
     Ok(row.try_get("value")?)
 }
 
+/// The largest schema id handed out so far (0 before the first).
+pub(crate) async fn max_schema_id(c: &mut AnyConnection) -> Result<i64> {
+    let row = sqlx::query("SELECT value FROM registry_counters WHERE name = 'schema_id'")
+        .fetch_one(c)
+        .await?;
+    Ok(row.try_get("value")?)
+}
+
 /// Raises the id counter to at least `id` (an id given in IMPORT mode).
 pub(crate) async fn reserve_schema_id(c: &mut AnyConnection, id: i64) -> Result<()> {
     sqlx::query(

@@ -121,6 +121,8 @@ async fn register_read_and_share_ids() {
         let by_id = api.get(&format!("/schemas/ids/{id}")).await;
         assert_eq!(by_id.status, 200);
         assert_eq!(by_id.body, json!({ "schema": first["schema"] }));
+        let with_max = api.get(&format!("/schemas/ids/{id}?fetchMaxId=true")).await;
+        assert_eq!(with_max.body["maxId"], id2, "{with_max:?}");
         let raw = api.get(&format!("/schemas/ids/{id}/schema")).await;
         assert_eq!(raw.body, text.body);
         assert_eq!(
