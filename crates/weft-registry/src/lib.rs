@@ -246,18 +246,15 @@ impl Registry {
 
     // ---- schemas by id ----
 
-    /// `GET /schemas/ids/{id}`; with `subject`, the id must be used in that subject.
-    pub async fn schema_by_id(&self, id: i64, subject: Option<&str>) -> Result<SchemaOutput> {
+    /// `GET /schemas/ids/{id}`. In Confluent's registry `subject` only selects the schema
+    /// context the id is looked up in; there is only the default context here, so any
+    /// subject finds every id. (Deserializers pass the subject their naming strategy
+    /// derives, which need not be the one the writer registered under.)
+    pub async fn schema_by_id(&self, id: i64, _subject: Option<&str>) -> Result<SchemaOutput> {
         let mut c = self.conn().await?;
         let schema = storage::schema(&mut c, id)
             .await?
             .ok_or_else(|| Error::SchemaNotFound(id.to_string()))?;
-        if let Some(subject) = subject.filter(|s| !s.is_empty()) {
-            let uses = storage::uses_of_schema(&mut c, id).await?;
-            if !uses.iter().any(|(s, _, _)| s == subject) {
-                return Err(Error::SchemaNotFound(id.to_string()));
-            }
-        }
         Ok(output(schema))
     }
 
