@@ -745,6 +745,28 @@ const CASES: &[Case] = &[
         backward: OK,
         forward: OK,
     },
+    // Shrunk counterexamples the soundness property tests once found.
+    Case {
+        name: "writer enum value its own maxLength excludes",
+        old: r#"{"allOf": [{"type": "string", "maxLength": 0}, {"enum": ["a"]}]}"#,
+        new: r#"{"allOf": [{"allOf": [{"type": "string", "maxLength": 0}, {"enum": ["a"]}]}]}"#,
+        backward: OK,
+        forward: OK,
+    },
+    Case {
+        name: "contains evaluates items for unevaluatedItems",
+        old: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{"anyOf": [{"contains": {}}]}], "unevaluatedItems": false}"#,
+        new: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{}], "unevaluatedItems": false}"#,
+        backward: Some("UNEVALUATED_ITEMS_REMOVED"),
+        forward: Some("COMBINED_TYPE_SUBSCHEMAS_CHANGED"),
+    },
+    Case {
+        name: "nested additionalProperties evaluates everything",
+        old: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{"additionalProperties": true, "properties": {}}], "unevaluatedProperties": false}"#,
+        new: r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [{"properties": {}}], "unevaluatedProperties": false}"#,
+        backward: Some("UNEVALUATED_PROPERTIES_REMOVED"),
+        forward: OK,
+    },
     // --- combined schemas ---
     Case {
         name: "oneOf branch added",
