@@ -24,6 +24,9 @@ pub enum Error {
     CompatibilityNotConfigured(String),
     #[error("Subject '{0}' does not have subject-level mode configured")]
     ModeNotConfigured(String),
+    /// Weft's review workflow (`review.rs`).
+    #[error("Proposal {0} not found")]
+    ProposalNotFound(i64),
     /// The message carries the reasons.
     #[error("{0}")]
     Incompatible(String),
@@ -39,7 +42,9 @@ pub enum Error {
          backward_transitive, forward_transitive, and full_transitive"
     )]
     InvalidCompatibility,
-    #[error("Invalid mode. Valid values are READWRITE, READONLY, READONLY_OVERRIDE, and IMPORT")]
+    #[error(
+        "Invalid mode. Valid values are READWRITE, READONLY, READONLY_OVERRIDE, IMPORT and REVIEW"
+    )]
     InvalidMode,
     #[error("{0}")]
     NotPermitted(String),
@@ -77,6 +82,7 @@ impl Error {
             Error::VersionNotSoftDeleted(..) => 40407,
             Error::CompatibilityNotConfigured(_) => 40408,
             Error::ModeNotConfigured(_) => 40409,
+            Error::ProposalNotFound(_) => 40410,
             // Confluent answers incompatibility with the bare HTTP status as its code.
             Error::Incompatible(_) => 409,
             Error::InvalidSchema(_) => 42201,

@@ -86,8 +86,18 @@ pub fn router(registry: Registry) -> Router {
             post(check_version),
         )
         .route("/contexts", get(contexts))
+        .merge(crate::deprecation::routes())
+        .merge(crate::review::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            registry.clone(),
+            crate::deprecation::annotate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            registry.clone(),
+            crate::review::intercept,
+        ))
         .layer(middleware::from_fn(media_types))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(registry)

@@ -19,8 +19,11 @@
 // ends a request, so its size costs nothing measurable; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod deprecation;
 mod error;
 mod http;
+mod lookup;
+mod review;
 mod storage;
 
 use std::collections::{HashMap, HashSet};
@@ -37,8 +40,13 @@ use weft_schema::{CompatibilityLevel, NamedSchema, ParsedSchema, SchemaType};
 use weft_store::Store;
 use weft_store::sqlx::AnyConnection;
 
+pub use deprecation::Deprecation;
 pub use error::{Error, Result};
 pub use http::{MAX_BODY_BYTES, router, serve};
+pub use review::{
+    DEFAULT_APPROVALS, Event as ProposalEvent, PRINCIPAL_HEADER, Proposal, Proposed,
+    Status as ProposalStatus,
+};
 
 use storage::{GLOBAL, SchemaRow, VersionRow};
 
@@ -69,6 +77,8 @@ pub enum Mode {
     ReadOnly,
     ReadOnlyOverride,
     Import,
+    /// Weft's change control: registrations become proposals (`review.rs`).
+    Review,
 }
 
 impl Mode {
@@ -78,6 +88,7 @@ impl Mode {
             Mode::ReadOnly => "READONLY",
             Mode::ReadOnlyOverride => "READONLY_OVERRIDE",
             Mode::Import => "IMPORT",
+            Mode::Review => "REVIEW",
         }
     }
 
@@ -94,6 +105,7 @@ impl FromStr for Mode {
             Mode::ReadOnly,
             Mode::ReadOnlyOverride,
             Mode::Import,
+            Mode::Review,
         ]
         .into_iter()
         .find(|m| m.as_str().eq_ignore_ascii_case(s))
@@ -170,6 +182,8 @@ impl Registry {
     /// Applies the registry's migrations to `store` and returns the registry on it.
     pub async fn open(store: Store) -> Result<Registry> {
         store.migrate(COMPONENT, storage::MIGRATIONS).await?;
+        deprecation::migrate(&store).await?;
+        review::migrate(&store).await?;
         info!(url = store.url(), "schema registry store ready");
         Ok(Registry {
             store,
