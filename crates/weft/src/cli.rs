@@ -36,6 +36,8 @@ pub(crate) enum Command {
     Group(crate::cmd::group::GroupArgs),
     /// Load generator: producer and consumer throughput, end-to-end latency
     Bench(crate::cmd::bench::BenchArgs),
+    /// Register, check, get, list, diff and deprecate schemas on the schema registry
+    Schema(crate::cmd::schema::SchemaArgs),
 }
 
 #[cfg(test)]

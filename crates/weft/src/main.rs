@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod http;
 mod logging;
+mod registry_source;
 mod serve;
 mod settings;
 mod supervisor;
@@ -24,6 +25,7 @@ async fn main() -> ExitCode {
         Command::Consume(args) => cmd::consume::run(args).await,
         Command::Group(args) => cmd::group::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
+        Command::Schema(args) => cmd::schema::run(args).await,
     };
     match result {
         Ok(code) => code,

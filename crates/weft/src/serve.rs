@@ -105,7 +105,10 @@ async fn run_components(
             let addr = listener
                 .local_addr()
                 .context("kafka listener has no address")?;
-            Some((listener, addr, broker_config(settings, addr)?))
+            let mut config = broker_config(settings, addr)?;
+            // Topics with `weft.schema.validation` check records against this registry.
+            config.schemas = Some(crate::registry_source::validator(registry.clone()));
+            Some((listener, addr, config))
         }
     };
     let kafka_addr: Option<SocketAddr> = kafka.as_ref().map(|(_, addr, _)| *addr);
