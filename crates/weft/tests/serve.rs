@@ -141,6 +141,10 @@ fn busy_port_is_named() {
         "data",
         "--http-listen",
         &addr.to_string(),
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--registry-listen",
+        "127.0.0.1:0",
     ]);
     let (status, output) = run(cmd);
     assert!(!status.success(), "{output}");

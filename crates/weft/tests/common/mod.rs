@@ -44,7 +44,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// `weft serve` in `dir` (data in `dir/data`) with both listeners on ephemeral ports.
+    /// `weft serve` in `dir` (data in `dir/data`) with every listener on an ephemeral port.
     pub(crate) fn start(dir: &Path) -> Server {
         Server::start_with(dir, &["--kafka-listen", "127.0.0.1:0"])
     }
@@ -55,6 +55,12 @@ impl Server {
         let mut child = weft(dir)
             .args(["serve", "--data-dir", "data", "--log-format", "json"])
             .args(["--http-listen", "127.0.0.1:0"])
+            // Tests run in parallel: never the registry's default port, unless asked.
+            .args(if extra.contains(&"--registry-listen") {
+                &[][..]
+            } else {
+                &["--registry-listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
