@@ -10,9 +10,10 @@ use common::TestBroker;
 use common::raw::Raw;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteTopicsRequest, GroupId, ListGroupsRequest, MetadataRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, TopicName,
-    delete_records_request::DeleteRecordsPartition, delete_records_request::DeleteRecordsTopic,
+    ConsumerGroupHeartbeatRequest, DeleteRecordsRequest, DeleteTopicsRequest, GroupId,
+    ListGroupsRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
+    TopicName, delete_records_request::DeleteRecordsPartition,
+    delete_records_request::DeleteRecordsTopic,
     offset_commit_request::OffsetCommitRequestPartition,
     offset_commit_request::OffsetCommitRequestTopic, offset_fetch_request::OffsetFetchRequestTopic,
 };
@@ -171,4 +172,58 @@ fn the_offsets_topic_is_internal_and_refuses_produce() {
     // Commits still work (only the coordinator writes the topic).
     commit(&mut raw, "g", "t", 0, 1, "");
     assert_eq!(fetch(&mut raw, "g", "t", 0).0, 1);
+}
+
+#[test]
+fn the_ticker_expires_offsets_of_groups_without_members() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let b = TestBroker::start_in(tmp.path(), |c| {
+        c.offsets_retention = Duration::from_millis(300);
+    });
+    let mut raw = Raw::connect(&b);
+    // A KIP-848 group with a member keeps its offsets however old they are.
+    let hb = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(str("busy")))
+        .with_member_id(str("m1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(str("t"))]))
+        .with_topic_partitions(Some(Vec::new()));
+    let joined = raw.request(1, &hb);
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let busy = OffsetCommitRequest::default()
+        .with_group_id(GroupId(str("busy")))
+        .with_generation_id_or_member_epoch(joined.member_epoch)
+        .with_member_id(str("m1"))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(str("t")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(4),
+                ]),
+        ]);
+    assert_eq!(raw.request(9, &busy).topics[0].partitions[0].error_code, 0);
+    commit(&mut raw, "idle", "t", 0, 9, "m");
+    // Bounded wait for the ticker (it checks once a second); never a timing assertion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fetch(&mut raw, "idle", "t", 0).0 != -1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "offsets never expired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let l = raw.request(4, &ListGroupsRequest::default());
+    assert!(l.groups.iter().all(|g| g.group_id.0.as_str() != "idle"));
+    // Expiry of "idle" ran several ticks after the retention: "busy" (still a member, its
+    // session is 45 s) was checked by the same ticks and kept.
+    assert_eq!(fetch(&mut raw, "busy", "t", 0).0, 4);
+    // The tombstones are durable: still gone after a restart.
+    drop(raw);
+    b.stop();
+    let b = TestBroker::start_in(tmp.path(), |_| {});
+    let mut raw = Raw::connect(&b);
+    assert_eq!(fetch(&mut raw, "idle", "t", 0).0, -1);
 }

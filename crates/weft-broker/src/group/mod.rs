@@ -684,7 +684,10 @@ impl Coordinator {
         if group_id.is_empty() {
             return code(ResponseError::InvalidGroupId);
         }
-        if let Some(check) = self.consumer.validate_commit(group_id, generation, member_id) {
+        if let Some(check) = self
+            .consumer
+            .validate_commit(group_id, generation, member_id)
+        {
             return check;
         }
         let group = self.groups.get_mut(group_id);

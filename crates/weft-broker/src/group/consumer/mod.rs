@@ -973,7 +973,10 @@ impl Coordinator {
     /// Whether `group_id` (of either kind) has members.
     pub(crate) fn has_members(&self, group_id: &str) -> bool {
         self.consumer.has_members(group_id)
-            || self.groups.get(group_id).is_some_and(|g| !g.members.is_empty())
+            || self
+                .groups
+                .get(group_id)
+                .is_some_and(|g| !g.members.is_empty())
     }
 
     /// The protocol type `group_id` is known under: `consumer` for KIP-848 groups, the
