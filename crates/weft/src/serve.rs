@@ -185,6 +185,13 @@ fn broker_config(
     config.node_id = settings.node_id;
     config.auto_create_topics = settings.broker.auto_create_topics;
     config.num_partitions = settings.broker.num_partitions;
+    config.offsets_retention = std::time::Duration::from_secs(
+        settings.broker.offsets_retention_minutes.saturating_mul(60),
+    );
+    config.group_consumer_session_timeout =
+        std::time::Duration::from_millis(settings.broker.group_consumer_session_timeout_ms);
+    config.group_consumer_heartbeat_interval =
+        std::time::Duration::from_millis(settings.broker.group_consumer_heartbeat_interval_ms);
     Ok(config)
 }
 

@@ -129,6 +129,14 @@ pub(crate) struct BrokerDefaults {
     pub(crate) auto_create_topics: bool,
     /// `num.partitions`: partitions of an auto-created topic.
     pub(crate) num_partitions: i32,
+    /// `offsets.retention.minutes`: committed offsets of a group without members expire
+    /// after this long.
+    pub(crate) offsets_retention_minutes: u64,
+    /// `group.consumer.session.timeout.ms`: a KIP-848 member that sends no heartbeat for
+    /// this long is removed.
+    pub(crate) group_consumer_session_timeout_ms: u64,
+    /// `group.consumer.heartbeat.interval.ms`: the interval KIP-848 members are told.
+    pub(crate) group_consumer_heartbeat_interval_ms: u64,
 }
 
 impl Default for BrokerDefaults {
@@ -136,6 +144,9 @@ impl Default for BrokerDefaults {
         BrokerDefaults {
             auto_create_topics: true,
             num_partitions: 1,
+            offsets_retention_minutes: 10_080,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -237,6 +248,18 @@ impl Settings {
             config_file: file.map(|(p, _)| p.to_path_buf()),
         };
         settings.lag.validate()?;
+        let b = &settings.broker;
+        if b.offsets_retention_minutes == 0 {
+            bail!("broker.offsets_retention_minutes must be at least 1");
+        }
+        if b.group_consumer_heartbeat_interval_ms == 0
+            || b.group_consumer_heartbeat_interval_ms >= b.group_consumer_session_timeout_ms
+        {
+            bail!(
+                "broker.group_consumer_heartbeat_interval_ms must be at least 1 and below \
+                 broker.group_consumer_session_timeout_ms"
+            );
+        }
         if settings.broker.num_partitions < 1 {
             bail!("broker.num_partitions must be at least 1");
         }
@@ -510,6 +533,19 @@ mod tests {
             (&[], &[], "[log]\ndurability = 'sometimes'", "not a durability"),
             (&[], &[], "[log]\nsegment_ms = true", "expected an integer, found boolean"),
             (&[], &[], "[broker]\nnum_partitions = 0", "at least 1"),
+            (
+                &[],
+                &[],
+                "[broker]\noffsets_retention_minutes = 0",
+                "offsets_retention_minutes must be at least 1",
+            ),
+            (
+                &[],
+                &[],
+                "[broker]\ngroup_consumer_session_timeout_ms = 3000\n\
+                 group_consumer_heartbeat_interval_ms = 5000",
+                "below broker.group_consumer_session_timeout_ms",
+            ),
             (&[], &[], "[broker]\nauto_create = false", "unknown field `auto_create`"),
         ];
         for (flags, env, toml, fragment) in cases {
@@ -533,12 +569,17 @@ mod tests {
         let s = resolve(
             &[],
             &[],
-            "[broker]\nauto_create_topics = false\nnum_partitions = 6",
+            "[broker]\nauto_create_topics = false\nnum_partitions = 6\n\
+             offsets_retention_minutes = 60\ngroup_consumer_session_timeout_ms = 6000\n\
+             group_consumer_heartbeat_interval_ms = 1000",
         )
         .expect("valid");
         let want = BrokerDefaults {
             auto_create_topics: false,
             num_partitions: 6,
+            offsets_retention_minutes: 60,
+            group_consumer_session_timeout_ms: 6000,
+            group_consumer_heartbeat_interval_ms: 1000,
         };
         assert_eq!(s.broker, want);
     }
