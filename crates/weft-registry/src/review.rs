@@ -14,8 +14,8 @@
 //!   the subject's own, else the registry's, else [`DEFAULT_APPROVALS`]), fixed on each
 //!   proposal when it is made.
 //!
-//! Who acts is the `X-Weft-Principal` header until authentication lands; approving and
-//! rejecting need it (401 / 40101 without). Approvers are distinct and are not the proposer.
+//! Who acts is the `X-Weft-Principal` header until authentication lands; proposing,
+//! approving and rejecting need it (401 / 40101 without). Approvers are distinct and are not the proposer.
 //! On the approval that reaches the count the schema is registered through
 //! [`Registry::register`], so compatibility is checked again against the versions the
 //! subject has *then*: if another version made it incompatible meanwhile, the proposal ends
@@ -818,7 +818,9 @@ pub(crate) async fn intercept(State(r): State<Registry>, req: Request, next: Nex
         q.split('&')
             .any(|kv| kv.eq_ignore_ascii_case("normalize=true") || kv == "normalize=1")
     });
-    let proposer = principal(req.headers()).unwrap_or_default();
+    let Some(proposer) = principal(req.headers()) else {
+        return unauthorized();
+    };
     let body = match axum::body::to_bytes(req.into_body(), crate::MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => return Error::PayloadTooLarge.into_response(),

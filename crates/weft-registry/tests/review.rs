@@ -92,6 +92,10 @@ async fn a_proposal_becomes_a_version_after_two_distinct_approvals() {
                 .status,
             200
         );
+        // Who proposes must be named.
+        let a = propose(api, "orders-value", &v1(), "").await;
+        assert_eq!((a.status, a.code()), (401, 40101), "{a:?}");
+        assert_eq!(api.get("/proposals").await.body, json!([]));
         let a = propose(api, "orders-value", &v1(), "alice").await;
         assert_eq!(a.status, 202, "{a:?}");
         let p = &a.body["proposal"];

@@ -378,6 +378,41 @@ fn deprecate_shows_in_list_and_get() {
 }
 
 #[test]
+fn register_in_a_review_subject_files_a_proposal() {
+    let w = start();
+    let reply = http_put(&w, "/mode/orders-value", r#"{"mode":"REVIEW"}"#);
+    assert!(reply.contains("REVIEW"), "{reply}");
+    let v1 = file(&w, "v1.avsc", V1);
+    // Proposing needs a principal.
+    let (code, _, err) = schema(
+        &w,
+        &["register", "--subject", "orders-value", "--file", &v1],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("x-weft-principal"), "{err}");
+    let (code, out, err) = schema(
+        &w,
+        &[
+            "--principal",
+            "alice",
+            "register",
+            "--subject",
+            "orders-value",
+            "--file",
+            &v1,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("proposal 1 created for orders-value: needs 2 approval(s)"),
+        "{out}"
+    );
+    // Nothing registered yet.
+    let (code, _, err) = schema(&w, &["get", "--subject", "orders-value"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+#[test]
 fn errors_have_distinct_exit_codes() {
     let w = start();
     let (code, _, err) = schema(&w, &["get", "--subject", "nobody"]);

@@ -33,6 +33,9 @@ pub(crate) struct SchemaArgs {
         global = true
     )]
     registry: String,
+    /// Who acts, sent as `X-Weft-Principal` (needed to propose in a REVIEW subject)
+    #[arg(long, env = "WEFT_PRINCIPAL", global = true)]
+    principal: Option<String>,
     #[command(subcommand)]
     action: Action,
 }
@@ -193,11 +196,12 @@ struct Answer {
 
 struct Http {
     base: String,
+    principal: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Http {
-    fn new(base: &str) -> anyhow::Result<Http> {
+    fn new(base: &str, principal: Option<String>) -> anyhow::Result<Http> {
         let base = base.trim_end_matches('/').to_owned();
         if base.starts_with("https://") {
             bail!("--registry {base}: https is not supported yet; use http://");
@@ -207,6 +211,7 @@ impl Http {
         }
         Ok(Http {
             base,
+            principal,
             client: Client::builder(TokioExecutor::new()).build_http(),
         })
     }
@@ -220,11 +225,15 @@ impl Http {
     ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.base);
         let bytes = body.map(Value::to_string).unwrap_or_default();
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method.clone())
             .uri(&url)
             .header("content-type", "application/vnd.schemaregistry.v1+json")
-            .header("accept", "application/vnd.schemaregistry.v1+json")
+            .header("accept", "application/vnd.schemaregistry.v1+json");
+        if let Some(p) = &self.principal {
+            req = req.header("x-weft-principal", p);
+        }
+        let req = req
             .body(Full::new(Bytes::from(bytes)))
             .with_context(|| format!("bad request URL {url}"))?;
         let res = tokio::time::timeout(super::REQUEST_TIMEOUT, self.client.request(req))
@@ -289,7 +298,7 @@ fn seg(s: &str) -> String {
 }
 
 pub(crate) async fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
-    let http = Http::new(&args.registry)?;
+    let http = Http::new(&args.registry, args.principal)?;
     let outcome = match args.action {
         Action::Register { schema, normalize } => register(&http, &schema, normalize).await,
         Action::Check { schema, version } => check(&http, &schema, version.as_deref()).await,
