@@ -8,13 +8,19 @@
 //!   [`evaluate`] applies the status rules. Time is data, so the rules are tested with
 //!   tables and no sleeping.
 //! - [`sampler`] is the edge: every interval it asks the cluster, through the Kafka protocol
-//!   only (librdkafka), for the groups, their committed offsets, the log ends and the
+//!   only (librdkafka, and a small
+//!   Kafka-protocol client of its own for the committed offsets of many groups at once), for
+//!   the groups, their committed offsets, the log ends and the
 //!   timestamps of the oldest unconsumed records, and hands the round to the monitor. It
 //!   never joins a group and works the same against the embedded broker or any Kafka
 //!   cluster. Sampling runs on its own schedule, whoever reads the results.
 
 pub mod eval;
+mod offsets;
 pub mod sampler;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_broker;
 
 pub use eval::{
     Config, GroupObservation, GroupView, Monitor, PartitionObservation, PartitionView, Round,
@@ -32,6 +38,8 @@ pub enum Error {
         context: &'static str,
         source: rdkafka::error::KafkaError,
     },
+    #[error("kafka protocol error: {0}")]
+    Protocol(String),
     #[error("sampling task failed: {0}")]
     Task(String),
 }

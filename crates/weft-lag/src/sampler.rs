@@ -5,8 +5,11 @@
 //! 1. ListGroups + DescribeGroups: every group with its state, protocol and members;
 //! 2. Metadata: every partition of every topic;
 //! 3. ListOffsets (latest, read_uncommitted), batched: the log end offset of each partition;
-//! 4. per group, OffsetFetch through a consumer handle carrying the group's id that never
-//!    subscribes, so it never joins the group or disturbs its members;
+//! 4. FindCoordinator and OffsetFetch for every group at once through [`OffsetClient`] (one
+//!    connection per coordinator, OffsetFetch v8 with many groups per request), which never
+//!    joins a group or disturbs its members; on clusters that need TLS/SASL
+//!    (`security.protocol` other than plaintext) one never-subscribing librdkafka consumer
+//!    handle per group instead;
 //! 5. for each lagging partition whose committed offset changed since the last round, one
 //!    small fetch at the committed offset by a consumer that only assigns partitions: the
 //!    timestamp of the oldest unconsumed record (kept, so a stuck group costs no fetch).
@@ -26,6 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use crate::eval::{Config, GroupObservation, GroupView, Monitor, PartitionObservation, Round};
+use crate::offsets::OffsetClient;
 use crate::{Error, Result};
 
 /// Where and how to sample.
@@ -166,8 +170,11 @@ struct Sampler {
     admin: BaseConsumer,
     /// Reads one record at a committed offset; only ever assigns.
     reader: BaseConsumer,
-    /// One handle per group for OffsetFetch (librdkafka fetches offsets of the group named
-    /// in the client's configuration); none of them subscribes.
+    /// Committed offsets of every group over plaintext Kafka-protocol connections; `None`
+    /// when the cluster needs TLS/SASL, which it does not speak.
+    offsets: Option<OffsetClient>,
+    /// Secured clusters only: one handle per group for OffsetFetch (librdkafka fetches
+    /// offsets of the group named in the client's configuration); none of them subscribes.
     groups: HashMap<String, BaseConsumer>,
     /// ((topic, partition), offset) → timestamp of the first record at or after it, for
     /// the committed offsets of lagging partitions.
@@ -189,10 +196,17 @@ impl Sampler {
                 ("queued.min.messages", "1"),
             ],
         )?;
+        let plaintext = config
+            .properties
+            .iter()
+            .all(|(k, v)| k != "security.protocol" || v.eq_ignore_ascii_case("plaintext"));
+        let offsets =
+            plaintext.then(|| OffsetClient::new(&config.bootstrap, config.request_timeout));
         Ok(Sampler {
             config,
             admin,
             reader,
+            offsets,
             groups: HashMap::new(),
             timestamps: HashMap::new(),
         })
@@ -220,14 +234,23 @@ impl Sampler {
         let log_ends = self.log_ends(&partitions)?;
 
         let mut seen_groups = HashSet::new();
+        let names: Vec<String> = list.groups().iter().map(|g| g.name().to_owned()).collect();
+        let mut fetched = match self.offsets.as_mut() {
+            Some(client) => client.fetch(&names)?,
+            None => HashMap::new(),
+        };
         let mut committed: Vec<(GroupObservation, Vec<(Key, i64)>)> = Vec::new();
         for g in list.groups() {
             seen_groups.insert(g.name().to_owned());
-            let offsets = match self.committed(g.name(), &partitions) {
-                Ok(offsets) => Some(offsets),
-                Err(e) => {
-                    warn!(group = g.name(), error = %e, "cannot fetch committed offsets");
-                    None
+            let offsets = if self.offsets.is_some() {
+                fetched.remove(g.name()).flatten()
+            } else {
+                match self.committed(g.name(), &partitions) {
+                    Ok(offsets) => Some(offsets),
+                    Err(e) => {
+                        warn!(group = g.name(), error = %e, "cannot fetch committed offsets");
+                        None
+                    }
                 }
             };
             let observation = GroupObservation {
@@ -315,7 +338,8 @@ impl Sampler {
         Ok(out)
     }
 
-    /// The committed offsets of `group` among `partitions`.
+    /// The committed offsets of `group` among `partitions`, through a librdkafka handle of
+    /// its own (secured clusters only).
     fn committed(&mut self, group: &str, partitions: &[Key]) -> Result<Vec<(Key, i64)>> {
         if partitions.is_empty() {
             return Ok(Vec::new());
