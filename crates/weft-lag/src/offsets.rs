@@ -623,7 +623,66 @@ mod tests {
                 // One broker: bootstrap and coordinator are the same connection.
                 assert_eq!(client.connections(), 1);
             }
+            // A kept connection that broke is redialled within the round.
+            for c in client.conns.values() {
+                c.stream
+                    .shutdown(std::net::Shutdown::Both)
+                    .expect("shutdown");
+            }
+            let got = client
+                .fetch(&asked)
+                .expect("fetch after a broken connection");
+            assert_eq!(got["off-5"], Some(vec![(("off-t".to_owned(), 0), 5)]));
+            assert_eq!(client.connections(), 1);
         }
+    }
+
+    #[test]
+    fn group_errors_decide_between_no_offsets_unknown_and_a_new_lookup() {
+        let mut client = OffsetClient::new("127.0.0.1:1", Duration::from_secs(1));
+        let names = ["ok", "gone", "moved", "unavailable", "loading", "denied"];
+        let mut out: HashMap<String, Option<Committed>> =
+            names.iter().map(|g| ((*g).to_owned(), None)).collect();
+        for g in names {
+            client
+                .coordinators
+                .insert(g.to_owned(), "b:9092".to_owned());
+        }
+        let offsets = vec![(("t".to_owned(), 0), 3)];
+        client.settle("ok".into(), Ok(offsets.clone()), &mut out);
+        client.settle("gone".into(), Err(GROUP_ID_NOT_FOUND), &mut out);
+        client.settle("moved".into(), Err(NOT_COORDINATOR), &mut out);
+        client.settle(
+            "unavailable".into(),
+            Err(COORDINATOR_NOT_AVAILABLE),
+            &mut out,
+        );
+        client.settle(
+            "loading".into(),
+            Err(COORDINATOR_LOAD_IN_PROGRESS),
+            &mut out,
+        );
+        // GROUP_AUTHORIZATION_FAILED
+        client.settle("denied".into(), Err(30), &mut out);
+        // A group nobody asked for is ignored.
+        client.settle("stranger".into(), Ok(offsets.clone()), &mut out);
+        assert_eq!(out["ok"], Some(offsets));
+        assert_eq!(out["gone"], Some(vec![]));
+        for g in ["moved", "unavailable", "loading", "denied"] {
+            assert_eq!(out[g], None, "{g}");
+        }
+        assert!(!out.contains_key("stranger"));
+        // Only a moved or unavailable coordinator is looked up again next round.
+        let mut kept: Vec<&str> = client.coordinators.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["denied", "gone", "loading", "ok"]);
+    }
+
+    #[test]
+    fn bootstrap_servers_are_parsed_like_librdkafka() {
+        let client =
+            OffsetClient::new(" a:1, PLAINTEXT://b:2,c,, [::1]:3 ", Duration::from_secs(1));
+        assert_eq!(client.bootstrap, ["a:1", "b:2", "c:9092", "[::1]:3"]);
     }
 
     #[test]
