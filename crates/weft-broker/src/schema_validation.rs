@@ -410,6 +410,14 @@ fn judge(check: &Check, subject: &str, resolved: Option<&Resolved>) -> Option<St
     } else {
         (Vec::new(), &rest[..])
     };
+    // The message indexes must name a message of the schema, whatever the level.
+    if let ParsedSchema::Protobuf(p) = schema.as_ref()
+        && let Err(e) = p.message_name_at(&indexes)
+    {
+        return Some(format!(
+            "message indexes {indexes:?} name no message of schema id {id}: {e}"
+        ));
+    }
     if check.level == Level::Full
         && let Err(e) = schema.validate(payload, &indexes)
     {

@@ -828,3 +828,49 @@ fn a_newly_registered_schema_is_accepted_soon_after() {
     }
     assert_eq!(read_all(&w, "late"), vec![value]);
 }
+
+#[test]
+fn protobuf_message_indexes_are_checked() {
+    let w = start();
+    let (status, body) = http(
+        w.registry,
+        "POST",
+        "/subjects/payments-value/versions",
+        Some(&json!({
+            "schemaType": "PROTOBUF",
+            "schema": "syntax = \"proto3\";\npackage shop;\nmessage Payment {\n  int64 cents = 1;\n}\n",
+        })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_u64().expect("id") as u32;
+    let mut raw = Raw::connect(&w);
+    assert_eq!(
+        raw.create_topic("payments", &[("weft.schema.validation", "full")]),
+        0
+    );
+    // Index list [0] (the one-byte shorthand), then cents = 42.
+    let good = framed(id, &[0, 0x08, 42]);
+    let (code, message, _) =
+        outcome(&raw.produce("payments", &[(None, Some(good.clone()))], Compression::None));
+    assert_eq!(code, 0, "{message}");
+    // Index list [3]: there is no fourth message.
+    let (code, message, _) = outcome(&raw.produce(
+        "payments",
+        &[(None, Some(framed(id, &[2, 6, 0x08, 42])))],
+        Compression::None,
+    ));
+    assert_eq!(code, INVALID_RECORD);
+    assert!(
+        message.contains("name no message of schema id"),
+        "{message}"
+    );
+    // Field 1 as a length-delimited string instead of a varint does not decode.
+    let (code, message, _) = outcome(&raw.produce(
+        "payments",
+        &[(None, Some(framed(id, &[0, 0x0a, 1, b'x'])))],
+        Compression::None,
+    ));
+    assert_eq!(code, INVALID_RECORD, "{message}");
+    assert!(message.contains("does not decode"), "{message}");
+    assert_eq!(read_all(&w, "payments"), vec![good]);
+}
