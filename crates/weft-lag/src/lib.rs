@@ -8,12 +8,11 @@
 //!   [`evaluate`] applies the status rules. Time is data, so the rules are tested with
 //!   tables and no sleeping.
 //! - [`sampler`] is the edge: every interval it asks the cluster, through the Kafka protocol
-//!   only (librdkafka, and a small
-//!   Kafka-protocol client of its own for the committed offsets of many groups at once), for
-//!   the groups, their committed offsets, the log ends and the
-//!   timestamps of the oldest unconsumed records, and hands the round to the monitor. It
-//!   never joins a group and works the same against the embedded broker or any Kafka
-//!   cluster. Sampling runs on its own schedule, whoever reads the results.
+//!   only (librdkafka, plus a small Kafka-protocol client of its own that reads the committed
+//!   offsets of many groups per request), for the groups, their committed offsets, the log
+//!   ends and the timestamps of the oldest unconsumed records, and hands the round to the
+//!   monitor. It never joins a group and works the same against the embedded broker or any
+//!   Kafka cluster. Sampling runs on its own schedule, whoever reads the results.
 
 pub mod eval;
 mod offsets;
