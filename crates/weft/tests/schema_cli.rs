@@ -2,62 +2,23 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
-use std::time::Instant;
-
-use common::SAFETY;
+use std::process::{Output, Stdio};
 
 struct Weft {
-    child: Child,
     registry: String,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Weft {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // Dropped (killed) before `dir` is removed.
+    _server: common::Server,
 }
 
 fn start() -> Weft {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = common::weft(dir.path())
-        .args(["serve", "--data-dir", "data", "--log-format", "json"])
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--kafka-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--registry-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft serve");
-    let lines = common::forward_lines(child.stderr.take().expect("stderr"));
-    let deadline = Instant::now() + SAFETY;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(r#""message":"ready""#) => {
-                let addr: SocketAddr = common::json_field(&line, "registry_addr")
-                    .expect("registry_addr")
-                    .parse()
-                    .expect("address");
-                std::thread::spawn(move || for _ in lines {});
-                return Weft {
-                    child,
-                    registry: format!("http://{addr}"),
-                    dir,
-                };
-            }
-            Ok(_) => {}
-            Err(e) => panic!("no ready line: {e}"),
-        }
+    let server = common::Server::start(dir.path());
+    Weft {
+        registry: format!("http://{}", server.registry_addr()),
+        _server: server,
+        dir,
     }
 }
 

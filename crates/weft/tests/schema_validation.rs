@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -43,65 +42,22 @@ const INVALID_CONFIG: i16 = 40;
 // ---- the server ----
 
 struct Weft {
-    child: Child,
     kafka: SocketAddr,
     registry: SocketAddr,
+    // Dropped (killed) before `_dir` is removed.
+    _server: common::Server,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Weft {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `weft serve` with Kafka, HTTP and registry listeners on ephemeral ports.
 fn start() -> Weft {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = common::weft(dir.path())
-        .args(["serve", "--data-dir", "data", "--log-format", "json"])
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--kafka-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--registry-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft serve");
-    let lines = common::forward_lines(child.stderr.take().expect("stderr"));
-    let deadline = Instant::now() + SAFETY;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(r#""message":"ready""#) => {
-                let addr = |k: &str| -> SocketAddr {
-                    common::json_field(&line, k)
-                        .unwrap_or_else(|| panic!("no {k} in {line}"))
-                        .parse()
-                        .expect("address")
-                };
-                let (kafka, registry) = (addr("kafka_addr"), addr("registry_addr"));
-                // Keep draining stderr so the server never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
-                return Weft {
-                    child,
-                    kafka,
-                    registry,
-                    _dir: dir,
-                };
-            }
-            Ok(line) => seen.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no ready line ({e}):\n{}", seen.join("\n"));
-            }
-        }
+    let server = common::Server::start(dir.path());
+    Weft {
+        kafka: server.kafka_addr(),
+        registry: server.registry_addr(),
+        _server: server,
+        _dir: dir,
     }
 }
 

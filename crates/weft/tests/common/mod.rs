@@ -103,6 +103,15 @@ impl Server {
             .unwrap_or_else(|| panic!("no kafka_addr in {}", self.ready))
     }
 
+    /// The bound registry address; panics when the `ready` line names none.
+    #[allow(dead_code)] // not every test binary talks to the registry
+    pub(crate) fn registry_addr(&self) -> SocketAddr {
+        json_field(&self.ready, "registry_addr")
+            .unwrap_or_else(|| panic!("no registry_addr in {}", self.ready))
+            .parse()
+            .expect("registry_addr is an address")
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
