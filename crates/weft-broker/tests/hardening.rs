@@ -6,33 +6,15 @@ mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::TestBroker;
-use common::raw::{Raw, healthy};
+use common::raw::{Raw, creatable, healthy};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest, InitProducerIdResponse,
     ProduceRequest, ProduceResponse, TopicName,
-    create_topics_request::{CreatableTopic, CreatableTopicConfig},
 };
 use kafka_protocol::protocol::StrBytes;
 use weft_log::batch::{self, BuildOptions, Compression, Record};
-
-fn creatable(name: &str, configs: &[(&str, &str)]) -> CreatableTopic {
-    CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_string(name.to_owned())))
-        .with_num_partitions(1)
-        .with_replication_factor(1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(StrBytes::from_string((*k).to_owned()))
-                        .with_value(Some(StrBytes::from_string((*v).to_owned())))
-                })
-                .collect(),
-        )
-}
 
 /// Creates a topic; returns the error code and message.
 fn try_create(c: &mut Raw, name: &str, configs: &[(&str, &str)]) -> (i16, Option<String>) {

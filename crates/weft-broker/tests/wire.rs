@@ -7,34 +7,20 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use common::TestBroker;
-use common::raw::{Raw, healthy};
+use common::raw::{Raw, creatable, healthy};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest,
     ProduceRequest, ProduceResponse, TopicName,
-    create_topics_request::{CreatableTopic, CreatableTopicConfig},
     fetch_request::{FetchPartition, FetchTopic},
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use weft_log::batch::{self, BuildOptions, Compression, Record};
 
 fn create(c: &mut Raw, name: &str, configs: &[(&str, &str)]) {
-    let t = CreatableTopic::default()
-        .with_name(TopicName(StrBytes::from_string(name.to_owned())))
-        .with_num_partitions(1)
-        .with_replication_factor(1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(StrBytes::from_string((*k).to_owned()))
-                        .with_value(Some(StrBytes::from_string((*v).to_owned())))
-                })
-                .collect(),
-        );
+    let t = creatable(name, configs);
     let r: CreateTopicsResponse = c.request(
         7,
         &CreateTopicsRequest::default()

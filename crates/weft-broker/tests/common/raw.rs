@@ -5,7 +5,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, RequestHeader};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use super::TestBroker;
@@ -86,4 +87,22 @@ impl Raw {
 pub(crate) fn healthy(c: &mut Raw) {
     let r: MetadataResponse = c.request(12, &MetadataRequest::default().with_topics(None));
     assert_eq!(r.brokers.len(), 1);
+}
+
+/// A CreateTopics entry: one partition, replication factor 1, `configs` as given.
+pub(crate) fn creatable(name: &str, configs: &[(&str, &str)]) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string((*k).to_owned()))
+                        .with_value(Some(StrBytes::from_string((*v).to_owned())))
+                })
+                .collect(),
+        )
 }
