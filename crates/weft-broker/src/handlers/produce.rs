@@ -307,22 +307,16 @@ pub(crate) async fn produce(
                                 (Some(_), None) => {
                                     Outcome::error(ResponseError::CorruptMessage, "null records")
                                 }
-                                (Some(_), Some(_)) if refused.contains_key(&(ti, pi)) => {
-                                    match refused.remove(&(ti, pi)) {
-                                        Some(r) => Outcome::refused(r),
-                                        None => Outcome::error(
-                                            ResponseError::UnknownServerError,
-                                            "schema validation verdict lost",
-                                        ),
+                                (Some(h), Some(records)) => match refused.remove(&(ti, pi)) {
+                                    Some(r) => Outcome::refused(r),
+                                    None => {
+                                        let o = append_batches(h, &records, now);
+                                        if o.last_offset.is_some() {
+                                            h.wake_waiters();
+                                        }
+                                        o
                                     }
-                                }
-                                (Some(h), Some(records)) => {
-                                    let o = append_batches(h, &records, now);
-                                    if o.last_offset.is_some() {
-                                        h.wake_waiters();
-                                    }
-                                    o
-                                }
+                                },
                             }
                         };
                         (idx, h, outcome)
