@@ -50,8 +50,15 @@ const PIP_PACKAGES: &[PipPackage] = &[
 ];
 
 /// npm packages (`name` or `name@version`), installed under `<repo>/target/npm`; tests find
-/// them through `NODE_PATH`, which `cargo xtask test` sets.
-const NPM_PACKAGES: &[&str] = &["kafkajs@2", "kafkajs-snappy@1"];
+/// them through `NODE_PATH`, which `cargo xtask test` sets. `lz4js` and `zstd-codec` are
+/// pure JavaScript/WebAssembly (no native build): the kafkajs compat script wraps them as
+/// its LZ4 and ZSTD codecs, because `@kafkajs/zstd` does not build on Node 20.
+const NPM_PACKAGES: &[&str] = &[
+    "kafkajs@2",
+    "kafkajs-snappy@1",
+    "lz4js@0.2",
+    "zstd-codec@0.1",
+];
 
 struct AptPackage {
     package: &'static str,
