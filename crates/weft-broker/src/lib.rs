@@ -9,6 +9,8 @@
 //!   timeout); requests on one connection are answered in order through one writer, so an
 //!   acks=-1 produce waiting for its fsync does not stall the requests behind it.
 //! - `versions`: the advertised API versions and which of them are refused.
+//! - `legacy_produce`: the hand-written UNSUPPORTED_VERSION answer to Produce v0–v2, whose
+//!   layout the codec cannot encode.
 //! - `guard`: request decoding through a buffer that bounds what lengths the codec is told,
 //!   so no frame can make it allocate without bound.
 //! - `handlers`: one function per API, from decoded request to response.
@@ -40,6 +42,7 @@ mod fetch_session;
 mod group;
 mod guard;
 mod handlers;
+mod legacy_produce;
 mod producer_state;
 mod schema_validation;
 mod server;

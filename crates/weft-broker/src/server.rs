@@ -336,6 +336,7 @@ pub(crate) async fn handle_frame(
             let bytes = encode(api, version, correlation_id, &response);
             Ok(Some(Box::pin(async move { bytes })))
         }
+        Decoded::Encoded(bytes) => Ok(bytes.map(|b| Box::pin(async move { Ok(b) }) as Outgoing)),
         Decoded::Request {
             header,
             api,
@@ -367,6 +368,8 @@ pub(crate) enum Decoded {
         correlation_id: i32,
         response: ResponseKind,
     },
+    /// Answered with bytes encoded outside the codec (`None`: no answer, acks=0).
+    Encoded(Option<BytesMut>),
     Request {
         header: RequestHeader,
         api: ApiKey,
@@ -416,12 +419,28 @@ pub(crate) fn decode_frame(frame: Bytes) -> std::result::Result<Decoded, Close> 
             "{api:?} version {version} is outside the advertised range {min}..={max}"
         )));
     }
-    if versions::refused(api, version) {
-        return Err(Close(format!(
-            "{api:?} version {version} is advertised for client feature detection but unsupported (message formats v0/v1)"
-        )));
-    }
     let mut body = frame;
+    if versions::refused(api, version) {
+        // Only Produce v0–v2 (message formats v0/v1): every partition gets
+        // UNSUPPORTED_VERSION in the v0–v2 layout, which the codec cannot encode.
+        let header = RequestHeader::decode(&mut body, api.request_header_version(version))
+            .map_err(|e| Close(format!("malformed {api:?} v{version} request header: {e}")))?;
+        let req = crate::legacy_produce::parse(body).map_err(Close)?;
+        debug!(
+            version,
+            acks = req.acks,
+            "produce v0-v2 (message format v0/v1) refused with UNSUPPORTED_VERSION"
+        );
+        let reply = (req.acks != 0).then(|| {
+            crate::legacy_produce::encode_error(
+                version,
+                header.correlation_id,
+                &req,
+                kafka_protocol::ResponseError::UnsupportedVersion.code(),
+            )
+        });
+        return Ok(Decoded::Encoded(reply));
+    }
     let header = RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(|e| Close(format!("malformed {api:?} v{version} request header: {e}")))?;
     match crate::guard::decode_request(api, body, version) {
@@ -461,7 +480,7 @@ pub fn decode_request_frame(frame: &[u8]) -> std::result::Result<(), String> {
         } => encode(api, version, correlation_id, &response)
             .map(|_| ())
             .map_err(|Close(r)| r),
-        Decoded::Request { .. } => Ok(()),
+        Decoded::Encoded(_) | Decoded::Request { .. } => Ok(()),
     }
 }
 

@@ -45,11 +45,16 @@ fn kafka_python_admin_codecs_offsets_configs() {
         out.status
     );
     for step in [
+        "codec None",
+        "codec gzip",
+        "codec snappy",
+        "codec lz4",
         "codec zstd",
         "offsets by time and DeleteRecords ok",
         "configs ok",
         "invalid names ok",
         "group subscribe, commit and resume ok",
+        "legacy produce refused ok",
     ] {
         assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
     }

@@ -31,13 +31,16 @@ fn node_path() -> PathBuf {
 
 fn require_kafkajs() {
     let probe = Command::new("node")
-        .args(["-e", "require('kafkajs')"])
+        .args([
+            "-e",
+            "for (const m of ['kafkajs', 'kafkajs-snappy', 'lz4js', 'zstd-codec']) require(m)",
+        ])
         .env("NODE_PATH", node_path())
         .output();
     match probe {
         Ok(o) if o.status.success() => {}
         Ok(o) => panic!(
-            "kafkajs not found in NODE_PATH={}: `cargo xtask test` installs it (npm install --prefix target/npm kafkajs@2)\n{}",
+            "kafkajs or a codec package not found in NODE_PATH={}: `cargo xtask test` installs them (npm install --prefix target/npm kafkajs@2 kafkajs-snappy@1 lz4js@0.2 zstd-codec@0.1)\n{}",
             node_path().display(),
             String::from_utf8_lossy(&o.stderr)
         ),
@@ -69,17 +72,27 @@ fn kafkajs_admin_and_idempotent_produce() {
     for step in [
         "codec gzip",
         "codec snappy",
+        "codec lz4",
+        "codec zstd",
         "offsets by time and DeleteRecords ok",
         "configs ok",
         "invalid names ok",
-        "group consumer: 20000 records ok",
+        "group consumer js-none: 20000 records ok",
+        "group consumer js-lz4: 20000 records ok",
+        "group consumer js-zstd: 20000 records ok",
     ] {
         assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
     }
     // Every record kafkajs produced, exactly once, in order per key.
     const N: usize = 20_000;
     const KEYS: usize = 59;
-    for (codec, id) in [("none", 0), ("gzip", 1), ("snappy", 2)] {
+    for (codec, id) in [
+        ("none", 0),
+        ("gzip", 1),
+        ("snappy", 2),
+        ("lz4", 3),
+        ("zstd", 4),
+    ] {
         let topic = format!("js-{codec}");
         let h = b.first_batch(&topic, 0);
         assert!(h.producer_id >= 0, "{codec}: not idempotent");

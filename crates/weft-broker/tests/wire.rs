@@ -1136,3 +1136,105 @@ fn only_the_first_partition_with_data_may_exceed_the_budget() {
         .collect();
     assert_eq!(sizes, vec![one.len(), 0]);
 }
+
+/// A Produce v0–v2 frame built by hand (the codec cannot encode those versions): request
+/// header v1, then acks, timeout and one partition of `topic` carrying `records`.
+fn legacy_produce_frame(
+    version: i16,
+    correlation: i32,
+    acks: i16,
+    topic: &str,
+    records: &[u8],
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.put_i16(ApiKey::Produce as i16);
+    b.put_i16(version);
+    b.put_i32(correlation);
+    b.put_i16(8);
+    b.put_slice(b"raw-test");
+    b.put_i16(acks);
+    b.put_i32(5000);
+    b.put_i32(1);
+    b.put_i16(topic.len() as i16);
+    b.put_slice(topic.as_bytes());
+    b.put_i32(2);
+    for partition in [0, 7] {
+        b.put_i32(partition);
+        b.put_i32(records.len() as i32);
+        b.put_slice(records);
+    }
+    let mut out = Vec::new();
+    out.put_i32(b.len() as i32);
+    out.extend_from_slice(&b);
+    out
+}
+
+/// A message set of one magic-1 message (the format Produce v0–v2 carry), CRC left zero:
+/// the broker must refuse it by version, without looking at it.
+fn magic1_message_set() -> Vec<u8> {
+    let mut m = Vec::new();
+    m.put_u32(0); // crc
+    m.put_i8(1); // magic
+    m.put_i8(0); // attributes
+    m.put_i64(1_700_000_000_000); // timestamp
+    m.put_i32(-1); // key
+    m.put_i32(5);
+    m.put_slice(b"hello");
+    let mut set = Vec::new();
+    set.put_i64(0); // offset
+    set.put_i32(m.len() as i32);
+    set.extend_from_slice(&m);
+    set
+}
+
+#[test]
+fn produce_v0_to_v2_get_unsupported_version_in_their_own_layout() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(&b);
+    create(&mut c, "legacy", &[]);
+    let set = magic1_message_set();
+    for version in 0..=2i16 {
+        let corr = 1000 + i32::from(version);
+        assert!(c.send_raw(&legacy_produce_frame(version, corr, 1, "legacy", &set)));
+        let mut r = c.read_frame().expect("an answer, not a closed connection");
+        assert_eq!(r.get_i32(), corr, "v{version} correlation id");
+        assert_eq!(r.get_i32(), 1, "v{version} topics");
+        assert_eq!(r.get_i16(), 6);
+        assert_eq!(&r.split_to(6)[..], b"legacy");
+        assert_eq!(r.get_i32(), 2, "v{version} partitions");
+        for partition in [0, 7] {
+            assert_eq!(r.get_i32(), partition);
+            assert_eq!(
+                r.get_i16(),
+                ResponseError::UnsupportedVersion.code(),
+                "v{version} error code"
+            );
+            assert_eq!(r.get_i64(), -1, "base offset");
+            if version >= 2 {
+                assert_eq!(r.get_i64(), -1, "log append time");
+            }
+        }
+        if version >= 1 {
+            assert_eq!(r.get_i32(), 0, "throttle time");
+        }
+        assert!(
+            !r.has_remaining(),
+            "v{version}: {} bytes too many",
+            r.remaining()
+        );
+    }
+    // acks=0: no answer at all; the next response on the connection is the next request's.
+    assert!(c.send_raw(&legacy_produce_frame(2, 5000, 0, "legacy", &set)));
+    healthy(&mut c);
+    // Nothing was appended.
+    assert_eq!(log_end(&mut c, "legacy"), 0);
+    // A truncated v0 body closes only that connection.
+    let mut bad = Raw::connect(&b);
+    let mut frame = legacy_produce_frame(0, 1, 1, "legacy", &set);
+    let cut = frame.len() - 3;
+    frame.truncate(cut);
+    frame[0..4].copy_from_slice(&((cut - 4) as i32).to_be_bytes());
+    assert!(bad.send_raw(&frame));
+    bad.assert_closed("truncated produce v0");
+    healthy(&mut c);
+}

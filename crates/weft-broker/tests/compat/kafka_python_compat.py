@@ -10,7 +10,7 @@ import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewPartitions, NewTopic
-from kafka.errors import InvalidTopicError, TopicAlreadyExistsError
+from kafka.errors import InvalidTopicError, TopicAlreadyExistsError, UnsupportedVersionError
 
 BOOTSTRAP = sys.argv[1]
 N = 20000
@@ -156,6 +156,28 @@ def group_resume(admin):
     print("group subscribe, commit and resume ok", flush=True)
 
 
+def legacy_produce(admin):
+    """Pinned to old brokers, kafka-python sends Produce v1 (message format v0, api_version
+    0.9) or v2 (format v1, 0.10): the broker answers UNSUPPORTED_VERSION per partition in
+    those versions' layout, so the send fails cleanly, and stores nothing."""
+    topic = "py-legacy"
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    for api_version in [(0, 9), (0, 10)]:
+        p = KafkaProducer(bootstrap_servers=BOOTSTRAP, api_version=api_version, retries=0)
+        try:
+            p.send(topic, key=b"k", value=b"old format").get(timeout=30)
+            check(False, f"api_version {api_version}: an old-format produce was accepted")
+        except UnsupportedVersionError:
+            pass
+        finally:
+            p.close()
+    c = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    end = c.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)]
+    c.close()
+    check(end == 0, f"legacy produce stored {end} records")
+    print("legacy produce refused ok", flush=True)
+
+
 def main():
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, client_id="weft-compat")
     codecs(admin)
@@ -163,6 +185,7 @@ def main():
     configs(admin)
     invalid_names(admin)
     group_resume(admin)
+    legacy_produce(admin)
     admin.close()
 
 
