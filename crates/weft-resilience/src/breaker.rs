@@ -774,3 +774,310 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+    use crate::ManualClock;
+
+    const SLOW: Duration = Duration::from_secs(5);
+    const FAST: Duration = Duration::from_millis(1);
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            window_size: 10,
+            minimum_calls: 4,
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 0.5,
+            slow_call_duration: SLOW,
+            wait_in_open: Duration::from_secs(30),
+            permitted_calls_in_half_open: 2,
+            ..BreakerConfig::new("test")
+        }
+    }
+
+    fn breaker() -> (Breaker, ManualClock) {
+        let clock = ManualClock::new();
+        (Breaker::with_clock(config(), clock.clone()), clock)
+    }
+
+    /// Records one call: `F` failed, `S` succeeded, `f`/`s` the same but slow.
+    fn calls(breaker: &Breaker, pattern: &str) {
+        for c in pattern.chars() {
+            let permit = breaker.try_acquire().expect("admitted");
+            let (failure, took) = match c {
+                'F' => (true, FAST),
+                'S' => (false, FAST),
+                'f' => (true, SLOW),
+                's' => (false, SLOW),
+                _ => panic!("bad pattern {c}"),
+            };
+            permit.record_with_duration(failure, took);
+        }
+    }
+
+    #[test]
+    fn opens_on_failure_rate_only_after_minimum_calls() {
+        // (pattern, state after it)
+        let cases = [
+            ("FFF", BreakerState::Closed),        // 100 % but only 3 calls
+            ("FFFS", BreakerState::Open),         // 75 % of 4
+            ("SSSF", BreakerState::Closed),       // 25 %
+            ("SSFF", BreakerState::Open),         // exactly 50 %: at the threshold opens
+            ("SSSSSSFFFS", BreakerState::Closed), // 30 % of 10
+            ("sssS", BreakerState::Open),         // 75 % slow
+            ("ssSS", BreakerState::Open),         // 50 % slow
+            ("sSSS", BreakerState::Closed),       // 25 % slow
+            ("fSSS", BreakerState::Closed),       // 25 % failed, 25 % slow
+        ];
+        for (pattern, expected) in cases {
+            let (b, _) = breaker();
+            calls(&b, pattern);
+            assert_eq!(b.state(), expected, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn the_window_slides_over_the_last_calls() {
+        let (b, _) = breaker();
+        // 4 failures among the first 10 (40 %), then successes push them out one by one;
+        // each new failure is judged against the last 10 calls only.
+        calls(&b, "SSSSSSFFFF");
+        assert_eq!(b.snapshot().calls, 10);
+        assert!((b.snapshot().failure_rate - 0.4).abs() < 1e-9);
+        calls(&b, "SSSSSS");
+        assert!((b.snapshot().failure_rate - 0.4).abs() < 1e-9, "FFFFSSSSSS");
+        calls(&b, "SSSS");
+        assert_eq!(b.snapshot().failure_rate, 0.0);
+        assert_eq!(b.snapshot().calls, 10);
+        calls(&b, "FFFF");
+        assert_eq!(b.state(), BreakerState::Closed, "40 % in the window");
+        calls(&b, "F");
+        assert_eq!(b.state(), BreakerState::Open, "50 % in the window");
+    }
+
+    #[test]
+    fn open_rejects_fast_then_half_open_probes_close_it() {
+        let (b, clock) = breaker();
+        let mut rx = b.subscribe();
+        calls(&b, "FFFF");
+        assert_eq!(*rx.borrow_and_update(), BreakerState::Open);
+        let rejected = b.try_acquire().expect_err("open");
+        assert_eq!(rejected.state, BreakerState::Open);
+        assert_eq!(rejected.retry_after, Some(Duration::from_secs(30)));
+        assert_eq!(rejected.to_string(), "circuit breaker test is open");
+
+        clock.advance(Duration::from_secs(29));
+        let rejected = b.try_acquire().expect_err("still open");
+        assert_eq!(rejected.retry_after, Some(Duration::from_secs(1)));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(*rx.borrow_and_update(), BreakerState::HalfOpen);
+
+        let p1 = b.try_acquire().expect("probe 1");
+        let p2 = b.try_acquire().expect("probe 2");
+        let third = b.try_acquire().expect_err("only two probes");
+        assert_eq!(third.state, BreakerState::HalfOpen);
+        assert_eq!(third.retry_after, None);
+        p1.record_with_duration(false, FAST);
+        assert_eq!(b.state(), BreakerState::HalfOpen, "one probe still out");
+        p2.record_with_duration(false, FAST);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(*rx.borrow_and_update(), BreakerState::Closed);
+        assert_eq!(b.snapshot().calls, 0, "closed starts with an empty window");
+    }
+
+    #[test]
+    fn failing_probes_open_it_again() {
+        for probes in [[true, true], [true, false], [false, true]] {
+            let (b, clock) = breaker();
+            calls(&b, "FFFF");
+            clock.advance(Duration::from_secs(30));
+            let permits = [b.try_acquire().expect("p"), b.try_acquire().expect("p")];
+            for (permit, failure) in permits.into_iter().zip(probes) {
+                permit.record_with_duration(failure, FAST);
+            }
+            // 50 % or more of the probes failed: open again, for a full wait.
+            assert_eq!(b.state(), BreakerState::Open, "{probes:?}");
+            clock.advance(Duration::from_secs(29));
+            assert_eq!(b.state(), BreakerState::Open);
+        }
+        // Slow probes open it too.
+        let (b, clock) = breaker();
+        calls(&b, "FFFF");
+        clock.advance(Duration::from_secs(30));
+        calls(&b, "ss");
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_cancelled_probe_frees_its_slot_and_stale_results_do_not_count() {
+        let (b, clock) = breaker();
+        let stale = b.try_acquire().expect("closed");
+        calls(&b, "FFFF");
+        // A call admitted while closed finishes after the breaker opened: not counted.
+        stale.record_with_duration(false, FAST);
+        assert_eq!(b.state(), BreakerState::Open);
+        clock.advance(Duration::from_secs(30));
+        let p1 = b.try_acquire().expect("probe");
+        let p2 = b.try_acquire().expect("probe");
+        drop(p1);
+        let p3 = b
+            .try_acquire()
+            .expect("the dropped probe's slot is free again");
+        p2.record_with_duration(false, FAST);
+        p3.record_with_duration(false, FAST);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn permit_measures_duration_on_the_clock() {
+        let (b, clock) = breaker();
+        for _ in 0..4 {
+            let permit = b.try_acquire().expect("closed");
+            clock.advance(SLOW);
+            assert_eq!(permit.record(false), CallOutcome::SlowSuccess);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn config_validation() {
+        let cases: Vec<(BreakerConfig, bool)> = vec![
+            (config(), true),
+            (BreakerConfig::new("x"), true),
+            (
+                BreakerConfig {
+                    failure_rate_threshold: 0.0,
+                    ..config()
+                },
+                false,
+            ),
+            (
+                BreakerConfig {
+                    failure_rate_threshold: 1.5,
+                    ..config()
+                },
+                false,
+            ),
+            (
+                BreakerConfig {
+                    slow_call_rate_threshold: f64::NAN,
+                    ..config()
+                },
+                false,
+            ),
+            (
+                BreakerConfig {
+                    window_size: 0,
+                    ..config()
+                },
+                false,
+            ),
+            (
+                BreakerConfig {
+                    minimum_calls: 0,
+                    ..config()
+                },
+                false,
+            ),
+            (
+                BreakerConfig {
+                    permitted_calls_in_half_open: 0,
+                    ..config()
+                },
+                false,
+            ),
+        ];
+        for (config, ok) in cases {
+            assert_eq!(config.validate().is_ok(), ok, "{config:?}");
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum DownstreamError {
+        Unavailable,
+        NotFound,
+    }
+
+    #[tokio::test]
+    async fn tower_layer_counts_failures_by_predicate_and_rejects_without_calling() {
+        let clock = ManualClock::new();
+        let breaker = Breaker::with_clock(config(), clock.clone());
+        let reached = Arc::new(AtomicU32::new(0));
+        let counter = reached.clone();
+        let downstream = tower::service_fn(move |req: &'static str| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match req {
+                    "down" => Err(DownstreamError::Unavailable),
+                    "missing" => Err(DownstreamError::NotFound),
+                    _ => Ok(req.len()),
+                }
+            }
+        });
+        // A 404 is the downstream working: not a breaker failure.
+        let layer = breaker.layer(|e: &DownstreamError| *e == DownstreamError::Unavailable);
+        let service = layer.layer(downstream);
+
+        for _ in 0..6 {
+            let e = service.clone().oneshot("missing").await.expect_err("404");
+            assert!(matches!(e, BreakerError::Inner(DownstreamError::NotFound)));
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert_eq!(service.clone().oneshot("ok").await.expect("ok"), 2);
+        for i in 0..5 {
+            assert_eq!(breaker.state(), BreakerState::Closed, "after {i} failures");
+            let e = service.clone().oneshot("down").await.expect_err("503");
+            assert!(matches!(
+                e,
+                BreakerError::Inner(DownstreamError::Unavailable)
+            ));
+        }
+        // 5 failures in the last 10 calls (4 × 404, 1 × ok, 5 × 503).
+        assert_eq!(breaker.state(), BreakerState::Open);
+        let before = reached.load(Ordering::SeqCst);
+        let e = service.clone().oneshot("ok").await.expect_err("open");
+        match e {
+            BreakerError::Open(open) => assert_eq!(open.name, "test"),
+            other => panic!("expected BreakerOpen, got {other:?}"),
+        }
+        assert_eq!(
+            reached.load(Ordering::SeqCst),
+            before,
+            "rejected calls never reach it"
+        );
+
+        clock.advance(Duration::from_secs(30));
+        for _ in 0..2 {
+            assert_eq!(service.clone().oneshot("ok").await.expect("probe"), 2);
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opened_in_a_runtime_it_goes_half_open_by_itself() {
+        // The system clock follows tokio's paused clock: the watcher is told about
+        // half-open without anyone calling (a consumer with paused partitions).
+        let breaker = Breaker::new(config());
+        let mut rx = breaker.subscribe();
+        let failing = breaker.call(|_: &()| true, async { Err::<(), ()>(()) });
+        failing.await.expect_err("fails");
+        for _ in 0..3 {
+            breaker
+                .call(|_: &()| true, async { Err::<(), ()>(()) })
+                .await
+                .expect_err("fails");
+        }
+        rx.changed().await.expect("sender alive");
+        assert_eq!(*rx.borrow_and_update(), BreakerState::Open);
+        let opened = tokio::time::Instant::now();
+        rx.changed().await.expect("sender alive");
+        assert_eq!(*rx.borrow_and_update(), BreakerState::HalfOpen);
+        assert_eq!(opened.elapsed(), Duration::from_secs(30));
+    }
+}

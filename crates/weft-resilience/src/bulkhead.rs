@@ -328,3 +328,171 @@ impl fmt::Display for Bulkhead {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::sync::Semaphore;
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+
+    fn bulkhead(max_concurrent: usize, max_queue: usize) -> Bulkhead {
+        Bulkhead::new(BulkheadConfig {
+            max_concurrent,
+            max_queue,
+            ..BulkheadConfig::new("db")
+        })
+    }
+
+    /// Yields until `check` holds (bounded: a stuck condition fails the test).
+    async fn until(mut check: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if check() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("condition never held");
+    }
+
+    #[tokio::test]
+    async fn full_slots_queue_then_fail_fast() {
+        let b = bulkhead(2, 1);
+        let hold = |b: Bulkhead| async move { b.acquire().await };
+        let p1 = hold(b.clone()).await.expect("slot 1");
+        let p2 = hold(b.clone()).await.expect("slot 2");
+        assert_eq!(b.in_flight(), 2);
+        let queued = tokio::spawn(hold(b.clone()));
+        until(|| b.queued() == 1).await;
+        let full = b.acquire().await.expect_err("queue full");
+        assert_eq!(
+            full,
+            BulkheadFull {
+                name: "db".into(),
+                timed_out: false
+            }
+        );
+        assert_eq!(full.to_string(), "bulkhead db is full (queue full)");
+        drop(p1);
+        let p3 = queued
+            .await
+            .expect("task")
+            .expect("admitted from the queue");
+        assert_eq!(b.queued(), 0);
+        assert_eq!(b.in_flight(), 2);
+        drop((p2, p3));
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn zero_queue_rejects_as_soon_as_slots_are_busy() {
+        let b = bulkhead(1, 0);
+        let _p = b.acquire().await.expect("slot");
+        let err = b.call(async { Ok::<_, ()>(()) }).await.expect_err("full");
+        assert!(matches!(
+            err,
+            BulkheadError::Full(BulkheadFull {
+                timed_out: false,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_calls_give_up_after_max_wait() {
+        let b = Bulkhead::new(BulkheadConfig {
+            max_concurrent: 1,
+            max_queue: 5,
+            max_wait: Some(Duration::from_secs(2)),
+            ..BulkheadConfig::new("api")
+        });
+        let _held = b.acquire().await.expect("slot");
+        let started = tokio::time::Instant::now();
+        let err = b.acquire().await.expect_err("times out");
+        assert!(err.timed_out);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(b.queued(), 0, "the timed-out waiter left the queue");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_frees_its_queue_place() {
+        let b = bulkhead(1, 1);
+        let _held = b.acquire().await.expect("slot");
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire().await.map(drop) }
+        });
+        until(|| b.queued() == 1).await;
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(b.queued(), 0);
+        // The place is usable again (it queues rather than failing).
+        let again = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire().await.map(drop) }
+        });
+        until(|| b.queued() == 1).await;
+        again.abort();
+    }
+
+    #[tokio::test]
+    async fn a_hanging_downstream_never_takes_more_than_its_share() {
+        // 20 callers against a downstream that hangs until released: at most 3 reach it,
+        // 2 wait, 15 fail fast — and a second downstream behind its own bulkhead is free.
+        let running = Arc::new(AtomicUsize::new(0));
+        let max_running = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let hanging = tower::service_fn({
+            let (running, max_running, gate) = (running.clone(), max_running.clone(), gate.clone());
+            move |_: u32| {
+                let (running, max_running, gate) =
+                    (running.clone(), max_running.clone(), gate.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_running.fetch_max(now, Ordering::SeqCst);
+                    gate.acquire().await.map_err(|_| ())?.forget();
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, ()>(())
+                }
+            }
+        });
+        let b = bulkhead(3, 2);
+        let service = b.layer().layer(hanging);
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            tasks.push(tokio::spawn(service.clone().oneshot(i)));
+        }
+        until(|| running.load(Ordering::SeqCst) == 3 && b.queued() == 2).await;
+        let other = bulkhead(1, 0);
+        other
+            .call(async { Ok::<_, ()>(()) })
+            .await
+            .expect("another downstream's bulkhead is unaffected");
+        gate.add_permits(5);
+        let (mut ok, mut full) = (0, 0);
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(()) => ok += 1,
+                Err(BulkheadError::Full(_)) => full += 1,
+                Err(BulkheadError::Inner(())) => panic!("downstream failed"),
+            }
+        }
+        assert_eq!((ok, full), (5, 15));
+        assert_eq!(max_running.load(Ordering::SeqCst), 3);
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(BulkheadConfig::new("x").validate().is_ok());
+        let zero = BulkheadConfig {
+            max_concurrent: 0,
+            ..BulkheadConfig::new("x")
+        };
+        assert!(zero.validate().is_err());
+        // The constructor clamps what validation refuses.
+        assert_eq!(Bulkhead::new(zero).config().max_concurrent, 1);
+    }
+}

@@ -440,11 +440,10 @@ impl TopicNaming {
     /// `("orders", 2)` for `orders.retry.2`.
     pub fn parse_retry_topic<'a>(&self, topic: &'a str) -> Option<(&'a str, u32)> {
         let (base, level) = topic.rsplit_once(self.retry_infix.as_str())?;
-        let level: u32 = level.parse().ok()?;
-        (!base.is_empty()
-            && level >= 1
-            && level.to_string().len() == topic.len() - base.len() - self.retry_infix.len())
-        .then_some((base, level))
+        // Canonical decimal only (`1`, not `01` or `+1`), so a level has one topic name.
+        let canonical = level.bytes().all(|b| b.is_ascii_digit()) && !level.starts_with('0');
+        let level: u32 = level.parse().ok().filter(|_| canonical)?;
+        (!base.is_empty()).then_some((base, level))
     }
 }
 
@@ -760,5 +759,604 @@ impl RedriveMarker {
             target_offset,
             redriven_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter() -> DeadLetter {
+        DeadLetter::builder("orders", 3, 42)
+            .timestamp(1_700_000_000_000)
+            .consumer_group("billing")
+            .error(ErrorClass::Retryable, "payment service timed out")
+            .attempts(5)
+            .failures(1_700_000_000_100, 1_700_000_004_000)
+            .build()
+    }
+
+    fn text(headers: &[Header]) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|h| {
+                let v = match &h.value {
+                    Some(v) => String::from_utf8_lossy(v).into_owned(),
+                    None => "<null>".into(),
+                };
+                (h.key.clone(), v)
+            })
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn envelope_version_1_golden() {
+        // The exact headers of version 1: changing them breaks every consumer of DLQs
+        // written by older builds, so this list only grows with a new version.
+        let original = vec![
+            Header::new("weft-message-id", "m-1"),
+            Header::new("traceparent", "00-abc-def-01"),
+            Header {
+                key: "nullable".into(),
+                value: None,
+            },
+        ];
+        let headers = letter().to_headers(&original);
+        assert_eq!(
+            text(&headers),
+            pairs(&[
+                ("weft-message-id", "m-1"),
+                ("traceparent", "00-abc-def-01"),
+                ("nullable", "<null>"),
+                ("weft-dlq-version", "1"),
+                ("weft-dlq-original-topic", "orders"),
+                ("weft-dlq-original-partition", "3"),
+                ("weft-dlq-original-offset", "42"),
+                ("weft-dlq-original-timestamp", "1700000000000"),
+                ("weft-dlq-consumer-group", "billing"),
+                ("weft-dlq-error-class", "retryable"),
+                ("weft-dlq-error-message", "payment service timed out"),
+                ("weft-dlq-attempts", "5"),
+                ("weft-dlq-first-failure", "1700000000100"),
+                ("weft-dlq-last-failure", "1700000004000"),
+            ])
+        );
+        assert_eq!(DeadLetter::parse(&headers), Ok(letter()));
+    }
+
+    #[test]
+    fn a_new_envelope_replaces_the_old_one_but_keeps_redrive_history() {
+        let first = letter().to_headers(&[Header::new("a", "1")]);
+        let redriven = redrive_headers(&first, "orders.dlq", 0, 7, 1_800_000_000_000);
+        let again = DeadLetter::builder("orders", 1, 99)
+            .error(ErrorClass::NonRetryable, "bad amount")
+            .failures(5, 6)
+            .build()
+            .to_headers(&redriven);
+        let keys: Vec<&str> = again.iter().map(|h| h.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "a",
+                REDRIVE_COUNT,
+                REDRIVEN_FROM,
+                REDRIVEN_AT,
+                VERSION,
+                ORIGINAL_TOPIC,
+                ORIGINAL_PARTITION,
+                ORIGINAL_OFFSET,
+                ERROR_CLASS,
+                ERROR_MESSAGE,
+                ATTEMPTS,
+                FIRST_FAILURE,
+                LAST_FAILURE,
+            ]
+        );
+        let parsed = DeadLetter::parse(&again).expect("parses");
+        assert_eq!(parsed.original_offset, 99);
+        assert_eq!(parsed.error_class, ErrorClass::NonRetryable);
+        assert_eq!(parsed.redrive_count, 1);
+        assert_eq!(parsed.original_timestamp, None);
+        assert_eq!(parsed.consumer_group, None);
+    }
+
+    #[test]
+    fn parse_errors_name_the_header() {
+        let good = letter().to_headers(&[]);
+        let without =
+            |key: &str| -> Vec<Header> { good.iter().filter(|h| h.key != key).cloned().collect() };
+        let with = |key: &str, value: &[u8]| -> Vec<Header> {
+            let mut h = good.clone();
+            h.push(Header {
+                key: key.into(),
+                value: Some(value.to_vec()),
+            });
+            h
+        };
+        let cases: Vec<(Vec<Header>, Error)> = vec![
+            (
+                without(ORIGINAL_TOPIC),
+                Error::MissingHeader(ORIGINAL_TOPIC),
+            ),
+            (
+                without(ORIGINAL_PARTITION),
+                Error::MissingHeader(ORIGINAL_PARTITION),
+            ),
+            (
+                without(ORIGINAL_OFFSET),
+                Error::MissingHeader(ORIGINAL_OFFSET),
+            ),
+            (without(ERROR_CLASS), Error::MissingHeader(ERROR_CLASS)),
+            (
+                with(ORIGINAL_OFFSET, b"forty-two"),
+                Error::InvalidHeader {
+                    header: ORIGINAL_OFFSET,
+                    value: "forty-two".into(),
+                    reason: "not a number in range",
+                },
+            ),
+            (
+                with(ORIGINAL_PARTITION, b"4294967296"),
+                Error::InvalidHeader {
+                    header: ORIGINAL_PARTITION,
+                    value: "4294967296".into(),
+                    reason: "not a number in range",
+                },
+            ),
+            (
+                with(ERROR_CLASS, b"fatal"),
+                Error::InvalidHeader {
+                    header: ERROR_CLASS,
+                    value: "fatal".into(),
+                    reason: "expected retryable, non-retryable or park",
+                },
+            ),
+            (
+                with(ORIGINAL_TOPIC, &[0xff, 0xfe]),
+                Error::InvalidHeader {
+                    header: ORIGINAL_TOPIC,
+                    value: "\u{fffd}\u{fffd}".into(),
+                    reason: "not UTF-8",
+                },
+            ),
+            (with(VERSION, b"2"), Error::UnsupportedVersion("2".into())),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(
+                DeadLetter::parse(&headers),
+                Err(expected.clone()),
+                "{expected}"
+            );
+        }
+        // A missing version reads as 1; optional headers default.
+        let minimal = vec![
+            Header::new(ORIGINAL_TOPIC, "t"),
+            Header::new(ORIGINAL_PARTITION, "0"),
+            Header::new(ORIGINAL_OFFSET, "1"),
+            Header::new(ERROR_CLASS, "park"),
+        ];
+        let parsed = DeadLetter::parse(&minimal).expect("minimal envelope");
+        assert_eq!(parsed.error_class, ErrorClass::Park);
+        assert_eq!((parsed.attempts, parsed.first_failure), (0, 0));
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_at_a_character_boundary() {
+        let message = "é".repeat(MAX_ERROR_MESSAGE_BYTES); // 2 bytes each
+        let l = DeadLetter::builder("t", 0, 0)
+            .error(ErrorClass::NonRetryable, format!("x{message}"))
+            .build();
+        assert!(l.error_message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert_eq!(l.error_message.len(), MAX_ERROR_MESSAGE_BYTES - 1);
+        assert!(l.error_message.starts_with("xé"));
+    }
+
+    #[test]
+    fn retry_error_fills_the_envelope() {
+        let err = RetryError {
+            error: "timeout",
+            class: ErrorClass::Retryable,
+            attempts: 4,
+            first_failure: SystemTime::UNIX_EPOCH + Duration::from_millis(1_000),
+            last_failure: SystemTime::UNIX_EPOCH + Duration::from_millis(9_000),
+        };
+        let l = DeadLetter::builder("t", 0, 5).retry_error(&err).build();
+        assert_eq!(
+            (
+                l.error_class,
+                l.error_message.as_str(),
+                l.attempts,
+                l.first_failure,
+                l.last_failure
+            ),
+            (ErrorClass::Retryable, "timeout", 4, 1_000, 9_000)
+        );
+    }
+
+    #[test]
+    fn retry_headers_carry_level_and_due_time() {
+        let headers = letter().to_retry_headers(&[], 2, 1_700_000_010_000);
+        assert_eq!(retry_position(&headers), Some((2, 1_700_000_010_000)));
+        // Dead-lettering a record from a retry topic drops the retry headers.
+        let dead = letter().to_headers(&headers);
+        assert_eq!(retry_position(&dead), None);
+        assert_eq!(DeadLetter::parse(&dead), Ok(letter()));
+    }
+
+    #[test]
+    fn topic_naming() {
+        let n = TopicNaming::default();
+        assert_eq!(n.dlq_topic("orders"), "orders.dlq");
+        assert_eq!(n.retry_topic("orders", 2), "orders.retry.2");
+        assert_eq!(n.redriven_topic("orders.dlq"), "orders.dlq.redriven");
+        let cases = [
+            ("orders.dlq", Some("orders")),
+            ("a.b.dlq", Some("a.b")),
+            (".dlq", None),
+            ("orders", None),
+            ("orders.dlq.redriven", None),
+        ];
+        for (topic, original) in cases {
+            assert_eq!(n.original_of_dlq(topic), original, "{topic}");
+            assert_eq!(n.is_dlq(topic), original.is_some(), "{topic}");
+        }
+        let retries = [
+            ("orders.retry.1", Some(("orders", 1))),
+            ("orders.retry.12", Some(("orders", 12))),
+            ("a.retry.b.retry.3", Some(("a.retry.b", 3))),
+            ("orders.retry.0", None),
+            ("orders.retry.01", None),
+            ("orders.retry.x", None),
+            ("orders.retry.+1", None),
+            (".retry.1", None),
+            ("orders", None),
+        ];
+        for (topic, expected) in retries {
+            assert_eq!(n.parse_retry_topic(topic), expected, "{topic}");
+        }
+        let custom = TopicNaming {
+            dlq_suffix: "-dead".into(),
+            ..TopicNaming::default()
+        };
+        assert_eq!(custom.dlq_topic("orders"), "orders-dead");
+        assert_eq!(custom.original_of_dlq("orders-dead"), Some("orders"));
+    }
+
+    #[test]
+    fn topic_name_validation() {
+        for ok in ["orders", "a.b-c_D9", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_topic_routing() {
+        let policy = RetryPolicy::default()
+            .with_initial_delay(Duration::from_secs(1))
+            .with_multiplier(10.0)
+            .with_max_delay(Duration::from_secs(60));
+        let rt = RetryTopics::from_policy(TopicNaming::default(), &policy, 3).expect("3 levels");
+        assert_eq!(rt.topics("o"), ["o.retry.1", "o.retry.2", "o.retry.3"]);
+        assert_eq!(rt.delay(0), None);
+        assert_eq!(rt.delay(1), Some(Duration::from_secs(1)));
+        assert_eq!(rt.delay(2), Some(Duration::from_secs(10)));
+        assert_eq!(rt.delay(3), Some(Duration::from_secs(60)));
+        let retry = |topic: &str, level, delay| Route::Retry {
+            topic: topic.into(),
+            level,
+            delay: Duration::from_secs(delay),
+        };
+        let dlq = Route::DeadLetter {
+            topic: "o.dlq".into(),
+        };
+        let cases = [
+            (0, ErrorClass::Retryable, retry("o.retry.1", 1, 1)),
+            (1, ErrorClass::Retryable, retry("o.retry.2", 2, 10)),
+            (2, ErrorClass::Retryable, retry("o.retry.3", 3, 60)),
+            (3, ErrorClass::Retryable, dlq.clone()),
+            (0, ErrorClass::NonRetryable, dlq.clone()),
+            (1, ErrorClass::Park, dlq.clone()),
+            (u32::MAX, ErrorClass::Retryable, dlq),
+        ];
+        for (level, class, expected) in cases {
+            assert_eq!(rt.route("o", level, class), expected, "{level} {class}");
+        }
+        assert!(RetryTopics::new(TopicNaming::default(), vec![]).is_err());
+        assert!(RetryTopics::new(TopicNaming::default(), vec![Duration::ZERO; 33]).is_err());
+    }
+
+    fn record<'a>(
+        partition: i32,
+        offset: i64,
+        key: Option<&'a [u8]>,
+        headers: &'a [Header],
+    ) -> DlqRecord<'a> {
+        DlqRecord {
+            partition,
+            offset,
+            key,
+            timestamp: Some(1_000),
+            headers,
+        }
+    }
+
+    #[test]
+    fn selection() {
+        let now = 1_700_000_004_000 + 3_600_000; // an hour after the last failure
+        let retryable = letter().to_headers(&[]);
+        let parked = DeadLetter::builder("orders", 0, 1)
+            .error(ErrorClass::Park, "later")
+            .failures(now - 60_000, now - 60_000)
+            .build()
+            .to_headers(&[]);
+        let bare: Vec<Header> = vec![];
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        let all = Selection::default();
+        let cases: Vec<(Selection, DlqRecord<'_>, bool)> = vec![
+            (all.clone(), record(0, 0, None, &bare), true),
+            (
+                Selection {
+                    partitions: vec![1, 2],
+                    ..all.clone()
+                },
+                record(0, 5, None, &retryable),
+                false,
+            ),
+            (
+                Selection {
+                    partitions: vec![1, 2],
+                    ..all.clone()
+                },
+                record(2, 5, None, &retryable),
+                true,
+            ),
+            (
+                Selection {
+                    offsets: Some((5, 9)),
+                    ..all.clone()
+                },
+                record(0, 4, None, &retryable),
+                false,
+            ),
+            (
+                Selection {
+                    offsets: Some((5, 9)),
+                    ..all.clone()
+                },
+                record(0, 5, None, &retryable),
+                true,
+            ),
+            (
+                Selection {
+                    offsets: Some((5, 9)),
+                    ..all.clone()
+                },
+                record(0, 9, None, &retryable),
+                true,
+            ),
+            (
+                Selection {
+                    offsets: Some((5, 9)),
+                    ..all.clone()
+                },
+                record(0, 10, None, &retryable),
+                false,
+            ),
+            (
+                Selection {
+                    key: Some(b"k1".to_vec()),
+                    ..all.clone()
+                },
+                record(0, 0, Some(b"k1"), &retryable),
+                true,
+            ),
+            (
+                Selection {
+                    key: Some(b"k1".to_vec()),
+                    ..all.clone()
+                },
+                record(0, 0, Some(b"k2"), &retryable),
+                false,
+            ),
+            (
+                Selection {
+                    key: Some(b"k1".to_vec()),
+                    ..all.clone()
+                },
+                record(0, 0, None, &retryable),
+                false,
+            ),
+            (
+                Selection {
+                    error_class: Some(ErrorClass::Park),
+                    ..all.clone()
+                },
+                record(0, 0, None, &parked),
+                true,
+            ),
+            (
+                Selection {
+                    error_class: Some(ErrorClass::Park),
+                    ..all.clone()
+                },
+                record(0, 0, None, &retryable),
+                false,
+            ),
+            (
+                Selection {
+                    error_class: Some(ErrorClass::Park),
+                    ..all.clone()
+                },
+                record(0, 0, None, &bare),
+                false,
+            ),
+            (
+                Selection {
+                    min_age: Some(hour),
+                    ..all.clone()
+                },
+                record(0, 0, None, &retryable),
+                true,
+            ),
+            (
+                Selection {
+                    min_age: Some(hour),
+                    ..all.clone()
+                },
+                record(0, 0, None, &parked),
+                false,
+            ),
+            (
+                Selection {
+                    max_age: Some(minute),
+                    ..all.clone()
+                },
+                record(0, 0, None, &parked),
+                true,
+            ),
+            (
+                Selection {
+                    max_age: Some(minute),
+                    ..all.clone()
+                },
+                record(0, 0, None, &retryable),
+                false,
+            ),
+            // Without envelope the record's own timestamp gives the age.
+            (
+                Selection {
+                    min_age: Some(hour),
+                    ..all.clone()
+                },
+                record(0, 0, None, &bare),
+                true,
+            ),
+            (
+                Selection {
+                    min_age: Some(hour),
+                    ..all.clone()
+                },
+                DlqRecord {
+                    timestamp: None,
+                    ..record(0, 0, None, &bare)
+                },
+                false,
+            ),
+        ];
+        for (i, (selection, record, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                selection.matches(&record, now),
+                expected,
+                "case {i}: {selection:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let headers = letter().to_headers(&[]);
+        let bare: Vec<Header> = vec![Header::new("x", "y")];
+        let redriven: HashSet<(i32, i64)> = [(0, 7)].into_iter().collect();
+        let all = Selection::default();
+        let only_8 = Selection {
+            offsets: Some((8, 8)),
+            ..Selection::default()
+        };
+        let to_original = Decision::Redrive {
+            target: "orders".into(),
+        };
+        assert_eq!(
+            decide(&record(0, 8, None, &headers), &all, &redriven, None, 0),
+            to_original
+        );
+        assert_eq!(
+            decide(&record(0, 7, None, &headers), &all, &redriven, None, 0),
+            Decision::AlreadyRedriven
+        );
+        // The same offset on another partition is another record.
+        assert_eq!(
+            decide(&record(1, 7, None, &headers), &all, &redriven, None, 0),
+            to_original
+        );
+        assert_eq!(
+            decide(&record(0, 9, None, &headers), &only_8, &redriven, None, 0),
+            Decision::NotSelected
+        );
+        assert_eq!(
+            decide(
+                &record(0, 8, None, &headers),
+                &all,
+                &redriven,
+                Some("orders.replay"),
+                0
+            ),
+            Decision::Redrive {
+                target: "orders.replay".into()
+            }
+        );
+        assert_eq!(
+            decide(&record(0, 8, None, &bare), &all, &redriven, None, 0),
+            Decision::NoTarget(Error::MissingHeader(ERROR_CLASS))
+        );
+    }
+
+    #[test]
+    fn redrive_headers_bump_the_count_and_keep_everything_else() {
+        let headers = letter().to_headers(&[Header::new("weft-message-id", "m-1")]);
+        let once = redrive_headers(&headers, "orders.dlq", 2, 40, 111);
+        assert_eq!(&once[..headers.len()], &headers[..]);
+        assert_eq!(
+            text(&once[headers.len()..]),
+            pairs(&[
+                (REDRIVE_COUNT, "1"),
+                (REDRIVEN_FROM, "orders.dlq/2/40"),
+                (REDRIVEN_AT, "111"),
+            ])
+        );
+        let twice = redrive_headers(&once, "orders.dlq", 0, 41, 222);
+        assert_eq!(twice.len(), once.len());
+        assert_eq!(
+            text(&twice[headers.len()..]),
+            pairs(&[
+                (REDRIVE_COUNT, "2"),
+                (REDRIVEN_FROM, "orders.dlq/0/41"),
+                (REDRIVEN_AT, "222"),
+            ])
+        );
+    }
+
+    #[test]
+    fn redrive_markers() {
+        let key = redrive_marker_key("orders.dlq", 3, 17);
+        assert_eq!(key, "orders.dlq/3/17");
+        assert_eq!(parse_redrive_marker_key(&key), Some(("orders.dlq", 3, 17)));
+        for bad in ["", "a/b", "/1/2", "t/x/2", "t/1/y", "t/1"] {
+            assert_eq!(parse_redrive_marker_key(bad), None, "{bad}");
+        }
+        let marker = RedriveMarker {
+            target_topic: "orders".into(),
+            target_partition: 1,
+            target_offset: 99,
+            redriven_at: 1_700_000_000_000,
+        };
+        assert_eq!(marker.encode(), b"1|1700000000000|1|99|orders");
+        assert_eq!(RedriveMarker::decode(&marker.encode()), Ok(marker));
+        assert_eq!(
+            RedriveMarker::decode(b"2|1|1|1|t"),
+            Err(Error::UnsupportedVersion("2".into()))
+        );
+        for bad in [&b""[..], b"1|x|1|1|t", b"1|1|1|1|", b"1|1|1", &[0xff]] {
+            assert!(RedriveMarker::decode(bad).is_err(), "{bad:?}");
+        }
     }
 }

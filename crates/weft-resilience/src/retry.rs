@@ -493,3 +493,176 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    #[derive(Debug, PartialEq)]
+    enum Failure {
+        Transient,
+        Permanent,
+        Later,
+    }
+
+    impl fmt::Display for Failure {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+
+    fn classify(e: &Failure) -> ErrorClass {
+        match e {
+            Failure::Transient => ErrorClass::Retryable,
+            Failure::Permanent => ErrorClass::NonRetryable,
+            Failure::Later => ErrorClass::Park,
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::default()
+            .with_initial_delay(Duration::from_millis(50))
+            .with_max_attempts(4)
+            .with_seed(1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_success() {
+        let started = tokio::time::Instant::now();
+        let result = retry(&policy(), classify, |attempt| async move {
+            if attempt < 3 {
+                Err(Failure::Transient)
+            } else {
+                Ok(attempt)
+            }
+        })
+        .await;
+        assert_eq!(result.expect("third attempt succeeds"), 3);
+        // Two delays were slept (paused time advanced by them), each under its ceiling.
+        let slept = started.elapsed();
+        assert!(
+            slept <= policy().ceiling(0) + policy().ceiling(1),
+            "{slept:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_retries_report_attempts_and_failure_times() {
+        let err = retry(&policy(), classify, |_| async {
+            Err::<(), _>(Failure::Transient)
+        })
+        .await
+        .expect_err("always fails");
+        assert_eq!(err.attempts, 4);
+        assert_eq!(err.class, ErrorClass::Retryable);
+        assert!(err.exhausted());
+        assert!(err.first_failure <= err.last_failure);
+        assert_eq!(
+            err.to_string(),
+            "retryable error after 4 attempt(s): Transient"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_retryable_and_park_stop_at_once() {
+        for (failure, class) in [
+            (Failure::Permanent, ErrorClass::NonRetryable),
+            (Failure::Later, ErrorClass::Park),
+        ] {
+            let calls = std::sync::atomic::AtomicU32::new(0);
+            let failure = std::sync::Mutex::new(Some(failure));
+            let err = retry(&policy(), classify, |_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let f = failure.lock().expect("lock").take();
+                async move { Err::<(), _>(f.unwrap_or(Failure::Transient)) }
+            })
+            .await
+            .expect_err("fails");
+            assert_eq!(err.class, class);
+            assert_eq!(err.attempts, 1);
+            assert!(!err.exhausted());
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backon_retryable_uses_the_policy() {
+        use backon::Retryable as _;
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let result = (|| async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err::<(), _>(Failure::Transient)
+        })
+        .retry(policy().with_max_attempts(3))
+        .await;
+        assert_eq!(result, Err(Failure::Transient));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn validation() {
+        let ok = RetryPolicy::default();
+        let cases: Vec<(RetryPolicy, Option<&str>)> = vec![
+            (ok.clone(), None),
+            (ok.clone().with_max_attempts(0), Some("max_attempts")),
+            (ok.clone().with_max_attempts(10_001), Some("max_attempts")),
+            (ok.clone().with_multiplier(0.5), Some("multiplier")),
+            (ok.clone().with_multiplier(f64::NAN), Some("multiplier")),
+            (
+                ok.clone().with_initial_delay(Duration::ZERO),
+                Some("initial_delay"),
+            ),
+            (
+                ok.clone().with_initial_delay(Duration::from_secs(11)),
+                Some("above max_delay"),
+            ),
+            (
+                ok.clone()
+                    .with_max_elapsed(Duration::from_secs(8 * 24 * 3600)),
+                Some("max_elapsed"),
+            ),
+        ];
+        for (policy, expected) in cases {
+            match (policy.validate(), expected) {
+                (Ok(()), None) => {}
+                (Err(e), Some(text)) => assert!(e.to_string().contains(text), "{e} / {text}"),
+                (got, want) => panic!("{policy:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_values_still_end() {
+        let clock = ManualClock::new();
+        let p = RetryPolicy::default()
+            .with_max_attempts(0)
+            .with_clock(clock.clone());
+        assert_eq!(p.schedule().count(), 0);
+        let p = RetryPolicy::default()
+            .with_multiplier(f64::INFINITY)
+            .with_jitter(Jitter::None)
+            .with_max_attempts(4)
+            .with_clock(clock.clone());
+        let delays: Vec<_> = p.schedule().collect();
+        assert_eq!(delays.len(), 3);
+        assert!(delays.iter().all(|d| *d == Duration::from_millis(100)));
+        let p = RetryPolicy::default()
+            .with_max_elapsed(Duration::ZERO)
+            .with_jitter(Jitter::None)
+            .with_clock(clock);
+        assert_eq!(p.schedule().count(), 0);
+    }
+
+    #[test]
+    fn error_class_names_round_trip() {
+        for class in [
+            ErrorClass::Retryable,
+            ErrorClass::NonRetryable,
+            ErrorClass::Park,
+        ] {
+            assert_eq!(class.as_str().parse::<ErrorClass>(), Ok(class));
+        }
+        assert!("fatal".parse::<ErrorClass>().is_err());
+    }
+}
