@@ -25,6 +25,11 @@
 //! rebalance unless the group's protocol would change. Static members skip
 //! MEMBER_ID_REQUIRED, and LeaveGroup may name them by instance id.
 //!
+//! Groups survive a broker restart: [`Coordinator::take_images`] hands what changed to the
+//! offsets store (`offsets::state`: a classic group when it becomes Stable or Empty, a
+//! consumer group and its members whenever they change) and [`Coordinator::restore`] resumes
+//! them, Stable, with every session starting at the load.
+//!
 //! Assignment is the client's (the leader runs the assignor), so any assignor works,
 //! including cooperative-sticky: the coordinator only selects a protocol every member
 //! supports and relays metadata and assignments.
@@ -32,7 +37,7 @@
 pub(crate) mod consumer;
 pub(crate) mod offsets;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -311,6 +316,31 @@ impl Group {
             .collect()
     }
 
+    /// The persisted form of this group (members in order of arrival).
+    fn image(&self) -> offsets::state::ClassicGroup {
+        let mut members: Vec<(&String, &Member)> = self.members.iter().collect();
+        members.sort_by_key(|(_, m)| m.seq);
+        offsets::state::ClassicGroup {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: members
+                .into_iter()
+                .map(|(id, m)| offsets::state::ClassicMember {
+                    member_id: id.clone(),
+                    instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
     fn sync_reply(&self, error: i16, assignment: Bytes) -> SyncReply {
         SyncReply {
             error,
@@ -348,6 +378,8 @@ pub(crate) struct Coordinator {
     /// KIP-848 groups (`consumer`); a group id is in `groups` or here, never both with
     /// members.
     pub(crate) consumer: consumer::ConsumerGroups,
+    /// Groups that may have changed since [`Coordinator::take_images`] last ran.
+    dirty: BTreeSet<String>,
 }
 
 impl Coordinator {
@@ -358,6 +390,100 @@ impl Coordinator {
             seq: 0,
             id_prefix,
             consumer: consumer::ConsumerGroups::default(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Resumes the groups persisted in `__consumer_offsets` (see `offsets`): classic
+    /// groups Stable (or Empty) with their generation, leader and assignments, consumer
+    /// groups with their epochs and assignments. Every session starts at `now`.
+    pub(crate) fn restore(&mut self, now: i64, store: &offsets::Offsets) {
+        for (id, g) in store.classic_groups() {
+            let mut group = Group::new();
+            group.generation = g.generation;
+            group.protocol_type = Some(g.protocol_type.clone());
+            group.empty_since = now;
+            if !g.members.is_empty() {
+                group.state = State::Stable;
+                group.protocol = g.protocol.clone();
+                group.leader = g.leader.clone();
+            }
+            for m in &g.members {
+                self.seq += 1;
+                if let Some(instance) = &m.instance_id {
+                    group
+                        .static_members
+                        .insert(instance.clone(), m.member_id.clone());
+                }
+                group.members.insert(
+                    m.member_id.clone(),
+                    Member {
+                        group_instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        session_timeout_ms: m.session_timeout_ms,
+                        rebalance_timeout_ms: m.rebalance_timeout_ms,
+                        protocols: m.protocols.clone(),
+                        assignment: m.assignment.clone(),
+                        last_seen: now,
+                        seq: self.seq,
+                        pending_join: None,
+                        pending_sync: None,
+                    },
+                );
+            }
+            self.groups.insert(id.to_owned(), group);
+        }
+        for (id, g, members) in store.consumer_groups() {
+            if self.groups.get(id).is_some_and(|c| !c.members.is_empty()) {
+                // Never written that way (one kind at a time); the classic group wins.
+                continue;
+            }
+            self.groups.remove(id);
+            self.consumer.restore(id, g, members, now);
+        }
+    }
+
+    /// What changed since the last call, as records to persist: for every group that may
+    /// have changed, what the coordinator holds now (nothing for a group that is gone).
+    pub(crate) fn take_images(&mut self) -> Vec<(String, offsets::state::GroupImage)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .map(|id| {
+                let (classic, classic_unchanged) = match self.groups.get(&id) {
+                    None => (None, false),
+                    Some(g) => match g.state {
+                        State::Stable | State::Empty | State::Dead
+                            if g.generation == 0 && g.members.is_empty() =>
+                        {
+                            (None, false)
+                        }
+                        State::Stable | State::Empty | State::Dead => (Some(g.image()), false),
+                        State::PreparingRebalance | State::CompletingRebalance => (None, true),
+                    },
+                };
+                let consumer = self.consumer.image(&id);
+                (
+                    id,
+                    offsets::state::GroupImage {
+                        classic,
+                        classic_unchanged,
+                        consumer,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Marks groups to be written again (their last write failed).
+    pub(crate) fn mark_dirty(&mut self, ids: Vec<String>) {
+        self.dirty.extend(ids);
+    }
+
+    fn touch(&mut self, group_id: &str) {
+        if !self.dirty.contains(group_id) {
+            self.dirty.insert(group_id.to_owned());
         }
     }
 
@@ -368,6 +494,7 @@ impl Coordinator {
 
     /// JoinGroup. The reply to `waiter` may come now or from a later call.
     pub(crate) fn join(&mut self, now: i64, waiter: Waiter, req: Join) -> Ready {
+        self.touch(&req.group_id);
         let mut ready = Vec::new();
         let reply_now = |e| vec![(waiter, join_error(e, &req.member_id))];
         if req.group_id.is_empty() {
@@ -542,6 +669,7 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> Ready {
         let reply_now = |e| vec![(waiter, sync_error(e))];
+        self.touch(group_id);
         let Some(group) = self.groups.get_mut(group_id) else {
             return reply_now(ResponseError::UnknownMemberId);
         };
@@ -635,6 +763,7 @@ impl Coordinator {
     ) -> (Result<Vec<i16>, i16>, Ready) {
         let mut ready = Vec::new();
         let delay = self.config.initial_rebalance_delay_ms;
+        self.touch(group_id);
         let Some(group) = self.groups.get_mut(group_id) else {
             return (Err(code(ResponseError::UnknownMemberId)), ready);
         };
@@ -725,6 +854,7 @@ impl Coordinator {
     /// otherwise forgotten; `Ok(false)` when the coordinator did not know it (it may still
     /// have committed offsets).
     pub(crate) fn delete_group(&mut self, group_id: &str) -> Result<bool, i16> {
+        self.touch(group_id);
         if let Some(r) = self.consumer.delete(group_id) {
             return r;
         }
@@ -782,8 +912,11 @@ impl Coordinator {
     pub(crate) fn tick(&mut self, now: i64) -> Ready {
         let mut ready = Vec::new();
         let delay = self.config.initial_rebalance_delay_ms;
-        self.consumer.tick(now);
-        for group in self.groups.values_mut() {
+        for id in self.consumer.tick(now) {
+            self.dirty.insert(id);
+        }
+        for (id, group) in self.groups.iter_mut() {
+            let before = (group.state, group.generation, group.members.len());
             group.pending_members.retain(|_, expiry| *expiry > now);
             let expired: Vec<String> = group
                 .members
@@ -819,13 +952,23 @@ impl Coordinator {
             }
             try_complete_join(group, now, &mut ready);
             group.prune_static();
+            if before != (group.state, group.generation, group.members.len())
+                && !self.dirty.contains(id)
+            {
+                self.dirty.insert(id.clone());
+            }
         }
         let retention = self.config.empty_group_retention_ms;
-        self.groups.retain(|_, g| {
-            !(g.state == State::Empty
+        let dirty = &mut self.dirty;
+        self.groups.retain(|id, g| {
+            let keep = !(g.state == State::Empty
                 && g.members.is_empty()
                 && g.pending_members.is_empty()
-                && now - g.empty_since >= retention)
+                && now - g.empty_since >= retention);
+            if !keep {
+                dirty.insert(id.clone());
+            }
+            keep
         });
         ready
     }

@@ -12,14 +12,30 @@
 //! Key:
 //! - `u16 version = 1`, `u8 kind`, then
 //!   - kind 0, committed offset: `str group`, `str topic`, `i32 partition`;
-//!   - kind 1, group metadata: `str group`.
+//!   - kind 1, group metadata: `str group`;
+//!   - kind 2, classic group membership: `str group`;
+//!   - kind 3, consumer (KIP-848) group: `str group`;
+//!   - kind 4, consumer group member: `str group`, `str member id`.
 //!
 //! Value (absent for a tombstone):
 //! - `u16 version = 1`, then
 //!   - kind 0: `i64 offset`, `i32 leader epoch`, `i64 commit time ms`, `u32 length` +
 //!     UTF-8 metadata;
 //!   - kind 1: `str protocol type` (`classic`, `consumer`, or empty for groups known only
-//!     by commits from outside a group), `i64 time ms written`.
+//!     by commits from outside a group), `i64 time ms written`;
+//!   - kinds 2–4: see [`state`] (`put_classic`, `put_consumer_group`,
+//!     `put_consumer_member`).
+//!
+//! # Group membership
+//! Kinds 2–4 let a restarted coordinator resume its groups as they were (Kafka's
+//! GroupMetadata and consumer-group records): a classic group is written when it becomes
+//! Stable (members, generation, leader, protocol, assignments) or Empty; a consumer group
+//! as its epochs, assignor and resolved topics, plus one record per member (subscription,
+//! epochs, current and target assignment). The group ticker writes what changed (compared
+//! with what was last written) a few times a second, in one batch: a crash loses at most
+//! the changes of that interval, whose members are then fenced and rejoin (as without
+//! these records). A removed member or group gets a tombstone. Session timers start again
+//! from the load.
 //!
 //! A key or value of an unknown version stops the broker rather than being skipped: a
 //! newer Weft wrote it and dropping it would lose commits. Golden bytes are in the tests.
@@ -57,6 +73,13 @@ const KEY_VERSION: u16 = 1;
 const VALUE_VERSION: u16 = 1;
 const KIND_OFFSET: u8 = 0;
 const KIND_GROUP: u8 = 1;
+const KIND_CLASSIC: u8 = 2;
+const KIND_CONSUMER_GROUP: u8 = 3;
+const KIND_CONSUMER_MEMBER: u8 = 4;
+
+pub(crate) mod state;
+
+use self::state::{ClassicGroup, ConsumerGroup, ConsumerMember, GroupImage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Committed {
@@ -81,6 +104,19 @@ enum Entry {
         group: String,
         /// (protocol type, written ms)
         value: Option<(String, i64)>,
+    },
+    Classic {
+        group: String,
+        value: Option<ClassicGroup>,
+    },
+    ConsumerGroup {
+        group: String,
+        value: Option<ConsumerGroup>,
+    },
+    ConsumerMember {
+        group: String,
+        member: String,
+        value: Option<ConsumerMember>,
     },
 }
 
@@ -128,26 +164,50 @@ fn encode(e: &Entry) -> Result<(Bytes, Option<Bytes>)> {
             }
             value.is_some()
         }
+        Entry::Classic { group, value } => {
+            k.put_u8(KIND_CLASSIC);
+            put_str(&mut k, group)?;
+            if let Some(g) = value {
+                state::put_classic(&mut v, g).map_err(corrupt)?;
+            }
+            value.is_some()
+        }
+        Entry::ConsumerGroup { group, value } => {
+            k.put_u8(KIND_CONSUMER_GROUP);
+            put_str(&mut k, group)?;
+            if let Some(g) = value {
+                state::put_consumer_group(&mut v, g).map_err(corrupt)?;
+            }
+            value.is_some()
+        }
+        Entry::ConsumerMember {
+            group,
+            member,
+            value,
+        } => {
+            k.put_u8(KIND_CONSUMER_MEMBER);
+            put_str(&mut k, group)?;
+            put_str(&mut k, member)?;
+            if let Some(m) = value {
+                state::put_consumer_member(&mut v, m).map_err(corrupt)?;
+            }
+            value.is_some()
+        }
     };
     Ok((Bytes::from(k), has_value.then(|| Bytes::from(v))))
+}
+
+fn corrupt(reason: String) -> Error {
+    Error::Corrupt {
+        path: TOPIC.into(),
+        reason,
+    }
 }
 
 /// Why a record did not decode (the caller adds where it was).
 type DecodeError = String;
 
-fn get_str(b: &mut &[u8]) -> Result<String, DecodeError> {
-    if b.remaining() < 2 {
-        return Err("truncated string length".into());
-    }
-    let len = usize::from(b.get_u16());
-    if b.remaining() < len {
-        return Err("truncated string".into());
-    }
-    let s = std::str::from_utf8(&b[..len]).map_err(|_| "string is not UTF-8".to_owned())?;
-    let s = s.to_owned();
-    b.advance(len);
-    Ok(s)
-}
+use self::state::get_str;
 
 fn need(b: &[u8], n: usize) -> Result<(), DecodeError> {
     if b.remaining() < n {
@@ -218,6 +278,26 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Entry, DecodeError> {
             };
             Entry::Group { group, value }
         }
+        KIND_CLASSIC => {
+            let group = get_str(&mut k)?;
+            let value = v.as_mut().map(state::get_classic).transpose()?;
+            Entry::Classic { group, value }
+        }
+        KIND_CONSUMER_GROUP => {
+            let group = get_str(&mut k)?;
+            let value = v.as_mut().map(state::get_consumer_group).transpose()?;
+            Entry::ConsumerGroup { group, value }
+        }
+        KIND_CONSUMER_MEMBER => {
+            let group = get_str(&mut k)?;
+            let member = get_str(&mut k)?;
+            let value = v.as_mut().map(state::get_consumer_member).transpose()?;
+            Entry::ConsumerMember {
+                group,
+                member,
+                value,
+            }
+        }
         other => return Err(format!("unknown record kind {other}")),
     };
     Ok(entry)
@@ -259,6 +339,10 @@ pub(crate) struct Offsets {
     meta: BTreeMap<String, (String, i64)>,
     /// Groups seen without members since (ms); expiry counts from here.
     empty_since: HashMap<String, i64>,
+    /// Membership of classic groups as last written.
+    classic: BTreeMap<String, ClassicGroup>,
+    /// Consumer groups as last written (a member record may precede its group's).
+    consumer: BTreeMap<String, (Option<ConsumerGroup>, BTreeMap<String, ConsumerMember>)>,
 }
 
 impl Offsets {
@@ -270,6 +354,8 @@ impl Offsets {
             groups: BTreeMap::new(),
             meta: BTreeMap::new(),
             empty_since: HashMap::new(),
+            classic: BTreeMap::new(),
+            consumer: BTreeMap::new(),
         };
         o.load()?;
         let v1 = state_dir.join("offsets.v1");
@@ -351,7 +437,118 @@ impl Offsets {
                     self.meta.remove(&group);
                 }
             },
+            Entry::Classic { group, value } => match value {
+                Some(g) => {
+                    self.classic.insert(group, g);
+                }
+                None => {
+                    self.classic.remove(&group);
+                }
+            },
+            Entry::ConsumerGroup { group, value } => {
+                let e = self.consumer.entry(group.clone()).or_default();
+                e.0 = value;
+                if e.0.is_none() && e.1.is_empty() {
+                    self.consumer.remove(&group);
+                }
+            }
+            Entry::ConsumerMember {
+                group,
+                member,
+                value,
+            } => {
+                let e = self.consumer.entry(group.clone()).or_default();
+                match value {
+                    Some(m) => {
+                        e.1.insert(member, m);
+                    }
+                    None => {
+                        e.1.remove(&member);
+                    }
+                }
+                if e.0.is_none() && e.1.is_empty() {
+                    self.consumer.remove(&group);
+                }
+            }
         }
+    }
+
+    /// Classic groups as loaded (or last written).
+    pub(crate) fn classic_groups(&self) -> impl Iterator<Item = (&str, &ClassicGroup)> {
+        self.classic.iter().map(|(g, c)| (g.as_str(), c))
+    }
+
+    /// Consumer groups as loaded (or last written); members without a group record are
+    /// left out (not written that way; a torn write cannot split a batch).
+    pub(crate) fn consumer_groups(
+        &self,
+    ) -> impl Iterator<Item = (&str, &ConsumerGroup, &BTreeMap<String, ConsumerMember>)> {
+        self.consumer
+            .iter()
+            .filter_map(|(g, (group, members))| Some((g.as_str(), group.as_ref()?, members)))
+    }
+
+    /// Makes `images` (group id to what the coordinator holds) durable: the records that
+    /// differ from what was last written, tombstones for what is gone, one batch. Returns
+    /// how many records were written.
+    pub(crate) fn store_groups(&mut self, images: Vec<(String, GroupImage)>) -> Result<usize> {
+        let mut entries = Vec::new();
+        for (group, image) in images {
+            if !image.classic_unchanged {
+                let before = self.classic.get(&group);
+                if before != image.classic.as_ref() {
+                    entries.push(Entry::Classic {
+                        group: group.clone(),
+                        value: image.classic,
+                    });
+                }
+            }
+            let empty = BTreeMap::new();
+            let (before_group, before_members) = match self.consumer.get(&group) {
+                Some((g, m)) => (g.as_ref(), m),
+                None => (None, &empty),
+            };
+            let (now_group, now_members): (Option<ConsumerGroup>, BTreeMap<_, _>) =
+                match image.consumer {
+                    Some((g, m)) => (Some(g), m),
+                    None => (None, BTreeMap::new()),
+                };
+            // Members gone first, group last when it goes; a new group's record first.
+            for member in before_members.keys() {
+                if !now_members.contains_key(member) {
+                    entries.push(Entry::ConsumerMember {
+                        group: group.clone(),
+                        member: member.clone(),
+                        value: None,
+                    });
+                }
+            }
+            let group_changed = before_group != now_group.as_ref();
+            if group_changed && now_group.is_some() {
+                entries.push(Entry::ConsumerGroup {
+                    group: group.clone(),
+                    value: now_group.clone(),
+                });
+            }
+            for (member, m) in now_members {
+                if before_members.get(&member) != Some(&m) {
+                    entries.push(Entry::ConsumerMember {
+                        group: group.clone(),
+                        member,
+                        value: Some(m),
+                    });
+                }
+            }
+            if group_changed && now_group.is_none() {
+                entries.push(Entry::ConsumerGroup {
+                    group: group.clone(),
+                    value: None,
+                });
+            }
+        }
+        let n = entries.len();
+        self.write(entries)?;
+        Ok(n)
     }
 
     /// Appends `entries` as one batch and forces it to stable storage; memory changes only

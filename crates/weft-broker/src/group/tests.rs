@@ -772,3 +772,130 @@ fn an_empty_group_is_forgotten_after_the_retention() {
     }
     assert_eq!(t.c.state("g"), State::Stable);
 }
+
+/// Persists `t`'s groups into a store in `dir` and returns a fresh coordinator restored from
+/// a reopened store at `now` (a broker restart).
+fn restart(t: &mut T, dir: &std::path::Path, now: i64) -> Coordinator {
+    let mut store = offsets::tests::store(dir);
+    store.store_groups(t.c.take_images()).expect("store groups");
+    drop(store);
+    let store = offsets::tests::store(dir);
+    let mut c = Coordinator::new(
+        Config {
+            initial_rebalance_delay_ms: DELAY,
+            ..Config::default()
+        },
+        "q".into(),
+    );
+    c.restore(now, &store);
+    c
+}
+
+#[test]
+fn a_stable_group_resumes_after_a_restart_without_rebalancing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = T::new();
+    let (a, wa) = t.new_member();
+    let (b, wb) = t.new_member();
+    t.advance(DELAY);
+    let ja = t.join_reply(wa).expect("a joined");
+    let jb = t.join_reply(wb).expect("b joined");
+    let generation = ja.generation_id;
+    let (leader, follower) = if ja.leader == a { (&a, &b) } else { (&b, &a) };
+    assert_eq!(jb.generation_id, generation);
+    let sl = t.sync(leader, generation, &[(&a, "pa"), (&b, "pb")]);
+    let sf = t.sync(follower, generation, &[]);
+    assert!(t.sync_reply(sl).is_some() && t.sync_reply(sf).is_some());
+    let before = t.c.describe("g").expect("group");
+
+    // Restart SESSION - 1 after the last heartbeat: sessions start again at the load.
+    let later = t.now + i64::from(SESSION) - 1;
+    t.c = restart(&mut t, dir.path(), later);
+    t.now = later;
+    assert_eq!(t.c.state("g"), State::Stable);
+    assert_eq!(
+        t.c.describe("g"),
+        Some(before),
+        "members, protocol, assignments"
+    );
+    assert_eq!(t.heartbeat(&a, generation), NONE);
+    assert_eq!(t.heartbeat(&b, generation), NONE);
+    assert_eq!(
+        t.c.validate_commit(t.now, "g", generation, &a, None),
+        NONE,
+        "commits of the generation are accepted"
+    );
+    // A follower's rejoin with the same metadata keeps the generation.
+    let w = t.join(follower);
+    assert_eq!(t.join_reply(w).expect("join").generation_id, generation);
+    // A stale generation is still refused, and a member that stops heartbeating expires
+    // one session after the load.
+    assert_eq!(
+        t.heartbeat(&a, generation - 1),
+        err(ResponseError::IllegalGeneration)
+    );
+    t.advance(i64::from(SESSION) - 1);
+    assert_eq!(t.heartbeat(&a, generation), NONE);
+    t.advance(1);
+    assert_eq!(
+        t.heartbeat(&b, generation),
+        err(ResponseError::UnknownMemberId),
+        "b expired"
+    );
+    assert_eq!(
+        t.heartbeat(&a, generation),
+        err(ResponseError::RebalanceInProgress),
+        "a rebalance starts for the rest"
+    );
+}
+
+#[test]
+fn a_rebalancing_group_resumes_as_it_was_last_stable_and_a_deleted_one_not_at_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = T::new();
+    let (a, generation) = t.stable_single();
+    let mut store = offsets::tests::store(dir.path());
+    store.store_groups(t.c.take_images()).expect("store");
+    drop(store);
+    // A second member starts a rebalance that is not finished at the restart.
+    let (_b, _wb) = t.new_member();
+    assert_eq!(t.c.state("g"), State::PreparingRebalance);
+    let now = t.now;
+    t.c = restart(&mut t, dir.path(), now);
+    assert_eq!(t.c.state("g"), State::Stable);
+    assert_eq!(t.heartbeat(&a, generation), NONE);
+    let d = t.c.describe("g").expect("group");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].assignment, "all");
+    // The member leaves: the group is Empty (persisted), then deleted (tombstoned).
+    assert_eq!(t.leave(&[&a]), Ok(vec![NONE]));
+    let now = t.now;
+    t.c = restart(&mut t, dir.path(), now);
+    assert_eq!(t.c.state("g"), State::Empty);
+    assert_eq!(t.c.delete_group("g"), Ok(true));
+    t.c = restart(&mut t, dir.path(), now);
+    assert_eq!(t.c.state("g"), State::Dead);
+}
+
+#[test]
+fn a_static_member_keeps_its_place_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = T::new();
+    let (a, b) = t.stable_static_pair();
+    let generation = t.c.groups.get("g").expect("group").generation;
+    let now = t.now;
+    t.c = restart(&mut t, dir.path(), now);
+    assert_eq!(t.heartbeat(&b, generation), NONE);
+    // The instance restarts (no member id): it takes over without a rebalance.
+    let w = t.join_static("", "ia");
+    let j = t.join_reply(w).expect("answered at once");
+    assert_eq!((j.error, j.generation_id), (NONE, generation));
+    assert_ne!(j.member_id, a);
+    assert_eq!(
+        t.heartbeat_static(&a, "ia", generation),
+        err(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(t.c.state("g"), State::Stable);
+    let s = t.sync_static(&j.member_id, "ia", generation);
+    assert_eq!(t.sync_reply(s).expect("sync").assignment, "A");
+}

@@ -49,6 +49,8 @@ pub(crate) struct Groups {
     /// reactor, across the check and the write of OffsetCommit, DeleteGroups and
     /// OffsetDelete: see [`Groups::commit`].
     group_locks: Box<[Mutex<()>]>,
+    /// Held by a pass of [`Groups::persist`], so passes write in order.
+    persisting: Mutex<()>,
 }
 
 const GROUP_LOCK_STRIPES: usize = 64;
@@ -75,15 +77,37 @@ impl Groups {
             initial_rebalance_delay_ms: delay_ms,
             ..group::Config::default()
         };
+        let mut coordinator = Coordinator::new(config, prefix[..8].to_owned());
+        coordinator.restore(now_ms(), &offsets);
         Ok(Groups {
             state: Mutex::new(Machine {
-                coordinator: Coordinator::new(config, prefix[..8].to_owned()),
+                coordinator,
                 waiting: HashMap::new(),
             }),
             next_waiter: AtomicU64::new(1),
             offsets: Arc::new(Mutex::new(offsets)),
             group_locks: (0..GROUP_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            persisting: Mutex::new(()),
         })
+    }
+
+    /// Writes the membership of groups that changed since the last pass to the offsets
+    /// topic (blocking). On failure the groups stay to be written by the next pass.
+    pub(crate) fn persist(&self) -> crate::Result<usize> {
+        let _pass = lock(&self.persisting);
+        let images = self.with(|c| (c.take_images(), Vec::new()));
+        if images.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = images.iter().map(|(id, _)| id.clone()).collect();
+        let written = lock(&self.offsets).store_groups(images);
+        if written.is_err() {
+            self.with(|c| {
+                c.mark_dirty(ids);
+                ((), Vec::new())
+            });
+        }
+        written
     }
 
     /// The committed-offset store (lock it after the coordinator, never across a call).
@@ -214,20 +238,39 @@ impl Groups {
     }
 }
 
-/// Drives session and rebalance timeouts until shutdown.
+/// Drives session and rebalance timeouts and writes changed group membership
+/// ([`Groups::persist`]) every 100 ms. After shutdown is signalled it stops expiring
+/// anything (members cannot reach a stopping broker) but keeps writing changes, more often,
+/// until the server stops it once every connection is closed.
 pub(crate) async fn tick_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut ticks: u64 = 0;
+    let mut stopping = *shutdown.borrow();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+        if stopping {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        } else {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => stopping = true,
+            }
         }
-        inner.groups.with(|c| ((), c.tick(now_ms())));
+        if !stopping {
+            inner.groups.with(|c| ((), c.tick(now_ms())));
+        }
+        persist_groups(&inner).await;
         ticks += 1;
-        if ticks.is_multiple_of(10) {
+        if !stopping && ticks.is_multiple_of(10) {
             super::consumer_groups::expire_offsets(&inner).await;
         }
+    }
+}
+
+async fn persist_groups(inner: &Arc<Inner>) {
+    let i = Arc::clone(inner);
+    match blocking(move || i.groups.persist()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) | Err(e) => warn!(error = %e, "writing group membership failed"),
     }
 }
 

@@ -31,8 +31,12 @@
 //! classic group (GROUP_ID_NOT_FOUND); an empty group of the other kind is converted.
 //!
 //! Nothing here reads a clock or topic metadata: `now` (ms) and a [`Metadata`] snapshot are
-//! arguments. State lives in memory; a broker restart loses it and members rejoin (an
-//! unknown group answers UNKNOWN_MEMBER_ID, which makes clients rejoin with epoch 0).
+//! arguments. State lives in memory and is persisted by the group ticker in
+//! `__consumer_offsets` ([`ConsumerGroups::image`], [`ConsumerGroups::restore`]): after a
+//! broker restart members carry on with their epochs and assignments. A group that is
+//! still unknown (a crash before its records were written) answers UNKNOWN_MEMBER_ID,
+//! which makes clients rejoin with epoch 0 (Kafka, whose groups never go missing, answers
+//! GROUP_ID_NOT_FOUND).
 
 pub(crate) mod assignor;
 
@@ -42,6 +46,9 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use self::assignor::{ASSIGNORS, Subscriptions, UNIFORM};
+use super::offsets::state::{
+    ConsumerGroup as StoredGroup, ConsumerImage, ConsumerMember as StoredMember,
+};
 use super::{Coordinator, NONE};
 
 /// Partitions by topic id.
@@ -716,9 +723,10 @@ impl ConsumerGroups {
     }
 
     /// Expires members whose session ran out and members that did not revoke within their
-    /// rebalance timeout.
-    pub(crate) fn tick(&mut self, now: i64) {
-        for group in self.groups.values_mut() {
+    /// rebalance timeout; returns the groups that changed.
+    pub(crate) fn tick(&mut self, now: i64) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (gid, group) in self.groups.iter_mut() {
             let gone: Vec<String> = group
                 .members
                 .iter()
@@ -728,10 +736,106 @@ impl ConsumerGroups {
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
+            if !gone.is_empty() {
+                changed.push(gid.clone());
+            }
             for id in gone {
                 group.remove(&id);
             }
         }
+        changed
+    }
+
+    /// The persisted form of `group_id` (`None` when it is not a consumer group).
+    pub(crate) fn image(&self, group_id: &str) -> Option<ConsumerImage> {
+        let g = self.groups.get(group_id)?;
+        let group = StoredGroup {
+            epoch: g.epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            resolved: g
+                .resolved
+                .iter()
+                .map(|(name, (id, n))| (name.clone(), *id, *n))
+                .collect(),
+        };
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let stored = StoredMember {
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    topics: m.topics.iter().cloned().collect(),
+                    regex: m.regex.clone(),
+                    assignor: m.assignor.clone(),
+                    state: match m.state {
+                        MemberState::Stable => 0,
+                        MemberState::UnrevokedPartitions => 1,
+                        MemberState::UnreleasedPartitions => 2,
+                    },
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned.clone(),
+                    revoking: m.revoking.clone(),
+                    target: g.target.get(id).cloned().unwrap_or_default(),
+                };
+                (id.clone(), stored)
+            })
+            .collect();
+        Some((group, members))
+    }
+
+    /// Resumes a persisted group; sessions (and revocation deadlines) start at `now`.
+    pub(crate) fn restore(
+        &mut self,
+        group_id: &str,
+        stored: &StoredGroup,
+        members: &BTreeMap<String, StoredMember>,
+        now: i64,
+    ) {
+        let mut g = Group {
+            epoch: stored.epoch,
+            assignment_epoch: stored.assignment_epoch,
+            assignor: stored.assignor.clone(),
+            resolved: stored
+                .resolved
+                .iter()
+                .map(|(name, id, n)| (name.clone(), (*id, *n)))
+                .collect(),
+            ..Group::default()
+        };
+        for (id, m) in members {
+            let member = Member {
+                instance_id: m.instance_id.clone(),
+                rack_id: m.rack_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                topics: m.topics.iter().cloned().collect(),
+                regex: m.regex.clone(),
+                assignor: m.assignor.clone(),
+                state: match m.state {
+                    1 => MemberState::UnrevokedPartitions,
+                    2 => MemberState::UnreleasedPartitions,
+                    _ => MemberState::Stable,
+                },
+                epoch: m.epoch,
+                previous_epoch: m.previous_epoch,
+                assigned: m.assigned.clone(),
+                revoking: m.revoking.clone(),
+                last_seen: now,
+                session_timeout_ms: m.session_timeout_ms,
+                revoke_deadline: now + i64::from(m.rebalance_timeout_ms.max(0)),
+            };
+            g.target.insert(id.clone(), m.target.clone());
+            g.replace(id, member);
+        }
+        self.groups.insert(group_id.to_owned(), g);
     }
 
     /// OffsetCommit's check for a consumer group: `None` when `group_id` is not one.
@@ -956,6 +1060,7 @@ impl Coordinator {
         meta: &Metadata,
         req: Heartbeat,
     ) -> HeartbeatReply {
+        self.touch(&req.group_id);
         if let Some(g) = self.groups.get(&req.group_id) {
             if !g.members.is_empty() {
                 return HeartbeatReply::error(

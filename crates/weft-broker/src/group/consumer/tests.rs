@@ -805,3 +805,71 @@ proptest! {
         }
     }
 }
+
+/// The groups of `s` written to a store in `dir`, read back by a fresh coordinator at `now`.
+fn restart(s: &mut Sim, dir: &std::path::Path) {
+    let mut images = Vec::new();
+    for (id, _) in s.c.list() {
+        images.push((
+            id.clone(),
+            crate::group::offsets::state::GroupImage {
+                consumer: s.c.image(&id),
+                ..Default::default()
+            },
+        ));
+    }
+    let mut store = crate::group::offsets::tests::store(dir);
+    store.store_groups(images).expect("store");
+    drop(store);
+    let store = crate::group::offsets::tests::store(dir);
+    let mut c = ConsumerGroups::default();
+    for (id, g, members) in store.consumer_groups() {
+        c.restore(id, g, members, s.now);
+    }
+    c.check_invariants()
+        .expect("ownership invariant after restore");
+    s.c = c;
+}
+
+#[test]
+fn a_reconciling_group_resumes_after_a_restart_with_its_epochs_and_assignments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = Sim::new(&[4]);
+    let a_all = s.ok(join("a", &["t0"])).assignment.expect("a");
+    let r = s.ok(join("b", &["t0"]));
+    assert_eq!(r.member_epoch, 2);
+    let before = s.c.describe(G).expect("group");
+    assert_eq!(before.state, GroupState::Reconciling);
+
+    s.now += 40_000; // within the 45 s session: it restarts from the load
+    restart(&mut s, dir.path());
+    assert_eq!(s.c.describe(G), Some(before), "epochs, members, targets");
+    // a still has to revoke two partitions and keeps epoch 1 meanwhile.
+    let r = s.ok(beat("a", 1, Some(&a_all)));
+    assert_eq!(r.member_epoch, 1);
+    let kept = r.assignment.expect("a's remaining partitions");
+    assert_eq!(count(&kept), 2);
+    let r = s.ok(beat("a", 1, Some(&kept)));
+    assert_eq!(r.member_epoch, 2);
+    let r = s.ok(beat("b", 2, Some(&Assignment::new())));
+    assert_eq!(r.assignment.as_ref().map(count), Some(2), "released to b");
+    assert_eq!(s.state(), GroupState::Stable);
+    let b_parts = r.assignment.expect("b");
+
+    // Stable: a restart changes nothing, no epoch moves, no assignment is sent.
+    let epoch = s.c.group_epoch(G);
+    restart(&mut s, dir.path());
+    assert_eq!(s.c.group_epoch(G), epoch);
+    let r = s.ok(beat("a", 2, Some(&kept)));
+    assert_eq!((r.member_epoch, r.assignment), (2, None));
+    let r = s.ok(beat("b", 2, Some(&b_parts)));
+    assert_eq!((r.member_epoch, r.assignment), (2, None));
+    // Sessions count from the load: b goes silent and expires 45 s later.
+    s.tick(44_999);
+    s.ok(beat("a", 2, Some(&kept)));
+    s.tick(1);
+    assert_eq!(
+        err(&s.hb(beat("b", 2, Some(&b_parts)))),
+        ResponseError::UnknownMemberId.code()
+    );
+}

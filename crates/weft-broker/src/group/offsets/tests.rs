@@ -368,3 +368,216 @@ fn acknowledged_commits_survive_kill_9() {
         );
     }
 }
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn classic_group() -> state::ClassicGroup {
+    state::ClassicGroup {
+        protocol_type: "consumer".into(),
+        generation: 3,
+        protocol: Some("range".into()),
+        leader: Some("m1".into()),
+        members: vec![state::ClassicMember {
+            member_id: "m1".into(),
+            instance_id: Some("i".into()),
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocols: vec![("range".into(), Bytes::from_static(b"M"))],
+            assignment: Bytes::from_static(b"A"),
+        }],
+    }
+}
+
+fn consumer_group() -> state::ConsumerGroup {
+    state::ConsumerGroup {
+        epoch: 5,
+        assignment_epoch: 5,
+        assignor: "uniform".into(),
+        resolved: vec![("t".into(), uuid::Uuid::from_u128(1), 2)],
+    }
+}
+
+fn consumer_member(epoch: i32) -> state::ConsumerMember {
+    let a = |ps: &[i32]| {
+        let mut a = crate::group::consumer::Assignment::new();
+        if !ps.is_empty() {
+            a.insert(uuid::Uuid::from_u128(1), ps.iter().copied().collect());
+        }
+        a
+    };
+    state::ConsumerMember {
+        instance_id: None,
+        rack_id: None,
+        client_id: "c".into(),
+        client_host: String::new(),
+        rebalance_timeout_ms: 60_000,
+        session_timeout_ms: 45_000,
+        topics: vec!["t".into()],
+        regex: None,
+        assignor: None,
+        state: 0,
+        epoch,
+        previous_epoch: epoch - 1,
+        assigned: a(&[0, 1]),
+        revoking: a(&[]),
+        target: a(&[0, 1]),
+    }
+}
+
+/// Version-1 bytes of the membership records (kinds 2–4): old data must keep reading.
+#[test]
+fn golden_membership_records() {
+    let cases = [
+        (
+            Entry::Classic {
+                group: "g".into(),
+                value: Some(classic_group()),
+            },
+            "000102000167",
+            "00010008636f6e73756d6572000000030100057261\
+             6e67650100026d310000000100026d310100016900\
+             01630000000027100000753000000001000572616e\
+             6765000000014d0000000141",
+        ),
+        (
+            Entry::ConsumerGroup {
+                group: "g".into(),
+                value: Some(consumer_group()),
+            },
+            "000103000167",
+            "000100000005000000050007756e69666f726d0000\
+             00010001740000000000000000000000000000000100000002",
+        ),
+        (
+            Entry::ConsumerMember {
+                group: "g".into(),
+                member: "m".into(),
+                value: Some(consumer_member(5)),
+            },
+            "00010400016700016d",
+            "00010000000163000000 00ea60 0000afc8 00000001 000174 00 00 00 00000005 00000004 \
+             00000001 00000000000000000000000000000001 00000002 00000000 00000001 \
+             00000000 \
+             00000001 00000000000000000000000000000001 00000002 00000000 00000001",
+        ),
+    ];
+    for (entry, key_hex, value_hex) in cases {
+        let key_hex = key_hex.replace(' ', "");
+        let value_hex = value_hex.replace(' ', "");
+        let (k, v) = encode(&entry).expect("encode");
+        assert_eq!(hex(&k), key_hex, "{entry:?}");
+        assert_eq!(v.as_deref().map(hex), Some(value_hex.clone()), "{entry:?}");
+        assert_eq!(
+            decode(&unhex(&key_hex), Some(&unhex(&value_hex))),
+            Ok(entry)
+        );
+        // Truncated anywhere: refused.
+        let value = unhex(&value_hex);
+        for cut in [3, value.len() / 2, value.len() - 1] {
+            assert!(decode(&unhex(&key_hex), Some(&value[..cut])).is_err());
+        }
+        // Tombstones have no value.
+        assert!(decode(&unhex(&key_hex), None).is_ok());
+    }
+}
+
+/// Group images are written as differences: unchanged groups and members write nothing,
+/// a removed member or group is tombstoned, and a reopen sees the latest.
+#[test]
+fn membership_is_written_as_differences_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = store(dir.path());
+    let members = |ids: &[(&str, i32)]| {
+        ids.iter()
+            .map(|(id, e)| ((*id).to_owned(), consumer_member(*e)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let image = |classic: Option<state::ClassicGroup>, consumer| state::GroupImage {
+        classic,
+        classic_unchanged: false,
+        consumer,
+    };
+    let n = o
+        .store_groups(vec![
+            ("a".into(), image(Some(classic_group()), None)),
+            (
+                "b".into(),
+                image(
+                    None,
+                    Some((consumer_group(), members(&[("m1", 5), ("m2", 5)]))),
+                ),
+            ),
+        ])
+        .expect("store");
+    assert_eq!(n, 4, "classic a, consumer b and its two members");
+    // Nothing changed: nothing written.
+    let n = o
+        .store_groups(vec![
+            ("a".into(), image(Some(classic_group()), None)),
+            (
+                "b".into(),
+                image(
+                    None,
+                    Some((consumer_group(), members(&[("m1", 5), ("m2", 5)]))),
+                ),
+            ),
+        ])
+        .expect("store");
+    assert_eq!(n, 0);
+    // A rebalancing classic group keeps its record; one member changes, one leaves.
+    let n = o
+        .store_groups(vec![
+            (
+                "a".into(),
+                state::GroupImage {
+                    classic: None,
+                    classic_unchanged: true,
+                    consumer: None,
+                },
+            ),
+            (
+                "b".into(),
+                image(None, Some((consumer_group(), members(&[("m1", 6)])))),
+            ),
+        ])
+        .expect("store");
+    assert_eq!(n, 2, "m1 changed, m2 tombstoned");
+    drop(o);
+    let mut o = store(dir.path());
+    let classic: Vec<_> = o
+        .classic_groups()
+        .map(|(g, c)| (g.to_owned(), c.clone()))
+        .collect();
+    assert_eq!(classic, vec![("a".to_owned(), classic_group())]);
+    let consumer: Vec<_> = o
+        .consumer_groups()
+        .map(|(g, c, m)| (g.to_owned(), c.clone(), m.clone()))
+        .collect();
+    assert_eq!(
+        consumer,
+        vec![("b".to_owned(), consumer_group(), members(&[("m1", 6)]))]
+    );
+    // Both groups gone: tombstones, and nothing left after a reopen.
+    let n = o
+        .store_groups(vec![
+            ("a".into(), image(None, None)),
+            ("b".into(), image(None, None)),
+        ])
+        .expect("store");
+    assert_eq!(n, 3, "classic a, member m1, consumer b");
+    drop(o);
+    let o = store(dir.path());
+    assert_eq!(o.classic_groups().count(), 0);
+    assert_eq!(o.consumer_groups().count(), 0);
+}
