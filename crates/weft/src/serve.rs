@@ -192,6 +192,8 @@ fn broker_config(
         std::time::Duration::from_millis(settings.broker.group_consumer_session_timeout_ms);
     config.group_consumer_heartbeat_interval =
         std::time::Duration::from_millis(settings.broker.group_consumer_heartbeat_interval_ms);
+    config.group_initial_rebalance_delay =
+        std::time::Duration::from_millis(settings.broker.group_initial_rebalance_delay_ms);
     Ok(config)
 }
 

@@ -137,6 +137,10 @@ pub(crate) struct BrokerDefaults {
     pub(crate) group_consumer_session_timeout_ms: u64,
     /// `group.consumer.heartbeat.interval.ms`: the interval KIP-848 members are told.
     pub(crate) group_consumer_heartbeat_interval_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: how long a new (empty) classic group waits for
+    /// more members before its first rebalance (extended by each join, up to the rebalance
+    /// timeout); 0 for none.
+    pub(crate) group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerDefaults {
@@ -147,6 +151,7 @@ impl Default for BrokerDefaults {
             offsets_retention_minutes: 10_080,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -571,7 +576,7 @@ mod tests {
             &[],
             "[broker]\nauto_create_topics = false\nnum_partitions = 6\n\
              offsets_retention_minutes = 60\ngroup_consumer_session_timeout_ms = 6000\n\
-             group_consumer_heartbeat_interval_ms = 1000",
+             group_consumer_heartbeat_interval_ms = 1000\ngroup_initial_rebalance_delay_ms = 0",
         )
         .expect("valid");
         let want = BrokerDefaults {
@@ -580,6 +585,7 @@ mod tests {
             offsets_retention_minutes: 60,
             group_consumer_session_timeout_ms: 6000,
             group_consumer_heartbeat_interval_ms: 1000,
+            group_initial_rebalance_delay_ms: 0,
         };
         assert_eq!(s.broker, want);
     }
