@@ -1,0 +1,792 @@
+//! The consumer runtime: [`Consumer::run`] over a consumer group.
+//!
+//! Shape: one OS thread owns the librdkafka `BaseConsumer` and is the only place that polls,
+//! pauses, resumes and commits. It hands records to *lanes* — tokio tasks, each running one
+//! record at a time — chosen by a hash of (topic, partition, key), so records of one key in
+//! one partition run in order while other keys and partitions run concurrently (records
+//! without a key are spread by offset: no order is promised for them). Lanes report each
+//! finished record back to the poll thread.
+//!
+//! Guarantees:
+//! - **At-least-once.** Per partition an [`OffsetTracker`] keeps the handed-out offsets; the
+//!   committed offset is one past the longest prefix of finished records. A record that
+//!   failed and could not be dead-lettered is never finished, so nothing at or after it is
+//!   committed and it is delivered again after a restart or rebalance.
+//! - **Bounded in-flight.** A partition with `max_outstanding_per_partition` uncommitted
+//!   records, or every partition when `max_outstanding` is reached, is paused (librdkafka
+//!   stops fetching it and drops what it had prefetched) and resumed when work drains.
+//! - **Rebalances.** Cooperative-sticky by default. When partitions are revoked the poll
+//!   thread (inside librdkafka's rebalance callback, so before the revocation completes)
+//!   stops lanes from starting queued records of those partitions, waits up to
+//!   `revoke_timeout` for running ones, commits what finished, and forgets the partitions:
+//!   completions that arrive later are ignored, so nothing is ever committed for a partition
+//!   the consumer no longer owns. A lost assignment (session timeout) commits nothing.
+//! - **Graceful shutdown** ([`ShutdownHandle::shutdown`]): pause everything, let running
+//!   handlers finish within `shutdown_timeout`, commit synchronously, leave the group.
+//!
+//! Failures: a handler's [`HandlerError`] is retried in place while it is
+//! [`ErrorClass::Retryable`] and the retry schedule allows; then the record goes to the
+//! dead-letter queue when one is configured (and counts as finished once the DLQ has it).
+//! Without a DLQ the record stays unfinished: its partition stops committing at it.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
+use opentelemetry::context::FutureExt as _;
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use tokio::sync::Notify;
+use tracing::{Instrument as _, debug, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::context;
+use crate::message::Message;
+use crate::tracker::OffsetTracker;
+use crate::{Error, ErrorClass, HandlerError, Result};
+
+/// A topic and partition.
+pub type Tp = (String, i32);
+
+/// What the runtime did, for tests and metrics hooks ([`ConsumerConfig::on_event`]). Called on
+/// the poll thread: keep it quick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    Assigned(Vec<Tp>),
+    /// Revocation finished for these partitions (after their last commit).
+    Revoked(Vec<Tp>),
+    /// Offsets handed to librdkafka for commit (next offset to read).
+    Committed(Vec<(Tp, i64)>),
+    Paused(Vec<Tp>),
+    Resumed(Vec<Tp>),
+    /// A record of a revoked partition that was queued or still running at the revocation
+    /// deadline; it was not committed and will be delivered to the new owner.
+    Abandoned(Tp, i64),
+}
+
+type EventHook = Arc<dyn Fn(&RuntimeEvent) + Send + Sync>;
+type BackoffFactory = Arc<dyn Fn() -> Box<dyn Iterator<Item = Duration> + Send> + Send + Sync>;
+
+/// How a [`Consumer`] connects and behaves.
+#[derive(Clone)]
+pub struct ConsumerConfig {
+    settings: Vec<(String, String)>,
+    topics: Vec<String>,
+    group_id: String,
+    /// Concurrent handler calls (lanes). Default 16.
+    pub lanes: usize,
+    /// Uncommitted records per partition before it is paused. Default 256.
+    pub max_outstanding_per_partition: usize,
+    /// Uncommitted records in total before every partition is paused. Default 1024.
+    pub max_outstanding: usize,
+    /// How often finished offsets are committed (asynchronously). Default 1 s.
+    pub commit_interval: Duration,
+    /// How long a revocation waits for running handlers of revoked partitions. Default 10 s.
+    pub revoke_timeout: Duration,
+    /// How long a shutdown waits for running handlers. Default 30 s.
+    pub shutdown_timeout: Duration,
+    retry: Option<BackoffFactory>,
+    on_event: Option<EventHook>,
+}
+
+impl std::fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerConfig")
+            .field("settings", &self.settings)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("lanes", &self.lanes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerConfig {
+    /// Defaults for group `group_id` reading `topics` from `bootstrap`: manual commits
+    /// through the runtime only, `auto.offset.reset=earliest` (a new group misses nothing),
+    /// `partition.assignment.strategy=cooperative-sticky`.
+    pub fn new(bootstrap: &str, group_id: &str, topics: &[&str]) -> ConsumerConfig {
+        let mut c = ConsumerConfig {
+            settings: Vec::new(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            group_id: group_id.to_owned(),
+            lanes: 16,
+            max_outstanding_per_partition: 256,
+            max_outstanding: 1024,
+            commit_interval: Duration::from_secs(1),
+            revoke_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            retry: None,
+            on_event: None,
+        };
+        c.set("bootstrap.servers", bootstrap)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        c
+    }
+
+    /// Sets (or replaces) a librdkafka property.
+    pub fn set(&mut self, key: &str, value: &str) -> &mut ConsumerConfig {
+        self.settings.retain(|(k, _)| k != key);
+        self.settings.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Blocking retries in place: `schedule` returns a fresh iterator of delays per record
+    /// (`None` = give up). Without it a failed record is not retried.
+    pub fn retry_with(
+        &mut self,
+        schedule: impl Fn() -> Box<dyn Iterator<Item = Duration> + Send> + Send + Sync + 'static,
+    ) -> &mut ConsumerConfig {
+        self.retry = Some(Arc::new(schedule));
+        self
+    }
+
+    /// Calls `hook` for every [`RuntimeEvent`].
+    pub fn on_event(
+        &mut self,
+        hook: impl Fn(&RuntimeEvent) + Send + Sync + 'static,
+    ) -> &mut ConsumerConfig {
+        self.on_event = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+}
+
+/// What handles a record. Implemented for every `Fn(Message) -> impl Future<Output =
+/// Result<(), HandlerError>>`.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: Message) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send,
+{
+    fn handle(&self, message: Message) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        self(message)
+    }
+}
+
+/// Asks a running [`Consumer::run`] to shut down gracefully. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// A consumer-group member; [`Consumer::run`] drives it.
+pub struct Consumer {
+    config: ConsumerConfig,
+    shutdown: ShutdownHandle,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record finished (or was given up) by a lane.
+#[derive(Debug)]
+struct Done {
+    tp: Tp,
+    epoch: u64,
+    offset: i64,
+    /// Finished: counts towards the committed prefix. False: failed without a DLQ, or
+    /// abandoned because the partition was revoked.
+    finished: bool,
+}
+
+struct Job {
+    message: Message,
+    epoch: u64,
+}
+
+#[derive(Debug)]
+struct Part {
+    epoch: u64,
+    tracker: OffsetTracker,
+    /// Handed to a lane and not reported back yet.
+    running: usize,
+    committed: Option<i64>,
+    paused: bool,
+}
+
+/// State shared by the poll thread (loop and rebalance callbacks) and the lanes.
+struct Shared {
+    parts: Mutex<HashMap<Tp, Part>>,
+    /// Partition → epoch of its current assignment; lanes start a record only when its epoch
+    /// is still current.
+    owned: Mutex<HashMap<Tp, u64>>,
+    /// Woken when ownership changes, so lanes sleeping between retries re-check it.
+    ownership_changed: Notify,
+    done_rx: Mutex<mpsc::Receiver<Done>>,
+    next_epoch: Mutex<u64>,
+    config: ConsumerConfig,
+    /// Set once the shutdown drain is over: a revocation then waits for nothing.
+    drained: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn emit(&self, event: RuntimeEvent) {
+        if let Some(hook) = &self.config.on_event {
+            hook(&event);
+        }
+    }
+
+    fn is_owned(&self, tp: &Tp, epoch: u64) -> bool {
+        lock(&self.owned).get(tp) == Some(&epoch)
+    }
+
+    /// Applies one report from a lane; reports of a forgotten partition or an old epoch are
+    /// dropped.
+    fn apply(&self, parts: &mut HashMap<Tp, Part>, done: Done) {
+        let Some(part) = parts.get_mut(&done.tp) else {
+            return;
+        };
+        if part.epoch != done.epoch {
+            return;
+        }
+        part.running = part.running.saturating_sub(1);
+        if done.finished {
+            part.tracker.completed(done.offset);
+        }
+    }
+
+    fn drain_done(&self, wait: Option<Duration>) {
+        let rx = lock(&self.done_rx);
+        let mut parts = lock(&self.parts);
+        if let Some(wait) = wait {
+            // Release the parts lock while blocking: lanes never take it, but keep the
+            // critical section short anyway.
+            drop(parts);
+            match rx.recv_timeout(wait) {
+                Ok(done) => {
+                    parts = lock(&self.parts);
+                    self.apply(&mut parts, done);
+                }
+                Err(_) => parts = lock(&self.parts),
+            }
+        }
+        while let Ok(done) = rx.try_recv() {
+            self.apply(&mut parts, done);
+        }
+    }
+
+    /// Commits what finished for `which` (all owned partitions when `None`).
+    fn commit(&self, consumer: &BaseConsumer<Ctx>, which: Option<&[Tp]>, mode: CommitMode) {
+        let mut parts = lock(&self.parts);
+        let mut tpl = TopicPartitionList::new();
+        let mut committed = Vec::new();
+        for (tp, part) in parts.iter_mut() {
+            if which.is_some_and(|w| !w.contains(tp)) {
+                continue;
+            }
+            let Some(next) = part.tracker.committable() else {
+                continue;
+            };
+            if part.committed.is_some_and(|c| c >= next) {
+                continue;
+            }
+            if tpl
+                .add_partition_offset(&tp.0, tp.1, Offset::Offset(next))
+                .is_err()
+            {
+                continue;
+            }
+            part.committed = Some(next);
+            committed.push((tp.clone(), next));
+        }
+        drop(parts);
+        if committed.is_empty() {
+            return;
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                committed.sort();
+                self.emit(RuntimeEvent::Committed(committed));
+            }
+            Err(e) => {
+                // Forget what we believed committed so the next round tries again.
+                let mut parts = lock(&self.parts);
+                for (tp, _) in &committed {
+                    if let Some(p) = parts.get_mut(tp) {
+                        p.committed = None;
+                    }
+                }
+                warn!(error = %e, "offset commit failed; retrying on the next round");
+            }
+        }
+    }
+
+    /// Pauses or resumes partitions so that outstanding work stays bounded.
+    fn apply_backpressure(&self, consumer: &BaseConsumer<Ctx>, draining: bool) {
+        let cfg = &self.config;
+        let mut parts = lock(&self.parts);
+        let total: usize = parts.values().map(|p| p.tracker.outstanding()).sum();
+        let over_total = total >= cfg.max_outstanding;
+        let (mut pause, mut resume) = (Vec::new(), Vec::new());
+        for (tp, part) in parts.iter_mut() {
+            let want = draining
+                || over_total
+                || part.tracker.outstanding() >= cfg.max_outstanding_per_partition;
+            if want != part.paused {
+                part.paused = want;
+                if want {
+                    pause.push(tp.clone());
+                } else {
+                    resume.push(tp.clone());
+                }
+            }
+        }
+        drop(parts);
+        for (list, is_pause) in [(pause, true), (resume, false)] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in &list {
+                tpl.add_partition(t, *p);
+            }
+            let result = if is_pause {
+                consumer.pause(&tpl)
+            } else {
+                consumer.resume(&tpl)
+            };
+            if let Err(e) = result {
+                warn!(error = %e, pause = is_pause, "pause/resume failed");
+            }
+            let mut list = list;
+            list.sort();
+            self.emit(if is_pause {
+                RuntimeEvent::Paused(list)
+            } else {
+                RuntimeEvent::Resumed(list)
+            });
+        }
+    }
+
+    fn assigned(&self, tpl: &TopicPartitionList) {
+        let mut parts = lock(&self.parts);
+        let mut owned = lock(&self.owned);
+        let mut added = Vec::new();
+        for e in tpl.elements() {
+            let tp = (e.topic().to_owned(), e.partition());
+            if parts.contains_key(&tp) {
+                continue;
+            }
+            let epoch = {
+                let mut n = lock(&self.next_epoch);
+                *n += 1;
+                *n
+            };
+            parts.insert(
+                tp.clone(),
+                Part {
+                    epoch,
+                    tracker: OffsetTracker::new(),
+                    running: 0,
+                    committed: None,
+                    paused: false,
+                },
+            );
+            owned.insert(tp.clone(), epoch);
+            added.push(tp);
+        }
+        drop((parts, owned));
+        self.ownership_changed.notify_waiters();
+        if !added.is_empty() {
+            added.sort();
+            info!(partitions = ?added, "partitions assigned");
+            self.emit(RuntimeEvent::Assigned(added));
+        }
+    }
+
+    /// Runs inside librdkafka's rebalance callback, before the revocation completes.
+    fn revoking(&self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
+        let revoked: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .filter(|tp| lock(&self.parts).contains_key(tp))
+            .collect();
+        if revoked.is_empty() {
+            return;
+        }
+        // 1. Lanes start nothing more of these partitions.
+        {
+            let mut owned = lock(&self.owned);
+            for tp in &revoked {
+                owned.remove(tp);
+            }
+        }
+        self.ownership_changed.notify_waiters();
+        let lost = consumer.assignment_lost();
+        // 2. Wait for running handlers (not when the assignment is lost: someone else may
+        //    already own the partitions, and nothing will be committed anyway).
+        let timeout = if lost || self.drained.load(Ordering::SeqCst) {
+            Duration::ZERO
+        } else {
+            self.config.revoke_timeout
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain_done(None);
+            let running: usize = {
+                let parts = lock(&self.parts);
+                revoked
+                    .iter()
+                    .filter_map(|tp| parts.get(tp))
+                    .map(|p| p.running)
+                    .sum()
+            };
+            if running == 0 || Instant::now() >= deadline {
+                break;
+            }
+            self.drain_done(Some(Duration::from_millis(10)));
+        }
+        // 3. Commit what finished, while we still own the partitions.
+        if lost {
+            warn!(partitions = ?revoked, "assignment lost; not committing");
+        } else {
+            self.commit(consumer, Some(&revoked), CommitMode::Sync);
+        }
+        // 4. Forget them: later reports are dropped.
+        let mut parts = lock(&self.parts);
+        let mut abandoned = Vec::new();
+        for tp in &revoked {
+            if let Some(p) = parts.remove(tp)
+                && p.running > 0
+            {
+                abandoned.push((tp.clone(), p.running));
+            }
+        }
+        drop(parts);
+        for (tp, running) in abandoned {
+            warn!(topic = %tp.0, partition = tp.1, running, "revocation deadline passed; abandoning running handlers");
+        }
+        let mut revoked = revoked;
+        revoked.sort();
+        info!(partitions = ?revoked, "partitions revoked");
+        self.emit(RuntimeEvent::Revoked(revoked));
+    }
+}
+
+/// librdkafka's callbacks, run on the poll thread.
+struct Ctx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.shared.revoking(consumer, tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.shared.assigned(tpl),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            warn!(error = %e, "asynchronous offset commit failed");
+        }
+    }
+}
+
+impl Consumer {
+    pub fn new(config: ConsumerConfig) -> Result<Consumer> {
+        if config.topics.is_empty() {
+            return Err(Error::Config("a consumer needs at least one topic".into()));
+        }
+        if config.lanes == 0
+            || config.max_outstanding == 0
+            || config.max_outstanding_per_partition == 0
+        {
+            return Err(Error::Config(
+                "lanes and outstanding limits must be at least 1".into(),
+            ));
+        }
+        Ok(Consumer {
+            config,
+            shutdown: ShutdownHandle::default(),
+        })
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Joins the group and runs `handler` for every record until [`ShutdownHandle::shutdown`];
+    /// returns after the final commit and leaving the group.
+    pub async fn run<H: Handler>(self, handler: H) -> Result<()> {
+        let (done_tx, done_rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            parts: Mutex::default(),
+            owned: Mutex::default(),
+            ownership_changed: Notify::new(),
+            done_rx: Mutex::new(done_rx),
+            next_epoch: Mutex::new(0),
+            config: self.config.clone(),
+            drained: AtomicBool::new(false),
+        });
+        let mut client = ClientConfig::new();
+        for (k, v) in &self.config.settings {
+            client.set(k, v);
+        }
+        let consumer: BaseConsumer<Ctx> = client
+            .create_with_context(Ctx {
+                shared: shared.clone(),
+            })
+            .map_err(|e| Error::Config(format!("cannot create consumer: {e}")))?;
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| Error::Consumer(format!("cannot subscribe to {topics:?}: {e}")))?;
+
+        let handler = Arc::new(handler);
+        let mut lanes = Vec::with_capacity(self.config.lanes);
+        let mut lane_handles = Vec::with_capacity(self.config.lanes);
+        for _ in 0..self.config.lanes {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+            lanes.push(tx);
+            lane_handles.push(tokio::spawn(lane(
+                rx,
+                handler.clone(),
+                shared.clone(),
+                done_tx.clone(),
+            )));
+        }
+        drop(done_tx);
+
+        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
+        let poll_shared = shared.clone();
+        let shutdown = self.shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("weft-consumer-{}", self.config.group_id))
+            .spawn(move || {
+                poll_loop(&consumer, &poll_shared, &lanes, &shutdown);
+                drop(lanes);
+                // Dropping the consumer closes it: the final revocation runs (nothing left to
+                // commit) and the member leaves the group.
+                drop(consumer);
+                let _ = finished_tx.send(());
+            })
+            .map_err(|e| Error::Consumer(format!("cannot start the poll thread: {e}")))?;
+        let _ = finished_rx.await;
+        // Handlers still running past the shutdown deadline are abandoned.
+        for h in lane_handles {
+            h.abort();
+        }
+        Ok(())
+    }
+}
+
+fn lane_of(message: &Message, lanes: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    message.topic.hash(&mut h);
+    message.partition.hash(&mut h);
+    match &message.key {
+        Some(k) => k.hash(&mut h),
+        None => message.offset.hash(&mut h),
+    }
+    (h.finish() % lanes as u64) as usize
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<Ctx>,
+    shared: &Arc<Shared>,
+    lanes: &[tokio::sync::mpsc::UnboundedSender<Job>],
+    shutdown: &ShutdownHandle,
+) {
+    let cfg = &shared.config;
+    let mut last_commit = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if shutdown.is_shutdown() && drain_deadline.is_none() {
+            info!(group = %cfg.group_id, "shutting down: pausing, finishing running handlers");
+            drain_deadline = Some(Instant::now() + cfg.shutdown_timeout);
+            shared.apply_backpressure(consumer, true);
+        }
+        if let Some(deadline) = drain_deadline {
+            let running: usize = lock(&shared.parts).values().map(|p| p.running).sum();
+            if running == 0 || Instant::now() >= deadline {
+                if running > 0 {
+                    warn!(
+                        running,
+                        "shutdown deadline passed; abandoning running handlers"
+                    );
+                }
+                shared.drain_done(None);
+                shared.commit(consumer, None, CommitMode::Sync);
+                shared.drained.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+        match consumer.poll(Duration::from_millis(20)) {
+            Some(Ok(m)) if drain_deadline.is_none() => {
+                let message = Message::from_kafka(&m);
+                drop(m);
+                dispatch(shared, lanes, message);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        shared.drain_done(None);
+        if drain_deadline.is_none() {
+            shared.apply_backpressure(consumer, false);
+        }
+        if last_commit.elapsed() >= cfg.commit_interval {
+            shared.commit(consumer, None, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+}
+
+fn dispatch(shared: &Shared, lanes: &[tokio::sync::mpsc::UnboundedSender<Job>], message: Message) {
+    let tp = (message.topic.clone(), message.partition);
+    let epoch = {
+        let mut parts = lock(&shared.parts);
+        let Some(part) = parts.get_mut(&tp) else {
+            // Not ours (a record that raced a revocation): the owner reads it.
+            debug!(topic = %tp.0, partition = tp.1, offset = message.offset, "record of an unowned partition ignored");
+            return;
+        };
+        if !part.tracker.dispatched(message.offset) {
+            return;
+        }
+        part.running += 1;
+        part.epoch
+    };
+    let lane = lane_of(&message, lanes.len());
+    if lanes[lane].send(Job { message, epoch }).is_err() {
+        warn!("lane stopped; record left uncommitted");
+    }
+}
+
+async fn lane<H: Handler>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    handler: Arc<H>,
+    shared: Arc<Shared>,
+    done: mpsc::Sender<Done>,
+) {
+    while let Some(job) = rx.recv().await {
+        let tp = (job.message.topic.clone(), job.message.partition);
+        let offset = job.message.offset;
+        let finished = if shared.is_owned(&tp, job.epoch) {
+            process(&*handler, &shared, job.message, job.epoch).await
+        } else {
+            shared.emit(RuntimeEvent::Abandoned(tp.clone(), offset));
+            false
+        };
+        let _ = done.send(Done {
+            tp,
+            epoch: job.epoch,
+            offset,
+            finished,
+        });
+    }
+}
+
+/// One handler call with the message's context (task-local ids, a `weft.handle` span whose
+/// parent is the record's remote trace context); a panic becomes a retryable error.
+async fn call<H: Handler>(handler: &H, message: Message) -> Result<(), HandlerError> {
+    let ctx = message.context();
+    let remote = context::remote_context(&ctx);
+    let span = tracing::info_span!(
+        "weft.handle",
+        topic = %message.topic,
+        partition = message.partition,
+        offset = message.offset,
+        message_id = %ctx.message_id,
+    );
+    let _ = span.set_parent(remote.clone());
+    let fut = context::scope(ctx, handler.handle(message))
+        .instrument(span)
+        .with_context(remote);
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err(HandlerError::retryable("handler panicked")),
+    }
+}
+
+/// Runs a record to its end: success, retries, then the failure path. Returns whether it
+/// counts as finished.
+async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epoch: u64) -> bool {
+    let tp = (message.topic.clone(), message.partition);
+    let mut schedule = shared.config.retry.as_ref().map(|f| f());
+    let mut attempts = 1u32;
+    loop {
+        let error = match call(handler, message.clone()).await {
+            Ok(()) => return true,
+            Err(e) => e,
+        };
+        let delay = match error.class {
+            ErrorClass::Retryable => schedule.as_mut().and_then(Iterator::next),
+            _ => None,
+        };
+        let Some(delay) = delay else {
+            warn!(
+                topic = %tp.0, partition = tp.1, offset = message.offset, attempts,
+                class = error.class.as_str(), error = %error.message,
+                "handler failed; record left uncommitted"
+            );
+            return false;
+        };
+        debug!(topic = %tp.0, partition = tp.1, offset = message.offset, attempts, ?delay, error = %error.message, "retrying");
+        // Sleep the whole delay, but give up at once when the partition is revoked.
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let notified = shared.ownership_changed.notified();
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                () = notified => {}
+            }
+            if !shared.is_owned(&tp, epoch) {
+                break;
+            }
+        }
+        if !shared.is_owned(&tp, epoch) {
+            shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+            return false;
+        }
+        attempts += 1;
+    }
+}
