@@ -424,6 +424,30 @@ fn every_advertised_group_api_version_answers() {
             let codes: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
             assert_eq!(codes, vec![0, ResponseError::UnknownMemberId.code()]);
         }
+        // A group the coordinator does not know: from v3 each member is UNKNOWN_MEMBER_ID
+        // under a top-level NONE, before that the top-level error, as Kafka answers.
+        let unknown = GroupId(s("never-joined"));
+        let req = if leave_v >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(unknown)
+                .with_members(vec![MemberIdentity::default().with_member_id(s("x"))])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(unknown)
+                .with_member_id(s("x"))
+        };
+        let r: LeaveGroupResponse = c.request(leave_v, &req);
+        let codes: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
+        let unknown_member = ResponseError::UnknownMemberId.code();
+        if leave_v >= 3 {
+            assert_eq!(
+                (r.error_code, codes),
+                (0, vec![unknown_member]),
+                "v{leave_v}"
+            );
+        } else {
+            assert_eq!(r.error_code, unknown_member, "v{leave_v}");
+        }
         let r: HeartbeatResponse = c.request(hv, &hb(generation, &member));
         assert_eq!(
             r.error_code,

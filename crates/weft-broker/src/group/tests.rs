@@ -899,3 +899,59 @@ fn a_static_member_keeps_its_place_across_a_restart() {
     let s = t.sync_static(&j.member_id, "ia", generation);
     assert_eq!(t.sync_reply(s).expect("sync").assignment, "A");
 }
+
+/// A new member with the given rebalance timeout (MEMBER_ID_REQUIRED round trip first).
+fn new_member_with_timeout(t: &mut T, rebalance_ms: i32) -> Waiter {
+    let mut req = T::join_req("", &[("range", "m")]);
+    req.rebalance_timeout_ms = rebalance_ms;
+    let w = t.join_with(req.clone());
+    let id = t.join_reply(w).expect("member id").member_id;
+    req.member_id = id;
+    t.join_with(req)
+}
+
+#[test]
+fn the_initial_delay_extended_by_joins_never_passes_the_rebalance_timeout() {
+    let mut t = T::new();
+    let rebalance = 250;
+    let mut waiting = vec![new_member_with_timeout(&mut t, rebalance)];
+    // A member every 80 ms: each pushes the join DELAY (100 ms) further, up to 250 ms after
+    // the first one.
+    for _ in 0..3 {
+        t.advance(80);
+        waiting.push(new_member_with_timeout(&mut t, rebalance));
+    }
+    t.advance(250 - 240 - 1);
+    assert!(waiting.iter().all(|w| !t.replies.contains_key(w)));
+    t.advance(1);
+    for w in waiting {
+        assert_eq!(t.join_reply(w).expect("joined at the cap").generation_id, 1);
+    }
+}
+
+#[test]
+fn no_initial_delay_when_set_to_zero_or_when_the_group_was_not_empty() {
+    let mut t = T::new();
+    t.c.config.initial_rebalance_delay_ms = 0;
+    let (a, w) = t.new_member();
+    let j = t.join_reply(w).expect("joined at once");
+    assert_eq!((j.error, j.generation_id), (NONE, 1));
+    let s = t.sync(&a, 1, &[(&a, "all")]);
+    assert!(t.sync_reply(s).is_some());
+
+    // With a delay: only a group that was empty waits for it.
+    let mut t = T::new();
+    let (a, generation) = t.stable_single();
+    let (b, wb) = t.new_member();
+    let wa = t.join(&a);
+    let ja = t
+        .join_reply(wa)
+        .expect("a rejoined: all members in, no delay");
+    let jb = t.join_reply(wb).expect("b joined");
+    assert_eq!(
+        (ja.generation_id, jb.generation_id),
+        (generation + 1, generation + 1)
+    );
+    assert_ne!(jb.member_id, a);
+    assert_eq!(jb.member_id, b);
+}

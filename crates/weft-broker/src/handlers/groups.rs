@@ -484,6 +484,13 @@ pub(crate) fn leave_group(inner: &Inner, r: LeaveGroupRequest, version: i16) -> 
         .groups
         .with(|c| c.leave(now_ms(), &s(&r.group_id.0), &ids));
     let resp = LeaveGroupResponse::default();
+    // An unknown group: from v3 Kafka answers each member UNKNOWN_MEMBER_ID under a
+    // top-level NONE (v0-v2 carry the member's error at the top).
+    let unknown = error_code(ResponseError::UnknownMemberId);
+    let result = match result {
+        Err(code) if code == unknown && version >= 3 => Ok(vec![unknown; r.members.len()]),
+        other => other,
+    };
     match result {
         Err(code) => resp.with_error_code(code),
         Ok(codes) if version < 3 => resp.with_error_code(codes[0]),
