@@ -17,6 +17,9 @@
 //! - `topics`: topic metadata (names, ids, partition counts, config overrides), persisted
 //!   in `topics.v1`, and the live partition handles.
 //! - `fetch_session`: incremental fetch sessions (KIP-227), sans io.
+//! - `fetch_wire`: zero-copy Fetch responses: the codec's encoding cut around the records,
+//!   which the connection's writer sends from the segment files with `sendfile(2)`.
+//! - `stats`: metric names and cached handles (the `metrics` facade).
 //! - `producer_state`: the sans-io idempotent-producer table (last five batches per producer
 //!   and partition), with its snapshot format.
 //! - `store`: atomic file writes (temp + fsync + rename + fsync dir), cluster id, producer id
@@ -39,6 +42,7 @@
 mod codes;
 mod error;
 mod fetch_session;
+mod fetch_wire;
 mod group;
 mod guard;
 mod handlers;
@@ -46,6 +50,7 @@ mod legacy_produce;
 mod producer_state;
 mod schema_validation;
 mod server;
+mod stats;
 mod store;
 mod topic_config;
 mod topics;
@@ -104,6 +109,10 @@ pub struct BrokerConfig {
     /// Where topics with `weft.schema.validation` look schemas up; without it such topics
     /// refuse produced records (POLICY_VIOLATION) rather than let them pass unchecked.
     pub schemas: Option<SchemaValidator>,
+    /// Send Fetch records from the segment files with `sendfile(2)` (Linux) instead of
+    /// reading them into memory first. On by default; off re-checks every batch's CRC on
+    /// read (the copying path, also the one TLS listeners will need).
+    pub zero_copy_fetch: bool,
 }
 
 impl BrokerConfig {
@@ -131,6 +140,7 @@ impl BrokerConfig {
             group_consumer_max_size: usize::MAX,
             offsets_retention: Duration::from_secs(10_080 * 60),
             schemas: None,
+            zero_copy_fetch: cfg!(target_os = "linux"),
         }
     }
 }

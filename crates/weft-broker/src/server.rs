@@ -10,8 +10,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::future::Future;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use crate::fetch_wire::Part;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -119,6 +123,7 @@ impl Broker {
         }
         let mut conns = JoinSet::new();
         let snapshots = tokio::spawn(snapshot_loop(Arc::clone(&inner), shutdown.clone()));
+        let positions = tokio::spawn(positions_loop(Arc::clone(&inner), shutdown.clone()));
         let group_timer = tokio::spawn(handlers::groups::tick_loop(
             Arc::clone(&inner),
             shutdown.clone(),
@@ -157,6 +162,7 @@ impl Broker {
         // The loop sees the same shutdown signal: wait for its current pass (a blocking
         // task that abort() would not stop) so it cannot race the final snapshot.
         group_timer.abort();
+        positions.abort();
         if let Err(e) = snapshots.await {
             warn!(error = %e, "snapshot loop failed");
         }
@@ -190,6 +196,22 @@ async fn snapshot_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Refreshes the partition gauges (size, start and end offsets) every 10 s.
+async fn positions_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        for topic in inner.topics.all() {
+            for h in &topic.partitions {
+                h.stats().set_positions(&h.log);
+            }
+        }
+    }
+}
+
 /// Why a connection is closed on a request.
 pub(crate) struct Close(pub(crate) String);
 
@@ -200,6 +222,7 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let _active = crate::stats::Occupancy::connection();
     debug!(%peer, "connection opened");
     let (rd, wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
@@ -220,13 +243,29 @@ async fn connection(
 /// Replies a connection may have queued before it stops reading requests.
 const MAX_IN_FLIGHT: usize = 16;
 
-type Outgoing =
-    std::pin::Pin<Box<dyn Future<Output = std::result::Result<BytesMut, Close>> + Send>>;
+/// A response ready for the wire: one encoded frame, or (zero-copy Fetch) encoded bytes
+/// and file ranges in order.
+pub(crate) enum Wire {
+    Frame(BytesMut),
+    Parts(Vec<Part>),
+}
+
+type Outgoing = std::pin::Pin<Box<dyn Future<Output = std::result::Result<Wire, Close>> + Send>>;
+
+/// A reply in a connection's queue, with what its metrics need.
+struct Queued {
+    api: &'static str,
+    /// When the whole request frame had been read.
+    read_at: Instant,
+    /// When it entered the reply queue.
+    queued_at: Instant,
+    reply: Outgoing,
+}
 
 async fn read_requests(
     inner: &Arc<Inner>,
     rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    replies: &mpsc::Sender<Outgoing>,
+    replies: &mpsc::Sender<Queued>,
     peer: SocketAddr,
     shutdown: &mut watch::Receiver<bool>,
 ) {
@@ -274,9 +313,17 @@ async fn read_requests(
                 return;
             }
         }
+        let read_at = Instant::now();
+        let api = crate::stats::api_name(be_i16(&frame, 0));
         match handle_frame(inner, Bytes::from(frame)).await {
             Ok(Some(reply)) => {
-                if replies.send(reply).await.is_err() {
+                let queued = Queued {
+                    api,
+                    read_at,
+                    queued_at: Instant::now(),
+                    reply,
+                };
+                if replies.send(queued).await.is_err() {
                     return;
                 }
             }
@@ -291,19 +338,32 @@ async fn read_requests(
 
 async fn write_replies(
     mut wr: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-    mut queue: mpsc::Receiver<Outgoing>,
+    mut queue: mpsc::Receiver<Queued>,
     peer: SocketAddr,
 ) {
-    while let Some(reply) = queue.recv().await {
-        let bytes = match reply.await {
-            Ok(bytes) => bytes,
+    while let Some(q) = queue.recv().await {
+        let picked = Instant::now();
+        crate::stats::queue(q.api, picked - q.queued_at);
+        let wire = match q.reply.await {
+            Ok(wire) => wire,
             Err(Close(reason)) => {
                 warn!(%peer, reason, "closing connection");
                 break;
             }
         };
-        if wr.write_all(&bytes).await.is_err() {
-            debug!(%peer, "peer went away before its response was written");
+        let ready = Instant::now();
+        // Processing: from the frame read to the response complete, without the time in the
+        // queue (counted above).
+        crate::stats::processing(
+            q.api,
+            (ready - q.read_at).saturating_sub(picked - q.queued_at),
+        );
+        let sent = match wire {
+            Wire::Frame(bytes) => wr.write_all(&bytes).await,
+            Wire::Parts(parts) => write_parts(&mut wr, parts).await,
+        };
+        if let Err(e) = sent {
+            debug!(%peer, error = %e, "peer went away before its response was written");
             return;
         }
         // Flush when nothing else is ready to go, so pipelined replies share a write.
@@ -311,9 +371,78 @@ async fn write_replies(
             debug!(%peer, "peer went away before its response was written");
             return;
         }
+        crate::stats::send(q.api, ready.elapsed());
     }
     let _ = wr.flush().await;
     let _ = wr.shutdown().await;
+}
+
+/// Writes a zero-copy response: bytes through the buffer, file ranges with `sendfile(2)`
+/// straight from the segment file to the socket (after flushing what is buffered).
+async fn write_parts(
+    wr: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    parts: Vec<Part>,
+) -> std::io::Result<()> {
+    for part in parts {
+        match part {
+            Part::Bytes(b) => wr.write_all(&b).await?,
+            Part::File(region) => {
+                wr.flush().await?;
+                send_file(wr.get_ref().as_ref(), &region).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Elsewhere than Linux: the range is read into memory and written.
+#[cfg(not(target_os = "linux"))]
+async fn send_file(stream: &TcpStream, region: &weft_log::FileRegion) -> std::io::Result<()> {
+    let r = region.clone();
+    let bytes = tokio::task::spawn_blocking(move || r.read_to_bytes())
+        .await
+        .map_err(std::io::Error::other)??;
+    let mut at = 0;
+    while at < bytes.len() {
+        stream.writable().await?;
+        match stream.try_write(&bytes[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `region` with `sendfile(2)`, driven by the socket's write readiness. A segment
+/// file shorter than the region (it cannot shrink while the log holds it, but a disk can
+/// fail) ends the connection: the response's length prefix has already been sent.
+#[cfg(target_os = "linux")]
+async fn send_file(stream: &TcpStream, region: &weft_log::FileRegion) -> std::io::Result<()> {
+    let mut offset = region.position;
+    let end = region.position + region.len as u64;
+    while offset < end {
+        stream.writable().await?;
+        let want = usize::try_from(end - offset)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, &*region.file, Some(&mut offset), want)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file shorter than the fetched range",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -326,17 +455,37 @@ pub(crate) async fn handle_frame(
     inner: &Arc<Inner>,
     frame: Bytes,
 ) -> std::result::Result<Option<Outgoing>, Close> {
-    match decode_frame(frame)? {
+    let (raw_key, raw_version) = (be_i16(&frame, 0), be_i16(&frame, 2));
+    let decoded = match decode_frame(frame) {
+        Ok(d) => d,
+        Err(close) => {
+            crate::stats::request(raw_key, raw_version, "closed");
+            return Err(close);
+        }
+    };
+    match decoded {
         Decoded::Immediate {
             api,
             version,
             correlation_id,
             response,
         } => {
-            let bytes = encode(api, version, correlation_id, &response);
+            let error = match &response {
+                ResponseKind::ApiVersions(r)
+                    if r.error_code == kafka_protocol::ResponseError::UnsupportedVersion.code() =>
+                {
+                    "unsupported_version"
+                }
+                _ => "invalid_request",
+            };
+            crate::stats::request(raw_key, raw_version, error);
+            let bytes = encode(api, version, correlation_id, &response).map(Wire::Frame);
             Ok(Some(Box::pin(async move { bytes })))
         }
-        Decoded::Encoded(bytes) => Ok(bytes.map(|b| Box::pin(async move { Ok(b) }) as Outgoing)),
+        Decoded::Encoded(bytes) => {
+            crate::stats::request(raw_key, raw_version, "unsupported_version");
+            Ok(bytes.map(|b| Box::pin(async move { Ok(Wire::Frame(b)) }) as Outgoing))
+        }
         Decoded::Request {
             header,
             api,
@@ -344,17 +493,61 @@ pub(crate) async fn handle_frame(
             request,
         } => {
             let correlation_id = header.correlation_id;
-            match handlers::handle(inner, &header, request).await {
+            let reply = handlers::handle(inner, &header, request).await;
+            let outcome = if matches!(reply, Some(handlers::Reply::Close(_))) {
+                "closed"
+            } else {
+                "none"
+            };
+            crate::stats::request(raw_key, raw_version, outcome);
+            match reply {
                 None => Ok(None),
                 Some(handlers::Reply::Now(response)) => {
-                    let bytes = encode(api, version, correlation_id, &response);
+                    let bytes = encode(api, version, correlation_id, &response).map(Wire::Frame);
                     Ok(Some(Box::pin(async move { bytes })))
                 }
                 Some(handlers::Reply::Close(close)) => Err(close),
                 Some(handlers::Reply::Later(pending)) => Ok(Some(Box::pin(async move {
-                    encode(api, version, correlation_id, &pending.await)
+                    encode(api, version, correlation_id, &pending.await).map(Wire::Frame)
                 }))),
+                Some(handlers::Reply::Fetch(response, regions)) => Ok(Some(Box::pin(fetch_reply(
+                    version,
+                    correlation_id,
+                    *response,
+                    regions,
+                )))),
             }
+        }
+    }
+}
+
+/// A Fetch response whose records are file ranges: sent zero-copy, or (if the codec's
+/// layout cannot be cut, which its tests rule out for the served versions) read into
+/// memory and encoded as usual.
+async fn fetch_reply(
+    version: i16,
+    correlation_id: i32,
+    response: kafka_protocol::messages::FetchResponse,
+    regions: Vec<crate::fetch_wire::Region>,
+) -> std::result::Result<Wire, Close> {
+    match crate::fetch_wire::encode(version, correlation_id, response.clone(), &regions) {
+        Ok(parts) => Ok(Wire::Parts(parts)),
+        Err(reason) => {
+            warn!(
+                reason,
+                version, "zero-copy fetch encoding refused; copying the records"
+            );
+            let filled = blocking(move || crate::fetch_wire::fill(response, &regions))
+                .await
+                .map_err(|e| Close(format!("fetch task failed: {e}")))?
+                .map_err(|e| Close(format!("cannot read fetched records: {e}")))?;
+            encode(
+                ApiKey::Fetch,
+                version,
+                correlation_id,
+                &ResponseKind::Fetch(filled),
+            )
+            .map(Wire::Frame)
         }
     }
 }

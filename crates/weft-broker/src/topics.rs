@@ -40,6 +40,8 @@ pub(crate) struct PartitionHandle {
     pub(crate) producers: Mutex<ProducerTable>,
     /// Fetches waiting for data: each is notified once by the next append.
     waiters: Mutex<Vec<Weak<Notify>>>,
+    /// Metric handles, taken on first use.
+    stats: std::sync::OnceLock<crate::stats::PartitionStats>,
 }
 
 impl PartitionHandle {
@@ -54,7 +56,14 @@ impl PartitionHandle {
             durable: rx,
             producers: Mutex::new(ProducerTable::default()),
             waiters: Mutex::new(Vec::new()),
+            stats: std::sync::OnceLock::new(),
         })
+    }
+
+    /// This partition's metric handles (labels built once).
+    pub(crate) fn stats(&self) -> &crate::stats::PartitionStats {
+        self.stats
+            .get_or_init(|| crate::stats::PartitionStats::new(&self.tp.topic, self.tp.partition))
     }
 
     /// Registers a fetch to be woken by the next append.

@@ -1238,3 +1238,154 @@ fn produce_v0_to_v2_get_unsupported_version_in_their_own_layout() {
     bad.assert_closed("truncated produce v0");
     healthy(&mut c);
 }
+
+/// Fetch requests of every served version over two topics: from the start with room for
+/// everything, from the middle, and with a one-byte budget (one whole batch).
+fn zero_copy_requests() -> Vec<(i16, FetchRequest)> {
+    let mut out = Vec::new();
+    for version in 4..=12i16 {
+        for (offset, max) in [(0i64, 64 << 20), (3, 64 << 20), (1, 1)] {
+            let topics = ["zc", "zc-small"]
+                .into_iter()
+                .map(|t| {
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_owned())))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(max),
+                        ])
+                })
+                .collect();
+            let req = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_min_bytes(0)
+                .with_max_bytes(64 << 20)
+                .with_session_id(0)
+                .with_session_epoch(-1)
+                .with_topics(topics);
+            out.push((version, req));
+        }
+    }
+    out
+}
+
+fn raw_fetches(c: &mut Raw, reqs: &[(i16, FetchRequest)]) -> Vec<Bytes> {
+    reqs.iter()
+        .map(|(v, r)| {
+            let f = c.frame(*v, r);
+            assert!(c.send_raw(&f), "send");
+            c.read_frame().expect("fetch response")
+        })
+        .collect()
+}
+
+/// The zero-copy path (records sent with sendfile from the segment file) and the copying
+/// path answer every served Fetch version with the same bytes, including a 6 MB batch whose
+/// sending has to wait for the socket to drain. The paths differ in one documented way,
+/// which also shows which one ran: only the copying path re-checks CRCs on read.
+#[test]
+fn zero_copy_and_copying_fetch_send_the_same_bytes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let reqs = zero_copy_requests();
+    let zero_copy = {
+        let b = TestBroker::start_in(dir, |c| c.zero_copy_fetch = true);
+        let mut c = Raw::connect(&b);
+        create(&mut c, "zc", &[("max.message.bytes", "8000000")]);
+        create(&mut c, "zc-small", &[]);
+        for (i, topic) in ["zc", "zc", "zc", "zc", "zc-small"].iter().enumerate() {
+            let keys: Vec<Option<&str>> = vec![Some("k"); i + 1];
+            let (code, _) = produce(&mut c, topic, batch(-1, -1, -1, &keys), -1).expect("ack");
+            assert_eq!(code, 0);
+        }
+        // A 6 MB batch last.
+        let big: Vec<Record> = (0..6)
+            .map(|i| Record {
+                offset: i,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(vec![b'a' + i as u8; 1 << 20])),
+                headers: vec![],
+            })
+            .collect();
+        let big = Bytes::from(batch::build(BuildOptions::default(), &big).expect("build"));
+        let (code, _) = produce(&mut c, "zc", big, -1).expect("ack");
+        assert_eq!(code, 0);
+        let got = raw_fetches(&mut c, &reqs);
+        b.stop();
+        got
+    };
+    // The first request of the newest version: every record of both topics.
+    let mut all = zero_copy[zero_copy.len() - 3].clone();
+    all.advance(5); // correlation id, empty tagged fields (response header v1)
+    let all = FetchResponse::decode(&mut all, 12).expect("v12 fetch");
+    let zc = &all.responses[0].partitions[0];
+    assert_eq!(zc.error_code, 0);
+    assert!(
+        zc.records.as_ref().expect("records").len() > 6 << 20,
+        "the big batch is in the response"
+    );
+    assert_eq!(all.responses[1].partitions[0].high_watermark, 5);
+
+    let copying = {
+        let b = TestBroker::start_in(dir, |c| c.zero_copy_fetch = false);
+        let mut c = Raw::connect(&b);
+        let got = raw_fetches(&mut c, &reqs);
+        b.stop();
+        got
+    };
+    for (i, ((v, _), (z, c))) in reqs.iter().zip(zero_copy.iter().zip(&copying)).enumerate() {
+        // Past the correlation ids (the first connection sent other requests before).
+        let (z, c) = (&z[4..], &c[4..]);
+        let at = z.iter().zip(c.iter()).position(|(a, b)| a != b);
+        assert!(
+            z == c,
+            "request {i} (v{v}): zero-copy and copying answers differ: lengths {} / {}, first difference at {at:?}: {:?} / {:?}",
+            z.len(),
+            c.len(),
+            &z[..z.len().min(80)],
+            &c[..c.len().min(80)]
+        );
+    }
+
+    // Flip a byte inside the first batch's record while a broker runs (a restart would
+    // find the bad CRC and truncate), fetch it, and put it back.
+    let seg = std::fs::read_dir(dir.join("log").join("zc-0"))
+        .expect("partition dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("segment");
+    let original = std::fs::read(&seg).expect("read segment");
+    let first_len =
+        12 + u32::from_be_bytes([original[8], original[9], original[10], original[11]]) as usize;
+    let at = first_len - 2;
+    let fetch_corrupted = |zero_copy: bool| {
+        use std::os::unix::fs::FileExt;
+        let b = TestBroker::start_in(dir, |c| c.zero_copy_fetch = zero_copy);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open segment");
+        f.write_all_at(&[original[at] ^ 0xff], at as u64)
+            .expect("corrupt");
+        let mut c = Raw::connect(&b);
+        let r: FetchResponse = c.request(12, &fetch_req("zc", 0, 0, 0, 1));
+        f.write_all_at(&[original[at]], at as u64).expect("restore");
+        b.stop();
+        let p = r.responses[0].partitions[0].clone();
+        (p.error_code, p.records.unwrap_or_default())
+    };
+    let (code, _) = fetch_corrupted(false);
+    assert_ne!(code, 0, "the copying path re-checks the CRC");
+    let (code, records) = fetch_corrupted(true);
+    assert_eq!(code, 0, "zero-copy sends what the file holds");
+    let mut want = original[..first_len].to_vec();
+    want[at] ^= 0xff;
+    assert_eq!(
+        &records[..],
+        &want[..],
+        "byte for byte, corruption included"
+    );
+}

@@ -39,6 +39,10 @@ pub struct FileRegion {
     pub file: Arc<File>,
     pub position: u64,
     pub len: usize,
+    /// The offset after the region's last batch: its last offset + 1, or, where the read
+    /// jumped over batches with the index, the base offset of the batch after the region
+    /// (the same unless compaction left a gap). For counting offsets served.
+    pub next_offset: u64,
 }
 
 impl FileRegion {
@@ -599,12 +603,14 @@ impl Partition {
         };
         // F2: only the logs. Indexes matter to recovery only below a checkpoint, and are
         // synced before one is written (M0), so one fdatasync per flush suffices.
+        let synced_at = Instant::now();
         for s in &segs {
             if let Err(e) = s.sync_log() {
                 self.poison("fsync", &e);
                 return Err(e);
             }
         }
+        metrics::histogram!("weft_log_fsync_seconds").record(synced_at.elapsed().as_secs_f64());
         self.durable.fetch_max(target, Ordering::AcqRel);
         {
             let mut cp = lock(&self.checkpoint);
@@ -696,6 +702,24 @@ impl Partition {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (but always at least one batch). `None` when `offset` is the log end.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<FileRegion>> {
+        self.read_region(offset, max_bytes, u64::MAX)
+    }
+
+    /// [`Partition::read`] that also stops before the first batch whose last offset is at
+    /// or above `below` (a consumer's high watermark): the region holds only batches that
+    /// end below it. `None` when there is no such batch at `offset`. The region is for
+    /// sending as it is (zero-copy): its CRCs are not checked here, as Kafka does not on
+    /// fetch either; [`Partition::read_bytes`] checks them.
+    pub fn read_below(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        below: u64,
+    ) -> Result<Option<FileRegion>> {
+        self.read_region(offset, max_bytes, below)
+    }
+
+    fn read_region(&self, offset: u64, max_bytes: usize, below: u64) -> Result<Option<FileRegion>> {
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
         if offset < log_start {
@@ -731,32 +755,57 @@ impl Partition {
             let mut start = None;
             while let Some((pos, h)) = scan.next_header()? {
                 if h.last_offset() >= offset {
-                    start = Some((pos, h.total_len() as u64));
+                    start = Some((pos, h.total_len() as u64, h.last_offset() + 1));
                     break;
                 }
             }
-            let Some((start, first_len)) = start else {
+            let Some((start, first_len, first_next)) = start else {
                 continue;
             };
+            // Where the batches at or past `below` begin in this segment (if they do).
+            let mut limit_end = size;
+            if below < seg.next_offset() {
+                let from = if below > seg.base_offset {
+                    seg.lookup_offset(below).max(start)
+                } else {
+                    start
+                };
+                let mut scan = seg.scanner(from, size);
+                while let Some((pos, h)) = scan.next_header()? {
+                    if h.last_offset() >= below {
+                        limit_end = pos;
+                        break;
+                    }
+                }
+            }
+            if start + first_len > limit_end {
+                return Ok(None);
+            }
             // Extend by whole batches; jump ahead with the index when it helps.
-            let budget_end = start.saturating_add(max_bytes as u64).min(size);
+            let budget_end = start.saturating_add(max_bytes as u64).min(limit_end);
             let mut end = start + first_len;
+            let mut next_offset = first_next;
             if budget_end > end {
-                let jump = seg.indexed_position_at_or_before(budget_end).max(end);
-                end = jump;
-                let mut scan = seg.scanner(jump, size);
+                let (jump_base, jump) = seg.indexed_entry_at_or_before(budget_end);
+                if jump > end {
+                    end = jump;
+                    next_offset = jump_base;
+                }
+                let mut scan = seg.scanner(end, size);
                 while let Some((pos, h)) = scan.next_header()? {
                     let batch_end = pos + h.total_len() as u64;
                     if batch_end > budget_end {
                         break;
                     }
                     end = batch_end;
+                    next_offset = h.last_offset() + 1;
                 }
             }
             return Ok(Some(FileRegion {
                 file: Arc::clone(&seg.file),
                 position: start,
                 len: (end - start) as usize,
+                next_offset,
             }));
         }
         Ok(None)
@@ -1467,6 +1516,58 @@ mod tests {
             ..LogConfig::default()
         };
         Partition::open(dir, config, Arc::new(ManualClock::new(1))).expect("open")
+    }
+
+    /// `read_below` returns the same whole batches as `read`, cut before the first batch
+    /// that reaches `below`, for every `below` (with a small index interval, so the index
+    /// jump is exercised), and never a batch that reaches it.
+    #[test]
+    fn read_below_stops_before_the_batch_reaching_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            durability: Durability::Os,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        };
+        let p = Partition::open(dir.path(), config, Arc::new(ManualClock::new(1))).expect("open");
+        // 40 single-record batches: batch i holds offset i.
+        let mut ends = vec![0u64];
+        for i in 0..40u8 {
+            let mut b = batch(&[i; 20]);
+            p.append(&mut b).expect("append");
+            ends.push(ends[ends.len() - 1] + b.len() as u64);
+        }
+        for offset in [0u64, 1, 7, 39] {
+            for below in 0..=41u64 {
+                let got = p.read_below(offset, usize::MAX, below).expect("read");
+                let want_batches = below.min(40).saturating_sub(offset);
+                match got {
+                    None => assert_eq!(want_batches, 0, "offset {offset} below {below}"),
+                    Some(r) => {
+                        assert_eq!(r.position, ends[offset as usize]);
+                        assert_eq!(r.next_offset, offset + want_batches, "next offset");
+                        assert_eq!(
+                            r.len as u64,
+                            ends[(offset + want_batches) as usize] - ends[offset as usize],
+                            "offset {offset} below {below}"
+                        );
+                    }
+                }
+                // The byte budget still applies, and the first batch always fits.
+                if let Some(r) = p.read_below(offset, 1, below).expect("read") {
+                    assert_eq!(
+                        r.len as u64,
+                        ends[offset as usize + 1] - ends[offset as usize]
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            p.read(3, usize::MAX).expect("read").map(|r| r.len),
+            p.read_below(3, usize::MAX, u64::MAX)
+                .expect("read")
+                .map(|r| r.len)
+        );
     }
 
     /// A failed fsync poisons the partition: writes and flushes are refused with the

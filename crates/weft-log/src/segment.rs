@@ -148,15 +148,20 @@ impl Segment {
         u64::from(self.indexes().offsets.lookup(rel))
     }
 
-    /// Largest indexed batch position `<= position`.
-    pub(crate) fn indexed_position_at_or_before(&self, position: u64) -> u64 {
+    /// The last index entry at or before `position`: (base offset, position) of an indexed
+    /// batch; (base offset of the segment, 0) when there is none.
+    pub(crate) fn indexed_entry_at_or_before(&self, position: u64) -> (u64, u64) {
         let idx = self.indexes();
         let e = &idx.offsets.entries;
         let i = e.partition_point(|x| u64::from(x.position) <= position);
         if i == 0 {
-            0
+            (self.base_offset, 0)
         } else {
-            u64::from(e[i - 1].position)
+            let x = &e[i - 1];
+            (
+                self.base_offset + u64::from(x.relative_offset),
+                u64::from(x.position),
+            )
         }
     }
 

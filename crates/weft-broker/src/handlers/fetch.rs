@@ -27,6 +27,7 @@ use weft_log::{Durability, Partition};
 
 use crate::codes;
 use crate::fetch_session::{MAX_SESSION_PARTITIONS, Plan, Requested, Sent};
+use crate::fetch_wire::Region;
 use crate::server::{Inner, blocking};
 use crate::topics::{PartitionHandle, lock, validate_name};
 
@@ -70,6 +71,12 @@ fn trim(bytes: Bytes, hw: u64, limit: usize, first: bool) -> Bytes {
     bytes.slice(..at)
 }
 
+/// A partition's records in a response: in memory (copying path) or a file range (zero-copy).
+enum Records {
+    Memory(Bytes),
+    File(weft_log::FileRegion),
+}
+
 struct Wanted {
     topic: Arc<str>,
     partition: i32,
@@ -90,6 +97,28 @@ struct ReadOnce {
     /// Partitions with appended but not yet durable records: their durable offset and the
     /// high watermark this read used. Its advance makes more visible.
     pending: Vec<(watch::Receiver<u64>, u64)>,
+    /// Zero-copy: partitions whose records (left `None` in `responses`) are file ranges.
+    regions: Vec<Region>,
+    /// For metrics, once answered: each partition with data, its bytes and the offsets
+    /// they cover from the fetch offset on.
+    served: Vec<(Arc<PartitionHandle>, usize, u64)>,
+}
+
+/// Offsets covered from `from` on by batches ending at `next` (exclusive).
+fn offsets_from(from: u64, next: u64) -> u64 {
+    next.saturating_sub(from)
+}
+
+/// The offset after the last whole batch in `bytes`.
+fn next_offset_of(bytes: &[u8]) -> Option<u64> {
+    let mut at = 0;
+    let mut next = None;
+    while at < bytes.len() {
+        let h = BatchHeader::parse(&bytes[at..]).ok()?;
+        next = Some(h.last_offset() + 1);
+        at += h.total_len();
+    }
+    next
 }
 
 /// Reads every wanted partition once, within the response budget. Blocking. In an
@@ -98,6 +127,7 @@ fn read_once(
     topics: &[(TopicName, uuid::Uuid, Vec<Wanted>)],
     max_bytes: usize,
     only_news: bool,
+    zero_copy: bool,
 ) -> ReadOnce {
     let mut budget = max_bytes;
     let mut out = ReadOnce {
@@ -106,9 +136,12 @@ fn read_once(
         any_error: false,
         sent: Vec::new(),
         pending: Vec::new(),
+        regions: Vec::new(),
+        served: Vec::new(),
     };
     for (name, id, parts) in topics {
         let mut pds = Vec::with_capacity(parts.len());
+        let mut regions = Vec::new();
         for w in parts {
             let pd = PartitionData::default().with_partition_index(w.partition);
             let Some(h) = &w.handle else {
@@ -148,34 +181,65 @@ fn read_once(
             let limit = (w.max_bytes.max(0) as usize)
                 .min(FETCH_MAX_BYTES)
                 .min(budget);
-            let records = if offset >= hw || (limit == 0 && !first) {
-                Bytes::new()
+            let read = if offset >= hw || (limit == 0 && !first) {
+                Ok(Records::Memory(Bytes::new()))
+            } else if zero_copy {
+                h.log.read_below(offset, limit, hw).map(|r| match r {
+                    // Only the first data of a response may exceed its limit (by one batch).
+                    Some(r) if r.len > limit && !first => Records::Memory(Bytes::new()),
+                    Some(r) => Records::File(r),
+                    None => Records::Memory(Bytes::new()),
+                })
             } else {
-                match h.log.read_bytes(offset, limit) {
-                    Ok(bytes) => trim(bytes, hw, limit, first),
-                    Err(e) => {
-                        let code = codes::read_error(&e);
-                        if code == ResponseError::KafkaStorageError {
-                            warn!(topic = %h.tp.topic, partition = h.tp.partition, offset, error = %e, "read failed");
-                        }
-                        out.any_error = true;
-                        pds.push(pd.with_error_code(code.code()));
-                        out.sent.push((Arc::clone(&w.topic), w.partition, now));
-                        continue;
+                h.log
+                    .read_bytes(offset, limit)
+                    .map(|bytes| Records::Memory(trim(bytes, hw, limit, first)))
+            };
+            let records = match read {
+                Ok(records) => records,
+                Err(e) => {
+                    let code = codes::read_error(&e);
+                    if code == ResponseError::KafkaStorageError {
+                        warn!(topic = %h.tp.topic, partition = h.tp.partition, offset, error = %e, "read failed");
                     }
+                    out.any_error = true;
+                    pds.push(pd.with_error_code(code.code()));
+                    out.sent.push((Arc::clone(&w.topic), w.partition, now));
+                    continue;
                 }
             };
-            if only_news && records.is_empty() && w.sent == Some(now) {
+            let len = match &records {
+                Records::Memory(b) => b.len(),
+                Records::File(r) => r.len,
+            };
+            if only_news && len == 0 && w.sent == Some(now) {
                 continue;
             }
-            out.bytes += records.len();
-            budget = budget.saturating_sub(records.len());
+            out.bytes += len;
+            budget = budget.saturating_sub(len);
             out.sent.push((Arc::clone(&w.topic), w.partition, now));
-            pds.push(pd.with_records(Some(records)));
+            match records {
+                Records::Memory(b) => {
+                    if let Some(next) = next_offset_of(&b) {
+                        out.served
+                            .push((Arc::clone(h), len, offsets_from(offset, next)));
+                    }
+                    pds.push(pd.with_records(Some(b)));
+                }
+                Records::File(r) => {
+                    out.served
+                        .push((Arc::clone(h), len, offsets_from(offset, r.next_offset)));
+                    regions.push((pds.len(), r));
+                    pds.push(pd.with_records(None));
+                }
+            }
         }
         if only_news && pds.is_empty() {
             continue;
         }
+        let ti = out.responses.len();
+        out.regions
+            .extend(regions.into_iter().map(|(pi, r)| (ti, pi, r)));
         out.responses.push(
             FetchableTopicResponse::default()
                 .with_topic(name.clone())
@@ -204,7 +268,9 @@ fn topic_name(inner: &Inner, t: &TopicName, id: uuid::Uuid) -> Result<Arc<str>, 
     Ok(Arc::from(t.0.as_str()))
 }
 
-pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse {
+/// The response, and the partitions whose records are to be sent from the segment files
+/// (zero-copy; their `records` are `None` in the response).
+pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> (FetchResponse, Vec<Region>) {
     let mut requested: Vec<Requested> = Vec::new();
     let mut refused: Refused = Vec::new();
     for t in &r.topics {
@@ -268,7 +334,12 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             .cloned()
     };
     let (session_id, only_news, wanted): (i32, bool, Vec<Wanted>) = match plan {
-        Plan::Error(e) => return FetchResponse::default().with_error_code(e.code()),
+        Plan::Error(e) => {
+            return (
+                FetchResponse::default().with_error_code(e.code()),
+                Vec::new(),
+            );
+        }
         Plan::Full { session_id } => (
             session_id,
             false,
@@ -333,9 +404,15 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let notify = Arc::new(Notify::new());
     let any_refused = !refused.is_empty();
+    let zero_copy = inner.config.zero_copy_fetch;
     let answer = |read: ReadOnce| {
         if session_id != 0 {
             lock(&inner.fetch_sessions).record_sent(session_id, &read.sent);
+        }
+        for (h, bytes, offsets) in &read.served {
+            let s = h.stats();
+            s.bytes_out.increment(*bytes as u64);
+            s.records_out.increment(*offsets);
         }
         let mut responses = read.responses;
         responses.extend(refused.into_iter().map(|(name, id, parts)| {
@@ -354,10 +431,14 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
                         .collect(),
                 )
         }));
-        FetchResponse::default()
-            .with_session_id(session_id)
-            .with_responses(responses)
+        (
+            FetchResponse::default()
+                .with_session_id(session_id)
+                .with_responses(responses),
+            read.regions,
+        )
     };
+    let mut waiting: Option<crate::stats::Occupancy> = None;
     loop {
         // Register before reading: an append after the read still wakes us.
         for (_, _, parts) in topics.iter() {
@@ -366,12 +447,16 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
             }
         }
         let t = Arc::clone(&topics);
-        let mut read = match blocking(move || read_once(&t, max_bytes, only_news)).await {
+        let mut read = match blocking(move || read_once(&t, max_bytes, only_news, zero_copy)).await
+        {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "fetch task failed");
-                return FetchResponse::default()
-                    .with_error_code(ResponseError::UnknownServerError.code());
+                return (
+                    FetchResponse::default()
+                        .with_error_code(ResponseError::UnknownServerError.code()),
+                    Vec::new(),
+                );
             }
         };
         if read.bytes >= min_bytes
@@ -381,6 +466,8 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
         {
             return answer(read);
         }
+        // Long polling from here on: counted in the fetch purgatory until answered.
+        waiting.get_or_insert_with(crate::stats::Occupancy::fetch_wait);
         // Also woken when a durable offset passes the high watermark this read used: the
         // receivers compare against it, so an advance since the read is not missed.
         let mut durable: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> =
@@ -410,7 +497,7 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> FetchResponse 
         if !woken {
             // Deadline passed: one last read so the answer reflects the newest state.
             let t = Arc::clone(&topics);
-            let last = blocking(move || read_once(&t, max_bytes, only_news)).await;
+            let last = blocking(move || read_once(&t, max_bytes, only_news, zero_copy)).await;
             return answer(last.unwrap_or(read));
         }
     }

@@ -32,6 +32,11 @@ pub(crate) enum Reply {
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = ResponseKind> + Send>>),
     /// No answer: the request is abusive and the connection is closed.
     Close(Close),
+    /// A Fetch response whose listed partitions' records are sent from the segment files.
+    Fetch(
+        Box<kafka_protocol::messages::FetchResponse>,
+        Vec<crate::fetch_wire::Region>,
+    ),
 }
 
 pub(crate) async fn handle(
@@ -54,7 +59,13 @@ pub(crate) async fn handle(
                 ResponseKind::Produce(pending.await)
             })));
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(inner, r).await),
+        RequestKind::Fetch(r) => {
+            let (response, regions) = fetch::fetch(inner, r).await;
+            if !regions.is_empty() {
+                return Some(Reply::Fetch(Box::new(response), regions));
+            }
+            ResponseKind::Fetch(response)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(fetch::list_offsets(inner, r, version).await)
         }

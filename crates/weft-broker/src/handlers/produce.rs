@@ -164,6 +164,9 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
                 let mut buf = slice.to_vec();
                 match h.log.append(&mut buf) {
                     Ok(info) => {
+                        let stats = h.stats();
+                        stats.bytes_in.increment(buf.len() as u64);
+                        stats.records_in.increment(u64::from(info.records));
                         table.record(&id, info.base_offset, info.last_offset, now);
                         base.get_or_insert(info.base_offset);
                         last = Some(info.last_offset);
@@ -340,8 +343,12 @@ pub(crate) async fn produce(
         return Ok(None);
     }
     let timeout_ms = r.timeout_ms;
+    // acks=-1: in the produce purgatory from here until answered.
+    let waiting = (acks == -1).then(crate::stats::Occupancy::produce_wait);
     Ok(Some(Box::pin(async move {
-        respond(results, acks, timeout_ms).await
+        let response = respond(results, acks, timeout_ms).await;
+        drop(waiting);
+        response
     })))
 }
 
