@@ -110,8 +110,10 @@ pub struct BrokerConfig {
     /// refuse produced records (POLICY_VIOLATION) rather than let them pass unchecked.
     pub schemas: Option<SchemaValidator>,
     /// Send Fetch records from the segment files with `sendfile(2)` (Linux) instead of
-    /// reading them into memory first. On by default; off re-checks every batch's CRC on
-    /// read (the copying path, also the one TLS listeners will need).
+    /// reading them into memory first. On by default on Linux unless the environment
+    /// variable `WEFT_KAFKA_ZERO_COPY` is `0` (an escape hatch, and how the copying path is
+    /// benchmarked); off re-checks every batch's CRC on read (the copying path, also the one
+    /// TLS listeners will need).
     pub zero_copy_fetch: bool,
 }
 
@@ -140,7 +142,8 @@ impl BrokerConfig {
             group_consumer_max_size: usize::MAX,
             offsets_retention: Duration::from_secs(10_080 * 60),
             schemas: None,
-            zero_copy_fetch: cfg!(target_os = "linux"),
+            zero_copy_fetch: cfg!(target_os = "linux")
+                && std::env::var_os("WEFT_KAFKA_ZERO_COPY").is_none_or(|v| v != "0"),
         }
     }
 }
