@@ -148,9 +148,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{s:?} needs a unit: ms, s, m, h or d"))?;
     let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration"))?;
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration"))?;
     let unit_ms: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -207,15 +205,27 @@ pub(crate) async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
             max_messages,
         } => {
             let client = args.client;
-            super::blocking(move || inspect(&client, &naming, &topic, &select, &format, max_messages))
-                .await
+            super::blocking(move || {
+                inspect(&client, &naming, &topic, &select, &format, max_messages)
+            })
+            .await
         }
         Action::Redrive {
             topic,
             select,
             to,
             execute,
-        } => redrive(&args.client, &naming, &topic, &select, to.as_deref(), execute).await,
+        } => {
+            redrive(
+                &args.client,
+                &naming,
+                &topic,
+                &select,
+                to.as_deref(),
+                execute,
+            )
+            .await
+        }
     }
 }
 
@@ -293,7 +303,9 @@ fn read_topic(
     for p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
-            .map_err(|e| anyhow::anyhow!("cannot read offsets of {topic}/{p}: {}", describe_error(&e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read offsets of {topic}/{p}: {}", describe_error(&e))
+            })?;
         if high > low {
             pending.insert(p, high);
             assignment
@@ -328,7 +340,10 @@ fn read_topic(
         };
         last_progress = Instant::now();
         let (partition, offset) = (message.partition(), message.offset());
-        if pending.get(&partition).is_some_and(|high| offset + 1 >= *high) {
+        if pending
+            .get(&partition)
+            .is_some_and(|high| offset + 1 >= *high)
+        {
             pending.remove(&partition);
         }
         let headers = message
@@ -675,7 +690,9 @@ async fn redrive(
         let key = dlq::redrive_marker_key(topic, r.partition, r.offset);
         producer
             .send(
-                FutureRecord::to(&markers).key(key.as_bytes()).payload(&marker),
+                FutureRecord::to(&markers)
+                    .key(key.as_bytes())
+                    .payload(&marker),
                 Duration::from_secs(30),
             )
             .await
@@ -714,8 +731,8 @@ async fn ensure_marker_topic(client: &ClientArgs, name: &str) -> anyhow::Result<
     let options = AdminOptions::new()
         .request_timeout(Some(REQUEST_TIMEOUT))
         .operation_timeout(Some(REQUEST_TIMEOUT));
-    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "compact");
+    let topic =
+        NewTopic::new(name, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
     let results = admin
         .create_topics([&topic], &options)
         .await
@@ -725,7 +742,10 @@ async fn ensure_marker_topic(client: &ClientArgs, name: &str) -> anyhow::Result<
             Ok(_) => eprintln!("created the redrive marker topic {name:?}"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                bail!("cannot create the redrive marker topic {topic:?}: {}", describe_code(code))
+                bail!(
+                    "cannot create the redrive marker topic {topic:?}: {}",
+                    describe_code(code)
+                )
             }
         }
     }
@@ -762,7 +782,11 @@ mod tests {
             ("7d", 604_800_000),
         ];
         for (input, ms) in cases {
-            assert_eq!(parse_duration(input), Ok(Duration::from_millis(ms)), "{input}");
+            assert_eq!(
+                parse_duration(input),
+                Ok(Duration::from_millis(ms)),
+                "{input}"
+            );
         }
         for bad in ["", "5", "h", "5w", "-5s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
