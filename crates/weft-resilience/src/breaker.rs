@@ -998,6 +998,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn state_changes_and_outcomes_are_exported_as_metrics() {
+        let recorder = crate::test_metrics::TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let (b, clock) = breaker();
+            let state = || recorder.get("weft_breaker_state{name=test}");
+            assert_eq!(state(), Some(0.0));
+            calls(&b, "SsFF");
+            assert_eq!(state(), Some(1.0));
+            b.try_acquire().expect_err("open");
+            clock.advance(Duration::from_secs(30));
+            assert_eq!(b.state(), BreakerState::HalfOpen);
+            assert_eq!(state(), Some(2.0));
+            calls(&b, "SS");
+            assert_eq!(state(), Some(0.0));
+            let calls_total = |outcome: &str| {
+                recorder.get(&format!(
+                    "weft_breaker_calls_total{{name=test,outcome={outcome}}}"
+                ))
+            };
+            assert_eq!(calls_total("success"), Some(3.0));
+            assert_eq!(calls_total("slow_success"), Some(1.0));
+            assert_eq!(calls_total("failure"), Some(2.0));
+            assert_eq!(calls_total("rejected"), Some(1.0));
+            assert_eq!(calls_total("slow_failure"), None);
+            let transitions = |from: &str, to: &str| {
+                recorder.get(&format!(
+                    "weft_breaker_transitions_total{{name=test,from={from},to={to}}}"
+                ))
+            };
+            assert_eq!(transitions("closed", "open"), Some(1.0));
+            assert_eq!(transitions("open", "half_open"), Some(1.0));
+            assert_eq!(transitions("half_open", "closed"), Some(1.0));
+        });
+    }
+
     #[derive(Debug, PartialEq)]
     enum DownstreamError {
         Unavailable,

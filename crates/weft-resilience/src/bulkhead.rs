@@ -485,6 +485,28 @@ mod tests {
     }
 
     #[test]
+    fn admissions_and_rejections_are_exported_as_metrics() {
+        let recorder = crate::test_metrics::TestRecorder::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let b = bulkhead(1, 0);
+                let held = b.acquire().await.expect("slot");
+                assert_eq!(recorder.get("weft_bulkhead_in_flight{name=db}"), Some(1.0));
+                b.acquire().await.expect_err("full");
+                drop(held);
+                assert_eq!(recorder.get("weft_bulkhead_in_flight{name=db}"), Some(0.0));
+            })
+        });
+        let total =
+            |o: &str| recorder.get(&format!("weft_bulkhead_calls_total{{name=db,outcome={o}}}"));
+        assert_eq!(total("admitted"), Some(1.0));
+        assert_eq!(total("rejected"), Some(1.0));
+    }
+
+    #[test]
     fn config_validation() {
         assert!(BulkheadConfig::new("x").validate().is_ok());
         let zero = BulkheadConfig {

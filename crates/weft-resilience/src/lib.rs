@@ -25,6 +25,9 @@ pub mod clock;
 pub mod dlq;
 pub mod retry;
 
+#[cfg(test)]
+mod test_metrics;
+
 pub use breaker::{
     Breaker, BreakerConfig, BreakerError, BreakerLayer, BreakerOpen, BreakerService, BreakerState,
     CallOutcome,
