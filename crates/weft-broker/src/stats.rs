@@ -145,3 +145,139 @@ impl PartitionStats {
         self.end.set(log.log_end_offset() as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::{
+        CounterFn, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    /// Values by `name{label=value,…}`; histograms count their observations.
+    type Values = Arc<Mutex<BTreeMap<String, f64>>>;
+
+    struct Cell(String, Values);
+
+    impl Cell {
+        fn update(&self, f: impl FnOnce(&mut f64)) {
+            let mut m = self.1.lock().expect("values");
+            f(m.entry(self.0.clone()).or_insert(0.0));
+        }
+    }
+    impl CounterFn for Cell {
+        fn increment(&self, v: u64) {
+            self.update(|x| *x += v as f64);
+        }
+        fn absolute(&self, v: u64) {
+            self.update(|x| *x = v as f64);
+        }
+    }
+    impl GaugeFn for Cell {
+        fn increment(&self, v: f64) {
+            self.update(|x| *x += v);
+        }
+        fn decrement(&self, v: f64) {
+            self.update(|x| *x -= v);
+        }
+        fn set(&self, v: f64) {
+            self.update(|x| *x = v);
+        }
+    }
+    impl HistogramFn for Cell {
+        fn record(&self, _: f64) {
+            self.update(|x| *x += 1.0);
+        }
+    }
+
+    struct Rec(Values);
+
+    impl Rec {
+        fn cell(&self, key: &Key) -> Arc<Cell> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            Arc::new(Cell(
+                format!("{}{{{}}}", key.name(), labels.join(",")),
+                Arc::clone(&self.0),
+            ))
+        }
+    }
+
+    impl Recorder for Rec {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.cell(key))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.cell(key))
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.cell(key))
+        }
+    }
+
+    #[test]
+    fn names_and_labels() {
+        let values: Values = Arc::default();
+        let rec = Rec(Arc::clone(&values));
+        // A produce still waiting when the values are read.
+        let waiting = metrics::with_local_recorder(&rec, || {
+            request(0, 9, "none");
+            request(0, 9, "none");
+            request(0, 1, "unsupported_version");
+            request(999, -3, "closed");
+            processing(api_name(1), Duration::from_millis(3));
+            queue(api_name(1), Duration::ZERO);
+            send(api_name(1), Duration::ZERO);
+            let s = PartitionStats::new("orders", 2);
+            s.bytes_in.increment(100);
+            s.records_in.increment(3);
+            s.bytes_out.increment(50);
+            s.records_out.increment(2);
+            let conn = Occupancy::connection();
+            let produce = Occupancy::produce_wait();
+            drop(Occupancy::fetch_wait());
+            drop(conn);
+            produce
+        });
+        let v = values.lock().expect("values").clone();
+        let want = [
+            (
+                "weft_broker_requests_total{api=Produce,version=9,error=none}",
+                2.0,
+            ),
+            (
+                "weft_broker_requests_total{api=Produce,version=1,error=unsupported_version}",
+                1.0,
+            ),
+            (
+                "weft_broker_requests_total{api=unknown,version=other,error=closed}",
+                1.0,
+            ),
+            ("weft_broker_request_processing_seconds{api=Fetch}", 1.0),
+            ("weft_broker_request_queue_seconds{api=Fetch}", 1.0),
+            ("weft_broker_response_send_seconds{api=Fetch}", 1.0),
+            ("weft_broker_bytes_in_total{topic=orders}", 100.0),
+            ("weft_broker_records_in_total{topic=orders}", 3.0),
+            ("weft_broker_bytes_out_total{topic=orders}", 50.0),
+            ("weft_broker_records_out_total{topic=orders}", 2.0),
+            ("weft_broker_connections_active{}", 0.0),
+            ("weft_broker_produce_purgatory_size{}", 1.0),
+            ("weft_broker_fetch_purgatory_size{}", 0.0),
+        ];
+        for (k, n) in want {
+            assert_eq!(v.get(k), Some(&n), "{k} in {v:#?}");
+        }
+        drop(waiting);
+        assert_eq!(
+            values.lock().expect("values")["weft_broker_produce_purgatory_size{}"],
+            0.0
+        );
+    }
+}
