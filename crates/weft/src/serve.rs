@@ -131,6 +131,11 @@ async fn run_components(
         (None, None) => None,
     };
     let router = http::router(state).merge(http::groups_router(lag.clone()));
+    // The transactional outbox relay (crates/weft-outbox): one task per [[outbox.sources]],
+    // publishing through the cluster in use; its status is GET /v1/outbox.
+    let outbox = weft_outbox::Outbox::new();
+    let outbox_bootstrap = lag_bootstrap.clone();
+    let router = router.merge(weft_outbox::router(outbox.clone()));
     sup.spawn("http", move |shutdown| {
         http::serve(http_listener, router, shutdown)
     });
@@ -145,6 +150,17 @@ async fn run_components(
             lag.run(config, async move { shutdown.requested().await })
                 .await
                 .context("consumer lag monitor stopped")
+        });
+    }
+
+    if !settings.outbox.sources.is_empty() {
+        let config = settings.outbox.clone();
+        sup.spawn("outbox", move |mut shutdown| async move {
+            weft_outbox::run(config, outbox_bootstrap, outbox, async move {
+                shutdown.requested().await
+            })
+            .await
+            .context("outbox relay stopped")
         });
     }
 

@@ -119,6 +119,9 @@ struct FileConfig {
     log: BTreeMap<String, toml::Value>,
     #[serde(default)]
     broker: BrokerDefaults,
+    /// `[[outbox.sources]]`: the outbox relay's sources (weft-outbox owns the keys).
+    #[serde(default)]
+    outbox: weft_outbox::OutboxConfig,
 }
 
 /// The `[broker]` table of `weft.toml`: Kafka broker-level settings.
@@ -174,6 +177,8 @@ pub(crate) struct Settings {
     pub(crate) log_defaults: BTreeMap<String, toml::Value>,
     /// The `[broker]` table of `weft.toml`.
     pub(crate) broker: BrokerDefaults,
+    /// The `[outbox]` table of `weft.toml`, already validated.
+    pub(crate) outbox: weft_outbox::OutboxConfig,
     /// Consumer-lag sampling interval and window (`weft-lag`), already validated.
     pub(crate) lag: weft_lag::Config,
     /// The config file that was read, if any.
@@ -243,6 +248,7 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
             log_defaults: f.log,
             broker: f.broker,
+            outbox: f.outbox,
             lag: weft_lag::Config {
                 interval: std::time::Duration::from_millis(
                     pick("lag_interval_ms", a.lag_interval_ms, env, f.lag_interval_ms)?
@@ -253,6 +259,10 @@ impl Settings {
             config_file: file.map(|(p, _)| p.to_path_buf()),
         };
         settings.lag.validate()?;
+        settings
+            .outbox
+            .validate()
+            .context("invalid [outbox] table")?;
         let b = &settings.broker;
         if b.offsets_retention_minutes == 0 {
             bail!("broker.offsets_retention_minutes must be at least 1");

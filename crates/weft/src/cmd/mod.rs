@@ -9,6 +9,7 @@
 pub(crate) mod bench;
 pub(crate) mod consume;
 pub(crate) mod group;
+pub(crate) mod outbox;
 pub(crate) mod produce;
 pub(crate) mod schema;
 pub(crate) mod topic;
