@@ -130,7 +130,29 @@ async fn run_components(
         (None, Some(addr)) => Some(settings.kafka_advertised_or(addr)),
         (None, None) => None,
     };
-    let router = http::router(state).merge(http::groups_router(lag.clone()));
+    // The real-time gateway (REST, SSE, WebSocket, webhooks; crates/weft-gateway): a Kafka
+    // client of the cluster in use that reaches the registry by its URL, mounted on the HTTP
+    // listener; its own limits come from WEFT_GATEWAY_* variables until they become flags.
+    let gateway = match &lag_bootstrap {
+        Some(bootstrap) => {
+            let mut config = weft_gateway::Config::new(bootstrap.clone()).with_env()?;
+            let registry_host = if registry_addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), registry_addr.port())
+            } else {
+                registry_addr
+            };
+            config.registry_url = Some(format!("http://{registry_host}"));
+            let gateway = weft_gateway::Gateway::open(config, registry.store().clone())
+                .await
+                .context("cannot start the gateway")?;
+            Some(gateway)
+        }
+        None => None,
+    };
+    let mut router = http::router(state).merge(http::groups_router(lag.clone()));
+    if let Some(gateway) = &gateway {
+        router = router.merge(gateway.router());
+    }
     // The transactional outbox relay (crates/weft-outbox): one task per [[outbox.sources]],
     // publishing through the cluster in use; its status is GET /v1/outbox.
     let outbox = weft_outbox::Outbox::new();
@@ -139,6 +161,14 @@ async fn run_components(
     sup.spawn("http", move |shutdown| {
         http::serve(http_listener, router, shutdown)
     });
+    if let Some(gateway) = gateway {
+        sup.spawn("gateway", move |mut shutdown| async move {
+            gateway
+                .run(async move { shutdown.requested().await })
+                .await
+                .context("gateway stopped")
+        });
+    }
     if let Some((listener, _, config)) = kafka {
         sup.spawn("kafka", move |shutdown| {
             run_kafka(config, kafka_log, listener, shutdown)
