@@ -1,0 +1,345 @@
+//! The gateway's only way to streams: librdkafka clients (rdkafka). Blocking calls run on
+//! `spawn_blocking`; readers are pooled so the number of Kafka clients is bounded whatever
+//! the number of HTTP connections.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Semaphore;
+
+use crate::problem::ApiError;
+
+/// Metadata and watermark calls time out after this.
+pub(crate) const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One record as read from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl Record {
+    pub(crate) fn from_message<M: Message>(m: &M) -> Record {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(Bytes::copy_from_slice),
+            value: m.payload().map(Bytes::copy_from_slice),
+            headers,
+        }
+    }
+}
+
+/// Partition metadata of one topic.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+}
+
+/// Shared Kafka clients.
+pub(crate) struct Kafka {
+    bootstrap: String,
+    pub(crate) producer: FutureProducer,
+    /// A group-less consumer for metadata, watermarks and offsets-for-times.
+    meta: Arc<BaseConsumer>,
+    readers: Arc<Mutex<Vec<BaseConsumer>>>,
+    reader_permits: Arc<Semaphore>,
+}
+
+pub(crate) fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("client.id", "weft-gateway")
+        .set("log_level", "3");
+    c
+}
+
+fn reader_config(bootstrap: &str) -> ClientConfig {
+    let mut c = base_config(bootstrap);
+    c.set("group.id", "weft-gateway-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", "4096");
+    c
+}
+
+impl Kafka {
+    pub(crate) fn new(bootstrap: &str, readers: usize) -> Result<Kafka, ApiError> {
+        let producer: FutureProducer = base_config(bootstrap)
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| ApiError::Kafka(format!("cannot create producer: {e}")))?;
+        let meta: BaseConsumer = reader_config(bootstrap)
+            .create()
+            .map_err(|e| ApiError::Kafka(format!("cannot create metadata client: {e}")))?;
+        Ok(Kafka {
+            bootstrap: bootstrap.to_owned(),
+            producer,
+            meta: Arc::new(meta),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            reader_permits: Arc::new(Semaphore::new(readers.max(1))),
+        })
+    }
+
+    pub(crate) fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Partitions of `topic`, or `TopicNotFound`.
+    pub(crate) async fn partitions(&self, topic: &str) -> Result<Vec<PartitionInfo>, ApiError> {
+        let meta = Arc::clone(&self.meta);
+        let topic = topic.to_owned();
+        blocking(move || {
+            let md = meta
+                .fetch_metadata(Some(&topic), META_TIMEOUT)
+                .map_err(|e| ApiError::Kafka(format!("metadata of {topic:?}: {e}")))?;
+            let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+                return Err(ApiError::TopicNotFound(topic));
+            };
+            if t.error().is_some() || t.partitions().is_empty() {
+                return Err(ApiError::TopicNotFound(topic));
+            }
+            let mut ps: Vec<PartitionInfo> = t
+                .partitions()
+                .iter()
+                .map(|p| PartitionInfo {
+                    partition: p.id(),
+                    leader: p.leader(),
+                    replicas: p.replicas().to_vec(),
+                })
+                .collect();
+            ps.sort_by_key(|p| p.partition);
+            Ok(ps)
+        })
+        .await
+    }
+
+    /// Names of all topics (internal ones included when `internal`).
+    pub(crate) async fn topics(&self, internal: bool) -> Result<Vec<(String, usize)>, ApiError> {
+        let meta = Arc::clone(&self.meta);
+        blocking(move || {
+            let md = meta
+                .fetch_metadata(None, META_TIMEOUT)
+                .map_err(|e| ApiError::Kafka(format!("metadata: {e}")))?;
+            let mut names: Vec<(String, usize)> = md
+                .topics()
+                .iter()
+                .filter(|t| internal || !t.name().starts_with("__"))
+                .map(|t| (t.name().to_owned(), t.partitions().len()))
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    /// (low, high) watermarks of one partition.
+    pub(crate) async fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i64, i64), ApiError> {
+        let meta = Arc::clone(&self.meta);
+        let topic = topic.to_owned();
+        blocking(move || {
+            meta.fetch_watermarks(&topic, partition, META_TIMEOUT)
+                .map_err(|e| ApiError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))
+        })
+        .await
+    }
+
+    /// The first offset of each partition with a timestamp ≥ `ms` (the high watermark when
+    /// there is none).
+    pub(crate) async fn offsets_for_time(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        ms: i64,
+    ) -> Result<Vec<(i32, i64)>, ApiError> {
+        let meta = Arc::clone(&self.meta);
+        let topic = topic.to_owned();
+        let partitions = partitions.to_vec();
+        blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition_offset(&topic, *p, Offset::Offset(ms))
+                    .map_err(|e| ApiError::Kafka(e.to_string()))?;
+            }
+            let found = meta
+                .offsets_for_times(tpl, META_TIMEOUT)
+                .map_err(|e| ApiError::Kafka(format!("offsets for time: {e}")))?;
+            let mut out = Vec::new();
+            for e in found.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => {
+                        meta.fetch_watermarks(&topic, e.partition(), META_TIMEOUT)
+                            .map_err(|e| ApiError::Kafka(e.to_string()))?
+                            .1
+                    }
+                };
+                out.push((e.partition(), offset));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Reads records of one partition from `from` (inclusive) until `until` (exclusive, or
+    /// the end of the partition when `None`), at most `max`, waiting at most `wait` for the
+    /// first record. Uses a pooled reader: at most `readers` reads run at once.
+    pub(crate) async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: Option<i64>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Read, ApiError> {
+        let _permit = self
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unavailable("gateway is shutting down".into()))?;
+        let pool = Arc::clone(&self.readers);
+        let bootstrap = self.bootstrap.clone();
+        let topic = topic.to_owned();
+        blocking(move || {
+            let reader = match pool.lock().map(|mut p| p.pop()) {
+                Ok(Some(r)) => r,
+                _ => reader_config(&bootstrap)
+                    .create::<BaseConsumer>()
+                    .map_err(|e| ApiError::Kafka(format!("cannot create reader: {e}")))?,
+            };
+            let result = read_blocking(&reader, &topic, partition, from, until, max, wait);
+            // A reader is only reused after a clean read (no odd state left behind).
+            if result.is_ok() {
+                let _ = reader.unassign();
+                if let Ok(mut p) = pool.lock() {
+                    p.push(reader);
+                }
+            }
+            result
+        })
+        .await
+    }
+}
+
+fn read_blocking(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    until: Option<i64>,
+    max: usize,
+    wait: Duration,
+) -> Result<Read, ApiError> {
+    let mut out = Vec::new();
+    if max == 0 || until.is_some_and(|u| u <= from) {
+        return Ok(Read {
+            records: out,
+            next: from,
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .map_err(|e| ApiError::Kafka(e.to_string()))?;
+    reader
+        .assign(&tpl)
+        .map_err(|e| ApiError::Kafka(format!("assign {topic}/{partition}: {e}")))?;
+    let deadline = Instant::now() + wait;
+    let mut next = from;
+    loop {
+        let now = Instant::now();
+        // Once something was read, only what is already buffered is taken.
+        let left = if out.is_empty() {
+            deadline.saturating_duration_since(now)
+        } else {
+            Duration::from_millis(0)
+        };
+        let polled = reader.poll(left.max(Duration::from_millis(if out.is_empty() { 1 } else { 0 })));
+        match polled {
+            None => {
+                if !out.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            Some(Ok(m)) => {
+                if m.topic() != topic || m.partition() != partition || m.offset() < next {
+                    continue;
+                }
+                if until.is_some_and(|u| m.offset() >= u) {
+                    break;
+                }
+                next = m.offset() + 1;
+                out.push(Record::from_message(&m));
+                if out.len() >= max || until.is_some_and(|u| next >= u) {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
+                if let Some(u) = until {
+                    // At the end of the partition, so past everything below `until`
+                    // (control records and compacted offsets leave holes).
+                    next = next.max(u);
+                    break;
+                }
+                if !out.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => {
+                return Err(ApiError::Kafka(format!(
+                    "read {topic}/{partition} at {next}: {e}"
+                )));
+            }
+        }
+    }
+    Ok(Read { records: out, next })
+}
+
+/// What one [`Kafka::read`] returned: the records and the offset to read from next.
+pub(crate) struct Read {
+    pub(crate) records: Vec<Record>,
+    pub(crate) next: i64,
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+}

@@ -1,0 +1,363 @@
+//! The SSE (`GET /v1/topics/{topic}/events`) and WebSocket (`GET /v1/topics/{topic}/ws`)
+//! edges of the connection engine in `hub`.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::stream::{self, Stream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Gateway;
+use crate::hub::{self, Close, Cmd, Conn, EngineCtx, Out};
+use crate::position::{self, Filter, Format, Positions, Start};
+use crate::problem::{ApiError, Principal, principal_of, problem};
+
+pub(crate) fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/topics/{topic}/events", get(sse))
+        .route("/topics/{topic}/ws", get(ws))
+}
+
+/// Query parameters of both live endpoints.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// `latest` (default), `earliest`, `time:<ms>` or explicit `P:O,P:O` next offsets.
+    pub start: Option<String>,
+    /// Comma-separated partitions to follow (default: all).
+    pub partitions: Option<String>,
+    /// Only records with exactly this key (UTF-8).
+    pub key: Option<String>,
+    /// Only records carrying these headers: `name:value,name2:value2`.
+    pub header: Option<String>,
+    /// `auto` (JSON as JSON, text as string, other bytes as `{"base64"}`) or `base64`.
+    pub format: Option<String>,
+    /// Resume after this event id (WebSocket; SSE uses `Last-Event-ID`).
+    pub resume: Option<String>,
+}
+
+struct Opened {
+    conn: Conn,
+    format: Format,
+    topic: String,
+}
+
+/// Checks limits, resolves the start (a resume id wins) and starts the engine.
+async fn open(
+    gw: &Gateway,
+    topic: &str,
+    q: &StreamQuery,
+    principal: &Principal,
+    resume: Option<&str>,
+) -> Result<Opened, Response> {
+    let inner = &gw.0;
+    if *inner.shutdown_tx.borrow() {
+        return Err(unavailable("the gateway is shutting down", inner.config.stream.retry_ms));
+    }
+    let permit = inner
+        .limits
+        .acquire(principal)
+        .map_err(|why| unavailable(why, inner.config.stream.retry_ms))?;
+    let bad = |e: String| ApiError::BadRequest(e).into_response();
+    let filter = Filter::parse(q.partitions.as_deref(), q.key.as_deref(), q.header.as_deref())
+        .map_err(bad)?;
+    let format = Format::parse(q.format.as_deref()).map_err(bad)?;
+    let start = match resume {
+        Some(id) => Start::Positions(
+            position::decode(id).map_err(|e| bad(format!("resume id {id:?}: {e}")))?,
+        ),
+        None => position::parse_start(q.start.as_deref().unwrap_or("latest")).map_err(bad)?,
+    };
+    let all: Vec<i32> = inner
+        .kafka
+        .partitions(topic)
+        .await
+        .map_err(IntoResponse::into_response)?
+        .iter()
+        .map(|p| p.partition)
+        .collect();
+    let followed: Vec<i32> = match &filter.partitions {
+        None => all.clone(),
+        Some(wanted) => {
+            let known: BTreeSet<i32> = all.iter().copied().collect();
+            if let Some(p) = wanted.iter().find(|p| !known.contains(p)) {
+                return Err(bad(format!("topic {topic:?} has no partition {p}")));
+            }
+            wanted.iter().copied().collect()
+        }
+    };
+    // Subscribe first, then read the positions: see the `hub` module docs.
+    let live = inner
+        .hubs
+        .subscribe(topic, &all)
+        .map_err(IntoResponse::into_response)?;
+    let positions = resolve(gw, topic, &followed, start)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let ctx = EngineCtx {
+        kafka: inner.kafka.clone(),
+        limits: inner.config.stream.clone(),
+        shutdown: inner.shutdown_tx.subscribe(),
+    };
+    let conn = hub::open(ctx, topic.to_owned(), live, positions, filter, permit);
+    Ok(Opened {
+        conn,
+        format,
+        topic: topic.to_owned(),
+    })
+}
+
+fn unavailable(why: &str, retry_ms: u64) -> Response {
+    let mut r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        why.to_owned(),
+    );
+    let secs = retry_ms.div_ceil(1000).max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The next offset per followed partition for `start`.
+async fn resolve(
+    gw: &Gateway,
+    topic: &str,
+    partitions: &[i32],
+    start: Start,
+) -> Result<Positions, ApiError> {
+    let kafka = &gw.0.kafka;
+    let mut out = Positions::new();
+    match start {
+        Start::Time(ms) => {
+            for (p, o) in kafka.offsets_for_time(topic, partitions, ms).await? {
+                out.insert(p, o);
+            }
+        }
+        Start::Latest | Start::Earliest | Start::Positions(_) => {
+            for &p in partitions {
+                let (low, high) = kafka.watermarks(topic, p).await?;
+                let o = match &start {
+                    Start::Latest => high,
+                    Start::Earliest => low,
+                    Start::Positions(given) => match given.get(&p) {
+                        // A position below `low` is kept: the engine reports the gap.
+                        Some(&o) if o > high => {
+                            return Err(ApiError::BadRequest(format!(
+                                "position {p}:{o} is beyond the end of the partition ({high})"
+                            )));
+                        }
+                        Some(&o) => o,
+                        None => low,
+                    },
+                    Start::Time(_) => high,
+                };
+                out.insert(p, o);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn event_data(topic: &str, out: &Out, format: Format) -> Option<(String, &'static str, String)> {
+    match out {
+        Out::Event { record, id } => Some((
+            id.clone(),
+            "message",
+            position::record_json(topic, record, format).to_string(),
+        )),
+        Out::Gap {
+            partition,
+            from,
+            to,
+            id,
+        } => Some((
+            id.clone(),
+            "gap",
+            json!({"topic": topic, "partition": partition, "from": from, "to": to,
+                   "missed": to - from, "reason": "deleted_by_retention"})
+            .to_string(),
+        )),
+        Out::Heartbeat => None,
+    }
+}
+
+async fn sse(
+    State(gw): State<Gateway>,
+    Path(topic): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let principal = principal_of(&headers);
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    let opened = match open(&gw, &topic, &q, &principal, last_id.as_deref()).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let retry = gw.0.config.stream.retry_ms;
+    let first = stream::once(async move {
+        Ok::<_, Infallible>(Event::default().retry(Duration::from_millis(retry)).comment("ok"))
+    });
+    let body = stream::unfold(Some(opened), |state| async move {
+        let mut o = state?;
+        match o.conn.rx.recv().await {
+            Some(Out::Heartbeat) => Some((Ok(Event::default().comment("heartbeat")), Some(o))),
+            Some(out) => {
+                let (id, name, data) = event_data(&o.topic, &out, o.format)?;
+                let ev = Event::default().id(id).event(name).data(data);
+                Some((Ok(ev), Some(o)))
+            }
+            None => {
+                let Close { reason, retry_ms } = o.conn.close_reason();
+                let mut ev = Event::default()
+                    .event("close")
+                    .data(json!({"reason": reason, "retry_ms": retry_ms}).to_string());
+                if let Some(ms) = retry_ms {
+                    ev = ev.retry(Duration::from_millis(ms));
+                }
+                Some((Ok(ev), None))
+            }
+        }
+    });
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(first.chain(body));
+    let mut r = Sse::new(stream).into_response();
+    r.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+async fn ws(
+    State(gw): State<Gateway>,
+    Path(topic): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let principal = principal_of(&headers);
+    let opened = open(&gw, &topic, &q, &principal, q.resume.as_deref()).await;
+    match opened {
+        Ok(o) => {
+            let heartbeat = gw.0.config.stream.heartbeat;
+            upgrade.on_upgrade(move |socket| run_ws(socket, o, heartbeat))
+        }
+        // A full gateway answers on the WebSocket itself (close 1013, "try again later")
+        // so browser clients see the reason; other refusals are plain HTTP problems.
+        Err(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            upgrade.on_upgrade(|mut socket| async move {
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1013,
+                        reason: "too_many_connections".into(),
+                    })))
+                    .await;
+            })
+        }
+        Err(r) => r,
+    }
+}
+
+async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
+    let (mut sink, mut incoming) = socket.split();
+    let cmds = o.conn.cmds.clone();
+    // Client messages: resume, ack, pongs. Anything else is ignored.
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = incoming.next().await {
+            let cmd = match msg {
+                Message::Text(t) => match serde_json::from_str::<serde_json::Value>(&t) {
+                    Ok(v) if v["type"] == "resume" => match v["id"]
+                        .as_str()
+                        .map(position::decode)
+                    {
+                        Some(Ok(p)) => Cmd::Resume(p),
+                        _ => Cmd::Activity,
+                    },
+                    _ => Cmd::Activity,
+                },
+                Message::Close(_) => break,
+                _ => Cmd::Activity,
+            };
+            if cmds.send(cmd).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut ping = tokio::time::interval(heartbeat);
+    ping.tick().await;
+    let close = loop {
+        tokio::select! {
+            out = o.conn.rx.recv() => match out {
+                Some(Out::Heartbeat) => {}
+                Some(out) => {
+                    let Some((id, name, data)) = event_data(&o.topic, &out, o.format) else {
+                        continue;
+                    };
+                    let kind = if name == "message" { "event" } else { name };
+                    let text = format!(r#"{{"type":"{kind}","id":"{id}","data":{data}}}"#);
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                None => break Some(o.conn.close_reason()),
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(bytes::Bytes::from_static(b"hb"))).await.is_err() {
+                    break None;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    };
+    if let Some(Close { reason, retry_ms }) = close {
+        let text = json!({"type": "close", "reason": reason, "retry_ms": retry_ms}).to_string();
+        let _ = sink.send(Message::Text(text.into())).await;
+        let code = match reason {
+            "shutdown" | "max_lifetime" => 1001,
+            "slow_consumer" => 1008,
+            "kafka_error" | "reader_stopped" => 1011,
+            _ => 1000,
+        };
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+    reader.abort();
+}
+
+/// Server-Sent Events of a topic. Each `message` event's id is the position set after it;
+/// reconnecting with `Last-Event-ID` resumes exactly there. Other events: `gap` (records
+/// deleted by retention were skipped), `close` (reason, and a `retry` hint on drain).
+#[utoipa::path(get, path = "/v1/topics/{topic}/events",
+    params(("topic" = String, Path), StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, description = "an event stream", content_type = "text/event-stream", body = String),
+        (status = 400, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem),
+        (status = 503, body = crate::problem::Problem)))]
+#[allow(dead_code)] // documentation only: the route is `sse`
+pub(crate) async fn sse_doc() {}
+
+/// WebSocket of a topic: server messages `{"type":"event"|"gap"|"close","id",…}`; the client
+/// may send `{"type":"resume","id":…}` at any time and `{"type":"ack","id":…}`.
+#[utoipa::path(get, path = "/v1/topics/{topic}/ws", params(("topic" = String, Path), StreamQuery),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = 400, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
+#[allow(dead_code)] // documentation only: the route is `ws`
+pub(crate) async fn ws_doc() {}

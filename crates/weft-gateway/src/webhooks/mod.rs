@@ -1,0 +1,508 @@
+//! Webhooks: push delivery of a topic's records to HTTP targets.
+//!
+//! Each enabled subscription has one worker task. It reads its topic through the pooled
+//! Kafka readers from its stored position, delivers each matching record as a signed POST
+//! (Standard Webhooks), and stores the new position once every record read is settled
+//! (delivered, or sent to the DLQ after the last attempt): at-least-once across restarts.
+//! With ordering `key`, records of one key go one at a time in offset order while other
+//! keys proceed; with `none`, all go concurrently. Every target has its own circuit breaker
+//! (open after consecutive failures, half-open after a cool-down) and bulkhead (a bound on
+//! requests in flight), so a slow or dead target only ever delays its own worker. A target
+//! that has failed without a single success for `disable_after` is disabled.
+
+pub mod api;
+pub mod sign;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{info, warn};
+use weft_store::Store;
+
+use crate::Gateway;
+use crate::kafka::{Kafka, Record};
+use crate::position::{Filter, Format, Positions, record_json};
+
+pub use store::{Attempt, Spec};
+
+/// The topic failed deliveries go to, with `weft.dlq.*` headers.
+pub const DLQ_TOPIC: &str = "weft.webhooks.dlq";
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// A delivery succeeds on a 2xx within this.
+    pub timeout: Duration,
+    /// Attempts per record before the DLQ.
+    pub max_attempts: u32,
+    /// First retry delay; doubled each attempt (capped at `backoff_max`), ±20 % jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Consecutive failures that open a target's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit waits before one trial request.
+    pub breaker_cooldown: Duration,
+    /// Requests in flight per target.
+    pub bulkhead: usize,
+    /// A target failing without success for this long is disabled.
+    pub disable_after: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout: Duration::from_secs(10),
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            bulkhead: 16,
+            disable_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The webhook subsystem.
+pub(crate) struct Webhooks {
+    pub(crate) store: Store,
+    config: WebhookConfig,
+    kafka: Arc<Kafka>,
+    client: HttpClient,
+    /// Running workers: id → stop switch.
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Subscriptions created after start: the manager starts their workers.
+    new_tx: mpsc::UnboundedSender<String>,
+    new_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Deliveries that got a 2xx (for figures).
+    pub(crate) delivered: AtomicU64,
+}
+
+impl Webhooks {
+    pub(crate) async fn open(
+        store: Store,
+        config: WebhookConfig,
+        kafka: Arc<Kafka>,
+    ) -> crate::Result<Webhooks> {
+        store.migrate("gateway-webhooks", store::MIGRATIONS).await?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout));
+        let (new_tx, new_rx) = mpsc::unbounded_channel();
+        Ok(Webhooks {
+            store,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            config,
+            kafka,
+            running: Mutex::new(HashMap::new()),
+            new_tx,
+            new_rx: Mutex::new(Some(new_rx)),
+            delivered: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts the manager (which starts a worker per enabled subscription).
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(mut new_rx) = self.new_rx.lock().ok().and_then(|mut r| r.take()) else {
+            return Vec::new();
+        };
+        let me = Arc::clone(self);
+        let mut stop = shutdown.clone();
+        vec![tokio::spawn(async move {
+            match store::all(&me.store).await {
+                Ok(rows) => {
+                    for row in rows.into_iter().filter(|r| r.enabled) {
+                        me.spawn_worker(row.id, shutdown.clone());
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot load webhook subscriptions"),
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    id = new_rx.recv() => match id {
+                        Some(id) => me.spawn_worker(id, shutdown.clone()),
+                        None => break,
+                    },
+                }
+            }
+            let stops: Vec<_> = me
+                .running
+                .lock()
+                .map(|mut r| r.drain().map(|(_, s)| s).collect())
+                .unwrap_or_default();
+            for s in stops {
+                let _ = s.send(true);
+            }
+        })]
+    }
+
+    /// Starts (or restarts) the worker of `id`.
+    pub(crate) fn notify(&self, id: &str) {
+        let _ = self.new_tx.send(id.to_owned());
+    }
+
+    /// Stops the worker of `id` if it runs.
+    pub(crate) fn stop(&self, id: &str) {
+        if let Some(s) = self.running.lock().ok().and_then(|mut r| r.remove(id)) {
+            let _ = s.send(true);
+        }
+    }
+
+    fn spawn_worker(self: &Arc<Self>, id: String, mut shutdown: watch::Receiver<bool>) {
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        if let Ok(mut r) = self.running.lock()
+            && let Some(old) = r.insert(id.clone(), stop_tx)
+        {
+            let _ = old.send(true);
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let work = me.worker(&id);
+            tokio::select! {
+                r = work => if let Err(e) = r {
+                    warn!(webhook = id, error = %e, "webhook worker stopped");
+                },
+                _ = stop_rx.changed() => {},
+                _ = shutdown.changed() => {},
+            }
+        });
+    }
+
+    async fn worker(self: &Arc<Self>, id: &str) -> Result<(), String> {
+        let Some(row) = store::get(&self.store, id).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        if !row.enabled {
+            return Ok(());
+        }
+        info!(webhook = id, topic = row.spec.topic, url = row.spec.url, "webhook worker started");
+        let filter = Filter::parse(None, row.spec.filter_key.as_deref(), row.spec.filter_headers.as_deref())?;
+        let target = Arc::new(Target {
+            id: id.to_owned(),
+            spec: row.spec.clone(),
+            secrets: Mutex::new(row.secrets.clone()),
+            bulkhead: Semaphore::new(self.config.bulkhead.max(1)),
+            breaker: Mutex::new(Breaker::default()),
+            rate: Mutex::new(Instant::now()),
+        });
+        let mut position = row.position.clone();
+        let topic = row.spec.topic.clone();
+        loop {
+            // Secrets may have been rotated through the API.
+            if let Ok(Some(fresh)) = store::get(&self.store, id).await {
+                if !fresh.enabled {
+                    return Ok(());
+                }
+                if let Ok(mut s) = target.secrets.lock() {
+                    *s = fresh.secrets;
+                }
+            }
+            let mut batch: Vec<Record> = Vec::new();
+            let partitions: Vec<i32> = position.keys().copied().collect();
+            for p in partitions {
+                let next = position.get(&p).copied().unwrap_or(0);
+                let (low, high) = self.kafka.watermarks(&topic, p).await.map_err(|e| e.to_string())?;
+                let from = next.max(low);
+                if from >= high {
+                    position.insert(p, from);
+                    continue;
+                }
+                let read = self
+                    .kafka
+                    .read(&topic, p, from, Some(high), 200, Duration::from_secs(5))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                position.insert(p, read.next.max(from));
+                batch.extend(read.records);
+            }
+            if batch.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let wanted: Vec<Record> = batch.into_iter().filter(|r| filter.matches(r)).collect();
+            if !self.deliver_batch(&target, wanted).await {
+                return Ok(()); // disabled
+            }
+            store::set_position(&self.store, id, &position)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+
+    /// Delivers a batch; false when the target got disabled meanwhile.
+    async fn deliver_batch(self: &Arc<Self>, target: &Arc<Target>, records: Vec<Record>) -> bool {
+        // Groups that must go in order: per key, or every record alone.
+        let mut groups: BTreeMap<Vec<u8>, Vec<Record>> = BTreeMap::new();
+        let mut singles = Vec::new();
+        for r in records {
+            if target.spec.ordering == "key" {
+                groups
+                    .entry(r.key.as_deref().map(<[u8]>::to_vec).unwrap_or_default())
+                    .or_default()
+                    .push(r);
+            } else {
+                singles.push(vec![r]);
+            }
+        }
+        let lanes: Vec<Vec<Record>> = groups.into_values().chain(singles).collect();
+        let mut tasks = Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            let me = Arc::clone(self);
+            let target = Arc::clone(target);
+            tasks.push(tokio::spawn(async move {
+                for r in lane {
+                    if !me.deliver_one(&target, &r).await {
+                        return false;
+                    }
+                }
+                true
+            }));
+        }
+        let mut ok = true;
+        for t in tasks {
+            ok &= t.await.unwrap_or(false);
+        }
+        ok
+    }
+
+    /// Delivers one record with retries; false when the target got disabled.
+    async fn deliver_one(&self, target: &Target, r: &Record) -> bool {
+        let topic = &target.spec.topic;
+        let message_id = format!("{topic}-{}-{}", r.partition, r.offset);
+        let body = serde_json::json!({
+            "type": "record",
+            "record": record_json(topic, r, Format::Auto),
+        })
+        .to_string();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            target.wait_breaker().await;
+            target.wait_rate().await;
+            let outcome = self.send(target, &message_id, &body).await;
+            let now = weft_store::now_ms();
+            let (success, status, detail, latency) = outcome;
+            let last = !success && attempt >= self.config.max_attempts;
+            let row = Attempt {
+                message_id: message_id.clone(),
+                attempt: i64::from(attempt),
+                at_ms: now,
+                status: i64::from(status),
+                latency_ms: latency,
+                outcome: if success { "success" } else if last { "dlq" } else { "failure" }.into(),
+                detail,
+            };
+            if let Err(e) = store::record_attempt(&self.store, &target.id, &row).await {
+                warn!(webhook = target.id, error = %e, "cannot record a delivery attempt");
+            }
+            if success {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                target.on_result(true, &self.config);
+                return true;
+            }
+            let failing_since = target.on_result(false, &self.config);
+            if failing_since.elapsed() >= self.config.disable_after {
+                let reason = format!(
+                    "failing without success for {:?}; last: {}",
+                    self.config.disable_after, row.detail
+                );
+                warn!(webhook = target.id, reason, "webhook disabled");
+                let _ = store::set_enabled(&self.store, &target.id, false, Some(&reason)).await;
+                let _ = store::record_attempt(
+                    &self.store,
+                    &target.id,
+                    &Attempt {
+                        outcome: "disabled".into(),
+                        detail: reason,
+                        ..row
+                    },
+                )
+                .await;
+                return false;
+            }
+            if last {
+                self.to_dlq(target, r, attempt, &row.detail).await;
+                return true;
+            }
+            tokio::time::sleep(backoff(&self.config, attempt)).await;
+        }
+    }
+
+    /// One POST: (2xx?, status, detail, latency ms).
+    async fn send(&self, target: &Target, message_id: &str, body: &str) -> (bool, u16, String, i64) {
+        let _permit = target.bulkhead.acquire().await;
+        let timestamp = weft_store::now_ms() / 1000;
+        let secrets = target.secrets.lock().map(|s| s.clone()).unwrap_or_default();
+        let signature = sign::signature(&secrets, message_id, timestamp, body.as_bytes());
+        let mut req = hyper::Request::post(&target.spec.url)
+            .header("content-type", "application/json")
+            .header("user-agent", "weft-gateway")
+            .header("webhook-id", message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature);
+        for (k, v) in &target.spec.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = match req.body(Full::new(Bytes::from(body.to_owned()))) {
+            Ok(r) => r,
+            Err(e) => return (false, 0, format!("bad request: {e}"), 0),
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.config.timeout, async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, String>((status, body))
+        })
+        .await;
+        let latency = started.elapsed().as_millis() as i64;
+        match result {
+            Err(_) => (false, 0, format!("timed out after {:?}", self.config.timeout), latency),
+            Ok(Err(e)) => (false, 0, format!("request failed: {e}"), latency),
+            Ok(Ok((status, body))) => {
+                let snippet: String = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+                // Redirects are failures: a webhook URL must answer itself.
+                ((200..300).contains(&status), status, snippet, latency)
+            }
+        }
+    }
+
+    /// The record with its original key, value and headers plus `weft.dlq.*` headers.
+    async fn to_dlq(&self, target: &Target, r: &Record, attempts: u32, reason: &str) {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header { key: k, value: v.as_deref() });
+        }
+        let meta = [
+            ("weft.dlq.source", "webhook".to_owned()),
+            ("weft.dlq.webhook_id", target.id.clone()),
+            ("weft.dlq.original.topic", target.spec.topic.clone()),
+            ("weft.dlq.original.partition", r.partition.to_string()),
+            ("weft.dlq.original.offset", r.offset.to_string()),
+            ("weft.dlq.attempts", attempts.to_string()),
+            ("weft.dlq.reason", reason.chars().take(512).collect()),
+            ("weft.dlq.failed_at_ms", weft_store::now_ms().to_string()),
+        ];
+        for (k, v) in &meta {
+            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(DLQ_TOPIC).headers(headers);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_ref());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_ref());
+        }
+        if let Err((e, _)) = self.kafka.producer.send(rec, Duration::from_secs(10)).await {
+            warn!(webhook = target.id, error = %e, "cannot write to the webhook DLQ");
+        }
+    }
+}
+
+/// Exponential backoff with ±20 % jitter.
+fn backoff(config: &WebhookConfig, attempt: u32) -> Duration {
+    let base = config.backoff_base.as_millis() as u64;
+    let exp = base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(config.backoff_max.as_millis() as u64);
+    let mut b = [0u8; 2];
+    sign::fill_random(&mut b);
+    let r = u64::from(u16::from_le_bytes(b)) % 401; // 0..=400 → −20 %..+20 %
+    Duration::from_millis(capped * (800 + r) / 1000)
+}
+
+struct Target {
+    id: String,
+    spec: Spec,
+    secrets: Mutex<Vec<String>>,
+    bulkhead: Semaphore,
+    breaker: Mutex<Breaker>,
+    /// Earliest time of the next request under the rate limit.
+    rate: Mutex<Instant>,
+}
+
+#[derive(Default)]
+struct Breaker {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+    /// First failure since the last success.
+    failing_since: Option<Instant>,
+}
+
+impl Target {
+    async fn wait_breaker(&self) {
+        let until = self.breaker.lock().ok().and_then(|b| b.open_until);
+        if let Some(u) = until {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(u)).await;
+        }
+    }
+
+    async fn wait_rate(&self) {
+        let Some(per_sec) = self.spec.rate_limit.filter(|r| *r > 0) else {
+            return;
+        };
+        let slot = {
+            let Ok(mut next) = self.rate.lock() else { return };
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + Duration::from_secs(1) / per_sec;
+            slot
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
+    }
+
+    /// Updates the breaker; returns since when the target has been failing (now on success).
+    fn on_result(&self, success: bool, config: &WebhookConfig) -> Instant {
+        let now = Instant::now();
+        let Ok(mut b) = self.breaker.lock() else { return now };
+        if success {
+            *b = Breaker::default();
+            return now;
+        }
+        b.consecutive_failures += 1;
+        let since = *b.failing_since.get_or_insert(now);
+        if b.consecutive_failures >= config.breaker_failures {
+            b.open_until = Some(now + config.breaker_cooldown);
+        }
+        since
+    }
+}
+
+pub(crate) fn routes() -> Router<Gateway> {
+    api::routes()
+}
+
+/// The position a new subscription starts from.
+pub(crate) async fn start_position(
+    kafka: &Kafka,
+    topic: &str,
+    earliest: bool,
+) -> Result<Positions, crate::ApiError> {
+    let mut p = Positions::new();
+    for info in kafka.partitions(topic).await? {
+        let (low, high) = kafka.watermarks(topic, info.partition).await?;
+        p.insert(info.partition, if earliest { low } else { high });
+    }
+    Ok(p)
+}
