@@ -15,6 +15,7 @@
 //!   Kafka cluster. Sampling runs on its own schedule, whoever reads the results.
 
 pub mod eval;
+mod metrics;
 mod offsets;
 pub mod sampler;
 #[cfg(test)]

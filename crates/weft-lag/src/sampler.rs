@@ -98,8 +98,12 @@ impl Lag {
 
     /// Folds in a round (the sampler calls this; tests may too).
     pub fn observe(&self, round: Round) {
-        let mut guard = self.monitor.write().unwrap_or_else(PoisonError::into_inner);
-        guard.observe(round);
+        let groups = {
+            let mut guard = self.monitor.write().unwrap_or_else(PoisonError::into_inner);
+            guard.observe(round);
+            guard.groups()
+        };
+        crate::metrics::record_groups(&groups);
     }
 
     /// Samples every `config.lag.interval` until `shutdown` resolves. A failed round is
@@ -124,7 +128,9 @@ impl Lag {
                 return Err(Error::Task("sampler lost".into()));
             };
             let task = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
                 let result = s.round();
+                crate::metrics::record_round(result.is_ok(), started.elapsed().as_secs_f64());
                 (s, result)
             });
             // On shutdown the round in flight finishes on its thread (each request is

@@ -100,6 +100,8 @@ pub fn router(registry: Registry) -> Router {
         ))
         .layer(middleware::from_fn(media_types))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost: counts every answer, refusals by the layers above included.
+        .layer(middleware::from_fn(crate::metrics::observe))
         .with_state(registry)
 }
 

@@ -23,6 +23,7 @@ mod deprecation;
 mod error;
 mod http;
 mod lookup;
+mod metrics;
 mod review;
 mod storage;
 
@@ -185,6 +186,16 @@ impl Registry {
         deprecation::migrate(&store).await?;
         review::migrate(&store).await?;
         info!(url = store.url(), "schema registry store ready");
+        {
+            let mut c = store
+                .pool()
+                .acquire()
+                .await
+                .map_err(weft_store::Error::from)?;
+            let schemas = storage::count_schemas(&mut c).await?;
+            let max_id = storage::max_schema_id(&mut c).await?;
+            crate::metrics::opened(schemas, max_id);
+        }
         Ok(Registry {
             store,
             cache: Arc::new(Mutex::new(HashMap::new())),
@@ -349,6 +360,10 @@ impl Registry {
                     tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
                 }
                 Err(Error::Internal(m)) if m == RETRY && attempt < MAX_ATTEMPTS => {}
+                Ok(id) => {
+                    crate::metrics::registered(id);
+                    return Ok(id);
+                }
                 other => return other,
             }
         }

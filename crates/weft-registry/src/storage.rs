@@ -420,3 +420,11 @@ pub(crate) async fn any_version(c: &mut AnyConnection) -> Result<bool> {
         .await?
         .is_some())
 }
+
+/// How many schemas (distinct ids) are stored.
+pub(crate) async fn count_schemas(c: &mut AnyConnection) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM registry_schemas")
+        .fetch_one(c)
+        .await?;
+    Ok(row.try_get("n")?)
+}
