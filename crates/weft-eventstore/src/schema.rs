@@ -108,6 +108,42 @@ impl CompiledType {
         Ok(CompiledType { decl, validator })
     }
 
+    /// Whether appends of this type write an integration event to the outbox.
+    pub(crate) fn publishes(&self) -> bool {
+        self.decl.visibility == Visibility::Public || self.decl.public.is_some()
+    }
+
+    /// `(public type, payload, registry subject)` of an event of this type, if it has a
+    /// public face: a public event as is, a private one through its mapping (only mapped
+    /// fields), a private one without a mapping never.
+    pub(crate) fn public_event(
+        &self,
+        data: &Value,
+        stream: &str,
+        revision: u64,
+        position: u64,
+    ) -> Option<(String, Value, Option<String>)> {
+        match (&self.decl.visibility, &self.decl.public) {
+            (Visibility::Public, _) => Some((
+                self.decl.event_type.clone(),
+                data.clone(),
+                self.decl.schema_ref.as_ref().map(|s| s.subject.clone()),
+            )),
+            (Visibility::Private, Some(m)) => {
+                let mut payload = m.map(data);
+                if m.include_source
+                    && let Value::Object(o) = &mut payload
+                {
+                    o.insert("source_stream".into(), Value::from(stream));
+                    o.insert("source_revision".into(), Value::from(revision));
+                    o.insert("source_position".into(), Value::from(position));
+                }
+                Some((m.public_type.clone(), payload, Some(m.subject.clone())))
+            }
+            (Visibility::Private, None) => None,
+        }
+    }
+
     /// `Err(reason)` when `data` does not satisfy the schema.
     pub(crate) fn check(&self, data: &Value) -> std::result::Result<(), String> {
         match &self.validator {

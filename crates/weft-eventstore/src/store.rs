@@ -113,6 +113,9 @@ pub struct Options {
     /// How often subscriptions look for events appended by other processes (events appended
     /// through this `EventStore` wake them at once).
     pub poll_interval: Duration,
+    /// The transactional outbox table public integration events are written to (in the
+    /// append's transaction; weft-outbox's relay publishes them).
+    pub outbox_table: String,
 }
 
 impl Default for Options {
@@ -120,6 +123,7 @@ impl Default for Options {
         Options {
             max_event_bytes: 1 << 20,
             poll_interval: Duration::from_millis(200),
+            outbox_table: "weft_outbox".to_owned(),
         }
     }
 }
@@ -442,6 +446,15 @@ impl EventStore {
         let text = serde_json::to_string(&compiled.decl)
             .map_err(|e| Error::Invalid(format!("declaration: {e}")))?;
         let mut tx = self.inner.store.begin().await?;
+        if compiled.publishes() {
+            let dialect = match self.inner.store.backend() {
+                weft_store::Backend::Sqlite => weft_outbox::Dialect::Sqlite,
+                weft_store::Backend::Postgres => weft_outbox::Dialect::Postgres,
+            };
+            for ddl in self.outbox_table()?.ddl(dialect) {
+                sqlx::raw_sql(&ddl).execute(&mut *tx).await?;
+            }
+        }
         sqlx::query("DELETE FROM es_event_types WHERE event_type = $1")
             .bind(&compiled.decl.event_type)
             .execute(&mut *tx)
@@ -457,6 +470,52 @@ impl EventStore {
         tx.commit().await?;
         self.types_write()
             .insert(compiled.decl.event_type.clone(), Arc::new(compiled));
+        Ok(())
+    }
+
+    fn outbox_table(&self) -> Result<weft_outbox::Table> {
+        weft_outbox::Table::new(&self.inner.options.outbox_table)
+            .map_err(|e| Error::Invalid(format!("outbox table: {e}")))
+    }
+
+    /// Step 3b: the public face of each event, into the outbox in the same transaction.
+    async fn publish(
+        &self,
+        tx: &mut Tx,
+        a: &StreamAppend,
+        first_revision: i64,
+        first_position: u64,
+    ) -> Result<()> {
+        for (k, e) in a.events.iter().enumerate() {
+            let Some(t) = self.type_of(&e.event_type) else {
+                continue;
+            };
+            let Some((public_type, payload, subject)) = t.public_event(
+                &e.data,
+                &a.stream,
+                (first_revision + k as i64) as u64,
+                first_position + k as u64,
+            ) else {
+                continue;
+            };
+            let (category, id) = a.stream.split_once('-').unwrap_or((&a.stream, ""));
+            let mut out = weft_outbox::OutboxEvent::json(category, id, public_type, &payload)
+                .map_err(|e| Error::InvalidEvent(e.to_string()))?
+                .with_context(weft_outbox::Context {
+                    correlation_id: e.metadata.correlation_id.clone(),
+                    causation_id: Some(e.id.clone()),
+                    ..weft_outbox::Context::default()
+                });
+            if let Some(subject) = subject {
+                out = out.with_header("weft-schema-subject", subject);
+            }
+            weft_outbox::insert_into(&mut **tx, &self.outbox_table()?, &out)
+                .await
+                .map_err(|err| match err {
+                    weft_outbox::InsertError::Sql(s) => Error::from(s),
+                    other => Error::InvalidEvent(other.to_string()),
+                })?;
+        }
         Ok(())
     }
 
@@ -637,6 +696,7 @@ impl EventStore {
                 );
                 binds.apply(&sql).execute(&mut **tx).await?;
             }
+            self.publish(tx, a, first_revision, first_position).await?;
             let n = a.events.len() as i64;
             let last_revision = first_revision + n - 1;
             if row.is_some() {
