@@ -38,6 +38,8 @@ pub(crate) enum Command {
     Bench(crate::cmd::bench::BenchArgs),
     /// Register, check, get, list, diff and deprecate schemas on the schema registry
     Schema(crate::cmd::schema::SchemaArgs),
+    /// List, inspect and redrive dead-letter topics
+    Dlq(crate::cmd::dlq::DlqArgs),
     /// Transactional outbox: create the outbox table, show the relay's status
     Outbox(crate::cmd::outbox::OutboxArgs),
 }

@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         Command::Group(args) => cmd::group::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
         Command::Schema(args) => cmd::schema::run(args).await,
+        Command::Dlq(args) => cmd::dlq::run(args).await,
         Command::Outbox(args) => cmd::outbox::run(args).await,
     };
     match result {
