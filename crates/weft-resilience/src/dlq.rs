@@ -16,6 +16,7 @@
 //! | `weft-dlq-original-offset` | its offset |
 //! | `weft-dlq-original-timestamp` | its timestamp (ms), when known |
 //! | `weft-dlq-consumer-group` | the group that failed it, when there is one |
+//! | `weft-dlq-source` | what dead-lettered it (`consumer`, `webhook`, `outbox`, …), when set |
 //! | `weft-dlq-error-class` | `retryable` (retries exhausted), `non-retryable` or `park` |
 //! | `weft-dlq-error-message` | the last error, at most [`MAX_ERROR_MESSAGE_BYTES`] |
 //! | `weft-dlq-attempts` | attempts made, the first included |
@@ -30,6 +31,9 @@
 //! | `weft-dlq-redrive-count` | times this record was redriven |
 //! | `weft-dlq-redriven-from` | `<dlq topic>/<partition>/<offset>` it was redriven from |
 //! | `weft-dlq-redriven-at` | when (ms) |
+//!
+//! A record that was never on a topic (an outbox row that could not be published) has
+//! original partition and offset `-1`, and says where it came from in its own headers.
 //!
 //! Building an envelope removes any envelope headers already on the record (a redriven
 //! record that fails again gets a fresh envelope), except the redrive markers.
@@ -62,6 +66,8 @@ pub const ORIGINAL_OFFSET: &str = "weft-dlq-original-offset";
 pub const ORIGINAL_TIMESTAMP: &str = "weft-dlq-original-timestamp";
 /// `weft-dlq-consumer-group`.
 pub const CONSUMER_GROUP: &str = "weft-dlq-consumer-group";
+/// `weft-dlq-source`.
+pub const SOURCE: &str = "weft-dlq-source";
 /// `weft-dlq-error-class`.
 pub const ERROR_CLASS: &str = "weft-dlq-error-class";
 /// `weft-dlq-error-message`.
@@ -141,6 +147,8 @@ pub struct DeadLetter {
     pub original_timestamp: Option<i64>,
     /// The consumer group that failed it, if any.
     pub consumer_group: Option<String>,
+    /// What dead-lettered it (`consumer`, `webhook`, `outbox`, …), if said.
+    pub source: Option<String>,
     /// Why it is here.
     pub error_class: ErrorClass,
     /// The last error's message.
@@ -171,6 +179,11 @@ impl DeadLetterBuilder {
     /// The consumer group.
     pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
         self.letter.consumer_group = Some(group.into());
+        self
+    }
+    /// What dead-lettered the record: `consumer` (the SDK), `webhook`, `outbox`, ….
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.letter.source = Some(source.into());
         self
     }
     /// Class and message of the last error (the message is cut to
@@ -239,6 +252,7 @@ impl DeadLetter {
                 original_offset: offset,
                 original_timestamp: None,
                 consumer_group: None,
+                source: None,
                 error_class: ErrorClass::NonRetryable,
                 error_message: String::new(),
                 attempts: 1,
@@ -272,6 +286,9 @@ impl DeadLetter {
         }
         if let Some(group) = &self.consumer_group {
             headers.push(Header::new(CONSUMER_GROUP, group.clone()));
+        }
+        if let Some(source) = &self.source {
+            headers.push(Header::new(SOURCE, source.clone()));
         }
         headers.push(Header::new(ERROR_CLASS, self.error_class.as_str()));
         headers.push(Header::new(
@@ -337,6 +354,7 @@ impl DeadLetter {
             original_offset: number(ORIGINAL_OFFSET, required(headers, ORIGINAL_OFFSET)?)?,
             original_timestamp: optional(headers, ORIGINAL_TIMESTAMP)?,
             consumer_group: text(headers, CONSUMER_GROUP)?.map(str::to_owned),
+            source: text(headers, SOURCE)?.map(str::to_owned),
             error_class,
             error_message: text(headers, ERROR_MESSAGE)?.unwrap_or("").to_owned(),
             attempts: optional(headers, ATTEMPTS)?.unwrap_or(0),
@@ -828,6 +846,28 @@ mod tests {
             ])
         );
         assert_eq!(DeadLetter::parse(&headers), Ok(letter()));
+    }
+
+    #[test]
+    fn source_and_records_that_were_never_on_a_topic() {
+        let l = DeadLetter::builder("outbox.event.order", -1, -1)
+            .source("outbox")
+            .error(ErrorClass::NonRetryable, "value too large")
+            .failures(7, 7)
+            .build();
+        let headers = l.to_headers(&[Header::new("weft-outbox-row-id", "42")]);
+        assert_eq!(
+            text(&headers[..6]),
+            pairs(&[
+                ("weft-outbox-row-id", "42"),
+                ("weft-dlq-version", "1"),
+                ("weft-dlq-original-topic", "outbox.event.order"),
+                ("weft-dlq-original-partition", "-1"),
+                ("weft-dlq-original-offset", "-1"),
+                ("weft-dlq-source", "outbox"),
+            ])
+        );
+        assert_eq!(DeadLetter::parse(&headers), Ok(l));
     }
 
     #[test]
