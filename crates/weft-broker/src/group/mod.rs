@@ -35,6 +35,7 @@
 //! supports and relays metadata and assignments.
 
 pub(crate) mod consumer;
+pub(crate) mod metrics;
 pub(crate) mod offsets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -197,6 +198,8 @@ impl Member {
 
 #[derive(Debug)]
 struct Group {
+    /// The group id (metric labels).
+    id: String,
     state: State,
     generation: i32,
     protocol_type: Option<String>,
@@ -217,11 +220,14 @@ struct Group {
     initial_since: Option<i64>,
     /// When the group last became Empty (0: never had members).
     empty_since: i64,
+    /// When the current rebalance started (for its duration metric).
+    rebalance_since: Option<i64>,
 }
 
 impl Group {
-    fn new() -> Group {
+    fn new(id: &str) -> Group {
         Group {
+            id: id.to_owned(),
             state: State::Empty,
             generation: 0,
             protocol_type: None,
@@ -234,6 +240,7 @@ impl Group {
             not_before: 0,
             initial_since: None,
             empty_since: 0,
+            rebalance_since: None,
         }
     }
 
@@ -380,6 +387,7 @@ pub(crate) struct Coordinator {
     pub(crate) consumer: consumer::ConsumerGroups,
     /// Groups that may have changed since [`Coordinator::take_images`] last ran.
     dirty: BTreeSet<String>,
+    gauges: metrics::Gauges,
 }
 
 impl Coordinator {
@@ -391,7 +399,30 @@ impl Coordinator {
             id_prefix,
             consumer: consumer::ConsumerGroups::default(),
             dirty: BTreeSet::new(),
+            gauges: metrics::Gauges::default(),
         }
+    }
+
+    /// Refreshes the member and state gauges of every group (see `metrics`).
+    pub(crate) fn export_gauges(&mut self) {
+        let mut samples: Vec<metrics::Sample> = self
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    metrics::CLASSIC,
+                    g.state.name(),
+                    g.members.len(),
+                )
+            })
+            .collect();
+        samples.extend(
+            self.consumer
+                .gauges()
+                .map(|(id, state, n)| (id, metrics::CONSUMER, state.name(), n)),
+        );
+        self.gauges.update(samples);
     }
 
     /// Resumes the groups persisted in `__consumer_offsets` (see `offsets`): classic
@@ -399,7 +430,7 @@ impl Coordinator {
     /// groups with their epochs and assignments. Every session starts at `now`.
     pub(crate) fn restore(&mut self, now: i64, store: &offsets::Offsets) {
         for (id, g) in store.classic_groups() {
-            let mut group = Group::new();
+            let mut group = Group::new(id);
             group.generation = g.generation;
             group.protocol_type = Some(g.protocol_type.clone());
             group.empty_since = now;
@@ -519,7 +550,7 @@ impl Coordinator {
         let group = self
             .groups
             .entry(req.group_id.clone())
-            .or_insert_with(Group::new);
+            .or_insert_with(|| Group::new(&req.group_id));
         let known = group.members.contains_key(&req.member_id);
         if !known && !group.members.is_empty() {
             let same_type = group.protocol_type.as_deref() == Some(req.protocol_type.as_str());
@@ -705,6 +736,9 @@ impl Coordinator {
                         m.assignment = given.remove(id).unwrap_or_default();
                     }
                     group.state = State::Stable;
+                    if let Some(since) = group.rebalance_since.take() {
+                        metrics::rebalance_took(metrics::CLASSIC, now - since);
+                    }
                     let replies: Vec<_> = group
                         .members
                         .values_mut()
@@ -1141,6 +1175,7 @@ fn prepare_rebalance(group: &mut Group, now: i64, delay: i64, ready: &mut Ready)
         }
     }
     let timeout = group.max_rebalance_timeout();
+    group.rebalance_since.get_or_insert(now);
     if group.state == State::Empty {
         group.initial_since = Some(now);
         group.not_before = now + delay.min(timeout);
@@ -1170,8 +1205,10 @@ fn try_complete_join(group: &mut Group, now: i64, ready: &mut Ready) {
         group.empty_since = now;
         group.protocol = None;
         group.leader = None;
+        group.rebalance_since = None;
         return;
     }
+    metrics::rebalanced(&group.id, metrics::CLASSIC);
     group.protocol = group.select_protocol();
     let protocol = group.protocol.clone().unwrap_or_default();
     if group

@@ -261,6 +261,10 @@ pub(crate) async fn tick_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<b
         persist_groups(&inner).await;
         ticks += 1;
         if !stopping && ticks.is_multiple_of(10) {
+            inner.groups.with(|c| {
+                c.export_gauges();
+                ((), Vec::new())
+            });
             super::consumer_groups::expire_offsets(&inner).await;
         }
     }

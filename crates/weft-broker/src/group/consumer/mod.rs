@@ -195,6 +195,8 @@ struct Group {
     owners: HashMap<(Uuid, i32), String>,
     /// The subscribed topics as resolved at the last group epoch bump.
     resolved: Metadata,
+    /// When the group last left Stable (for the rebalance duration metric).
+    unstable_since: Option<i64>,
 }
 
 /// Every KIP-848 group of this broker.
@@ -424,7 +426,30 @@ impl Group {
     }
 }
 
+/// Rebalance metrics of a group after a change: duration from leaving Stable until Stable
+/// again.
+fn observe(g: &mut Group, now: i64) {
+    match g.state() {
+        GroupState::Stable => {
+            if let Some(since) = g.unstable_since.take() {
+                super::metrics::rebalance_took(super::metrics::CONSUMER, now - since);
+            }
+        }
+        GroupState::Empty => g.unstable_since = None,
+        GroupState::Assigning | GroupState::Reconciling => {
+            g.unstable_since.get_or_insert(now);
+        }
+    }
+}
+
 impl ConsumerGroups {
+    /// (group id, state, members) of every consumer group, for the gauges.
+    pub(crate) fn gauges(&self) -> impl Iterator<Item = (String, GroupState, usize)> + '_ {
+        self.groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.state(), g.members.len()))
+    }
+
     /// Whether `group_id` is a consumer group.
     pub(crate) fn knows(&self, group_id: &str) -> bool {
         self.groups.contains_key(group_id)
@@ -468,7 +493,11 @@ impl ConsumerGroups {
             return refusal;
         }
         if req.member_epoch == LEAVE_EPOCH || req.member_epoch == STATIC_LEAVE_EPOCH {
-            return self.leave(&req);
+            let reply = self.leave(&req);
+            if let Some(g) = self.groups.get_mut(&req.group_id) {
+                observe(g, now);
+            }
+            return reply;
         }
         let interval = settings.heartbeat_interval_ms;
         let joining = req.member_epoch == 0;
@@ -664,8 +693,13 @@ impl ConsumerGroups {
                 group.bump();
             }
         }
+        let assigned_at = group.assignment_epoch;
         group.maybe_assign(meta);
+        if group.assignment_epoch != assigned_at {
+            super::metrics::rebalanced(&req.group_id, super::metrics::CONSUMER);
+        }
         group.reconcile(&id, req.owned.as_ref(), now);
+        observe(group, now);
         let Some(m) = group.members.get(&id) else {
             return HeartbeatReply::error(ResponseError::UnknownServerError, "");
         };
@@ -742,6 +776,7 @@ impl ConsumerGroups {
             for id in gone {
                 group.remove(&id);
             }
+            observe(group, now);
         }
         changed
     }

@@ -873,3 +873,85 @@ fn a_reconciling_group_resumes_after_a_restart_with_its_epochs_and_assignments()
         ResponseError::UnknownMemberId.code()
     );
 }
+
+#[test]
+fn consumer_group_rebalances_are_counted_and_timed_until_every_member_reconciled() {
+    use std::collections::BTreeMap as Map;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+        SharedString, Unit,
+    };
+
+    type Values = Arc<Mutex<Map<String, Vec<f64>>>>;
+    struct Cell(String, Values);
+    impl CounterFn for Cell {
+        fn increment(&self, v: u64) {
+            let mut m = self.1.lock().expect("values");
+            let e = m.entry(self.0.clone()).or_insert_with(|| vec![0.0]);
+            e[0] += v as f64;
+        }
+        fn absolute(&self, _: u64) {}
+    }
+    impl HistogramFn for Cell {
+        fn record(&self, v: f64) {
+            let mut m = self.1.lock().expect("values");
+            m.entry(self.0.clone()).or_default().push(v);
+        }
+    }
+    struct Rec(Values);
+    impl Rec {
+        fn cell(&self, key: &Key) -> Arc<Cell> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Arc::new(Cell(name, Arc::clone(&self.0)))
+        }
+    }
+    impl Recorder for Rec {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.cell(key))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.cell(key))
+        }
+    }
+
+    let values = Values::default();
+    let rec = Rec(Arc::clone(&values));
+    metrics::with_local_recorder(&rec, || {
+        let mut s = Sim::new(&[4]);
+        let a_all = s.ok(join("a", &["t0"])).assignment.expect("a");
+        s.ok(join("b", &["t0"]));
+        assert_eq!(s.state(), GroupState::Reconciling);
+        s.now += 700;
+        let kept = s
+            .ok(beat("a", 1, Some(&a_all)))
+            .assignment
+            .expect("a keeps two");
+        s.ok(beat("a", 1, Some(&kept)));
+        s.now += 300;
+        s.ok(beat("b", 2, Some(&Assignment::new())));
+        assert_eq!(s.state(), GroupState::Stable);
+    });
+    let v = values.lock().expect("values").clone();
+    assert_eq!(
+        v.get("weft_group_rebalances_total{group=g,protocol=consumer}"),
+        Some(&vec![2.0]),
+        "a's join and b's join each computed a target assignment"
+    );
+    assert_eq!(
+        v.get("weft_group_rebalance_duration_seconds{protocol=consumer}"),
+        Some(&vec![1.0]),
+        "from b's join to b reconciled: 1 s of the fake clock"
+    );
+}
