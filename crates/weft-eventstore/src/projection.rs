@@ -107,9 +107,7 @@ impl<P: Projection> Projector<P> {
         let table = self.projection.table().to_owned();
         quote_ident(&table)?;
         let mut tx = self.es.store().begin().await?;
-        sqlx::raw_sql(&self.projection.create_sql(&table))
-            .execute(&mut *tx)
-            .await?;
+        exec_script(&mut tx, &self.projection.create_sql(&table)).await?;
         sqlx::query("INSERT INTO es_projections (name, position, updated_ms) VALUES ($1, 0, $2)")
             .bind(&name)
             .bind(now_ms())
@@ -234,12 +232,8 @@ impl<P: Projection> Projector<P> {
         let rebuild = self.rebuild_name();
         let (live_q, shadow_q) = (quote_ident(&live)?, quote_ident(&shadow)?);
         let mut tx = self.es.store().begin().await?;
-        sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {shadow_q}"))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(&self.projection.create_sql(&shadow))
-            .execute(&mut *tx)
-            .await?;
+        exec_script(&mut tx, &format!("DROP TABLE IF EXISTS {shadow_q}")).await?;
+        exec_script(&mut tx, &self.projection.create_sql(&shadow)).await?;
         sqlx::query("DELETE FROM es_projections WHERE name = $1")
             .bind(&rebuild)
             .execute(&mut *tx)
@@ -273,12 +267,12 @@ impl<P: Projection> Projector<P> {
             .fetch_one(&mut *tx)
             .await?
             .try_get::<i64, _>("position")? as u64;
-        sqlx::raw_sql(&format!("DROP TABLE {live_q}"))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(&format!("ALTER TABLE {shadow_q} RENAME TO {live_q}"))
-            .execute(&mut *tx)
-            .await?;
+        exec_script(&mut tx, &format!("DROP TABLE {live_q}")).await?;
+        exec_script(
+            &mut tx,
+            &format!("ALTER TABLE {shadow_q} RENAME TO {live_q}"),
+        )
+        .await?;
         rename_indexes(&mut tx, self.es.store().backend(), &live, &shadow).await?;
         sqlx::query("UPDATE es_projections SET position = $1, updated_ms = $2 WHERE name = $3")
             .bind(position as i64)
@@ -319,9 +313,7 @@ async fn rename_indexes(
                 let name: String = r.try_get("indexname")?;
                 if name.contains(shadow) {
                     let to = name.replace(shadow, live);
-                    sqlx::raw_sql(&format!("ALTER INDEX \"{name}\" RENAME TO \"{to}\""))
-                        .execute(&mut **tx)
-                        .await?;
+                    exec_script(tx, &format!("ALTER INDEX \"{name}\" RENAME TO \"{to}\"")).await?;
                 }
             }
         }
@@ -338,15 +330,20 @@ async fn rename_indexes(
                 let name: String = r.try_get("name")?;
                 let sql: String = r.try_get("sql")?;
                 if name.contains(shadow) {
-                    sqlx::raw_sql(&format!("DROP INDEX \"{name}\""))
-                        .execute(&mut **tx)
-                        .await?;
-                    sqlx::raw_sql(&sql.replace(shadow, live))
-                        .execute(&mut **tx)
-                        .await?;
+                    exec_script(tx, &format!("DROP INDEX \"{name}\"")).await?;
+                    exec_script(tx, &sql.replace(shadow, live)).await?;
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Runs `;`-separated statements one by one. (`raw_sql(..).execute(&mut *tx)` makes the
+/// future fail `Send`'s higher-ranked check, so a projector could not be spawned.)
+async fn exec_script(tx: &mut Tx, script: &str) -> Result<()> {
+    for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        sqlx::query(statement).execute(&mut **tx).await?;
     }
     Ok(())
 }

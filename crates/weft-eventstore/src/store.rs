@@ -452,7 +452,7 @@ impl EventStore {
                 weft_store::Backend::Postgres => weft_outbox::Dialect::Postgres,
             };
             for ddl in self.outbox_table()?.ddl(dialect) {
-                sqlx::raw_sql(&ddl).execute(&mut *tx).await?;
+                sqlx::query(&ddl).execute(&mut *tx).await?;
             }
         }
         sqlx::query("DELETE FROM es_event_types WHERE event_type = $1")
