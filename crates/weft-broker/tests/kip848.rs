@@ -463,3 +463,143 @@ fn a_group_speaks_one_protocol_at_a_time_over_the_wire() {
     let j = raw.request(3, &join("new"));
     assert_eq!(j.error_code, 0, "{j:?}");
 }
+
+/// The log end offset of `__consumer_offsets` (ListOffsets latest).
+fn offsets_topic_end(raw: &mut Raw) -> i64 {
+    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(str("__consumer_offsets")))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let r = raw.request(1, &req);
+    r.topics[0].partitions[0].offset
+}
+
+/// Over the wire, through a broker restart: a stable classic group keeps its generation,
+/// members and assignments (heartbeats answer NONE, DescribeGroups says Stable), a stable
+/// consumer group its epochs and assignments (the member's heartbeat at its epoch is
+/// answered at that epoch, with no new assignment).
+#[test]
+fn stable_groups_of_both_protocols_survive_a_broker_restart() {
+    use kafka_protocol::messages::{
+        DescribeGroupsRequest, HeartbeatRequest, SyncGroupRequest,
+        consumer_group_heartbeat_request::TopicPartitions,
+        sync_group_request::SyncGroupRequestAssignment,
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let b = TestBroker::start_in(tmp.path(), |c| {
+        c.group_initial_rebalance_delay = Duration::from_millis(0);
+    });
+    create_topic(&b);
+    let mut raw = Raw::connect(&b);
+    let before_groups = offsets_topic_end(&mut raw);
+
+    // Classic: join (member id required first), sync, Stable.
+    let j = raw.request(5, &join("classic"));
+    assert_eq!(j.error_code, ResponseError::MemberIdRequired.code());
+    let j = raw.request(5, &join("classic").with_member_id(j.member_id));
+    assert_eq!(j.error_code, 0, "{j:?}");
+    let (member, generation) = (j.member_id.clone(), j.generation_id);
+    let s = raw.request(
+        3,
+        &SyncGroupRequest::default()
+            .with_group_id(GroupId(str("classic")))
+            .with_generation_id(generation)
+            .with_member_id(member.clone())
+            .with_assignments(vec![
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(member.clone())
+                    .with_assignment(bytes::Bytes::from_static(b"all of it")),
+            ]),
+    );
+    assert_eq!(s.error_code, 0);
+
+    // KIP-848: join, then acknowledge the assignment: Stable.
+    let r = raw.request(1, &heartbeat("kip", "k1", 0));
+    assert_eq!((r.error_code, r.member_epoch), (0, 1), "{r:?}");
+    let owned: Vec<TopicPartitions> = r
+        .assignment
+        .expect("assignment")
+        .topic_partitions
+        .iter()
+        .map(|t| {
+            TopicPartitions::default()
+                .with_topic_id(t.topic_id)
+                .with_partitions(t.partitions.clone())
+        })
+        .collect();
+    let ack = heartbeat("kip", "k1", 1).with_topic_partitions(Some(owned));
+    let r = raw.request(1, &ack);
+    assert_eq!((r.error_code, r.member_epoch), (0, 1));
+    assert!(r.assignment.is_none());
+
+    // The group ticker writes the classic group, the consumer group and its member.
+    let deadline = std::time::Instant::now() + HANG;
+    while offsets_topic_end(&mut raw) < before_groups + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "membership never written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(raw);
+    b.stop();
+
+    let b = TestBroker::start_in(tmp.path(), |c| {
+        c.group_initial_rebalance_delay = Duration::from_millis(0);
+    });
+    let mut raw = Raw::connect(&b);
+    let hb = raw.request(
+        3,
+        &HeartbeatRequest::default()
+            .with_group_id(GroupId(str("classic")))
+            .with_generation_id(generation)
+            .with_member_id(member.clone()),
+    );
+    assert_eq!(hb.error_code, 0, "the classic member carries on");
+    let d = raw.request(
+        3,
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(str("classic"))]),
+    );
+    let g = &d.groups[0];
+    assert_eq!(g.group_state.as_str(), "Stable");
+    assert_eq!(g.protocol_data.as_str(), "range");
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(g.members[0].member_id, member);
+    assert_eq!(g.members[0].member_assignment.as_ref(), b"all of it");
+    // A stale generation is still fenced.
+    let hb = raw.request(
+        3,
+        &HeartbeatRequest::default()
+            .with_group_id(GroupId(str("classic")))
+            .with_generation_id(generation - 1)
+            .with_member_id(member),
+    );
+    assert_eq!(hb.error_code, ResponseError::IllegalGeneration.code());
+
+    let r = raw.request(1, &heartbeat("kip", "k1", 1));
+    assert_eq!((r.error_code, r.member_epoch), (0, 1), "{r:?}");
+    assert!(r.assignment.is_none(), "no new assignment: {r:?}");
+    let d = raw.request(
+        1,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(str("kip"))]),
+    );
+    let g = &d.groups[0];
+    assert_eq!((g.error_code, g.group_epoch, g.assignment_epoch), (0, 1, 1));
+    assert_eq!(g.group_state.as_str(), "Stable");
+    let assigned: usize = g.members[0]
+        .assignment
+        .topic_partitions
+        .iter()
+        .map(|t| t.partitions.len())
+        .sum();
+    assert_eq!(assigned, PARTITIONS as usize);
+}

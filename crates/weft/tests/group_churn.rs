@@ -973,6 +973,18 @@ fn create_topic(dir: &Path, bootstrap: &str) {
 fn churn(spec: &Spec) -> Vec<Log> {
     require(spec.client);
     let tmp = tempfile::tempdir().expect("tempdir");
+    if spec.strategy == "consumer" {
+        // KIP-848 sessions are the broker's (`group.consumer.session.timeout.ms`, 45 s by
+        // default): as short as the classic members' here, so the crash is noticed as soon.
+        std::fs::write(
+            tmp.path().join("weft.toml"),
+            format!(
+                "[broker]\ngroup_consumer_session_timeout_ms = {SESSION_MS}\n\
+                 group_consumer_heartbeat_interval_ms = 500\n"
+            ),
+        )
+        .expect("weft.toml");
+    }
     let (server, bootstrap) = start_server(tmp.path());
     let dir = tmp.path();
     let mut load = Load::start(&bootstrap, 300);
@@ -1054,8 +1066,8 @@ fn librdkafka_range_churn_loses_nothing() {
 }
 
 /// KIP-848 (`group.protocol=consumer`): the broker assigns, members reconcile
-/// incrementally. The crash takes the broker's `group.consumer.session.timeout.ms` (45 s,
-/// not settable per client) to notice.
+/// incrementally. The crash takes the broker's `group.consumer.session.timeout.ms` (not
+/// settable per client; `weft.toml` sets it to the classic members' 6 s here) to notice.
 #[test]
 fn librdkafka_consumer_protocol_churn_loses_nothing_and_never_revokes_what_stays() {
     let logs = churn(&Spec::new(Client::Librdkafka, "consumer", "kip848"));
@@ -1193,24 +1205,64 @@ fn committed(bootstrap: &str, group: &str) -> BTreeMap<i32, i64> {
         .collect()
 }
 
-/// The broker is SIGKILLed and restarted on the same data directory and port while a group
-/// (synchronous commits after every record) is stable and caught up: the members rejoin,
-/// the committed offsets are the ones committed before, and each partition resumes exactly
-/// at its committed offset — nothing skipped, nothing reprocessed.
+/// The last committed offset of every partition, from the members' `C` events.
+fn commits_seen(ms: &[&Member]) -> BTreeMap<i32, i64> {
+    let mut last = BTreeMap::new();
+    for m in ms {
+        for (_, e) in m.events() {
+            if let Event::Commit { partition, offset } = e {
+                let o = last.entry(partition).or_insert(0);
+                *o = offset.max(*o);
+            }
+        }
+    }
+    last
+}
+
+/// Whether `m` processed a record after `since` (µs).
+fn consumed_after(m: &Member, since: u64) -> bool {
+    m.events()
+        .iter()
+        .any(|(ts, e)| *ts > since && matches!(e, Event::Record { .. }))
+}
+
+/// The broker is SIGKILLed and restarted on the same data directory and port while two
+/// groups are stable and caught up (synchronous commits after every record): a classic
+/// group (librdkafka, cooperative-sticky) and a KIP-848 group (`group.protocol=consumer`).
+/// Group membership is in `__consumer_offsets`, so the members carry on: no assignment,
+/// revocation or loss on any member after the restart (no rebalance), the committed offsets
+/// are the ones committed before, each partition resumes exactly at its committed offset
+/// and no record is processed twice — nothing skipped, nothing reprocessed.
 #[test]
-fn a_broker_restart_keeps_commits_and_members_resume_exactly_there() {
+fn a_broker_restart_keeps_groups_and_commits_and_members_carry_on_without_rebalance() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
+    // A short KIP-848 heartbeat so members notice the restarted broker quickly; sessions
+    // longer than the restart (librdkafka's classic session is timed on the client too).
+    std::fs::write(
+        dir.join("weft.toml"),
+        "[broker]\ngroup_consumer_session_timeout_ms = 30000\n\
+         group_consumer_heartbeat_interval_ms = 500\ngroup_initial_rebalance_delay_ms = 0\n",
+    )
+    .expect("weft.toml");
     let (mut server, bootstrap) = start_server(dir);
     let mut load = Load::start(&bootstrap, 200);
-    let spec = Spec {
+    let classic = Spec {
         commit_sync: true,
+        session_ms: 30_000,
         ..Spec::new(Client::Librdkafka, "cooperative-sticky", "restart")
     };
-    let mut m1 = Member::spawn(dir, &bootstrap, &spec, "m1");
-    let mut m2 = Member::spawn(dir, &bootstrap, &spec, "m2");
-    wait_for("two members share the partitions", &[&m1, &m2], || {
-        settled(&[&m1, &m2])
+    let kip848 = Spec {
+        commit_sync: true,
+        ..Spec::new(Client::Librdkafka, "consumer", "restart-848")
+    };
+    let mut m1 = Member::spawn(dir, &bootstrap, &classic, "m1");
+    let mut m2 = Member::spawn(dir, &bootstrap, &classic, "m2");
+    let mut k1 = Member::spawn(dir, &bootstrap, &kip848, "k1");
+    let mut k2 = Member::spawn(dir, &bootstrap, &kip848, "k2");
+    let all = [&m1, &m2, &k1, &k2];
+    wait_for("both groups share the partitions", &all, || {
+        settled(&[&m1, &m2]) && settled(&[&k1, &k2])
     });
     // Quiesce: no new records, wait until everything sent is processed and committed.
     load.paused.store(true, Ordering::SeqCst);
@@ -1221,26 +1273,17 @@ fn a_broker_restart_keeps_commits_and_members_resume_exactly_there() {
         *e = (*e).max(r.offset + 1);
         m
     });
-    let commits = |ms: &[&Member]| -> BTreeMap<i32, i64> {
-        let mut last = BTreeMap::new();
-        for m in ms {
-            for (_, e) in m.events() {
-                if let Event::Commit { partition, offset } = e {
-                    let o = last.entry(partition).or_insert(0);
-                    *o = offset.max(*o);
-                }
-            }
-        }
-        last
-    };
-    wait_for("every record processed and committed", &[&m1, &m2], || {
-        commits(&[&m1, &m2]) == ends
-    });
+    wait_for(
+        "every record processed and committed by both groups",
+        &all,
+        || commits_seen(&[&m1, &m2]) == ends && commits_seen(&[&k1, &k2]) == ends,
+    );
     let before = committed(&bootstrap, "restart");
     assert_eq!(
         before, ends,
         "the broker has the commits the members saw succeed"
     );
+    assert_eq!(committed(&bootstrap, "restart-848"), ends);
 
     server.kill().expect("SIGKILL weft serve");
     server.wait();
@@ -1251,54 +1294,84 @@ fn a_broker_restart_keeps_commits_and_members_resume_exactly_there() {
         before,
         "committed offsets survive the restart"
     );
+    assert_eq!(committed(&bootstrap, "restart-848"), before);
     load.paused.store(false, Ordering::SeqCst);
-    wait_for("both members rejoined and consume", &[&m1, &m2], || {
-        [&m1, &m2]
-            .iter()
-            .all(|m| !changes_after(m, restarted).is_empty() && flowing(&m.events()))
-            && settled(&[&m1, &m2])
+    wait_for("every member consumes again", &all, || {
+        all.iter().all(|m| consumed_after(m, restarted))
     });
     let acked = load.finish();
     let want: BTreeSet<(i32, i64)> = acked.iter().map(|r| (r.partition, r.offset)).collect();
-    wait_for("the group drained the topic", &[&m1, &m2], || {
-        want.is_subset(&processed(&[&m1, &m2]))
+    wait_for("both groups drained the topic", &all, || {
+        want.is_subset(&processed(&[&m1, &m2])) && want.is_subset(&processed(&[&k1, &k2]))
     });
-    m1.stop();
-    m2.stop();
+    for m in [&m1, &m2, &k1, &k2] {
+        let changes = changes_after(m, restarted);
+        assert!(
+            changes.is_empty(),
+            "{} ({}) saw a rebalance after the broker restart: {changes:?}",
+            m.name,
+            m.spec.strategy
+        );
+    }
+    for m in [&mut m1, &mut m2, &mut k1, &mut k2] {
+        m.stop();
+    }
     drop(server);
 
-    let logs: Vec<Log> = [&m1, &m2].iter().map(|m| m.log()).collect();
-    let lost = lost_records(&acked, &logs);
-    assert!(lost.is_empty(), "lost: {:?}", &lost[..lost.len().min(5)]);
-    // The first record each partition processed after the restart is its committed offset.
-    let mut first_after: BTreeMap<i32, i64> = BTreeMap::new();
-    for log in &logs {
-        for (ts, e) in &log.events {
-            if let Event::Record {
-                partition, offset, ..
-            } = e
-                && *ts > restarted
-            {
-                let f = first_after.entry(*partition).or_insert(*offset);
-                *f = (*f).min(*offset);
+    for (group, members) in [("classic", [&m1, &m2]), ("KIP-848", [&k1, &k2])] {
+        let logs: Vec<Log> = members.iter().map(|m| m.log()).collect();
+        let lost = lost_records(&acked, &logs);
+        assert!(
+            lost.is_empty(),
+            "{group}: lost {:?}",
+            &lost[..lost.len().min(5)]
+        );
+        // Nothing processed after the restart was processed before it or twice after it
+        // (no rebalance, no rewind; the members' first joins may legitimately repeat a few
+        // records, at least once), and the first record each partition processed after the
+        // restart is its committed offset.
+        let mut before_restart = BTreeSet::new();
+        let mut after_restart = BTreeSet::new();
+        let mut twice = Vec::new();
+        let mut first_after: BTreeMap<i32, i64> = BTreeMap::new();
+        for log in &logs {
+            for (ts, e) in &log.events {
+                if let Event::Record {
+                    partition, offset, ..
+                } = e
+                {
+                    let po = (*partition, *offset);
+                    if *ts <= restarted {
+                        before_restart.insert(po);
+                        continue;
+                    }
+                    if !after_restart.insert(po) {
+                        twice.push(po);
+                    }
+                    let f = first_after.entry(*partition).or_insert(*offset);
+                    *f = (*f).min(*offset);
+                }
             }
         }
-    }
-    let resumed: BTreeMap<i32, i64> = first_after
-        .keys()
-        .map(|p| (*p, before.get(p).copied().unwrap_or(0)))
-        .collect();
-    assert!(
-        !first_after.is_empty(),
-        "nothing consumed after the restart"
-    );
-    assert_eq!(
-        first_after, resumed,
-        "resumed exactly at the committed offsets"
-    );
-    println!("restart: committed before {before:?}, resumed at {first_after:?}");
-    for l in &logs {
-        println!("  {}", summary(l));
+        twice.extend(after_restart.intersection(&before_restart));
+        assert!(twice.is_empty(), "{group}: reprocessed {twice:?}");
+        let resumed: BTreeMap<i32, i64> = first_after
+            .keys()
+            .map(|p| (*p, before.get(p).copied().unwrap_or(0)))
+            .collect();
+        assert_eq!(
+            first_after.len(),
+            PARTITIONS as usize,
+            "{group}: every partition consumed after the restart"
+        );
+        assert_eq!(
+            first_after, resumed,
+            "{group}: resumed at the committed offsets"
+        );
+        println!("{group} restart: committed before {before:?}, resumed at {first_after:?}");
+        for l in &logs {
+            println!("  {}", summary(l));
+        }
     }
 }
 
