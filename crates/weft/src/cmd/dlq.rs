@@ -483,6 +483,7 @@ fn inspect(
                     "original_offset": l.original_offset,
                     "original_timestamp": l.original_timestamp,
                     "consumer_group": l.consumer_group,
+                    "source": l.source,
                     "error_class": l.error_class.as_str(),
                     "error_message": l.error_message,
                     "attempts": l.attempts,
