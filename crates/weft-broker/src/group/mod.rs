@@ -507,6 +507,11 @@ impl Coordinator {
             .collect()
     }
 
+    /// Whether a group may have changed since the last [`Coordinator::take_images`].
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Marks groups to be written again (their last write failed).
     pub(crate) fn mark_dirty(&mut self, ids: Vec<String>) {
         self.dirty.extend(ids);

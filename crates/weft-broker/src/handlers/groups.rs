@@ -271,6 +271,10 @@ pub(crate) async fn tick_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<b
 }
 
 async fn persist_groups(inner: &Arc<Inner>) {
+    // Idle groups: no blocking task at all.
+    if !inner.groups.with(|c| (c.has_dirty(), Vec::new())) {
+        return;
+    }
     let i = Arc::clone(inner);
     match blocking(move || i.groups.persist()).await {
         Ok(Ok(_)) => {}
