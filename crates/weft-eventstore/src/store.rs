@@ -170,7 +170,23 @@ pub(crate) struct Inner {
     pub(crate) head: watch::Sender<u64>,
     types: RwLock<HashMap<String, Arc<CompiledType>>>,
     pub(crate) groups: Mutex<HashMap<String, crate::persistent::GroupHandle>>,
+    queue: Mutex<Queue>,
 }
+
+/// Appends waiting for the group commit, and whether a leader task is running.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Request>,
+    leading: bool,
+}
+
+struct Request {
+    appends: Vec<StreamAppend>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<WriteResult>>>,
+}
+
+/// Most appends in one group transaction.
+const MAX_GROUP: usize = 128;
 
 /// Visibility of an event `e` of a stream `s` at time `$now`: what reads return and what the
 /// scavenger keeps.
@@ -351,6 +367,15 @@ pub(crate) async fn lock_positions(tx: &mut Tx) -> Result<u64> {
     Ok(row.try_get::<i64, _>("value")? as u64)
 }
 
+/// Step 4: the new last position.
+async fn store_positions(tx: &mut Tx, last: u64) -> Result<()> {
+    sqlx::query("UPDATE es_positions SET value = $1 WHERE name = 'global'")
+        .bind(last as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn check_expected(stream: &str, expected: ExpectedVersion, row: Option<&StreamRow>) -> Result<()> {
     // A soft-deleted stream counts as absent for `no_stream`/`stream_exists` but keeps its
     // revision for exact checks (the next append continues after it).
@@ -399,6 +424,7 @@ impl EventStore {
                 head: watch::Sender::new(0),
                 types: RwLock::new(types),
                 groups: Mutex::new(HashMap::new()),
+                queue: Mutex::new(Queue::default()),
             }),
         };
         let head = es.head().await?;
@@ -559,13 +585,19 @@ impl EventStore {
     /// Appends to several streams atomically: all or nothing.
     pub async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<WriteResult>> {
         self.validate(&appends)?;
-        let mut tx = self.inner.store.begin().await?;
-        let results = self.append_validated(&mut tx, &appends).await?;
-        tx.commit().await?;
-        if let Some(last) = results.iter().map(|r| r.position).max() {
-            self.notify(last);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut q = self.queue();
+            q.pending.push(Request { appends, reply });
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if lead {
+            // A task of its own, so a caller that stops waiting cannot strand the queue.
+            tokio::spawn(self.clone().lead_group());
         }
-        Ok(results)
+        answer
+            .await
+            .map_err(|_| Error::Invalid("the append was dropped unanswered".to_owned()))?
     }
 
     /// Appends inside the caller's transaction (so the caller's own rows — an outbox row, a
@@ -643,6 +675,19 @@ impl EventStore {
     ) -> Result<Vec<WriteResult>> {
         // Step 1.
         let mut last_position = lock_positions(tx).await?;
+        let results = self.append_at(tx, appends, &mut last_position).await?;
+        store_positions(tx, last_position).await?;
+        Ok(results)
+    }
+
+    /// Steps 2 and 3 for one request, allocating after `*last_position` (moved on success).
+    async fn append_at(
+        &self,
+        tx: &mut Tx,
+        appends: &[StreamAppend],
+        last_position_out: &mut u64,
+    ) -> Result<Vec<WriteResult>> {
+        let mut last_position = *last_position_out;
         let now = now_ms();
         let mut results = Vec::with_capacity(appends.len());
         for a in appends {
@@ -731,12 +776,124 @@ impl EventStore {
                 duplicate: false,
             });
         }
-        // Step 4.
-        sqlx::query("UPDATE es_positions SET value = $1 WHERE name = 'global'")
-            .bind(last_position as i64)
-            .execute(&mut **tx)
-            .await?;
+        *last_position_out = last_position;
         Ok(results)
+    }
+
+    /// Group commit: concurrent appends through this `EventStore` share one transaction
+    /// (each in a savepoint, so one refused append does not take the others with it) and
+    /// one commit. Positions stay gap-free and commit-ordered: the group allocates under
+    /// the same lock, and every append in it becomes visible at the same commit.
+    async fn lead_group(self) {
+        /// Armed until the loop ends normally: a panic in a group still frees the queue.
+        struct Release<'a>(&'a EventStore, bool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    return;
+                }
+                let mut q = self.0.queue();
+                q.leading = false;
+                for r in q.pending.drain(..) {
+                    let _ = r.reply.send(Err(Error::Invalid(
+                        "the append group leader stopped".to_owned(),
+                    )));
+                }
+            }
+        }
+        let mut release = Release(&self, true);
+        loop {
+            let batch: Vec<Request> = {
+                let mut q = self.queue();
+                if q.pending.is_empty() {
+                    q.leading = false;
+                    release.1 = false;
+                    return;
+                }
+                let n = q.pending.len().min(MAX_GROUP);
+                q.pending.drain(..n).collect()
+            };
+            self.commit_group(batch).await;
+        }
+    }
+
+    async fn commit_group(&self, batch: Vec<Request>) {
+        let mut outcomes: Vec<Option<Result<Vec<WriteResult>>>> = Vec::new();
+        let result = async {
+            let mut tx = self.inner.store.begin().await?;
+            let mut last = lock_positions(&mut tx).await?;
+            let single = batch.len() == 1;
+            for r in &batch {
+                if single {
+                    let outcome = self.append_at(&mut tx, &r.appends, &mut last).await;
+                    if let Err(e) = outcome {
+                        // Nothing else shares the transaction: just answer.
+                        outcomes.push(Some(Err(e)));
+                        return Ok::<_, Error>(None);
+                    }
+                    outcomes.push(Some(outcome));
+                    continue;
+                }
+                sqlx::query("SAVEPOINT weft_append")
+                    .execute(&mut *tx)
+                    .await?;
+                let mut moved = last;
+                let outcome = self.append_at(&mut tx, &r.appends, &mut moved).await;
+                if outcome.is_ok() {
+                    sqlx::query("RELEASE SAVEPOINT weft_append")
+                        .execute(&mut *tx)
+                        .await?;
+                    last = moved;
+                } else {
+                    sqlx::query("ROLLBACK TO SAVEPOINT weft_append")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT weft_append")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                outcomes.push(Some(outcome));
+            }
+            store_positions(&mut tx, last).await?;
+            tx.commit().await?;
+            Ok(Some(last))
+        }
+        .await;
+        match result {
+            Ok(committed) => {
+                if let Some(last) = committed {
+                    self.notify(last);
+                }
+                for (r, o) in batch.into_iter().zip(outcomes) {
+                    let o = o.unwrap_or_else(|| Err(Error::Invalid("not attempted".to_owned())));
+                    let _ = r.reply.send(o);
+                }
+            }
+            Err(e) => {
+                // The transaction failed as a whole: nothing of the group is stored.
+                let message = e.to_string();
+                let retryable = matches!(&e, Error::Store(s) if s.is_retryable());
+                let mut first = Some(e);
+                for r in batch {
+                    let err = first.take().unwrap_or_else(|| {
+                        Error::Store(Box::new(weft_store::Error::Sql(sqlx::Error::Protocol(
+                            format!(
+                                "the group commit failed: {message}{}",
+                                if retryable { " (retryable)" } else { "" }
+                            ),
+                        ))))
+                    });
+                    let _ = r.reply.send(Err(err));
+                }
+            }
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        match self.inner.queue.lock() {
+            Ok(q) => q,
+            Err(p) => p.into_inner(),
+        }
     }
 
     /// An idempotent retry: every event id already in the stream, in the same order and

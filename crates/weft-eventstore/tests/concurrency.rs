@@ -16,13 +16,20 @@ use weft_store::testing::TestDb;
 const WRITERS: usize = 8;
 const APPENDS_PER_WRITER: usize = 60;
 
-async fn tail_while_writing(backend: Backend) {
+/// `shared`: the writers share one `EventStore` (their appends are group-committed) instead
+/// of one each (like separate processes).
+async fn tail_while_writing(backend: Backend, shared: bool) {
     let db = TestDb::new(backend).await;
     let reader = reopen(&db).await;
+    let one = reopen(&db).await;
     let mut writers = Vec::new();
     let mut expected_ids = HashSet::new();
     for w in 0..WRITERS {
-        let es = reopen(&db).await;
+        let es = if shared {
+            one.clone()
+        } else {
+            reopen(&db).await
+        };
         let mut ids = Vec::new();
         for i in 0..APPENDS_PER_WRITER {
             // Batches of 1 to 3 events, over a few streams per writer.
@@ -31,7 +38,6 @@ async fn tail_while_writing(backend: Backend) {
                 .collect();
             ids.push(batch.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
             expected_ids.extend(batch.iter().map(|e| e.id.clone()));
-            let _ = &batch;
         }
         writers.push(tokio::spawn(async move {
             for (i, ids) in ids.into_iter().enumerate() {
@@ -87,12 +93,108 @@ async fn tail_while_writing(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn positions_are_gap_free_under_8_writers_postgres() {
-    tail_while_writing(Backend::Postgres).await;
+    tail_while_writing(Backend::Postgres, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn positions_are_gap_free_under_8_group_committed_writers_postgres() {
+    tail_while_writing(Backend::Postgres, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn positions_are_gap_free_under_8_writers_sqlite() {
-    tail_while_writing(Backend::Sqlite).await;
+    tail_while_writing(Backend::Sqlite, false).await;
+    tail_while_writing(Backend::Sqlite, true).await;
+}
+
+/// Concurrent appends through one `EventStore` share a transaction; a refused one (wrong
+/// version, duplicate-in-part) must not take the others with it, nor leave anything behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_isolates_refused_appends() {
+    for backend in BACKENDS {
+        let db = TestDb::new(backend).await;
+        let es = reopen(&db).await;
+        es.append(
+            "grp-x",
+            ExpectedVersion::NoStream,
+            vec![EventData::new("A", json!({})).with_id("dup")],
+        )
+        .await
+        .expect("seed");
+        let mut tasks = Vec::new();
+        for i in 0..96 {
+            let es = es.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = match i % 3 {
+                    0 => {
+                        es.append(
+                            &format!("grp-{i}"),
+                            ExpectedVersion::NoStream,
+                            vec![
+                                EventData::new("A", json!({"i": i})),
+                                EventData::new("A", json!({"i": i})),
+                            ],
+                        )
+                        .await
+                    }
+                    1 => {
+                        es.append(
+                            "grp-x",
+                            ExpectedVersion::Exact(999),
+                            vec![EventData::new("B", json!({"i": i}))],
+                        )
+                        .await
+                    }
+                    _ => {
+                        es.append(
+                            "grp-x",
+                            ExpectedVersion::Any,
+                            vec![
+                                EventData::new("A", json!({})).with_id("dup"),
+                                EventData::new("C", json!({"i": i})),
+                            ],
+                        )
+                        .await
+                    }
+                };
+                (i, r)
+            }));
+        }
+        for t in tasks {
+            let (i, r) = within(t).await.expect("task");
+            match (i % 3, r) {
+                (0, Ok(w)) => assert_eq!(w.position, w.first_position + 1),
+                (1, Err(weft_eventstore::Error::WrongExpectedVersion { actual, .. })) => {
+                    assert_eq!(actual, Some(0))
+                }
+                (2, Err(weft_eventstore::Error::PartialDuplicate { .. })) => {}
+                (k, r) => panic!("{backend:?}: append {i} (kind {k}): {r:?}"),
+            }
+        }
+        let all = es
+            .read_all(1, Direction::Forwards, 4096, &Filter::all())
+            .await
+            .expect("all");
+        assert_eq!(
+            all.len(),
+            1 + 32 * 2,
+            "{backend:?}: only the accepted appends are stored"
+        );
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(k, e)| e.position == k as u64 + 1),
+            "contiguous"
+        );
+        assert_eq!(es.head().await.expect("head"), all.len() as u64);
+        assert_eq!(
+            es.read_stream("grp-x", 0, Direction::Forwards, 10)
+                .await
+                .expect("x")
+                .len(),
+            1
+        );
+    }
 }
 
 /// Optimistic concurrency: 8 writers append to one stream with exact expected versions,
