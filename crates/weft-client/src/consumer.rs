@@ -25,15 +25,26 @@
 //!   handlers finish within `shutdown_timeout`, commit synchronously, leave the group.
 //!
 //! Failures: a handler's [`HandlerError`] is retried in place while it is
-//! [`ErrorClass::Retryable`] and the retry schedule allows; then the record goes to the
-//! dead-letter queue when one is configured (and counts as finished once the DLQ has it).
-//! Without a DLQ the record stays unfinished: its partition stops committing at it.
+//! [`ErrorClass::Retryable`] and the [`RetryPolicy`] allows (default: 5 attempts, full
+//! jitter, bounded). Then, with opt-in retry topics ([`ConsumerConfig::retry_topics`]), a
+//! retryable failure is forwarded to `<topic>.retry.<n>` (the runtime consumes those topics
+//! itself and waits for each record's due time), so the partition keeps flowing; otherwise —
+//! and after the last level, or for `NonRetryable`/`Park` — the record goes to
+//! `<topic>.dlq` with the dead-letter envelope of `weft_resilience::dlq` (same key and value,
+//! original headers kept). A record counts as finished once the retry topic or DLQ has it.
+//! With dead letters switched off the record stays unfinished: its partition stops
+//! committing at it. DLQ and retry topics must exist (or the cluster must auto-create them).
+//!
+//! Breakers ([`ConsumerConfig::pause_while_open`]): while a downstream's breaker is open every
+//! partition of the consumer is paused and handlers wait instead of burning attempts; a
+//! failure while a breaker is open or half-open is not counted as an attempt. Processing
+//! resumes when the breaker half-opens (its probes are the next records) and closes.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt as _;
 use opentelemetry::context::FutureExt as _;
@@ -47,8 +58,12 @@ use tokio::sync::Notify;
 use tracing::{Instrument as _, debug, info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use weft_resilience::dlq::{self, DeadLetter, RetryTopics, Route, TopicNaming};
+use weft_resilience::{Breaker, BreakerState, RetryPolicy};
+
 use crate::context;
 use crate::message::Message;
+use crate::producer::{Producer, ProducerConfig};
 use crate::tracker::OffsetTracker;
 use crate::{Error, ErrorClass, HandlerError, Result};
 
@@ -69,10 +84,15 @@ pub enum RuntimeEvent {
     /// A record of a revoked partition that was queued or still running at the revocation
     /// deadline; it was not committed and will be delivered to the new owner.
     Abandoned(Tp, i64),
+    /// A failed record was forwarded to a retry topic or the DLQ (`to`).
+    Forwarded {
+        from: Tp,
+        offset: i64,
+        to: String,
+    },
 }
 
 type EventHook = Arc<dyn Fn(&RuntimeEvent) + Send + Sync>;
-type BackoffFactory = Arc<dyn Fn() -> Box<dyn Iterator<Item = Duration> + Send> + Send + Sync>;
 
 /// How a [`Consumer`] connects and behaves.
 #[derive(Clone)]
@@ -92,7 +112,11 @@ pub struct ConsumerConfig {
     pub revoke_timeout: Duration,
     /// How long a shutdown waits for running handlers. Default 30 s.
     pub shutdown_timeout: Duration,
-    retry: Option<BackoffFactory>,
+    retry: Option<RetryPolicy>,
+    dead_letters: bool,
+    naming: TopicNaming,
+    retry_topics: Option<RetryTopics>,
+    breakers: Vec<Breaker>,
     on_event: Option<EventHook>,
 }
 
@@ -122,7 +146,11 @@ impl ConsumerConfig {
             commit_interval: Duration::from_secs(1),
             revoke_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
-            retry: None,
+            retry: Some(RetryPolicy::default()),
+            dead_letters: true,
+            naming: TopicNaming::default(),
+            retry_topics: None,
+            breakers: Vec::new(),
             on_event: None,
         };
         c.set("bootstrap.servers", bootstrap)
@@ -141,13 +169,39 @@ impl ConsumerConfig {
         self
     }
 
-    /// Blocking retries in place: `schedule` returns a fresh iterator of delays per record
-    /// (`None` = give up). Without it a failed record is not retried.
-    pub fn retry_with(
-        &mut self,
-        schedule: impl Fn() -> Box<dyn Iterator<Item = Duration> + Send> + Send + Sync + 'static,
-    ) -> &mut ConsumerConfig {
-        self.retry = Some(Arc::new(schedule));
+    /// Blocking retries in place under `policy` (default [`RetryPolicy::default`]); `None`:
+    /// one attempt only.
+    pub fn retry(&mut self, policy: Option<RetryPolicy>) -> &mut ConsumerConfig {
+        self.retry = policy;
+        self
+    }
+
+    /// Whether failed records go to the dead-letter queue (default on). Off, a failed record
+    /// stays uncommitted and its partition stops committing at it.
+    pub fn dead_letters(&mut self, on: bool) -> &mut ConsumerConfig {
+        self.dead_letters = on;
+        self
+    }
+
+    /// Names of DLQ and retry topics (default `<topic>.dlq`, `<topic>.retry.<n>`).
+    pub fn topic_naming(&mut self, naming: TopicNaming) -> &mut ConsumerConfig {
+        self.naming = naming;
+        self
+    }
+
+    /// Non-blocking retries through retry topics (opt-in). Switches in-place retries off (set
+    /// them again with [`ConsumerConfig::retry`] after this to have both). The runtime
+    /// subscribes to every level's topic of every topic it reads.
+    pub fn retry_topics(&mut self, topics: RetryTopics) -> &mut ConsumerConfig {
+        self.naming = topics.naming().clone();
+        self.retry_topics = Some(topics);
+        self.retry = None;
+        self
+    }
+
+    /// Pauses every partition while `breaker` is open (see the module docs).
+    pub fn pause_while_open(&mut self, breaker: &Breaker) -> &mut ConsumerConfig {
+        self.breakers.push(breaker.clone());
         self
     }
 
@@ -250,6 +304,8 @@ struct Shared {
     config: ConsumerConfig,
     /// Set once the shutdown drain is over: a revocation then waits for nothing.
     drained: AtomicBool,
+    /// Forwards failed records to retry topics and the DLQ.
+    producer: Option<Producer>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -261,6 +317,22 @@ impl Shared {
         if let Some(hook) = &self.config.on_event {
             hook(&event);
         }
+    }
+
+    /// Whether a breaker is open (reading the state also moves an open breaker whose wait
+    /// is over to half-open).
+    fn breaker_open(&self) -> bool {
+        self.config
+            .breakers
+            .iter()
+            .any(|b| b.state() == BreakerState::Open)
+    }
+
+    fn breakers_closed(&self) -> bool {
+        self.config
+            .breakers
+            .iter()
+            .all(|b| b.state() == BreakerState::Closed)
     }
 
     fn is_owned(&self, tp: &Tp, epoch: u64) -> bool {
@@ -351,12 +423,14 @@ impl Shared {
     /// Pauses or resumes partitions so that outstanding work stays bounded.
     fn apply_backpressure(&self, consumer: &BaseConsumer<Ctx>, draining: bool) {
         let cfg = &self.config;
+        let broken = self.breaker_open();
         let mut parts = lock(&self.parts);
         let total: usize = parts.values().map(|p| p.tracker.outstanding()).sum();
         let over_total = total >= cfg.max_outstanding;
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
         for (tp, part) in parts.iter_mut() {
             let want = draining
+                || broken
                 || over_total
                 || part.tracker.outstanding() >= cfg.max_outstanding_per_partition;
             if want != part.paused {
@@ -557,6 +631,18 @@ impl Consumer {
     /// returns after the final commit and leaving the group.
     pub async fn run<H: Handler>(self, handler: H) -> Result<()> {
         let (done_tx, done_rx) = mpsc::channel();
+        let producer = if self.config.dead_letters || self.config.retry_topics.is_some() {
+            let bootstrap = self
+                .config
+                .settings
+                .iter()
+                .find(|(k, _)| k == "bootstrap.servers")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            Some(Producer::new(&ProducerConfig::new(&bootstrap))?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             parts: Mutex::default(),
             owned: Mutex::default(),
@@ -565,6 +651,7 @@ impl Consumer {
             next_epoch: Mutex::new(0),
             config: self.config.clone(),
             drained: AtomicBool::new(false),
+            producer,
         });
         let mut client = ClientConfig::new();
         for (k, v) in &self.config.settings {
@@ -575,7 +662,13 @@ impl Consumer {
                 shared: shared.clone(),
             })
             .map_err(|e| Error::Config(format!("cannot create consumer: {e}")))?;
-        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        let mut all_topics = self.config.topics.clone();
+        if let Some(rt) = &self.config.retry_topics {
+            for t in &self.config.topics {
+                all_topics.extend(rt.topics(t));
+            }
+        }
+        let topics: Vec<&str> = all_topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
             .map_err(|e| Error::Consumer(format!("cannot subscribe to {topics:?}: {e}")))?;
@@ -751,42 +844,217 @@ async fn call<H: Handler>(handler: &H, message: Message) -> Result<(), HandlerEr
 /// counts as finished.
 async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epoch: u64) -> bool {
     let tp = (message.topic.clone(), message.partition);
-    let mut schedule = shared.config.retry.as_ref().map(|f| f());
-    let mut attempts = 1u32;
-    loop {
-        let error = match call(handler, message.clone()).await {
+    let naming = &shared.config.naming;
+    let headers = envelope_headers(&message);
+    // A record from a retry topic: its level, and it waits for its due time.
+    let retry_level = shared
+        .config
+        .retry_topics
+        .as_ref()
+        .and_then(|_| naming.parse_retry_topic(&message.topic))
+        .map(|(_, level)| level);
+    if retry_level.is_some()
+        && let Some((_, not_before)) = dlq::retry_position(&headers)
+    {
+        let wait = u64::try_from(not_before - dlq::epoch_millis(SystemTime::now())).unwrap_or(0);
+        if !sleep_owned(shared, &tp, epoch, Duration::from_millis(wait)).await {
+            shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+            return false;
+        }
+    }
+    let previous = retry_level.and_then(|_| DeadLetter::parse(&headers).ok());
+    let mut schedule = shared.config.retry.as_ref().map(RetryPolicy::schedule);
+    let mut attempts = 0u32;
+    let mut first_failure = None;
+    let error = loop {
+        if !hold_while_broken(shared, &tp, epoch, false).await {
+            shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+            return false;
+        }
+        let result = call(handler, message.clone()).await;
+        let error = match result {
             Ok(()) => return true,
             Err(e) => e,
         };
+        let now = SystemTime::now();
+        if !shared.breakers_closed() {
+            // The breaker was (or just became) open: this failure is the downstream's, not
+            // the record's; wait for it instead of counting an attempt.
+            debug!(topic = %tp.0, partition = tp.1, offset = message.offset, error = %error.message, "failure while a breaker is not closed; not counted");
+            if !hold_while_broken(shared, &tp, epoch, true).await {
+                shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+                return false;
+            }
+            continue;
+        }
+        attempts += 1;
+        first_failure.get_or_insert(now);
         let delay = match error.class {
             ErrorClass::Retryable => schedule.as_mut().and_then(Iterator::next),
             _ => None,
         };
         let Some(delay) = delay else {
-            warn!(
-                topic = %tp.0, partition = tp.1, offset = message.offset, attempts,
-                class = error.class.as_str(), error = %error.message,
-                "handler failed; record left uncommitted"
-            );
-            return false;
+            break error;
         };
         debug!(topic = %tp.0, partition = tp.1, offset = message.offset, attempts, ?delay, error = %error.message, "retrying");
-        // Sleep the whole delay, but give up at once when the partition is revoked.
-        let until = tokio::time::Instant::now() + delay;
-        loop {
-            let notified = shared.ownership_changed.notified();
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => break,
-                () = notified => {}
-            }
-            if !shared.is_owned(&tp, epoch) {
-                break;
-            }
-        }
-        if !shared.is_owned(&tp, epoch) {
+        if !sleep_owned(shared, &tp, epoch, delay).await {
             shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
             return false;
         }
-        attempts += 1;
+    };
+    // The failure path: a retry topic or the DLQ.
+    let original_topic = match &previous {
+        Some(p) => p.original_topic.clone(),
+        None => retry_level
+            .and_then(|_| naming.parse_retry_topic(&message.topic))
+            .map(|(base, _)| base.to_owned())
+            .unwrap_or_else(|| message.topic.clone()),
+    };
+    let (Some(producer), true) = (
+        &shared.producer,
+        shared.config.dead_letters || shared.config.retry_topics.is_some(),
+    ) else {
+        warn!(
+            topic = %tp.0, partition = tp.1, offset = message.offset, attempts,
+            class = error.class.as_str(), error = %error.message,
+            "handler failed and dead letters are off; record left uncommitted"
+        );
+        return false;
+    };
+    let route = match &shared.config.retry_topics {
+        Some(rt) => rt.route(&original_topic, retry_level.unwrap_or(0), error.class),
+        None => Route::DeadLetter {
+            topic: naming.dlq_topic(&original_topic),
+        },
+    };
+    if matches!(route, Route::DeadLetter { .. }) && !shared.config.dead_letters {
+        warn!(topic = %tp.0, partition = tp.1, offset = message.offset, "retries exhausted and dead letters are off; record left uncommitted");
+        return false;
+    }
+    let now_ms = dlq::epoch_millis(SystemTime::now());
+    let first_ms = first_failure.map(dlq::epoch_millis).unwrap_or(now_ms);
+    let (orig_partition, orig_offset, orig_ts) = match &previous {
+        Some(p) => (
+            p.original_partition,
+            p.original_offset,
+            p.original_timestamp,
+        ),
+        None => (message.partition, message.offset, message.timestamp_ms),
+    };
+    let mut letter = DeadLetter::builder(original_topic.clone(), orig_partition, orig_offset)
+        .consumer_group(shared.config.group_id.clone())
+        .error(error.class, error.message.clone())
+        .attempts(previous.as_ref().map_or(0, |p| p.attempts) + attempts.max(1))
+        .failures(
+            previous
+                .as_ref()
+                .map(|p| p.first_failure)
+                .filter(|&f| f > 0)
+                .unwrap_or(first_ms),
+            now_ms,
+        );
+    if let Some(ts) = orig_ts {
+        letter = letter.timestamp(ts);
+    }
+    let letter = letter.build();
+    let (to, out_headers) = match &route {
+        Route::Retry {
+            topic,
+            level,
+            delay,
+        } => {
+            let due = now_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            (
+                topic.clone(),
+                letter.to_retry_headers(&headers, *level, due),
+            )
+        }
+        Route::DeadLetter { topic } => (topic.clone(), letter.to_headers(&headers)),
+    };
+    let out: Vec<(String, bytes::Bytes)> = out_headers
+        .into_iter()
+        .map(|h| (h.key, bytes::Bytes::from(h.value.unwrap_or_default())))
+        .collect();
+    match producer
+        .send_raw(
+            &to,
+            None,
+            message.key.as_deref(),
+            message.payload.as_deref(),
+            &out,
+        )
+        .await
+    {
+        Ok(_) => {
+            info!(
+                topic = %tp.0, partition = tp.1, offset = message.offset, to = %to,
+                class = error.class.as_str(), error = %error.message, "failed record forwarded"
+            );
+            shared.emit(RuntimeEvent::Forwarded {
+                from: tp,
+                offset: message.offset,
+                to,
+            });
+            true
+        }
+        Err(e) => {
+            warn!(topic = %tp.0, partition = tp.1, offset = message.offset, to = %to, error = %e, "cannot forward failed record; left uncommitted");
+            false
+        }
+    }
+}
+
+/// The record's headers in the envelope's type.
+fn envelope_headers(message: &Message) -> Vec<dlq::Header> {
+    message
+        .headers
+        .iter()
+        .map(|(k, v)| dlq::Header::new(k.clone(), v.to_vec()))
+        .collect()
+}
+
+/// Sleeps `delay`, but returns false at once when the partition is revoked.
+async fn sleep_owned(shared: &Shared, tp: &Tp, epoch: u64, delay: Duration) -> bool {
+    let until = tokio::time::Instant::now() + delay;
+    loop {
+        let notified = shared.ownership_changed.notified();
+        if !shared.is_owned(tp, epoch) {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return shared.is_owned(tp, epoch),
+            () = notified => {}
+        }
+    }
+}
+
+/// Waits while a breaker is open; after a failure (`after_failure`) also while it is
+/// half-open with its probes taken by others. Returns false when the partition is revoked.
+async fn hold_while_broken(shared: &Shared, tp: &Tp, epoch: u64, after_failure: bool) -> bool {
+    const TICK: Duration = Duration::from_millis(50);
+    loop {
+        let waiting = shared.config.breakers.iter().any(|b| match b.state() {
+            BreakerState::Open => true,
+            BreakerState::HalfOpen => after_failure,
+            BreakerState::Closed => false,
+        });
+        if !waiting {
+            return shared.is_owned(tp, epoch);
+        }
+        // Re-read the state at a short tick as well as on ownership changes: reading it is
+        // what moves an open breaker to half-open when no timer task did.
+        if !sleep_owned(shared, tp, epoch, TICK).await {
+            return false;
+        }
+        if after_failure
+            && shared
+                .config
+                .breakers
+                .iter()
+                .all(|b| b.state() != BreakerState::Open)
+        {
+            // Half-open: try again (maybe as a probe) after one tick.
+            return shared.is_owned(tp, epoch);
+        }
     }
 }

@@ -62,27 +62,14 @@ impl From<weft_store::sqlx::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How a handler failure should be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// May succeed if tried again (a timeout, a 503, a lock conflict): retried with backoff.
-    Retryable,
-    /// Will fail again (a malformed record, a validation error): straight to the DLQ.
-    NonRetryable,
-    /// Cannot be handled now but is not wrong (a downstream in maintenance): parked in the
-    /// DLQ with this class so it can be redriven later, without burning retries.
-    Park,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Retryable => "retryable",
-            ErrorClass::NonRetryable => "non-retryable",
-            ErrorClass::Park => "park",
-        }
-    }
-}
+/// The resilience primitives the runtime is configured with (retry policies, breakers,
+/// bulkheads, the dead-letter envelope), re-exported so services need one dependency.
+pub use weft_resilience as resilience;
+/// How a handler failure is treated: `Retryable` is retried (in place under the
+/// [`RetryPolicy`](weft_resilience::RetryPolicy), or through retry topics); `NonRetryable`
+/// goes to the DLQ at once; `Park` is set aside in the DLQ with class `park` without burning
+/// retries (a downstream in maintenance), to be redriven later.
+pub use weft_resilience::ErrorClass;
 
 /// A handler's failure and its class.
 #[derive(Debug, Clone)]
