@@ -238,6 +238,16 @@ impl Groups {
     }
 }
 
+impl Drop for Groups {
+    /// The last membership changes, once nothing serves the groups any more (the ticker's
+    /// last pass may precede the last requests of closing connections).
+    fn drop(&mut self) {
+        if let Err(e) = self.persist() {
+            warn!(error = %e, "writing group membership at shutdown failed");
+        }
+    }
+}
+
 /// Drives session and rebalance timeouts and writes changed group membership
 /// ([`Groups::persist`]) every 100 ms. After shutdown is signalled it stops expiring
 /// anything (members cannot reach a stopping broker) but keeps writing changes, more often,
