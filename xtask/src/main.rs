@@ -14,10 +14,18 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 
 /// Debian packages, each with the command whose presence means it is installed.
-const APT_PACKAGES: &[AptPackage] = &[AptPackage {
-    package: "kcat",
-    command: "kcat",
-}];
+const APT_PACKAGES: &[AptPackage] = &[
+    AptPackage {
+        package: "kcat",
+        command: "kcat",
+    },
+    // Headless browser for the /ui dashboard test (crates/weft/tests/observe_serve.rs),
+    // driven over the DevTools protocol by a Node script (no npm package, no download).
+    AptPackage {
+        package: "chromium",
+        command: "chromium",
+    },
+];
 
 /// Python packages, each with the module whose import means it is installed. Installed into
 /// whatever `python3` is first on PATH, the one tests run.
