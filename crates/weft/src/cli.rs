@@ -42,6 +42,8 @@ pub(crate) enum Command {
     Dlq(crate::cmd::dlq::DlqArgs),
     /// Transactional outbox: create the outbox table, show the relay's status
     Outbox(crate::cmd::outbox::OutboxArgs),
+    /// Append, read and replay event-store streams over the HTTP API
+    Events(crate::cmd::events::EventsArgs),
 }
 
 #[cfg(test)]

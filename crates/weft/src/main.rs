@@ -28,6 +28,7 @@ async fn main() -> ExitCode {
         Command::Schema(args) => cmd::schema::run(args).await,
         Command::Dlq(args) => cmd::dlq::run(args).await,
         Command::Outbox(args) => cmd::outbox::run(args).await,
+        Command::Events(args) => cmd::events::run(args).await,
     };
     match result {
         Ok(code) => code,

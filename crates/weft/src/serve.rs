@@ -158,6 +158,11 @@ async fn run_components(
     let outbox = weft_outbox::Outbox::new();
     let outbox_bootstrap = lag_bootstrap.clone();
     let router = router.merge(weft_outbox::router(outbox.clone()));
+    // The event store (crates/weft-eventstore): /v1/streams, tables in the state database.
+    let events = weft_eventstore::EventStore::open(registry.store().clone())
+        .await
+        .context("cannot prepare the event store's tables")?;
+    let router = router.merge(weft_eventstore::http::router(events));
     sup.spawn("http", move |shutdown| {
         http::serve(http_listener, router, shutdown)
     });

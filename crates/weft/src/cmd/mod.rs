@@ -9,6 +9,7 @@
 pub(crate) mod bench;
 pub(crate) mod consume;
 pub(crate) mod dlq;
+pub(crate) mod events;
 pub(crate) mod group;
 pub(crate) mod outbox;
 pub(crate) mod produce;
