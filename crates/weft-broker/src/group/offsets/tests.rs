@@ -581,3 +581,114 @@ fn membership_is_written_as_differences_and_survives_reopen() {
     assert_eq!(o.classic_groups().count(), 0);
     assert_eq!(o.consumer_groups().count(), 0);
 }
+
+/// Compaction of the topic keeps the latest membership record of every group and member
+/// and drops tombstoned ones: a reopen after compacting sees the same groups.
+#[test]
+fn compaction_keeps_the_latest_membership() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 2048,
+        cleanup_policy: weft_log::CleanupPolicy::Compact,
+        min_compaction_lag_ms: 0,
+        delete_retention_ms: 0,
+        ..LogConfig::default()
+    };
+    let pdir = dir.path().join("__consumer_offsets-0");
+    let p = Arc::new(
+        Partition::create(&pdir, config.clone(), Arc::new(SystemClock)).expect("partition"),
+    );
+    let mut o = Offsets::open(dir.path(), Arc::clone(&p)).expect("open");
+    let members = |n: i32, epoch: i32| {
+        (0..n)
+            .map(|i| (format!("m{i}"), consumer_member(epoch)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    // 100 generations of a classic group, a consumer group growing and shrinking, and a
+    // group that comes and goes.
+    for round in 0..100 {
+        let mut classic = classic_group();
+        classic.generation = round;
+        let mut consumer = consumer_group();
+        consumer.epoch = round;
+        consumer.assignment_epoch = round;
+        let gone = state::GroupImage::default();
+        let temp = if round % 2 == 0 {
+            state::GroupImage {
+                classic: Some(classic_group()),
+                ..Default::default()
+            }
+        } else {
+            gone
+        };
+        o.store_groups(vec![
+            (
+                "a".into(),
+                state::GroupImage {
+                    classic: Some(classic),
+                    ..Default::default()
+                },
+            ),
+            (
+                "b".into(),
+                state::GroupImage {
+                    consumer: Some((consumer, members(round % 5 + 1, round))),
+                    ..Default::default()
+                },
+            ),
+            ("temp".into(), temp),
+        ])
+        .expect("store");
+    }
+    let want_classic: Vec<_> = o
+        .classic_groups()
+        .map(|(g, c)| (g.to_owned(), c.clone()))
+        .collect();
+    let want_consumer: Vec<_> = o
+        .consumer_groups()
+        .map(|(g, c, m)| (g.to_owned(), c.clone(), m.clone()))
+        .collect();
+    assert_eq!(want_classic.len(), 1, "temp was removed last");
+    assert_eq!(want_consumer[0].2.len(), 5, "99 % 5 + 1 members");
+    let records_before = p.log_end_offset() - p.log_start_offset();
+    let stats = p.compact().expect("compact");
+    assert!(
+        stats.segments_deleted > 0 || stats.bytes_reclaimed > 0,
+        "{stats:?}"
+    );
+    drop(o);
+    drop(p);
+    let p = Arc::new(Partition::open(&pdir, config, Arc::new(SystemClock)).expect("reopen"));
+    let mut count = 0u64;
+    let mut at = p.log_start_offset();
+    while at < p.log_end_offset() {
+        let bytes = p.read_bytes(at, 1 << 20).expect("read");
+        if bytes.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let h = batch::BatchHeader::parse(&bytes[pos..]).expect("header");
+            count += batch::records(&bytes[pos..pos + h.total_len()])
+                .expect("records")
+                .len() as u64;
+            at = h.next_offset();
+            pos += h.total_len();
+        }
+    }
+    assert!(
+        count < records_before / 4,
+        "{count} of {records_before} left"
+    );
+    let o = Offsets::open(dir.path(), p).expect("open");
+    let classic: Vec<_> = o
+        .classic_groups()
+        .map(|(g, c)| (g.to_owned(), c.clone()))
+        .collect();
+    let consumer: Vec<_> = o
+        .consumer_groups()
+        .map(|(g, c, m)| (g.to_owned(), c.clone(), m.clone()))
+        .collect();
+    assert_eq!(classic, want_classic);
+    assert_eq!(consumer, want_consumer);
+}
