@@ -736,7 +736,7 @@ fn columns(dialect: Dialect) -> String {
     let (id, headers) = match dialect {
         Dialect::Postgres => ("CAST(id AS TEXT)", "headers"),
         // sqlx's Any driver reads MySQL TEXT columns as blobs; CHAR casts make them text.
-        Dialect::MySql => ("CAST(id AS CHAR)", "CAST(headers AS CHAR)"),
+        Dialect::MySql => ("CAST(id AS CHAR)", "headers"),
         Dialect::Sqlite => ("id", "headers"),
     };
     format!(
@@ -753,9 +753,19 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<OutRow> {
         aggregateid: row.try_get("aggregateid")?,
         event_type: row.try_get("type")?,
         payload: row.try_get("payload")?,
-        headers: row.try_get("headers")?,
+        headers: text_or_blob(row, "headers")?,
         created_ms: row.try_get("created_ms")?,
     })
+}
+
+/// A text column that MySQL may report as a blob (LONGTEXT, even through `CAST(… AS CHAR)`).
+fn text_or_blob(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>> {
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(v) => Ok(v),
+        Err(_) => Ok(row
+            .try_get::<Option<Vec<u8>>, _>(column)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())),
+    }
 }
 
 /// Unpublished rows in `seq` order: all but the `exclude`d aggregates, or only `only`.

@@ -84,6 +84,16 @@ impl Outbox {
         Outbox::default()
     }
 
+    /// A status with every configured source listed (`starting`) before the relay runs,
+    /// so `GET /v1/outbox/{name}` answers from the moment the server is ready.
+    pub fn for_config(config: &crate::OutboxConfig) -> Outbox {
+        let outbox = Outbox::new();
+        for s in &config.sources {
+            outbox.insert(SourceStatus::new(&s.name, &s.database, s.mode));
+        }
+        outbox
+    }
+
     /// A snapshot of every source, by name.
     pub fn sources(&self) -> Vec<SourceStatus> {
         match self.inner.read() {
@@ -99,12 +109,13 @@ impl Outbox {
         }
     }
 
+    /// Adds a source's status unless it is already listed.
     pub(crate) fn insert(&self, status: SourceStatus) {
         let mut map = match self.inner.write() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        map.insert(status.name.clone(), status);
+        map.entry(status.name.clone()).or_insert(status);
     }
 
     /// Applies `f` to source `name`'s status (never held across an await).

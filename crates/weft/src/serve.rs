@@ -155,7 +155,7 @@ async fn run_components(
     }
     // The transactional outbox relay (crates/weft-outbox): one task per [[outbox.sources]],
     // publishing through the cluster in use; its status is GET /v1/outbox.
-    let outbox = weft_outbox::Outbox::new();
+    let outbox = weft_outbox::Outbox::for_config(&settings.outbox);
     let outbox_bootstrap = lag_bootstrap.clone();
     let router = router.merge(weft_outbox::router(outbox.clone()));
     // The event store (crates/weft-eventstore): /v1/streams, tables in the state database.
