@@ -955,3 +955,36 @@ fn consumer_group_rebalances_are_counted_and_timed_until_every_member_reconciled
         "from b's join to b reconciled: 1 s of the fake clock"
     );
 }
+
+/// A static member that left for now (epoch -2, its process restarting) is still held for
+/// its instance after a *broker* restart: the instance comes back under a new member id to
+/// the same partitions, with no rebalance.
+#[test]
+fn a_static_member_away_during_a_broker_restart_gets_its_partitions_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = Sim::new(&[2]);
+    let st = |member: &str, epoch: i32| Heartbeat {
+        instance_id: Some("i1".into()),
+        ..if epoch == 0 {
+            join(member, &["t0"])
+        } else {
+            beat(member, epoch, None)
+        }
+    };
+    let a = s.ok(st("a", 0)).assignment.expect("a");
+    s.ok(Heartbeat {
+        owned: Some(a.clone()),
+        ..st("a", 1)
+    });
+    s.ok(Heartbeat {
+        member_epoch: STATIC_LEAVE_EPOCH,
+        ..st("a", 1)
+    });
+    let epoch = s.c.group_epoch(G);
+    restart(&mut s, dir.path());
+    let r = s.ok(st("a2", 0));
+    assert_eq!(r.assignment.map(|x| parts(&x)), Some(parts(&a)));
+    assert_eq!(r.member_epoch, 1);
+    assert_eq!(s.c.group_epoch(G), epoch, "no rebalance");
+    assert!(!s.c.is_member(G, "a"));
+}
