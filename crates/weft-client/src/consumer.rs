@@ -41,7 +41,6 @@
 //! resumes when the breaker half-opens (its probes are the next records) and closes.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
@@ -77,7 +76,8 @@ pub enum RuntimeEvent {
     Assigned(Vec<Tp>),
     /// Revocation finished for these partitions (after their last commit).
     Revoked(Vec<Tp>),
-    /// Offsets handed to librdkafka for commit (next offset to read).
+    /// Offsets the runtime hands to librdkafka for commit (next offset to read), reported
+    /// just before the commit call.
     Committed(Vec<(Tp, i64)>),
     Paused(Vec<Tp>),
     Resumed(Vec<Tp>),
@@ -402,11 +402,12 @@ impl Shared {
         if committed.is_empty() {
             return;
         }
+        // Reported before librdkafka sees it: the event is what the runtime decided, so tests
+        // check the runtime's decisions rather than librdkafka's own refusals.
+        committed.sort();
+        self.emit(RuntimeEvent::Committed(committed.clone()));
         match consumer.commit(&tpl, mode) {
-            Ok(()) => {
-                committed.sort();
-                self.emit(RuntimeEvent::Committed(committed));
-            }
+            Ok(()) => {}
             Err(e) => {
                 // Forget what we believed committed so the next round tries again.
                 let mut parts = lock(&self.parts);
@@ -711,15 +712,25 @@ impl Consumer {
     }
 }
 
+/// The lane of a record: FNV-1a over topic, partition and key (offset when keyless). A
+/// hash of our own rather than std's `DefaultHasher`, whose algorithm is unspecified: lane
+/// assignment stays the same across Rust versions.
 fn lane_of(message: &Message, lanes: usize) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    message.topic.hash(&mut h);
-    message.partition.hash(&mut h);
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    eat(message.topic.as_bytes());
+    eat(&message.partition.to_be_bytes());
     match &message.key {
-        Some(k) => k.hash(&mut h),
-        None => message.offset.hash(&mut h),
+        Some(k) => eat(k),
+        None => eat(&message.offset.to_be_bytes()),
     }
-    (h.finish() % lanes as u64) as usize
+    (h % lanes as u64) as usize
 }
 
 fn poll_loop(

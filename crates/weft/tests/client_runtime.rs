@@ -222,9 +222,11 @@ async fn backpressure_pauses_and_resumes_partitions() {
     );
 }
 
-/// Member A handles slowly; member B joins and takes partitions from A. For every partition,
-/// A's event log shows no commit after its revocation (unless it was assigned again), every
-/// record is handled at least once by A or B, and the group ends fully committed.
+/// Member A starts one record per partition and holds them until it has lost partitions to
+/// member B, so at the revocation A has running handlers that outlive the revoke timeout and
+/// finish afterwards. For every partition, A's event log shows no commit after its
+/// revocation; every record is handled at least once by A or B; the group ends fully
+/// committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_commit_for_a_partition_after_it_was_revoked() {
     let b = broker();
@@ -241,28 +243,46 @@ async fn no_commit_for_a_partition_after_it_was_revoked() {
             .expect("send");
     }
     let handled: Arc<Mutex<HashSet<(i32, i64)>>> = Arc::default();
-    let slow = |who: &'static str, h: Arc<Mutex<HashSet<(i32, i64)>>>| {
-        move |m: Message| {
-            let h = h.clone();
-            async move {
-                // Slow enough that a rebalance lands mid-work; revoke_timeout below is short
-                // so some running handlers are abandoned, finishing after the revocation.
-                tokio::time::sleep(Duration::from_millis(if who == "a" { 40 } else { 1 })).await;
-                h.lock().expect("handled").insert((m.partition, m.offset));
-                Ok::<(), HandlerError>(())
-            }
-        }
-    };
+    let started_a: Arc<Mutex<HashSet<i32>>> = Arc::default();
+    let revoked_a = Arc::new(AtomicBool::new(false));
+
     let mut config_a = consumer_config(&b.bootstrap, "g-rb", &["rb"]);
-    config_a.lanes = 4;
+    // Lanes are a stable FNV-1a hash of (topic, partition, key): with 8 lanes the first
+    // records of the four partitions (keys k3, k0, k8, k14) run on distinct lanes (3, 1, 4,
+    // 0), so A can hold one record of every partition at once.
+    config_a.lanes = 8;
+    // One outstanding record per partition, held by its handler until the revocation is over
+    // (10 ms revoke timeout): a runtime that still applied its result would commit for a
+    // partition it no longer owns.
+    config_a.max_outstanding_per_partition = 1;
     config_a.revoke_timeout = Duration::from_millis(10);
     let events_a = Events::default();
     events_a.attach(&mut config_a);
+    {
+        let (log, flag) = (events_a.0.clone(), revoked_a.clone());
+        config_a.on_event(move |e| {
+            log.lock().expect("event log").push(e.clone());
+            if matches!(e, RuntimeEvent::Revoked(_)) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
     let a = Consumer::new(config_a).expect("consumer a");
     let stop_a = a.shutdown_handle();
-    let run_a = tokio::spawn(a.run(slow("a", handled.clone())));
-    wait_until("A handles some records", || {
-        handled.lock().expect("handled").len() >= 10
+    let (h, st, rv) = (handled.clone(), started_a.clone(), revoked_a.clone());
+    let run_a = tokio::spawn(a.run(move |m: Message| {
+        let (h, st, rv) = (h.clone(), st.clone(), rv.clone());
+        async move {
+            st.lock().expect("started").insert(m.partition);
+            while !rv.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            h.lock().expect("handled").insert((m.partition, m.offset));
+            Ok::<(), HandlerError>(())
+        }
+    }));
+    wait_until("A holds a record of every partition", || {
+        started_a.lock().expect("started").len() == 4
     })
     .await;
 
@@ -271,14 +291,14 @@ async fn no_commit_for_a_partition_after_it_was_revoked() {
     events_b.attach(&mut config_b);
     let bm = Consumer::new(config_b).expect("consumer b");
     let stop_b = bm.shutdown_handle();
-    let run_b = tokio::spawn(bm.run(slow("b", handled.clone())));
-    wait_until("A lost partitions", || {
-        events_a
-            .snapshot()
-            .iter()
-            .any(|e| matches!(e, RuntimeEvent::Revoked(_)))
-    })
-    .await;
+    let hb = handled.clone();
+    let run_b = tokio::spawn(bm.run(move |m: Message| {
+        let hb = hb.clone();
+        async move {
+            hb.lock().expect("handled").insert((m.partition, m.offset));
+            Ok::<(), HandlerError>(())
+        }
+    }));
     wait_until("all 200 handled", || {
         handled.lock().expect("handled").len() == 200
     })
@@ -297,14 +317,14 @@ async fn no_commit_for_a_partition_after_it_was_revoked() {
 
     // Replay A's log: a partition is owned from Assigned to Revoked; commits only while owned.
     let mut owned: HashSet<(String, i32)> = HashSet::new();
-    let mut revocations = 0;
+    let mut revoked_with_work = 0;
     for e in events_a.snapshot() {
         match e {
             RuntimeEvent::Assigned(l) => owned.extend(l),
             RuntimeEvent::Revoked(l) => {
-                revocations += 1;
                 for tp in l {
                     owned.remove(&tp);
+                    revoked_with_work += 1;
                 }
             }
             RuntimeEvent::Committed(l) => {
@@ -318,5 +338,6 @@ async fn no_commit_for_a_partition_after_it_was_revoked() {
             _ => {}
         }
     }
-    assert!(revocations >= 1);
+    assert!(revoked_with_work >= 1, "A lost no partition");
+    assert!(!events_b.snapshot().is_empty(), "B took part in the group");
 }
