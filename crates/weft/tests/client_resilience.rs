@@ -507,3 +507,107 @@ async fn open_breaker_pauses_partitions_and_recovers_without_loss() {
     );
     assert!(requests.load(Ordering::SeqCst) >= 30 + 4);
 }
+
+/// A hanging downstream behind a bulkhead (2 concurrent calls, no queue): of six records that
+/// need it — on six different lanes, so all try at once — two hold the bulkhead's slots and
+/// four fail fast and are parked in the DLQ (class `park`) instead of tying up four more
+/// lanes, which stay free for records that do not need the downstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulkhead_bounds_what_a_hanging_downstream_takes() {
+    use weft_client::resilience::{Bulkhead, BulkheadConfig};
+
+    let b = broker();
+    create_topic(&b.bootstrap, "bh", 1).await;
+    create_topic(&b.bootstrap, "bh.dlq", 1).await;
+    let producer = Producer::new(&ProducerConfig::new(&b.bootstrap)).expect("producer");
+    // Keys x-0..x-5 fall on lanes 0, 3, 6, 1, 4, 7 of 8 (stable FNV-1a lane hash).
+    for i in 0..6 {
+        producer
+            .send(
+                Record::new("bh")
+                    .key(format!("x-{i}"))
+                    .payload("needs-downstream"),
+            )
+            .await
+            .expect("send");
+    }
+    for i in 0..10 {
+        producer
+            .send(Record::new("bh").key(format!("y-{i}")).payload("local"))
+            .await
+            .expect("send");
+    }
+    let mut bc = BulkheadConfig::new("hanging-downstream");
+    bc.max_concurrent = 2;
+    bc.max_queue = 0;
+    let bulkhead = Bulkhead::new(bc);
+    let gate = Arc::new(AtomicBool::new(false));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let max_inside = Arc::new(AtomicUsize::new(0));
+    let local_done = Arc::new(AtomicUsize::new(0));
+    let mut config = consumer_config(&b.bootstrap, "g-bh", &["bh"]);
+    config.lanes = 8;
+    config.retry(None);
+    let events = Events::default();
+    events.attach(&mut config);
+    let consumer = Consumer::new(config).expect("consumer");
+    let stop = consumer.shutdown_handle();
+    let (bh, g, ins, mx, ld) = (
+        bulkhead.clone(),
+        gate.clone(),
+        inside.clone(),
+        max_inside.clone(),
+        local_done.clone(),
+    );
+    let run = tokio::spawn(consumer.run(move |m: Message| {
+        let (bh, g, ins, mx, ld) = (bh.clone(), g.clone(), ins.clone(), mx.clone(), ld.clone());
+        async move {
+            if m.payload.as_deref() == Some(&b"local"[..]) {
+                ld.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
+            let _permit = bh.acquire().await.map_err(HandlerError::park)?;
+            let now = ins.fetch_add(1, Ordering::SeqCst) + 1;
+            mx.fetch_max(now, Ordering::SeqCst);
+            // The downstream hangs until the test lets it answer.
+            while !g.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            ins.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }));
+    let parked = || {
+        events
+            .snapshot()
+            .iter()
+            .filter(|e| matches!(e, RuntimeEvent::Forwarded { to, .. } if to == "bh.dlq"))
+            .count()
+    };
+    wait_until("four records parked while two hang", || parked() == 4).await;
+    assert_eq!(
+        inside.load(Ordering::SeqCst),
+        2,
+        "two calls hang in the downstream"
+    );
+    gate.store(true, Ordering::SeqCst);
+    wait_until("all committed", || {
+        committed_offsets(&b.bootstrap, "g-bh", "bh", 1) == vec![16]
+    })
+    .await;
+    stop.shutdown();
+    run.await.expect("join").expect("run");
+    assert_eq!(
+        max_inside.load(Ordering::SeqCst),
+        2,
+        "never more than the bulkhead's share"
+    );
+    assert_eq!(local_done.load(Ordering::SeqCst), 10);
+    let letters = read_all(&b.bootstrap, "bh.dlq", 1, 4);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.header(dlq::ERROR_CLASS) == Some("park")),
+        "{letters:?}"
+    );
+}
