@@ -107,6 +107,7 @@ fn test(extra: &[String]) -> anyhow::Result<ExitCode> {
     ensure_npm(NPM_PACKAGES, &npm_prefix)?;
     // Kept until the tests are done; dropping it stops the throwaway cluster.
     let postgres = ensure_postgres(&root)?;
+    let mariadb = ensure_mariadb(&root)?;
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let node_path = npm_prefix.join("node_modules");
@@ -128,6 +129,7 @@ fn test(extra: &[String]) -> anyhow::Result<ExitCode> {
                     .as_ref()
                     .map(|pg| (POSTGRES_URL_VAR, pg.url.as_str())),
             )
+            .envs(mariadb.as_ref().map(|m| (MYSQL_URL_VAR, m.url.as_str())))
             .status()
             .context("cannot run cargo")?;
         if !status.success() {
@@ -140,6 +142,93 @@ fn test(extra: &[String]) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the outbox tests find MariaDB/MySQL (`crates/weft/tests/outbox_support`).
+const MYSQL_URL_VAR: &str = "WEFT_TEST_MYSQL_URL";
+
+/// A MariaDB server started for this test run (no grant tables: a throwaway on loopback),
+/// killed and removed on drop.
+struct ThrowawayMariaDb {
+    url: String,
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+/// MariaDB for the outbox tests: `$WEFT_TEST_MYSQL_URL` when set, else the server on
+/// 127.0.0.1:3306 when one answers, else Debian's MariaDB (installed when missing) as a
+/// throwaway server on a spare port, whose URL the tests get.
+fn ensure_mariadb(root: &Path) -> anyhow::Result<Option<ThrowawayMariaDb>> {
+    if std::env::var_os(MYSQL_URL_VAR).is_some_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], 3306));
+    if std::net::TcpStream::connect_timeout(&default, std::time::Duration::from_secs(2)).is_ok() {
+        return Ok(None);
+    }
+    let server = Path::new("/usr/sbin/mariadbd");
+    if !server.is_file() {
+        eprintln!("xtask: nothing answers on {default}; installing Debian's mariadb-server");
+        apt_install(&["mariadb-server"])?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a spare port")?
+        .port();
+    let dir = root.join("target").join(format!("mariadb-test-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // As root the server runs as Debian's `mysql` user, which must own the directory.
+    let user: Vec<String> = if is_root() {
+        run(Command::new("chown").arg("mysql:mysql").arg(&dir))?;
+        vec!["--user=mysql".into()]
+    } else {
+        Vec::new()
+    };
+    let data = dir.join("data");
+    run(Command::new("mariadb-install-db")
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(&user)
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .stdout(std::process::Stdio::null()))?;
+    let log = std::fs::File::create(dir.join("server.log")).context("cannot create server.log")?;
+    let child = Command::new(server)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+        .args(&user)
+        .arg("--skip-grant-tables")
+        .stderr(log)
+        .spawn()
+        .context("cannot start mariadbd")?;
+    let db = ThrowawayMariaDb {
+        url: format!("mysql://root@127.0.0.1:{port}/mysql"),
+        dir,
+        child,
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..120 {
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok() {
+            eprintln!("xtask: throwaway MariaDB at {}", db.url);
+            return Ok(Some(db));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    bail!(
+        "MariaDB did not start; see {}",
+        db.dir.join("server.log").display()
+    )
+}
+
+impl Drop for ThrowawayMariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Where the state-store tests find PostgreSQL (`weft_store::testing`).
