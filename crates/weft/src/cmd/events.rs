@@ -280,8 +280,11 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
                 for e in report["applied"].as_array().into_iter().flatten() {
                     println!(
                         "applied {} {}@{} {} recorded_ms={}",
-                        e["position"], e["stream"].as_str().unwrap_or(""), e["revision"],
-                        e["type"].as_str().unwrap_or(""), e["recorded_ms"]
+                        e["position"],
+                        e["stream"].as_str().unwrap_or(""),
+                        e["revision"],
+                        e["type"].as_str().unwrap_or(""),
+                        e["recorded_ms"]
                     );
                 }
                 println!("skipped {} later events", report["skipped"]);
@@ -311,7 +314,10 @@ async fn replay(
         let path = match (&stream, &category) {
             (Some(s), _) => format!("/v1/streams/{}?from={from}&limit=1000", seg(s)),
             (None, Some(c)) => {
-                format!("/v1/streams/%24all?category={}&from={from}&limit=1000", seg(c))
+                format!(
+                    "/v1/streams/%24all?category={}&from={from}&limit=1000",
+                    seg(c)
+                )
             }
             (None, None) => bail!("--stream or --category is required"),
         };
@@ -326,8 +332,7 @@ async fn replay(
             } else {
                 e["position"].as_u64().unwrap_or(from) + 1
             };
-            if until.is_some_and(|t| recorded > t) || until_revision.is_some_and(|r| revision > r)
-            {
+            if until.is_some_and(|t| recorded > t) || until_revision.is_some_and(|r| revision > r) {
                 skipped += 1;
                 continue;
             }
