@@ -54,10 +54,10 @@ pub mod headers {
     pub const TRACESTATE: &str = "tracestate";
     /// The event type (`type` column), unless the source maps it elsewhere.
     pub const EVENT_TYPE: &str = "weft-event-type";
-    /// DLQ envelope: why the row went there, and where it came from.
-    pub const DLQ_REASON: &str = "weft-dlq-reason";
-    pub const DLQ_SOURCE: &str = "weft-dlq-source";
-    pub const DLQ_ORIGINAL_TOPIC: &str = "weft-dlq-original-topic";
+    /// The source (its `name`) a row came from, on dead letters.
+    pub const OUTBOX_SOURCE: &str = "weft-outbox-source";
+    /// On a dead letter whose payload was cut to fit `max_message_bytes`. The rest of the
+    /// envelope is `weft_resilience::dlq`'s (`weft-dlq-error-message`, `-original-topic`, …).
     pub const DLQ_TRUNCATED: &str = "weft-dlq-truncated";
 }
 

@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -30,6 +29,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use sqlx::{AnyPool, Row as _};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use weft_resilience::dlq::{DeadLetter, Header as DlqHeader};
+use weft_resilience::retry::{ErrorClass, RetryPolicy};
 
 use crate::config::{BadRowPolicy, Cleanup, Mode, OutboxConfig, PayloadFormat, SourceConfig};
 use crate::logical::Slot;
@@ -171,6 +172,9 @@ pub(crate) fn route(cfg: &SourceConfig, row: &OutRow) -> std::result::Result<Rec
     })
 }
 
+/// The longest pause between attempts while the broker or database is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Batch and record framing, counted generously so a record we accept is not refused.
 const RECORD_OVERHEAD: usize = 128;
 
@@ -264,21 +268,22 @@ impl Runner {
     async fn run(mut self) {
         let name = self.cfg.name.clone();
         info!(source = %name, mode = ?self.cfg.mode, database = %crate::redact(&self.cfg.database), "outbox relay starting");
-        let backoff_builder = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
-        let mut backoff = backoff_builder.build();
+        // Full jitter under an exponential ceiling (100 ms … 5 s); the policy is bounded,
+        // so an exhausted schedule starts over: a source retries for as long as it runs.
+        let policy = RetryPolicy::default()
+            .with_initial_delay(Duration::from_millis(100))
+            .with_max_delay(MAX_BACKOFF)
+            .with_max_attempts(weft_resilience::retry::MAX_ATTEMPTS_LIMIT)
+            .with_max_elapsed(weft_resilience::retry::MAX_DURATION_LIMIT);
+        let mut backoff = policy.schedule();
         while !self.stopping() {
             match self.round().await {
                 Ok(Round::Busy) => {
-                    backoff = backoff_builder.build();
+                    backoff = policy.schedule();
                     self.outbox.update(&name, |s| s.state = "running");
                 }
                 Ok(Round::Idle) => {
-                    backoff = backoff_builder.build();
+                    backoff = policy.schedule();
                     self.outbox.update(&name, |s| s.state = "running");
                     if let Err(e) = self.housekeeping().await {
                         self.failed(&e);
@@ -296,7 +301,13 @@ impl Runner {
                         pool.close().await;
                     }
                     self.slot = None;
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    let delay = match backoff.next() {
+                        Some(d) => d,
+                        None => {
+                            backoff = policy.schedule();
+                            MAX_BACKOFF
+                        }
+                    };
                     self.outbox.update(&name, |s| s.state = "backing_off");
                     if self.pause(delay).await {
                         break;
@@ -576,20 +587,19 @@ impl Runner {
         self.outbox.update(&self.cfg.name, |s| s.blocked = blocked);
     }
 
-    /// The DLQ record of a bad row: its payload (cut to fit), its headers and why.
+    /// The DLQ record of a bad row: same key, its payload (cut to fit), its own headers and
+    /// the shared dead-letter envelope (`weft_resilience::dlq`, source `outbox`, original
+    /// partition and offset -1: it was never on a topic).
     fn dlq_record(&self, row: &OutRow, reason: &str) -> Record {
-        let mut hs = vec![
-            (headers::MESSAGE_ID.to_owned(), row.id.clone()),
-            (headers::DLQ_REASON.to_owned(), reason.to_owned()),
-            (headers::DLQ_SOURCE.to_owned(), self.cfg.name.clone()),
-            (headers::EVENT_TYPE.to_owned(), row.event_type.clone()),
-            (
-                headers::DLQ_ORIGINAL_TOPIC.to_owned(),
-                self.cfg
-                    .topic
-                    .replace("${aggregatetype}", &row.aggregatetype)
-                    .replace("${type}", &row.event_type),
-            ),
+        let original_topic = self
+            .cfg
+            .topic
+            .replace("${aggregatetype}", &row.aggregatetype)
+            .replace("${type}", &row.event_type);
+        let mut original = vec![
+            DlqHeader::new(headers::MESSAGE_ID, row.id.as_str()),
+            DlqHeader::new(headers::EVENT_TYPE, row.event_type.as_str()),
+            DlqHeader::new(headers::OUTBOX_SOURCE, self.cfg.name.as_str()),
         ];
         if let Some(Ok(serde_json::Value::Object(map))) = row
             .headers
@@ -600,13 +610,27 @@ impl Runner {
                 if let serde_json::Value::String(s) = v
                     && k.len() + s.len() < 4096
                 {
-                    hs.push((k, s));
+                    original.push(DlqHeader::new(k, s));
                 }
             }
         }
+        let letter = DeadLetter::builder(original_topic, -1, -1)
+            .timestamp(row.created_ms)
+            .source("outbox")
+            .error(ErrorClass::NonRetryable, reason)
+            .build();
+        let mut hs: Vec<(String, String)> = letter
+            .to_headers(&original)
+            .into_iter()
+            .map(|h| {
+                let v = h.value_str().unwrap_or_default().to_owned();
+                (h.key, v)
+            })
+            .collect();
         let room = self.cfg.max_message_bytes.saturating_sub(
             hs.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
                 + RECORD_OVERHEAD
+                + 64
                 + row.aggregateid.len(),
         );
         let mut payload = row.payload.clone();

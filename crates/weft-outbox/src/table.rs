@@ -53,7 +53,7 @@ impl Dialect {
     }
 
     /// The `n`th (1-based) bind parameter.
-    pub(crate) fn param(self, n: usize) -> String {
+    pub fn param(self, n: usize) -> String {
         match self {
             Dialect::MySql => "?".to_owned(),
             _ => format!("${n}"),

@@ -255,16 +255,21 @@ async fn bad_rows_to_the_dlq() {
     let dlq = consume(&bootstrap, "app.dlq", 2);
     assert_eq!(dlq.len(), 2);
     assert_eq!(dlq[0].id(), too_large);
-    assert!(dlq[0].headers["weft-dlq-reason"].contains("exceeds max_message_bytes"));
-    assert_eq!(dlq[0].headers["weft-dlq-truncated"], "true");
-    assert_eq!(
-        dlq[0].headers["weft-dlq-original-topic"],
-        "outbox.event.order"
+    let h = &dlq[0].headers;
+    assert!(
+        h["weft-dlq-error-message"].contains("exceeds max_message_bytes"),
+        "{h:?}"
     );
-    assert_eq!(dlq[0].headers["weft-dlq-source"], "app");
+    assert_eq!(h["weft-dlq-error-class"], "non-retryable");
+    assert_eq!(h["weft-dlq-truncated"], "true");
+    assert_eq!(h["weft-dlq-original-topic"], "outbox.event.order");
+    assert_eq!(h["weft-dlq-original-partition"], "-1");
+    assert_eq!(h["weft-dlq-source"], "outbox");
+    assert_eq!(h["weft-outbox-source"], "app");
+    assert_eq!(dlq[0].key, "A");
     assert!(dlq[0].payload.as_ref().is_some_and(|p| p.len() < 2000));
     assert_eq!(dlq[1].id(), not_json);
-    assert!(dlq[1].headers["weft-dlq-reason"].contains("not JSON"));
+    assert!(dlq[1].headers["weft-dlq-error-message"].contains("not JSON"));
     assert_eq!(dlq[1].payload.as_deref(), Some(&b"{oops"[..]));
     assert_eq!(
         dlq[1].headers["n"], "3",
