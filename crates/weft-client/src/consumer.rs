@@ -35,6 +35,10 @@
 //! With dead letters switched off the record stays unfinished: its partition stops
 //! committing at it. DLQ and retry topics must exist (or the cluster must auto-create them).
 //!
+//! Metrics (through the `metrics` facade, label `group`): `weft_client_records_total{outcome}`
+//! (`ok`, `retry_topic`, `dead_letter`, `failed`, `abandoned`), `weft_client_retries_total`,
+//! `weft_client_commits_total`, `weft_client_paused_partitions` (gauge).
+//!
 //! Breakers ([`ConsumerConfig::pause_while_open`]): while a downstream's breaker is open every
 //! partition of the consumer is paused and handlers wait instead of burning attempts; a
 //! failure while a breaker is open or half-open is not counted as an attempt. Processing
@@ -405,6 +409,8 @@ impl Shared {
         // Reported before librdkafka sees it: the event is what the runtime decided, so tests
         // check the runtime's decisions rather than librdkafka's own refusals.
         committed.sort();
+        metrics::counter!("weft_client_commits_total", "group" => self.config.group_id.clone())
+            .increment(1);
         self.emit(RuntimeEvent::Committed(committed.clone()));
         match consumer.commit(&tpl, mode) {
             Ok(()) => {}
@@ -429,11 +435,13 @@ impl Shared {
         let total: usize = parts.values().map(|p| p.tracker.outstanding()).sum();
         let over_total = total >= cfg.max_outstanding;
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
+        let mut paused_now = 0usize;
         for (tp, part) in parts.iter_mut() {
             let want = draining
                 || broken
                 || over_total
                 || part.tracker.outstanding() >= cfg.max_outstanding_per_partition;
+            paused_now += usize::from(want);
             if want != part.paused {
                 part.paused = want;
                 if want {
@@ -444,6 +452,8 @@ impl Shared {
             }
         }
         drop(parts);
+        metrics::gauge!("weft_client_paused_partitions", "group" => cfg.group_id.clone())
+            .set(paused_now as f64);
         for (list, is_pause) in [(pause, true), (resume, false)] {
             if list.is_empty() {
                 continue;
@@ -818,6 +828,7 @@ async fn lane<H: Handler>(
             process(&*handler, &shared, job.message, job.epoch).await
         } else {
             shared.emit(RuntimeEvent::Abandoned(tp.clone(), offset));
+            record_outcome(&shared, "abandoned");
             false
         };
         let _ = done.send(Done {
@@ -827,6 +838,15 @@ async fn lane<H: Handler>(
             finished,
         });
     }
+}
+
+fn record_outcome(shared: &Shared, outcome: &'static str) {
+    metrics::counter!(
+        "weft_client_records_total",
+        "group" => shared.config.group_id.clone(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 /// One handler call with the message's context (task-local ids, a `weft.handle` span whose
@@ -870,6 +890,7 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
         let wait = u64::try_from(not_before - dlq::epoch_millis(SystemTime::now())).unwrap_or(0);
         if !sleep_owned(shared, &tp, epoch, Duration::from_millis(wait)).await {
             shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+            record_outcome(shared, "abandoned");
             return false;
         }
     }
@@ -880,11 +901,15 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
     let error = loop {
         if !hold_while_broken(shared, &tp, epoch, false).await {
             shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+            record_outcome(shared, "abandoned");
             return false;
         }
         let result = call(handler, message.clone()).await;
         let error = match result {
-            Ok(()) => return true,
+            Ok(()) => {
+                record_outcome(shared, "ok");
+                return true;
+            }
             Err(e) => e,
         };
         let now = SystemTime::now();
@@ -894,6 +919,7 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
             debug!(topic = %tp.0, partition = tp.1, offset = message.offset, error = %error.message, "failure while a breaker is not closed; not counted");
             if !hold_while_broken(shared, &tp, epoch, true).await {
                 shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+                record_outcome(shared, "abandoned");
                 return false;
             }
             continue;
@@ -908,8 +934,11 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
             break error;
         };
         debug!(topic = %tp.0, partition = tp.1, offset = message.offset, attempts, ?delay, error = %error.message, "retrying");
+        metrics::counter!("weft_client_retries_total", "group" => shared.config.group_id.clone())
+            .increment(1);
         if !sleep_owned(shared, &tp, epoch, delay).await {
             shared.emit(RuntimeEvent::Abandoned(tp, message.offset));
+            record_outcome(shared, "abandoned");
             return false;
         }
     };
@@ -930,6 +959,7 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
             class = error.class.as_str(), error = %error.message,
             "handler failed and dead letters are off; record left uncommitted"
         );
+        record_outcome(shared, "failed");
         return false;
     };
     let route = match &shared.config.retry_topics {
@@ -940,6 +970,7 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
     };
     if matches!(route, Route::DeadLetter { .. }) && !shared.config.dead_letters {
         warn!(topic = %tp.0, partition = tp.1, offset = message.offset, "retries exhausted and dead letters are off; record left uncommitted");
+        record_outcome(shared, "failed");
         return false;
     }
     let now_ms = dlq::epoch_millis(SystemTime::now());
@@ -1006,10 +1037,19 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
                 offset: message.offset,
                 to,
             });
+            record_outcome(
+                shared,
+                if matches!(route, Route::Retry { .. }) {
+                    "retry_topic"
+                } else {
+                    "dead_letter"
+                },
+            );
             true
         }
         Err(e) => {
             warn!(topic = %tp.0, partition = tp.1, offset = message.offset, to = %to, error = %e, "cannot forward failed record; left uncommitted");
+            record_outcome(shared, "failed");
             false
         }
     }
@@ -1067,5 +1107,46 @@ async fn hold_while_broken(shared: &Shared, tp: &Tp, epoch: u64, after_failure: 
             // Half-open: try again (maybe as a probe) after one tick.
             return shared.is_owned(tp, epoch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lane assignment is part of the behaviour tests rely on (which records can run at the
+    /// same time): pinned here so a change is deliberate.
+    #[test]
+    fn lanes_are_stable() {
+        let lane = |topic: &str, partition: i32, key: Option<&str>, offset: i64, lanes: usize| {
+            let m = Message {
+                topic: topic.into(),
+                partition,
+                offset,
+                timestamp_ms: None,
+                key: key.map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
+                payload: None,
+                headers: Vec::new(),
+            };
+            lane_of(&m, lanes)
+        };
+        let firsts = [(0, "k3"), (1, "k0"), (2, "k8"), (3, "k14")];
+        let got: Vec<usize> = firsts
+            .iter()
+            .map(|&(p, k)| lane("rb", p, Some(k), 0, 8))
+            .collect();
+        assert_eq!(got, vec![3, 1, 4, 0]);
+        let xs: Vec<usize> = (0..6)
+            .map(|i| lane("bh", 0, Some(&format!("x-{i}")), 0, 8))
+            .collect();
+        assert_eq!(xs, vec![0, 3, 6, 1, 4, 7]);
+        // The key decides, not the offset; keyless records spread by offset.
+        assert_eq!(
+            lane("t", 0, Some("k"), 1, 16),
+            lane("t", 0, Some("k"), 99, 16)
+        );
+        let keyless: std::collections::HashSet<usize> =
+            (0..64).map(|o| lane("t", 0, None, o, 16)).collect();
+        assert!(keyless.len() > 8, "{keyless:?}");
     }
 }

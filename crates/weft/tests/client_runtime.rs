@@ -341,3 +341,73 @@ async fn no_commit_for_a_partition_after_it_was_revoked() {
     assert!(revoked_with_work >= 1, "A lost no partition");
     assert!(!events_b.snapshot().is_empty(), "B took part in the group");
 }
+
+/// Shutdown with a handler that never finishes: `run` returns once the shutdown deadline
+/// passed, having committed the finished prefix (up to the hung record) and left the group;
+/// the next member starts at the hung record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_commits_the_finished_prefix_within_its_deadline() {
+    let b = broker();
+    create_topic(&b.bootstrap, "sd", 1).await;
+    let producer = Producer::new(&ProducerConfig::new(&b.bootstrap)).expect("producer");
+    for i in 0..6 {
+        producer
+            .send(
+                Record::new("sd")
+                    .key(format!("k{i}"))
+                    .payload(i.to_string()),
+            )
+            .await
+            .expect("send");
+    }
+    let finished: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let mut config = consumer_config(&b.bootstrap, "g-sd", &["sd"]);
+    // Never commit on the interval: what is committed is the shutdown's doing.
+    config.commit_interval = Duration::from_secs(3600);
+    config.shutdown_timeout = Duration::from_millis(300);
+    let consumer = Consumer::new(config).expect("consumer");
+    let stop = consumer.shutdown_handle();
+    let f = finished.clone();
+    let run = tokio::spawn(consumer.run(move |m: Message| {
+        let f = f.clone();
+        async move {
+            if m.offset == 3 {
+                std::future::pending::<()>().await;
+            }
+            f.lock().expect("finished").insert(m.offset);
+            Ok::<(), HandlerError>(())
+        }
+    }));
+    wait_until("the other five finished", || {
+        finished.lock().expect("finished").len() == 5
+    })
+    .await;
+    assert_eq!(committed_offsets(&b.bootstrap, "g-sd", "sd", 1), vec![-1]);
+    stop.shutdown();
+    run.await
+        .expect("join")
+        .expect("run returns despite the hung handler");
+    assert_eq!(committed_offsets(&b.bootstrap, "g-sd", "sd", 1), vec![3]);
+
+    let again: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let consumer = Consumer::new(consumer_config(&b.bootstrap, "g-sd", &["sd"])).expect("consumer");
+    let stop = consumer.shutdown_handle();
+    let a = again.clone();
+    let run = tokio::spawn(consumer.run(move |m: Message| {
+        let a = a.clone();
+        async move {
+            a.lock().expect("again").push(m.offset);
+            Ok::<(), HandlerError>(())
+        }
+    }));
+    wait_until("the next member handles 3..5", || {
+        again.lock().expect("again").len() == 3
+    })
+    .await;
+    stop.shutdown();
+    run.await.expect("join").expect("run");
+    let mut again = again.lock().expect("again").clone();
+    again.sort_unstable();
+    assert_eq!(again, vec![3, 4, 5]);
+    assert_eq!(committed_offsets(&b.bootstrap, "g-sd", "sd", 1), vec![6]);
+}
