@@ -69,7 +69,8 @@ pub struct Record {
     pub topic: String,
     pub key: Option<Bytes>,
     pub payload: Option<Bytes>,
-    /// Headers of the caller's own, sent before the context headers.
+    /// Headers of the caller's own, sent before the context headers; a context header set
+    /// here (e.g. a stable `weft-message-id`) replaces the generated one.
     pub headers: Vec<(String, Bytes)>,
     /// A fixed partition instead of the partitioner's choice.
     pub partition: Option<i32>,
@@ -159,21 +160,20 @@ impl Producer {
     /// ids, `traceparent`/`tracestate`) and resolves once the broker acknowledged it.
     pub async fn send(&self, record: Record) -> Result<Delivered> {
         let context = context::outgoing_headers(record.parent.as_ref());
-        let message_id = context
+        // A context header the caller set wins (an outbox relay re-publishing an event keeps
+        // its original `weft-message-id`, so consumers deduplicate the re-publication).
+        let mut headers = record.headers;
+        for (name, value) in context {
+            if !headers.iter().any(|(k, _)| k == name) {
+                headers.push((name.to_owned(), Bytes::from(value)));
+            }
+        }
+        let message_id = headers
             .iter()
-            .find(|(k, _)| *k == context::MESSAGE_ID)
-            .map(|(_, v)| v.clone())
+            .rev()
+            .find(|(k, _)| k == context::MESSAGE_ID)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
-        let mut headers: Vec<(String, Bytes)> = record
-            .headers
-            .into_iter()
-            .filter(|(k, _)| !context.iter().any(|(c, _)| c == k))
-            .collect();
-        headers.extend(
-            context
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), Bytes::from(v))),
-        );
         let (partition, offset) = self
             .send_raw(
                 &record.topic,

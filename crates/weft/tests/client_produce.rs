@@ -63,6 +63,17 @@ async fn keys_land_where_the_java_client_puts_them() {
         .expect("send");
     assert_eq!((a.partition, c.partition), (0, 0));
     assert_eq!(c.offset, a.offset + 1);
+    assert_ne!(a.message_id, c.message_id);
+    // A message id the caller sets (a relay re-publishing an event) is kept.
+    let fixed = producer
+        .send(
+            Record::new("orders")
+                .key("weft")
+                .header(MESSAGE_ID, "evt-42"),
+        )
+        .await
+        .expect("send");
+    assert_eq!(fixed.message_id, "evt-42");
 }
 
 /// A record produced at the edge, handled; the handler produces a follow-up without passing
