@@ -685,9 +685,17 @@ impl Consumer {
             .map_err(|e| Error::Consumer(format!("cannot subscribe to {topics:?}: {e}")))?;
 
         let handler = Arc::new(handler);
-        let mut lanes = Vec::with_capacity(self.config.lanes);
-        let mut lane_handles = Vec::with_capacity(self.config.lanes);
-        for _ in 0..self.config.lanes {
+        // One extra lane per retry level: a retry-topic record waiting for its due time
+        // blocks only its level's lane, never the lanes of the main topics.
+        let retry_lanes = self
+            .config
+            .retry_topics
+            .as_ref()
+            .map_or(0, |rt| rt.levels() as usize);
+        let total_lanes = self.config.lanes + retry_lanes;
+        let mut lanes = Vec::with_capacity(total_lanes);
+        let mut lane_handles = Vec::with_capacity(total_lanes);
+        for _ in 0..total_lanes {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
             lanes.push(tx);
             lane_handles.push(tokio::spawn(lane(
@@ -809,7 +817,20 @@ fn dispatch(shared: &Shared, lanes: &[tokio::sync::mpsc::UnboundedSender<Job>], 
         part.running += 1;
         part.epoch
     };
-    let lane = lane_of(&message, lanes.len());
+    let retry_level = shared
+        .config
+        .retry_topics
+        .as_ref()
+        .and_then(|_| shared.config.naming.parse_retry_topic(&message.topic))
+        .map(|(_, level)| level as usize);
+    let main = shared.config.lanes;
+    let lane = match retry_level {
+        // Records of a level are due in offset order (one delay per level): one lane each.
+        Some(level) if lanes.len() > main => {
+            main + (level.saturating_sub(1) % (lanes.len() - main))
+        }
+        _ => lane_of(&message, main),
+    };
     if lanes[lane].send(Job { message, epoch }).is_err() {
         warn!("lane stopped; record left uncommitted");
     }
