@@ -281,6 +281,10 @@ impl Runner {
                 Ok(Round::Busy) => {
                     backoff = policy.schedule();
                     self.outbox.update(&name, |s| s.state = "running");
+                    // Figures stay current under sustained load too (at most once a second).
+                    if let Err(e) = self.housekeeping().await {
+                        self.failed(&e);
+                    }
                 }
                 Ok(Round::Idle) => {
                     backoff = policy.schedule();

@@ -35,7 +35,8 @@ async fn pending(pool: &AnyPool) -> i64 {
 /// Three SIGKILLs of weft serve while it relays 3,000 rows (cleanup = mark, so what was
 /// acknowledged is visible). Afterwards every row is in the topic, and no row whose mark was
 /// committed before kill k appears after the offset where the topic ended at kill k: only
-/// rows whose acknowledgement was not committed are delivered again.
+/// rows whose acknowledgement was not committed are delivered again; a consumer using the
+/// SDK's transactional dedup applies each event once.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_loses_nothing_and_duplicates_only_unacknowledged_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -99,6 +100,35 @@ async fn kill_9_loses_nothing_and_duplicates_only_unacknowledged_rows() {
         *count.entry(m.id()).or_default() += 1;
     }
     let duplicated = count.values().filter(|n| **n > 1).count();
+    // A consumer in the SDK's transactional idempotent mode applies each event once: its
+    // effect (a row in `applied`) and the dedup mark commit together.
+    let store = weft_store::Store::open(&db.url).await.expect("store");
+    let dedup =
+        weft_client::dedup::Dedup::new(store.clone(), "outbox-kill", Duration::from_secs(3600))
+            .await
+            .expect("dedup table");
+    sqlx::query("CREATE TABLE applied (id TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .expect("applied table");
+    for m in &msgs {
+        let mut tx = store.begin().await.expect("begin");
+        if dedup.mark(&mut tx, m.id()).await.expect("mark") {
+            sqlx::query("INSERT INTO applied (id) VALUES ($1)")
+                .bind(m.id())
+                .execute(&mut *tx)
+                .await
+                .expect("apply");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let row = sqlx::query("SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS d FROM applied")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    let (n, d): (i64, i64) = (row.try_get("n").expect("n"), row.try_get("d").expect("d"));
+    assert_eq!((n, d), (3000, 3000), "each event applied exactly once");
+    store.close().await;
     eprintln!(
         "kill -9: {} records for 3000 rows, {duplicated} rows delivered twice (unacknowledged at a kill)",
         msgs.len()
