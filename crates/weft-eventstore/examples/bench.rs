@@ -137,5 +137,78 @@ async fn main() {
             );
         }
     }
+    // Reads, catch-up and projection over what the append cases wrote.
+    let total = es.head().await.expect("head");
+    let start = Instant::now();
+    let mut from = 1;
+    let mut read = 0u64;
+    loop {
+        let page = es
+            .read_all(
+                from,
+                weft_eventstore::Direction::Forwards,
+                1000,
+                &weft_eventstore::Filter::all(),
+            )
+            .await
+            .expect("read");
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        read += page.len() as u64;
+    }
+    let read_rate = read as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut sub = es.subscribe(weft_eventstore::Filter::all(), 0);
+    let mut seen = 0u64;
+    while seen < total {
+        match sub.next().await.expect("open").expect("event") {
+            weft_eventstore::subscription::Message::Event(_) => seen += 1,
+            weft_eventstore::subscription::Message::CaughtUp { .. } => {}
+        }
+    }
+    let catch_up_rate = seen as f64 / start.elapsed().as_secs_f64();
+    drop(sub);
+    let start = Instant::now();
+    let mut p = weft_eventstore::projection::Projector::new(es.clone(), CountByStream);
+    p.batch = 500;
+    let projected = p.run_until_caught_up().await.expect("project");
+    let projection_rate = projected as f64 / start.elapsed().as_secs_f64();
+    println!();
+    println!("| backend | events | $all read events/s | catch-up events/s | projection events/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {total} | {read_rate:.0} | {catch_up_rate:.0} | {projection_rate:.0} |",
+        backend.as_str()
+    );
     store.close().await;
+}
+
+/// A read model of one upsert per event (events per stream).
+struct CountByStream;
+
+impl weft_eventstore::projection::Projection for CountByStream {
+    fn name(&self) -> &str {
+        "bench-count"
+    }
+    fn table(&self) -> &str {
+        "bench_count"
+    }
+    fn create_sql(&self, table: &str) -> String {
+        format!("CREATE TABLE {table} (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+    }
+    async fn apply(
+        &mut self,
+        e: &weft_eventstore::RecordedEvent,
+        tx: &mut weft_store::Tx,
+        table: &str,
+    ) -> weft_eventstore::Result<()> {
+        weft_store::sqlx::query(&format!(
+            "INSERT INTO {table} (stream, n) VALUES ($1, 1)
+             ON CONFLICT (stream) DO UPDATE SET n = {table}.n + 1"
+        ))
+        .bind(&e.stream)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }
