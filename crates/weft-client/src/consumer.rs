@@ -1006,6 +1006,7 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
     };
     let mut letter = DeadLetter::builder(original_topic.clone(), orig_partition, orig_offset)
         .consumer_group(shared.config.group_id.clone())
+        .source("consumer")
         .error(error.class, error.message.clone())
         .attempts(previous.as_ref().map_or(0, |p| p.attempts) + attempts.max(1))
         .failures(

@@ -241,6 +241,7 @@ async fn permanent_failures_land_in_the_dlq_with_every_header() {
                 .is_some_and(|t| t.parse::<i64>().expect("ms") > 0)
         );
         assert_eq!(l.header(dlq::CONSUMER_GROUP), Some("g-pf"));
+        assert_eq!(l.header(dlq::SOURCE), Some("consumer"));
         assert_eq!(l.header(dlq::ERROR_CLASS), Some(class));
         assert_eq!(l.header(dlq::ERROR_MESSAGE), Some(message));
         assert_eq!(l.header(dlq::ATTEMPTS), Some(attempts));
