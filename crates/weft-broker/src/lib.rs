@@ -29,7 +29,7 @@
 //!   checked against a [`SchemaSource`] (the registry, handed in by the binary) before append.
 //! - `group`: the classic consumer-group coordinator, sans io (injected clock), the
 //!   KIP-848 coordinator (`group::consumer`: server-side assignment, incremental
-//!   reconciliation) and the committed-offset store `offsets.v1`.
+//!   reconciliation) and `__consumer_offsets` (committed offsets and group membership).
 //!
 //! # Invariants
 //! - Blocking storage calls (append, read, create, delete, fsync) run under
