@@ -52,17 +52,24 @@ pub const MIGRATIONS: &[Migration] = &[Migration::both(
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    // Boxed: the store's error is large and this one travels through every `?`.
     #[error(transparent)]
-    Store(#[from] weft_store::Error),
+    Store(Box<weft_store::Error>),
     #[error("invalid ACL: {0}")]
     InvalidAcl(#[from] InvalidAcl),
     #[error("corrupt auth row: {0}")]
     Corrupt(String),
 }
 
+impl From<weft_store::Error> for StoreError {
+    fn from(e: weft_store::Error) -> StoreError {
+        StoreError::Store(Box::new(e))
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
-        StoreError::Store(weft_store::Error::Sql(e))
+        StoreError::Store(Box::new(weft_store::Error::Sql(e)))
     }
 }
 

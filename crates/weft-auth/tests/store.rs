@@ -47,7 +47,9 @@ async fn acls_persist_filter_and_drive_the_authorizer_across_processes() {
             .expect("add");
         assert_eq!(g, 1);
         // Adding an existing ACL is a no-op (the generation still moves).
-        acls.add(&[a1.clone()]).await.expect("add again");
+        acls.add(std::slice::from_ref(&a1))
+            .await
+            .expect("add again");
         assert_eq!(
             acls.list(&AclFilter::default()).await.expect("list").len(),
             3
