@@ -10,6 +10,9 @@
 //! | `GET /v1/streams/{stream}/subscribe?after=` | Server-Sent Events, `id:` = position; resumes after `Last-Event-ID` |
 //! | `GET /v1/streams/{stream}/metadata`, `PUT …` | stream info / retention metadata |
 //! | `DELETE /v1/streams/{stream}?expected_version=&hard=` | soft delete, or tombstone with `hard=true` |
+//! | `PUT`/`GET /v1/event-types/{type}` | declare (JSON Schema, visibility, public mapping) / show an event type |
+//! | `GET /v1/projections/{name}` | a projection's checkpoint, head and lag (events, seconds) |
+//! | `GET /v1/subscriptions/{group}` | a persistent subscription group's checkpoint and parked count |
 //!
 //! Errors are `{"code", "message"}` with a stable code: `wrong_expected_version` (409, with
 //! `actual_revision`), `stream_deleted` (410), `event_too_large` (413), `invalid_request`
@@ -50,6 +53,9 @@ pub fn router(store: EventStore) -> Router {
         )
         .route("/v1/streams/{stream}/subscribe", get(subscribe))
         .route("/v1/streams/{stream}/metadata", get(info).put(set_metadata))
+        .route("/v1/event-types/{event_type}", get(get_type).put(put_type))
+        .route("/v1/projections/{name}", get(projection))
+        .route("/v1/subscriptions/{group}", get(group))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(store)
 }
@@ -353,6 +359,53 @@ async fn delete(
     };
     match store.delete_stream(&stream, expected, q.hard).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => problem(&e),
+    }
+}
+
+async fn put_type(
+    State(store): State<EventStore>,
+    Path(event_type): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut body: serde_json::Value = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match body.get("event_type") {
+        None => body["event_type"] = json!(event_type),
+        Some(t) if *t == json!(event_type) => {}
+        Some(t) => return bad_request(format!("event_type {t} in the body differs from the path")),
+    }
+    let decl: crate::TypeDeclaration = match serde_json::from_value(body) {
+        Ok(d) => d,
+        Err(e) => return bad_request(format!("event type declaration: {e}")),
+    };
+    match store.declare_type(decl).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => problem(&e),
+    }
+}
+
+async fn get_type(State(store): State<EventStore>, Path(event_type): Path<String>) -> Response {
+    match store.declared_type(&event_type) {
+        Some(d) => Json(d).into_response(),
+        None => problem(&Error::NotFound(format!(
+            "event type {event_type} is not declared"
+        ))),
+    }
+}
+
+async fn projection(State(store): State<EventStore>, Path(name): Path<String>) -> Response {
+    match store.projection_status(&name).await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => problem(&e),
+    }
+}
+
+async fn group(State(store): State<EventStore>, Path(group): Path<String>) -> Response {
+    match store.group_status(&group).await {
+        Ok(s) => Json(s).into_response(),
         Err(e) => problem(&e),
     }
 }

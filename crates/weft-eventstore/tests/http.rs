@@ -253,6 +253,54 @@ async fn append_read_and_refusals() {
             .call(Method::GET, "/v1/streams/order-1/metadata", None)
             .await;
         assert_eq!(info["metadata"]["max_count"], 1);
+
+        // Declared types over HTTP: the schema applies at once; bad declarations are refused.
+        let (status, e) = api
+            .call(
+                Method::PUT,
+                "/v1/event-types/Priced",
+                Some(json!({"json_schema": {"type": "object", "required": ["price"]}})),
+            )
+            .await;
+        assert_eq!(status, 204, "{e}");
+        let (status, e) = api
+            .call(
+                Method::POST,
+                "/v1/streams/order-5",
+                Some(json!({"events": [{"type": "Priced", "data": {}}]})),
+            )
+            .await;
+        assert_eq!(
+            (status, &e["code"]),
+            (400, &json!("schema_mismatch")),
+            "{e}"
+        );
+        let (_, t) = api.call(Method::GET, "/v1/event-types/Priced", None).await;
+        assert_eq!(t["visibility"], "private");
+        let (status, _) = api
+            .call(
+                Method::PUT,
+                "/v1/event-types/Priced",
+                Some(json!({"event_type": "Other"})),
+            )
+            .await;
+        assert_eq!(status, 400);
+        let (status, _) = api
+            .call(
+                Method::PUT,
+                "/v1/event-types/Bad",
+                Some(json!({"json_schema": {"type": 12}})),
+            )
+            .await;
+        assert_eq!(status, 400);
+        for path in [
+            "/v1/event-types/Nope",
+            "/v1/projections/nope",
+            "/v1/subscriptions/nope",
+        ] {
+            let (status, _) = api.call(Method::GET, path, None).await;
+            assert_eq!(status, 404, "{path}");
+        }
     }
 }
 
