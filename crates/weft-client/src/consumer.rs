@@ -173,6 +173,20 @@ impl ConsumerConfig {
         self
     }
 
+    /// Joins with the KIP-848 consumer-group protocol (`group.protocol=consumer`: the broker
+    /// assigns, incrementally) instead of the classic protocol with the client-side
+    /// cooperative-sticky assignor. Removes the settings librdkafka refuses with it
+    /// (`partition.assignment.strategy`, `session.timeout.ms`, `heartbeat.interval.ms`).
+    pub fn kip848(&mut self) -> &mut ConsumerConfig {
+        self.settings.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "partition.assignment.strategy" | "session.timeout.ms" | "heartbeat.interval.ms"
+            )
+        });
+        self.set("group.protocol", "consumer")
+    }
+
     /// Blocking retries in place under `policy` (default [`RetryPolicy::default`]); `None`:
     /// one attempt only.
     pub fn retry(&mut self, policy: Option<RetryPolicy>) -> &mut ConsumerConfig {

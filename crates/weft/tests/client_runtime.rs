@@ -411,3 +411,37 @@ async fn shutdown_commits_the_finished_prefix_within_its_deadline() {
     assert_eq!(again, vec![3, 4, 5]);
     assert_eq!(committed_offsets(&b.bootstrap, "g-sd", "sd", 1), vec![6]);
 }
+
+/// The same runtime over a KIP-848 group (`group.protocol=consumer`, broker-side
+/// assignment): every record handled once, the group committed to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kip848_group() {
+    let b = broker();
+    create_topic(&b.bootstrap, "k848", 2).await;
+    produce_keyed(&b.bootstrap, "k848", 4, 10).await;
+    let seen: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+    let mut config = consumer_config(&b.bootstrap, "g-k848", &["k848"]);
+    config.kip848();
+    let consumer = Consumer::new(config).expect("consumer");
+    let stop = consumer.shutdown_handle();
+    let s = seen.clone();
+    let run = tokio::spawn(consumer.run(move |m: Message| {
+        let s = s.clone();
+        async move {
+            s.lock().expect("seen").push((m.partition, m.offset));
+            Ok::<(), HandlerError>(())
+        }
+    }));
+    wait_until("group committed to the end", || {
+        committed_offsets(&b.bootstrap, "g-k848", "k848", 2)
+            .iter()
+            .sum::<i64>()
+            == 40
+    })
+    .await;
+    stop.shutdown();
+    run.await.expect("join").expect("run");
+    let seen = seen.lock().expect("seen").clone();
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (40, 40));
+}
