@@ -101,7 +101,12 @@ impl Lag {
         let groups = {
             let mut guard = self.monitor.write().unwrap_or_else(PoisonError::into_inner);
             guard.observe(round);
-            guard.groups()
+            // With their partitions (`groups()` leaves them out).
+            guard
+                .groups()
+                .iter()
+                .filter_map(|g| guard.group(&g.group))
+                .collect::<Vec<_>>()
         };
         crate::metrics::record_groups(&groups);
     }

@@ -71,19 +71,37 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
     let span = tracing::info_span!(
         "http.request",
         otel.name = format!("{method} {route}"),
         otel.kind = "server",
         http.request.method = %method,
         http.route = %route,
+        url.path = request.uri().path(),
+        url.query = %query,
         http.response.status_code = tracing::field::Empty,
     );
+    // Before the span is first entered: entering starts it, and a started span's parent is
+    // fixed.
     if request.headers().contains_key("traceparent") {
         let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
             .extract(&HeaderExtractor(request.headers()));
         let _ = span.set_parent(parent);
     }
+    // Query strings and user agents carry whatever callers put there (tokens, e-mail
+    // addresses): the log layer and the span processor mask them.
+    span.in_scope(|| {
+        tracing::debug!(
+            url.query = %query,
+            user_agent = request
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            "http request"
+        );
+    });
     let start = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();

@@ -214,8 +214,10 @@ impl Snapshot {
 }
 
 impl Dashboard {
-    fn snapshot(&self) -> Snapshot {
-        let _span = tracing::debug_span!("ui.snapshot").entered();
+    /// Runs on the blocking pool; `parent` is the request's span (the blocking thread does
+    /// not inherit it).
+    fn snapshot(&self, parent: &tracing::Span) -> Snapshot {
+        let _span = tracing::info_span!(parent: parent, "ui.snapshot").entered();
         let text = self
             .metrics
             .as_ref()
@@ -261,7 +263,8 @@ async fn app_js() -> impl IntoResponse {
 
 async fn snapshot(State(d): State<Arc<Dashboard>>) -> Json<Snapshot> {
     // Rendering walks every series; keep it off the reactor.
-    let snap = tokio::task::spawn_blocking(move || d.snapshot())
+    let parent = tracing::Span::current();
+    let snap = tokio::task::spawn_blocking(move || d.snapshot(&parent))
         .await
         .unwrap_or_else(|_| Snapshot::build(0, "", Vec::new()));
     Json(snap)
@@ -288,7 +291,10 @@ async fn events(
             ticker.tick().await;
             let snap = {
                 let d = Arc::clone(&d);
-                tokio::task::spawn_blocking(move || d.snapshot()).await.ok()
+                // No parent: an event stream lives for minutes, each push is its own trace.
+                tokio::task::spawn_blocking(move || d.snapshot(&tracing::Span::none()))
+                    .await
+                    .ok()
             };
             let event = match snap.and_then(|s| serde_json::to_string(&s).ok()) {
                 Some(json) => Event::default().event("snapshot").data(json),

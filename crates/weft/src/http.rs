@@ -312,6 +312,55 @@ async fn describe_group(State(lag): State<weft_lag::Lag>, Path(id): Path<String>
     .into_response()
 }
 
+/// `/metrics` (when metrics are on) and the `/ui` dashboard merged into `router`, with
+/// weft-observe's request middleware (metrics, server span) around all of it.
+pub(crate) fn observe(
+    router: Router,
+    observability: &crate::logging::Observability,
+    lag: weft_lag::Lag,
+) -> Router {
+    let groups: weft_observe::ui::GroupSource = Arc::new(move || {
+        // With partitions: the summaries of `groups()` leave them out.
+        lag.groups()
+            .iter()
+            .filter_map(|g| lag.group(&g.group))
+            .map(|g| group_row(&g))
+            .collect()
+    });
+    let dashboard = weft_observe::ui::Dashboard {
+        metrics: observability.metrics.clone(),
+        groups,
+        interval: Duration::from_millis(observability.config.ui_interval_ms),
+    };
+    let mut router = router.merge(weft_observe::ui::router(dashboard));
+    if let Some(metrics) = &observability.metrics {
+        router = router.merge(weft_observe::http::metrics_router(metrics.clone()));
+    }
+    router.layer(axum::middleware::from_fn(weft_observe::http::observe))
+}
+
+/// A lag-monitor group as the dashboard shows it.
+fn group_row(g: &weft_lag::GroupView) -> weft_observe::ui::GroupRow {
+    let mut log_end_by_topic = BTreeMap::new();
+    for p in &g.partitions {
+        *log_end_by_topic.entry(p.topic.clone()).or_insert(0) += p.log_end;
+    }
+    weft_observe::ui::GroupRow {
+        group: g.group.clone(),
+        status: g.status.as_str().to_owned(),
+        members: g.members,
+        lag_records: g.total_lag,
+        lag_seconds: g
+            .partitions
+            .iter()
+            .filter_map(|p| p.lag_ms)
+            .max()
+            .map(|ms| ms as f64 / 1000.0),
+        partitions: g.partitions.len(),
+        log_end_by_topic,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,31 +1,93 @@
-//! Process-wide logging: human-readable or JSON lines on stderr (stdout stays free for
-//! commands that print data, such as `weft consume`).
-
-use std::io::IsTerminal;
+//! Process-wide observability of `weft serve`: masked structured logs on stderr (stdout stays
+//! free for commands that print data, such as `weft consume`), the metrics recorder, and —
+//! when an OTLP endpoint is configured — trace export. The pieces live in `weft-observe`;
+//! this module only composes them from the settings.
 
 use anyhow::{Context, anyhow};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use weft_observe::logs::{Format, LogLayer};
+use weft_observe::trace::Tracing;
+use weft_observe::{Masker, Metrics};
 
 use crate::settings::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG`, when set and not empty, wins over `level`.
-pub(crate) fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => {
-            EnvFilter::try_new(&v).with_context(|| format!("invalid RUST_LOG={v:?}"))?
+/// What `weft serve` keeps of its observability for the life of the process.
+pub(crate) struct Observability {
+    /// The Prometheus recorder; `None` when metrics are off (`/metrics` is then not served).
+    pub(crate) metrics: Option<Metrics>,
+    /// The trace exporter; `None` unless an OTLP endpoint is configured.
+    pub(crate) tracing: Option<Tracing>,
+    /// The masking rules (the registry may classify more fields at run time).
+    #[allow(dead_code)] // handed to the registry when it classifies sensitive fields
+    pub(crate) masker: Masker,
+    pub(crate) config: weft_observe::Config,
+}
+
+impl Observability {
+    /// Exports the spans still buffered and stops the exporter (blocking work off the reactor).
+    pub(crate) async fn shutdown(&self) {
+        if let Some(t) = self.tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
         }
-        _ => EnvFilter::try_new(level).with_context(|| format!("invalid log level {level:?}"))?,
+    }
+}
+
+/// The level filter: `RUST_LOG`, when set and not empty, wins over `level`.
+fn filter(level: &str) -> anyhow::Result<EnvFilter> {
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => {
+            EnvFilter::try_new(&v).with_context(|| format!("invalid RUST_LOG={v:?}"))
+        }
+        _ => EnvFilter::try_new(level).with_context(|| format!("invalid log level {level:?}")),
+    }
+}
+
+/// Installs the global subscriber (masked log lines, plus the OpenTelemetry bridge when
+/// tracing is on) and the metrics recorder. Must run inside the tokio runtime.
+pub(crate) fn init(
+    format: LogFormat,
+    level: &str,
+    config: &weft_observe::Config,
+) -> anyhow::Result<Observability> {
+    let masker = config.validate().context("invalid [observe] settings")?;
+    let format = match format {
+        LogFormat::Text => Format::Text,
+        LogFormat::Json => Format::Json,
     };
-    // Colours only for a person at a terminal, and never when NO_COLOR is set.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        // Fields at the top level of each object, so `jq .http_addr` works.
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let tracing = match config.trace() {
+        Some(t) => Some(Tracing::start(&t, masker.clone()).context("cannot start trace export")?),
+        None => None,
     };
-    installed.map_err(|e| anyhow!("cannot install the logger: {e}"))
+    let otel = tracing.as_ref().map(|t| t.layer());
+    tracing_subscriber::registry()
+        .with(filter(level)?)
+        .with(otel)
+        .with(LogLayer::new(format, masker.clone(), std::io::stderr))
+        .try_init()
+        .map_err(|e| anyhow!("cannot install the logger: {e}"))?;
+
+    let metrics = if config.metrics {
+        let m = Metrics::install().context("cannot install the metrics recorder")?;
+        // Histogram storage is drained by scrapes too; this bounds it when nobody scrapes.
+        let upkeep = m.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(weft_observe::metrics::UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let m = upkeep.clone();
+                let _ = tokio::task::spawn_blocking(move || m.run_upkeep()).await;
+            }
+        });
+        Some(m)
+    } else {
+        None
+    };
+    Ok(Observability {
+        metrics,
+        tracing,
+        masker,
+        config: config.clone(),
+    })
 }

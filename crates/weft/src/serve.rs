@@ -30,7 +30,7 @@ use crate::supervisor::{Shutdown, Supervisor};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
-    logging::init(settings.log_format, &settings.log_level)?;
+    let observability = logging::init(settings.log_format, &settings.log_level, &settings.observe)?;
     let log_config = settings.log_config()?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -66,7 +66,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let log = Arc::new(log);
     info!(dir = %log_dir.display(), "log opened");
 
-    let outcome = run_components(&settings, Arc::clone(&log), registry).await;
+    let outcome = run_components(&settings, Arc::clone(&log), registry, &observability).await;
 
     let closed = tokio::task::spawn_blocking(move || log.close())
         .await
@@ -77,6 +77,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => error!(error = %format!("{e:#}"), "log close failed"),
     }
     store.close().await;
+    // Spans still buffered are exported before the process exits.
+    observability.shutdown().await;
     // A component failure is the root cause; report it first.
     outcome.and(closed)
 }
@@ -87,6 +89,7 @@ async fn run_components(
     settings: &Settings,
     log: Arc<weft_log::Log>,
     registry: weft_registry::Registry,
+    observability: &logging::Observability,
 ) -> anyhow::Result<()> {
     let http_listener = bind("http", settings.http_listen).await?;
     let http_addr = http_listener
@@ -163,6 +166,9 @@ async fn run_components(
         .await
         .context("cannot prepare the event store's tables")?;
     let router = router.merge(weft_eventstore::http::router(events));
+    // Observability (crates/weft-observe): /metrics, the /ui dashboard, and request metrics
+    // and a server span around every route (outermost, so it sees every answer).
+    let router = http::observe(router, observability, lag.clone());
     sup.spawn("http", move |shutdown| {
         http::serve(http_listener, router, shutdown)
     });

@@ -66,6 +66,17 @@ pub(crate) struct ServeArgs {
     /// Samples per partition in the lag status window [env: WEFT_LAG_WINDOW] [default: 10]
     #[arg(long, value_name = "N")]
     pub(crate) lag_window: Option<usize>,
+    /// OTLP/HTTP endpoint traces are exported to, e.g. http://127.0.0.1:4318; no traces
+    /// without one [env: WEFT_OTLP_ENDPOINT] [file: observe.otlp_endpoint]
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
+    /// Fraction of new traces recorded, 0 to 1 [env: WEFT_TRACE_SAMPLE_RATIO]
+    /// [file: observe.trace_sample_ratio] [default: 1]
+    #[arg(long, value_name = "RATIO")]
+    pub(crate) trace_sample_ratio: Option<f64>,
+    /// Record metrics and serve /metrics [env: WEFT_METRICS] [file: observe.metrics] [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub(crate) metrics: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -122,6 +133,9 @@ struct FileConfig {
     /// `[[outbox.sources]]`: the outbox relay's sources (weft-outbox owns the keys).
     #[serde(default)]
     outbox: weft_outbox::OutboxConfig,
+    /// `[observe]`: metrics, traces, masking, dashboard (weft-observe owns the keys).
+    #[serde(default)]
+    observe: weft_observe::Config,
 }
 
 /// The `[broker]` table of `weft.toml`: Kafka broker-level settings.
@@ -179,6 +193,8 @@ pub(crate) struct Settings {
     pub(crate) broker: BrokerDefaults,
     /// The `[outbox]` table of `weft.toml`, already validated.
     pub(crate) outbox: weft_outbox::OutboxConfig,
+    /// The `[observe]` table with the observability flags applied, validated.
+    pub(crate) observe: weft_observe::Config,
     /// Consumer-lag sampling interval and window (`weft-lag`), already validated.
     pub(crate) lag: weft_lag::Config,
     /// The config file that was read, if any.
@@ -249,6 +265,19 @@ impl Settings {
             log_defaults: f.log,
             broker: f.broker,
             outbox: f.outbox,
+            observe: {
+                let mut o = f.observe;
+                o.otlp_endpoint = pick("otlp_endpoint", a.otlp_endpoint, env, o.otlp_endpoint)?;
+                o.trace_sample_ratio = pick(
+                    "trace_sample_ratio",
+                    a.trace_sample_ratio,
+                    env,
+                    Some(o.trace_sample_ratio),
+                )?
+                .unwrap_or(1.0);
+                o.metrics = pick("metrics", a.metrics, env, Some(o.metrics))?.unwrap_or(true);
+                o
+            },
             lag: weft_lag::Config {
                 interval: std::time::Duration::from_millis(
                     pick("lag_interval_ms", a.lag_interval_ms, env, f.lag_interval_ms)?
@@ -259,6 +288,10 @@ impl Settings {
             config_file: file.map(|(p, _)| p.to_path_buf()),
         };
         settings.lag.validate()?;
+        settings
+            .observe
+            .validate()
+            .context("invalid [observe] settings")?;
         settings
             .outbox
             .validate()
