@@ -378,6 +378,12 @@ async fn setup(url: &str) -> EventStore {
                     to: "customer_id".into(),
                 },
             ],
+            computed: vec![weft_eventstore::ComputedField {
+                to: "source_context".into(),
+                compute: weft_eventstore::Compute::Const {
+                    value: json!("orders"),
+                },
+            }],
             include_source: false,
         }),
     })

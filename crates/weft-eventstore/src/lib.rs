@@ -40,7 +40,9 @@ mod store;
 pub mod subscription;
 mod types;
 
-pub use schema::{FieldMapping, PublicMapping, TypeDeclaration, Visibility};
+pub use schema::{
+    Compute, ComputedField, FieldMapping, PublicMapping, TypeDeclaration, Visibility,
+};
 pub use store::{EventStore, MAX_READ, Options, ProjectionStatus, ScavengeReport, StreamInfo};
 pub use types::{
     Direction, EventData, EventMetadata, ExpectedVersion, Filter, MAX_EVENT_TYPE, MAX_STREAM_NAME,

@@ -26,8 +26,90 @@ pub struct FieldMapping {
     pub to: String,
 }
 
+/// A field of the public event computed from the private one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputedField {
+    pub to: String,
+    #[serde(flatten)]
+    pub compute: Compute,
+}
+
+/// What a computed field is. Pointers are JSON pointers into the private event's data; a
+/// missing or ill-typed input leaves the field out (never a partial or guessed value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Compute {
+    /// A constant, e.g. a version or the context's name.
+    Const { value: Value },
+    /// The sum of the numbers at `from`.
+    Sum { from: Vec<String> },
+    /// The number at `from` times `factor` (e.g. euros to cents).
+    Multiply { from: String, factor: f64 },
+    /// The strings (or numbers) at `from` joined by `separator`.
+    Concat {
+        from: Vec<String>,
+        separator: String,
+    },
+    /// The length of the array at `from`.
+    Count { from: String },
+}
+
+impl Compute {
+    fn pointers(&self) -> Vec<&str> {
+        match self {
+            Compute::Const { .. } => Vec::new(),
+            Compute::Sum { from } | Compute::Concat { from, .. } => {
+                from.iter().map(String::as_str).collect()
+            }
+            Compute::Multiply { from, .. } | Compute::Count { from } => vec![from.as_str()],
+        }
+    }
+
+    fn eval(&self, data: &Value) -> Option<Value> {
+        match self {
+            Compute::Const { value } => Some(value.clone()),
+            Compute::Sum { from } => {
+                let values: Vec<&Value> = from
+                    .iter()
+                    .map(|p| data.pointer(p))
+                    .collect::<Option<_>>()?;
+                if values.iter().all(|v| v.is_i64()) {
+                    values
+                        .iter()
+                        .try_fold(0i64, |acc, v| acc.checked_add(v.as_i64()?))
+                        .map(Value::from)
+                } else {
+                    let sum = values.iter().map(|v| v.as_f64()).sum::<Option<f64>>()?;
+                    serde_json::Number::from_f64(sum).map(Value::Number)
+                }
+            }
+            Compute::Multiply { from, factor } => {
+                let v = data.pointer(from)?;
+                let product = v.as_f64()? * factor;
+                if v.is_i64() && factor.fract() == 0.0 && product.abs() < 9.0e15 {
+                    Some(Value::from(product as i64))
+                } else {
+                    serde_json::Number::from_f64(product).map(Value::Number)
+                }
+            }
+            Compute::Concat { from, separator } => {
+                let parts: Vec<String> = from
+                    .iter()
+                    .map(|p| match data.pointer(p)? {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()?;
+                Some(Value::from(parts.join(separator)))
+            }
+            Compute::Count { from } => Some(Value::from(data.pointer(from)?.as_array()?.len())),
+        }
+    }
+}
+
 /// How a private event becomes a public integration event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublicMapping {
     /// The public event's type.
     pub public_type: String,
@@ -35,6 +117,9 @@ pub struct PublicMapping {
     pub subject: String,
     /// The fields that cross; everything else stays inside.
     pub fields: Vec<FieldMapping>,
+    /// Fields computed from the private event (after the mapped ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub computed: Vec<ComputedField>,
     /// Add `{"source_stream", "source_revision", "source_position"}` to the payload.
     #[serde(default)]
     pub include_source: bool,
@@ -48,6 +133,11 @@ impl PublicMapping {
         for f in &self.fields {
             if let Some(v) = data.pointer(&f.from) {
                 out.insert(f.to.clone(), v.clone());
+            }
+        }
+        for c in &self.computed {
+            if let Some(v) = c.compute.eval(data) {
+                out.insert(c.to.clone(), v);
             }
         }
         Value::Object(out)
@@ -95,6 +185,19 @@ impl CompiledType {
                     "event type {} is public: only private events take a public mapping",
                     decl.event_type
                 )));
+            }
+            for c in &m.computed {
+                if c.to.is_empty()
+                    || c.compute
+                        .pointers()
+                        .iter()
+                        .any(|p| !(p.is_empty() || p.starts_with('/')))
+                {
+                    return Err(Error::Invalid(format!(
+                        "mapping of {}: computed field {:?} needs a name and JSON pointers",
+                        decl.event_type, c.to
+                    )));
+                }
             }
             for f in &m.fields {
                 if !(f.from.is_empty() || f.from.starts_with('/')) || f.to.is_empty() {
@@ -157,5 +260,55 @@ impl CompiledType {
             }),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn public_payloads_carry_only_mapped_and_computed_fields() {
+        let mapping: PublicMapping = serde_json::from_value(json!({
+            "public_type": "OrderSubmitted",
+            "subject": "s",
+            "fields": [{"from": "/id", "to": "order_id"}, {"from": "/missing", "to": "gone"}],
+            "computed": [
+                {"to": "v", "op": "const", "value": 2},
+                {"to": "gross", "op": "sum", "from": ["/net", "/tax"]},
+                {"to": "gross_f", "op": "sum", "from": ["/net", "/rate"]},
+                {"to": "cents", "op": "multiply", "from": "/net", "factor": 100.0},
+                {"to": "name", "op": "concat", "from": ["/first", "/last"], "separator": " "},
+                {"to": "lines", "op": "count", "from": "/lines"},
+                {"to": "bad", "op": "sum", "from": ["/net", "/first"]},
+                {"to": "none", "op": "count", "from": "/net"}
+            ]
+        }))
+        .expect("mapping parses");
+        let data = json!({"id": "o1", "net": 10, "tax": 2, "rate": 0.5, "first": "Ada",
+                          "last": "Lovelace", "lines": [1, 2, 3], "card": "4111"});
+        assert_eq!(
+            mapping.map(&data),
+            json!({"order_id": "o1", "v": 2, "gross": 12, "gross_f": 10.5, "cents": 1000,
+                   "name": "Ada Lovelace", "lines": 3})
+        );
+        let bad = TypeDeclaration {
+            event_type: "T".into(),
+            visibility: Visibility::Private,
+            json_schema: None,
+            schema_ref: None,
+            public: Some(PublicMapping {
+                computed: vec![ComputedField {
+                    to: "x".into(),
+                    compute: Compute::Count {
+                        from: "no-slash".into(),
+                    },
+                }],
+                ..mapping
+            }),
+        };
+        assert!(CompiledType::compile(bad).is_err());
     }
 }

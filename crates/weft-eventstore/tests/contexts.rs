@@ -33,6 +33,13 @@ async fn private_fields_never_reach_the_outbox() {
                         to: "amount".into(),
                     },
                 ],
+                computed: vec![weft_eventstore::ComputedField {
+                    to: "amount_cents".into(),
+                    compute: weft_eventstore::Compute::Multiply {
+                        from: "/totals/gross".into(),
+                        factor: 100.0,
+                    },
+                }],
                 include_source: true,
             }),
         })
@@ -123,7 +130,7 @@ async fn private_fields_never_reach_the_outbox() {
         );
         assert_eq!(
             payload,
-            json!({"id": "42", "amount": 99, "source_stream": "order-42",
+            json!({"id": "42", "amount": 99, "amount_cents": 9900, "source_stream": "order-42",
                    "source_revision": 0, "source_position": 1}),
             "only mapped fields cross"
         );

@@ -37,6 +37,7 @@ async fn private_field_never_reaches_the_public_topic() {
                     to: "amount".into(),
                 },
             ],
+            computed: Vec::new(),
             include_source: false,
         }),
     })
