@@ -151,3 +151,37 @@ mod tests {
             .expect("valid")
     }
 }
+
+/// The shipped Grafana dashboard and the metrics guide stay in step with each other.
+#[cfg(test)]
+mod dashboard_json {
+    const GRAFANA: &str = include_str!("../../../deploy/grafana/weft.json");
+    const GUIDE: &str = include_str!("../../../docs/observability.md");
+
+    #[test]
+    fn grafana_dashboard_uses_only_documented_metrics() {
+        let json: serde_json::Value = serde_json::from_str(GRAFANA).expect("valid JSON");
+        let mut exprs = Vec::new();
+        for panel in json["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                exprs.push(t["expr"].as_str().expect("expr").to_owned());
+            }
+        }
+        assert!(exprs.len() > 20, "{exprs:?}");
+        let names = regex::Regex::new(r"\b(?:weft|process)_[a-z_]+").expect("regex");
+        for expr in &exprs {
+            for m in names.find_iter(expr) {
+                // Histogram series are documented under the histogram's name.
+                let name = m
+                    .as_str()
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum");
+                assert!(
+                    GUIDE.contains(&format!("`{name}`")) || GUIDE.contains(&format!("`{name}{{")),
+                    "{name} (in {expr}) is not documented in docs/observability.md"
+                );
+            }
+        }
+    }
+}
