@@ -735,12 +735,25 @@ impl Consumer {
                 let _ = finished_tx.send(());
             })
             .map_err(|e| Error::Consumer(format!("cannot start the poll thread: {e}")))?;
+        // Dropping `run`'s future (a cancelled task) shuts the consumer down gracefully
+        // instead of leaving the poll thread running.
+        let guard = ShutdownOnDrop(self.shutdown.clone());
         let _ = finished_rx.await;
+        drop(guard);
         // Handlers still running past the shutdown deadline are abandoned.
         for h in lane_handles {
             h.abort();
         }
         Ok(())
+    }
+}
+
+/// Shuts the consumer down when dropped (see `Consumer::run`).
+struct ShutdownOnDrop(ShutdownHandle);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
     }
 }
 
