@@ -14,10 +14,10 @@
 //! OpenTelemetry semantic-convention fields (`otel.kind = "server"`,
 //! `messaging.system = "kafka"`, `messaging.operation.type`, `messaging.destination.name` for a
 //! single-topic request), e.g.
-//! `tracing::info_span!("kafka.produce", otel.kind = "server", messaging.system = "kafka",
-//! messaging.operation.type = "send", topic = %t, partition = p)` entered (`.instrument()`)
-//! around the handler. A record's producer context can be attached as a *link* (a batch holds
-//! records of many traces) with [`link_from_headers`].
+//! [`kafka_request_span`]`("Produce", "send")` entered (`.instrument()`) around the handler
+//! — `Span::none()` while traces are off, so the hot path pays one atomic load. A record's
+//! producer context can be attached as a *link* (a batch holds records of many traces) with
+//! [`link_from_headers`].
 
 use std::time::Duration;
 
@@ -46,6 +46,34 @@ use crate::mask::Masker;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest collector response body read.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Set once trace export starts: span helpers return `Span::none()` while it is off, so
+/// the broker's hot path pays one relaxed load.
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported by this process.
+pub fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The server span of one Kafka request (`api`: `Produce`, `Fetch`, …; `operation`: the
+/// OpenTelemetry messaging operation type, `send` for Produce, `receive` for Fetch), to be
+/// entered around its handler (`.instrument(span)`); record `messaging.destination.name` and
+/// `messaging.batch.message_count` when known. `Span::none()` while traces are off.
+pub fn kafka_request_span(api: &str, operation: &'static str) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "kafka.request",
+        otel.name = format!("kafka {api}"),
+        otel.kind = "server",
+        messaging.system = "kafka",
+        messaging.operation.type = operation,
+        messaging.destination.name = tracing::field::Empty,
+        messaging.batch.message_count = tracing::field::Empty,
+    )
+}
 
 /// Errors starting the exporter.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +159,7 @@ impl Tracing {
             .build();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(provider.clone());
+        ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Tracing { provider })
     }
 
@@ -286,6 +315,12 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn kafka_spans_are_free_while_traces_are_off() {
+        assert!(!enabled());
+        assert!(kafka_request_span("Produce", "send").is_none());
+    }
 
     #[test]
     fn endpoint_urls() {
