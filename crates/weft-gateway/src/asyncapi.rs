@@ -18,7 +18,13 @@ pub(crate) fn routes() -> Router<Gateway> {
 fn key(topic: &str) -> String {
     topic
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -72,9 +78,24 @@ pub(crate) async fn document(State(gw): State<Gateway>) -> Result<Json<Value>, A
         );
         let msg_ref = json!({"$ref": format!("#/components/messages/{k}")});
         for (suffix, server, address, bindings) in [
-            ("sse", "http", format!("/v1/topics/{topic}/events"), json!({"http": {"method": "GET"}})),
-            ("ws", "ws", format!("/v1/topics/{topic}/ws"), json!({"ws": {"method": "GET"}})),
-            ("kafka", "kafka", topic.clone(), json!({"kafka": {"topic": topic}})),
+            (
+                "sse",
+                "http",
+                format!("/v1/topics/{topic}/events"),
+                json!({"http": {"method": "GET"}}),
+            ),
+            (
+                "ws",
+                "ws",
+                format!("/v1/topics/{topic}/ws"),
+                json!({"ws": {"method": "GET"}}),
+            ),
+            (
+                "kafka",
+                "kafka",
+                topic.clone(),
+                json!({"kafka": {"topic": topic}}),
+            ),
         ] {
             let ch = format!("{k}_{suffix}");
             channels.insert(

@@ -154,7 +154,10 @@ pub(crate) struct Close {
 /// What a connection's engine hands its writer.
 #[derive(Debug)]
 pub(crate) enum Out {
-    Event { record: Arc<Record>, id: String },
+    Event {
+        record: Arc<Record>,
+        id: String,
+    },
     Gap {
         partition: i32,
         from: i64,
@@ -221,8 +224,8 @@ pub(crate) fn open(
 ) -> Conn {
     let (out_tx, out_rx) = mpsc::channel(ctx.limits.buffer_events.max(1));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let close = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&close);
+    let close_slot = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&close_slot);
     let task = tokio::spawn(async move {
         let mut engine = Engine {
             ctx,
@@ -233,8 +236,16 @@ pub(crate) fn open(
             last_activity: Instant::now(),
             caught_up: false,
         };
-        let reason = engine.run(live, cmd_rx).await;
-        debug!(topic = engine.topic, reason = reason.reason, "stream closed");
+        let mut reason = engine.run(live, cmd_rx).await;
+        if *engine.ctx.shutdown.borrow() && reason.reason != "shutdown" {
+            // The cluster may stop first during a shutdown: say what really happens.
+            reason = close("shutdown", Some(engine.ctx.limits.retry_ms));
+        }
+        debug!(
+            topic = engine.topic,
+            reason = reason.reason,
+            "stream closed"
+        );
         if let Ok(mut s) = slot.lock() {
             *s = Some(reason);
         }
@@ -243,7 +254,7 @@ pub(crate) fn open(
     });
     Conn {
         rx: out_rx,
-        close,
+        close: close_slot,
         cmds: cmd_tx,
         task,
     }
@@ -405,13 +416,10 @@ impl Engine {
     async fn catch_up(&mut self, p: i32, until: Option<i64>) -> Result<(), Close> {
         let retry = Some(self.ctx.limits.retry_ms);
         let kafka = Arc::clone(&self.ctx.kafka);
-        let (low, high) = kafka
-            .watermarks(&self.topic, p)
-            .await
-            .map_err(|e| {
-                warn!(topic = self.topic, partition = p, error = %e, "catch-up watermarks");
-                close("kafka_error", retry)
-            })?;
+        let (low, high) = kafka.watermarks(&self.topic, p).await.map_err(|e| {
+            warn!(topic = self.topic, partition = p, error = %e, "catch-up watermarks");
+            close("kafka_error", retry)
+        })?;
         let until = until.unwrap_or(high);
         let mut next = self.positions.get(&p).copied().unwrap_or(low);
         if next < low {
@@ -426,6 +434,7 @@ impl Engine {
             .await?;
             next = low;
         }
+        let mut empty_reads = 0u64;
         while next < until {
             let read = kafka
                 .read(
@@ -442,9 +451,19 @@ impl Engine {
                     close("kafka_error", retry)
                 })?;
             if read.records.is_empty() && read.next <= next {
-                // Nothing came within the wait: the broker is slow or gone.
-                return Err(close("kafka_error", retry));
+                // Nothing below `until` although the watermark said so: a fetch that saw
+                // an older end, or a tail of offsets without records (transaction markers,
+                // compaction). Retry a few times, then step over the hole.
+                empty_reads += 1;
+                if empty_reads >= 5 {
+                    next = until;
+                    self.positions.insert(p, next);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20 * empty_reads)).await;
+                continue;
             }
+            empty_reads = 0;
             self.caught_up = true;
             for record in read.records {
                 let offset = record.offset;

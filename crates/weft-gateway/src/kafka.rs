@@ -2,7 +2,7 @@
 //! `spawn_blocking`; readers are pooled so the number of Kafka clients is bounded whatever
 //! the number of HTTP connections.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,13 +59,12 @@ pub struct PartitionInfo {
     pub replicas: Vec<i32>,
 }
 
-/// Shared Kafka clients.
+/// Shared Kafka clients; reads run on at most `readers` short-lived clients at once.
 pub(crate) struct Kafka {
     bootstrap: String,
     pub(crate) producer: FutureProducer,
     /// A group-less consumer for metadata, watermarks and offsets-for-times.
     meta: Arc<BaseConsumer>,
-    readers: Arc<Mutex<Vec<BaseConsumer>>>,
     reader_permits: Arc<Semaphore>,
 }
 
@@ -103,7 +102,6 @@ impl Kafka {
             bootstrap: bootstrap.to_owned(),
             producer,
             meta: Arc::new(meta),
-            readers: Arc::new(Mutex::new(Vec::new())),
             reader_permits: Arc::new(Semaphore::new(readers.max(1))),
         })
     }
@@ -229,25 +227,15 @@ impl Kafka {
             .acquire()
             .await
             .map_err(|_| ApiError::Unavailable("gateway is shutting down".into()))?;
-        let pool = Arc::clone(&self.readers);
         let bootstrap = self.bootstrap.clone();
         let topic = topic.to_owned();
         blocking(move || {
-            let reader = match pool.lock().map(|mut p| p.pop()) {
-                Ok(Some(r)) => r,
-                _ => reader_config(&bootstrap)
-                    .create::<BaseConsumer>()
-                    .map_err(|e| ApiError::Kafka(format!("cannot create reader: {e}")))?,
-            };
-            let result = read_blocking(&reader, &topic, partition, from, until, max, wait);
-            // A reader is only reused after a clean read (no odd state left behind).
-            if result.is_ok() {
-                let _ = reader.unassign();
-                if let Ok(mut p) = pool.lock() {
-                    p.push(reader);
-                }
-            }
-            result
+            // A fresh client per read: a reused one can hand back events of its previous
+            // assignment (a stale end-of-partition), which would skip records.
+            let reader = reader_config(&bootstrap)
+                .create::<BaseConsumer>()
+                .map_err(|e| ApiError::Kafka(format!("cannot create reader: {e}")))?;
+            read_blocking(&reader, &topic, partition, from, until, max, wait)
         })
         .await
     }
@@ -285,7 +273,8 @@ fn read_blocking(
         } else {
             Duration::from_millis(0)
         };
-        let polled = reader.poll(left.max(Duration::from_millis(if out.is_empty() { 1 } else { 0 })));
+        let polled =
+            reader.poll(left.max(Duration::from_millis(if out.is_empty() { 1 } else { 0 })));
         match polled {
             None => {
                 if !out.is_empty() || Instant::now() >= deadline {
@@ -306,10 +295,8 @@ fn read_blocking(
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
-                if let Some(u) = until {
-                    // At the end of the partition, so past everything below `until`
-                    // (control records and compacted offsets leave holes).
-                    next = next.max(u);
+                if until.is_some() {
+                    // The end as this fetch saw it; the caller decides about holes.
                     break;
                 }
                 if !out.is_empty() {

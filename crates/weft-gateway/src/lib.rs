@@ -46,7 +46,7 @@ pub use problem::{ApiError, Principal, Problem};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("state store: {0}")]
-    Store(#[from] weft_store::Error),
+    Store(Box<weft_store::Error>),
     #[error("kafka: {0}")]
     Kafka(String),
     #[error("configuration: {0}")]
@@ -54,6 +54,12 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<weft_store::Error> for Error {
+    fn from(e: weft_store::Error) -> Self {
+        Error::Store(Box::new(e))
+    }
+}
 
 /// Limits of live connections (SSE and WebSocket).
 #[derive(Debug, Clone)]

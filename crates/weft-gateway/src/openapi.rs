@@ -8,7 +8,10 @@ use crate::Gateway;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Weft gateway", description = "REST, SSE, WebSocket and webhooks over Weft's streams"),
+    info(
+        title = "Weft gateway",
+        description = "REST, SSE, WebSocket and webhooks over Weft's streams"
+    ),
     paths(
         crate::rest::list_topics,
         crate::rest::get_topic,

@@ -80,9 +80,9 @@ pub fn parse_start(s: &str) -> Result<Start, String> {
                     .map_err(|_| format!("start {s:?}: time:<milliseconds since the epoch>"))?;
                 return Ok(Start::Time(ms));
             }
-            decode(s)
-                .map(Start::Positions)
-                .map_err(|e| format!("start {s:?} is none of latest, earliest, time:<ms>, P:O,…: {e}"))
+            decode(s).map(Start::Positions).map_err(|e| {
+                format!("start {s:?} is none of latest, earliest, time:<ms>, P:O,…: {e}")
+            })
         }
     }
 }
@@ -230,7 +230,10 @@ mod tests {
             ("latest", Some(Start::Latest)),
             ("earliest", Some(Start::Earliest)),
             ("time:1700", Some(Start::Time(1700))),
-            ("0:3", Some(Start::Positions([(0, 3)].into_iter().collect()))),
+            (
+                "0:3",
+                Some(Start::Positions([(0, 3)].into_iter().collect())),
+            ),
             ("time:x", None),
             ("sometime", None),
         ];

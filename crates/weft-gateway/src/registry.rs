@@ -101,10 +101,11 @@ impl RegistryClient {
             .parse()
             .map_err(|e: weft_schema::Error| ApiError::Registry(e.to_string()))?;
         let text = s.schema.clone();
-        let parsed = tokio::task::spawn_blocking(move || ParsedSchema::parse(schema_type, &text, &[]))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Registry(format!("schema id {id}: {e}")))?;
+        let parsed =
+            tokio::task::spawn_blocking(move || ParsedSchema::parse(schema_type, &text, &[]))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Registry(format!("schema id {id}: {e}")))?;
         let loaded = Arc::new(Loaded {
             id,
             schema_type,

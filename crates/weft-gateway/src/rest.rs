@@ -176,12 +176,13 @@ async fn encode_all(
 ) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
     let schema = match (format, schema_id) {
         (PayloadFormat::Avro | PayloadFormat::Jsonschema | PayloadFormat::Protobuf, Some(id)) => {
-            let registry = gw.0.registry.as_ref().ok_or_else(|| {
-                ApiError::Unprocessable {
-                    message: "no schema registry is configured".into(),
-                    details: None,
-                }
-            })?;
+            let registry =
+                gw.0.registry
+                    .as_ref()
+                    .ok_or_else(|| ApiError::Unprocessable {
+                        message: "no schema registry is configured".into(),
+                        details: None,
+                    })?;
             let loaded = registry.schema(id).await?;
             let expected = match format {
                 PayloadFormat::Avro => weft_schema::SchemaType::Avro,
@@ -207,13 +208,16 @@ async fn encode_all(
         }
         (_, Some(_)) => {
             return Err(ApiError::Unprocessable {
-                message: format!("{what}_schema_id needs {what}_format avro, jsonschema or protobuf"),
+                message: format!(
+                    "{what}_schema_id needs {what}_format avro, jsonschema or protobuf"
+                ),
                 details: None,
             });
         }
         _ => None,
     };
     // Encoding and validation are CPU work: off the reactor.
+    let is_key = what == "key";
     let what = what.to_owned();
     let result = tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(items.len());
@@ -225,6 +229,11 @@ async fn encode_all(
             };
             let encoded = match (format, &schema) {
                 (_, Some(s)) => crate::registry::encode(s, &v),
+                // A key given as a JSON string is its text (so `"key": "a"` partitions,
+                // filters and compacts as `a`); any other JSON is stored as JSON text.
+                (PayloadFormat::Json, _) if is_key && v.is_string() => {
+                    Ok(v.as_str().unwrap_or_default().as_bytes().to_vec())
+                }
                 (PayloadFormat::Json, _) => Ok(v.to_string().into_bytes()),
                 (PayloadFormat::String, _) => v
                     .as_str()
@@ -293,7 +302,9 @@ pub(crate) async fn produce(
         {
             return Err(ApiError::Unprocessable {
                 message: format!("record {i}: topic {topic:?} has no partition {p}"),
-                details: Some(json!([{"record": i, "field": "partition", "reason": "unknown partition"}])),
+                details: Some(
+                    json!([{"record": i, "field": "partition", "reason": "unknown partition"}]),
+                ),
             });
         }
     }
@@ -404,7 +415,14 @@ pub(crate) async fn read_records(
     let max = q.max_records.unwrap_or(100).clamp(1, 10_000);
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0).min(30_000));
     let read = kafka
-        .read(&topic, partition, offset, None, max, wait.max(Duration::from_millis(200)))
+        .read(
+            &topic,
+            partition,
+            offset,
+            None,
+            max,
+            wait.max(Duration::from_millis(200)),
+        )
         .await?;
     let next = read.records.last().map_or(offset, |r| r.offset + 1);
     Ok(Json(ReadResponse {

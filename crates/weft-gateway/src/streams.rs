@@ -62,15 +62,22 @@ async fn open(
 ) -> Result<Opened, Response> {
     let inner = &gw.0;
     if *inner.shutdown_tx.borrow() {
-        return Err(unavailable("the gateway is shutting down", inner.config.stream.retry_ms));
+        return Err(unavailable(
+            "the gateway is shutting down",
+            inner.config.stream.retry_ms,
+        ));
     }
     let permit = inner
         .limits
         .acquire(principal)
         .map_err(|why| unavailable(why, inner.config.stream.retry_ms))?;
     let bad = |e: String| ApiError::BadRequest(e).into_response();
-    let filter = Filter::parse(q.partitions.as_deref(), q.key.as_deref(), q.header.as_deref())
-        .map_err(bad)?;
+    let filter = Filter::parse(
+        q.partitions.as_deref(),
+        q.key.as_deref(),
+        q.header.as_deref(),
+    )
+    .map_err(bad)?;
     let format = Format::parse(q.format.as_deref()).map_err(bad)?;
     let start = match resume {
         Some(id) => Start::Positions(
@@ -211,7 +218,11 @@ async fn sse(
     };
     let retry = gw.0.config.stream.retry_ms;
     let first = stream::once(async move {
-        Ok::<_, Infallible>(Event::default().retry(Duration::from_millis(retry)).comment("ok"))
+        Ok::<_, Infallible>(
+            Event::default()
+                .retry(Duration::from_millis(retry))
+                .comment("ok"),
+        )
     });
     let body = stream::unfold(Some(opened), |state| async move {
         let mut o = state?;
@@ -280,13 +291,12 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
         while let Some(Ok(msg)) = incoming.next().await {
             let cmd = match msg {
                 Message::Text(t) => match serde_json::from_str::<serde_json::Value>(&t) {
-                    Ok(v) if v["type"] == "resume" => match v["id"]
-                        .as_str()
-                        .map(position::decode)
-                    {
-                        Some(Ok(p)) => Cmd::Resume(p),
-                        _ => Cmd::Activity,
-                    },
+                    Ok(v) if v["type"] == "resume" => {
+                        match v["id"].as_str().map(position::decode) {
+                            Some(Ok(p)) => Cmd::Resume(p),
+                            _ => Cmd::Activity,
+                        }
+                    }
                     _ => Cmd::Activity,
                 },
                 Message::Close(_) => break,

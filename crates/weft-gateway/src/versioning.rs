@@ -73,7 +73,12 @@ pub(crate) async fn deprecation_layer(
     let principal = principal_of(request.headers());
     let mut response = next.run(request).await;
     if let Some(d) = found {
-        warn!(path, principal = principal.0, successor = d.successor, "deprecated route called");
+        warn!(
+            path,
+            principal = principal.0,
+            successor = d.successor,
+            "deprecated route called"
+        );
         if let Ok(mut calls) = gw.0.deprecations.calls.lock() {
             *calls.entry((d.path.clone(), principal.0)).or_insert(0) += 1;
         }
@@ -84,7 +89,9 @@ pub(crate) async fn deprecation_layer(
         if let Ok(v) = HeaderValue::from_str(&d.sunset) {
             h.insert("sunset", v);
         }
-        if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"successor-version\"", d.successor)) {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("<{}>; rel=\"successor-version\"", d.successor))
+        {
             h.insert("link", v);
         }
     }

@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use weft_store::sqlx;
 
 use super::store::{self, Attempt, Row1, Spec};
 use super::{sign, start_position};
@@ -74,7 +75,7 @@ fn view(r: Row1, secret: Option<String>) -> Webhook {
     }
 }
 
-fn store_err(e: weft_store::Error) -> ApiError {
+fn store_err(e: sqlx::Error) -> ApiError {
     ApiError::Internal(format!("state store: {e}"))
 }
 
@@ -84,7 +85,11 @@ fn new_id() -> String {
     let mut b = [0u8; 6];
     sign::fill_random(&mut b);
     let r: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("wh_{:x}{r}{:x}", weft_store::now_ms(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "wh_{:x}{r}{:x}",
+        weft_store::now_ms(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Creates a subscription.
@@ -99,7 +104,10 @@ pub(crate) async fn create(
         message: format!("invalid webhook: {}", e.body_text()),
         details: None,
     })?;
-    let unprocessable = |m: String| ApiError::Unprocessable { message: m, details: None };
+    let unprocessable = |m: String| ApiError::Unprocessable {
+        message: m,
+        details: None,
+    };
     let uri: hyper::Uri = c
         .url
         .parse()
@@ -112,7 +120,9 @@ pub(crate) async fn create(
     }
     let ordering = c.ordering.unwrap_or_else(|| "key".into());
     if ordering != "key" && ordering != "none" {
-        return Err(unprocessable(format!("ordering {ordering:?} is none of key, none")));
+        return Err(unprocessable(format!(
+            "ordering {ordering:?} is none of key, none"
+        )));
     }
     Filter::parse(None, c.filter_key.as_deref(), c.filter_headers.as_deref())
         .map_err(unprocessable)?;
@@ -137,7 +147,11 @@ pub(crate) async fn create(
     let earliest = match c.start.as_deref() {
         None | Some("latest") => false,
         Some("earliest") => true,
-        Some(o) => return Err(unprocessable(format!("start {o:?} is none of latest, earliest"))),
+        Some(o) => {
+            return Err(unprocessable(format!(
+                "start {o:?} is none of latest, earliest"
+            )));
+        }
     };
     let position = start_position(&gw.0.kafka, &c.topic, earliest).await?;
     let row = Row1 {
@@ -157,7 +171,9 @@ pub(crate) async fn create(
         disabled_reason: None,
         created_ms: weft_store::now_ms(),
     };
-    store::insert(&gw.0.webhooks.store, &row).await.map_err(store_err)?;
+    store::insert(&gw.0.webhooks.store, &row)
+        .await
+        .map_err(store_err)?;
     gw.0.webhooks.notify(&row.id);
     Ok((StatusCode::CREATED, Json(view(row, generated))))
 }
@@ -201,7 +217,10 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     gw.0.webhooks.stop(&id);
-    if store::delete(&gw.0.webhooks.store, &id).await.map_err(store_err)? {
+    if store::delete(&gw.0.webhooks.store, &id)
+        .await
+        .map_err(store_err)?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("webhook {id:?} does not exist")))
@@ -228,7 +247,10 @@ pub(crate) async fn rotate(
     let row = find(&gw, &id).await?;
     let (secret, generated) = match r.secret {
         Some(s) => {
-            sign::secret_key(&s).map_err(|m| ApiError::Unprocessable { message: m, details: None })?;
+            sign::secret_key(&s).map_err(|m| ApiError::Unprocessable {
+                message: m,
+                details: None,
+            })?;
             (s, None)
         }
         None => {

@@ -186,14 +186,26 @@ impl Webhooks {
     }
 
     async fn worker(self: &Arc<Self>, id: &str) -> Result<(), String> {
-        let Some(row) = store::get(&self.store, id).await.map_err(|e| e.to_string())? else {
+        let Some(row) = store::get(&self.store, id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(());
         };
         if !row.enabled {
             return Ok(());
         }
-        info!(webhook = id, topic = row.spec.topic, url = row.spec.url, "webhook worker started");
-        let filter = Filter::parse(None, row.spec.filter_key.as_deref(), row.spec.filter_headers.as_deref())?;
+        info!(
+            webhook = id,
+            topic = row.spec.topic,
+            url = row.spec.url,
+            "webhook worker started"
+        );
+        let filter = Filter::parse(
+            None,
+            row.spec.filter_key.as_deref(),
+            row.spec.filter_headers.as_deref(),
+        )?;
         let target = Arc::new(Target {
             id: id.to_owned(),
             spec: row.spec.clone(),
@@ -218,7 +230,11 @@ impl Webhooks {
             let partitions: Vec<i32> = position.keys().copied().collect();
             for p in partitions {
                 let next = position.get(&p).copied().unwrap_or(0);
-                let (low, high) = self.kafka.watermarks(&topic, p).await.map_err(|e| e.to_string())?;
+                let (low, high) = self
+                    .kafka
+                    .watermarks(&topic, p)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let from = next.max(low);
                 if from >= high {
                     position.insert(p, from);
@@ -306,7 +322,14 @@ impl Webhooks {
                 at_ms: now,
                 status: i64::from(status),
                 latency_ms: latency,
-                outcome: if success { "success" } else if last { "dlq" } else { "failure" }.into(),
+                outcome: if success {
+                    "success"
+                } else if last {
+                    "dlq"
+                } else {
+                    "failure"
+                }
+                .into(),
                 detail,
             };
             if let Err(e) = store::record_attempt(&self.store, &target.id, &row).await {
@@ -346,7 +369,12 @@ impl Webhooks {
     }
 
     /// One POST: (2xx?, status, detail, latency ms).
-    async fn send(&self, target: &Target, message_id: &str, body: &str) -> (bool, u16, String, i64) {
+    async fn send(
+        &self,
+        target: &Target,
+        message_id: &str,
+        body: &str,
+    ) -> (bool, u16, String, i64) {
         let _permit = target.bulkhead.acquire().await;
         let timestamp = weft_store::now_ms() / 1000;
         let secrets = target.secrets.lock().map(|s| s.clone()).unwrap_or_default();
@@ -379,10 +407,16 @@ impl Webhooks {
         .await;
         let latency = started.elapsed().as_millis() as i64;
         match result {
-            Err(_) => (false, 0, format!("timed out after {:?}", self.config.timeout), latency),
+            Err(_) => (
+                false,
+                0,
+                format!("timed out after {:?}", self.config.timeout),
+                latency,
+            ),
             Ok(Err(e)) => (false, 0, format!("request failed: {e}"), latency),
             Ok(Ok((status, body))) => {
-                let snippet: String = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+                let snippet: String =
+                    String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
                 // Redirects are failures: a webhook URL must answer itself.
                 ((200..300).contains(&status), status, snippet, latency)
             }
@@ -393,7 +427,10 @@ impl Webhooks {
     async fn to_dlq(&self, target: &Target, r: &Record, attempts: u32, reason: &str) {
         let mut headers = OwnedHeaders::new();
         for (k, v) in &r.headers {
-            headers = headers.insert(Header { key: k, value: v.as_deref() });
+            headers = headers.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
         }
         let meta = [
             ("weft.dlq.source", "webhook".to_owned()),
@@ -406,7 +443,10 @@ impl Webhooks {
             ("weft.dlq.failed_at_ms", weft_store::now_ms().to_string()),
         ];
         for (k, v) in &meta {
-            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
         }
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(DLQ_TOPIC).headers(headers);
         if let Some(k) = &r.key {
@@ -463,7 +503,9 @@ impl Target {
             return;
         };
         let slot = {
-            let Ok(mut next) = self.rate.lock() else { return };
+            let Ok(mut next) = self.rate.lock() else {
+                return;
+            };
             let now = Instant::now();
             let slot = (*next).max(now);
             *next = slot + Duration::from_secs(1) / per_sec;
@@ -475,7 +517,9 @@ impl Target {
     /// Updates the breaker; returns since when the target has been failing (now on success).
     fn on_result(&self, success: bool, config: &WebhookConfig) -> Instant {
         let now = Instant::now();
-        let Ok(mut b) = self.breaker.lock() else { return now };
+        let Ok(mut b) = self.breaker.lock() else {
+            return now;
+        };
         if success {
             *b = Breaker::default();
             return now;

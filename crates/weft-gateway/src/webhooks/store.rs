@@ -74,10 +74,10 @@ pub struct Attempt {
     pub detail: String,
 }
 
-type R<T> = Result<T, weft_store::Error>;
+type R<T> = Result<T, sqlx::Error>;
 
-fn db(e: sqlx::Error) -> weft_store::Error {
-    weft_store::Error::from(e)
+fn db(e: sqlx::Error) -> sqlx::Error {
+    e
 }
 
 fn row_of(r: &sqlx::any::AnyRow) -> R<Row1> {
@@ -122,19 +122,23 @@ pub(crate) async fn insert(store: &Store, row: &Row1) -> R<()> {
 }
 
 pub(crate) async fn all(store: &Store) -> R<Vec<Row1>> {
-    let rows = sqlx::query(&format!("SELECT {COLS} FROM gateway_webhooks ORDER BY created_ms, id"))
-        .fetch_all(store.pool())
-        .await
-        .map_err(db)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLS} FROM gateway_webhooks ORDER BY created_ms, id"
+    ))
+    .fetch_all(store.pool())
+    .await
+    .map_err(db)?;
     rows.iter().map(row_of).collect()
 }
 
 pub(crate) async fn get(store: &Store, id: &str) -> R<Option<Row1>> {
-    let row = sqlx::query(&format!("SELECT {COLS} FROM gateway_webhooks WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(store.pool())
-        .await
-        .map_err(db)?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLS} FROM gateway_webhooks WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(store.pool())
+    .await
+    .map_err(db)?;
     row.as_ref().map(row_of).transpose()
 }
 
@@ -167,7 +171,12 @@ pub(crate) async fn set_secrets(store: &Store, id: &str, secrets: &[String]) -> 
     Ok(())
 }
 
-pub(crate) async fn set_enabled(store: &Store, id: &str, enabled: bool, reason: Option<&str>) -> R<()> {
+pub(crate) async fn set_enabled(
+    store: &Store,
+    id: &str,
+    enabled: bool,
+    reason: Option<&str>,
+) -> R<()> {
     sqlx::query("UPDATE gateway_webhooks SET enabled = $1, disabled_reason = $2 WHERE id = $3")
         .bind(i64::from(enabled))
         .bind(reason)
