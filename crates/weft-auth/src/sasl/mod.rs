@@ -11,6 +11,9 @@ pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
 
+#[cfg(test)]
+mod proptests;
+
 use std::fmt;
 use std::str::FromStr;
 
