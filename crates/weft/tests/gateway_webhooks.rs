@@ -1,0 +1,345 @@
+//! Webhooks against a real `weft serve` and a Python target that verifies every signature
+//! with the `standardwebhooks` package (an independent implementation): retries until a
+//! flaky target recovers (each record delivered once, per-key order kept), a hanging
+//! target does not delay another, and the DLQ after the last attempt.
+
+mod common;
+mod gateway_support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use gateway_support::{Gw, eventually};
+use serde_json::{Value, json};
+
+/// 32 bytes of 0x2a as a Standard Webhooks secret.
+const SECRET: &str = "whsec_KioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+const TARGET: &str = r#"
+import json, sys, threading, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from standardwebhooks.webhooks import Webhook
+
+secret = sys.argv[1]
+wh = Webhook(secret)
+seen = {}
+lock = threading.Lock()
+
+def out(**kw):
+    with lock:
+        sys.stdout.write(json.dumps(kw) + "\n")
+        sys.stdout.flush()
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        mid = self.headers.get("webhook-id")
+        try:
+            payload = wh.verify(body, {k: v for k, v in self.headers.items()})
+            ok = True
+        except Exception as e:
+            payload, ok = None, False
+        record = (payload or {}).get("record", {})
+        with lock:
+            n = seen.get((self.path, mid), 0) + 1
+            seen[(self.path, mid)] = n
+        out(event="request", path=self.path, id=mid, attempt=n, verified=ok,
+            key=record.get("key"), value=record.get("value"))
+        if not ok:
+            code = 401
+        elif self.path == "/flaky" and n <= 2:
+            code = 500
+        elif self.path == "/dead":
+            code = 500
+        elif self.path == "/hang":
+            time.sleep(600)
+            code = 200
+        else:
+            code = 204
+        self.send_response(code)
+        self.send_header("content-length", "0")
+        self.end_headers()
+        if code < 300:
+            out(event="delivered", path=self.path, id=mid, key=record.get("key"),
+                value=record.get("value"))
+
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+out(event="listening", port=srv.server_address[1])
+srv.serve_forever()
+"#;
+
+struct Target {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+    events: Vec<Value>,
+}
+
+impl Target {
+    fn start() -> Target {
+        let mut child = Command::new("python3")
+            .args(["-c", TARGET, SECRET])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with the standardwebhooks package (cargo xtask test installs it)");
+        let lines = common::forward_lines(child.stdout.take().expect("stdout"));
+        let first = lines
+            .recv_timeout(common::SAFETY)
+            .expect("the Python webhook target starts (needs PyPI standardwebhooks)");
+        let v: Value = serde_json::from_str(&first).expect("json");
+        Target {
+            port: v["port"].as_u64().expect("port") as u16,
+            child,
+            lines,
+            events: Vec::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits until `pred` holds over the events seen so far.
+    fn wait(&mut self, what: &str, pred: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + common::SAFETY;
+        while !pred(&self.events) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self
+                    .events
+                    .push(serde_json::from_str(&l).expect("json line")),
+                Err(e) => panic!("{what}: {e}; events: {:#?}", self.events),
+            }
+        }
+    }
+
+    fn of<'a>(&'a self, event: &'a str, path: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events
+            .iter()
+            .filter(move |e| e["event"] == event && e["path"] == path)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn subscribe(gw: &Gw, topic: &str, url: &str, ordering: &str) -> String {
+    let r = gw.post(
+        "/v1/webhooks",
+        &json!({"topic": topic, "url": url, "secret": SECRET, "ordering": ordering,
+                "headers": {"x-tenant": "acme"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert!(
+        v.get("secret").is_none(),
+        "a supplied secret is never echoed"
+    );
+    v["id"].as_str().expect("id").to_owned()
+}
+
+#[test]
+fn a_flaky_target_gets_each_record_once_in_key_order_with_verified_signatures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[("WEBHOOK_BACKOFF_MS", "20")], 0);
+    gw.create_topic("payments", 1, &[]);
+    let mut target = Target::start();
+    let id = subscribe(&gw, "payments", &target.url("/flaky"), "key");
+    let records: Vec<_> = (0..6)
+        .map(|i| (Some(if i % 2 == 0 { "k1" } else { "k2" }), json!(i), None))
+        .collect();
+    gw.produce("payments", &records);
+    target.wait("six deliveries", |ev| {
+        ev.iter().filter(|e| e["event"] == "delivered").count() >= 6
+    });
+    assert!(
+        target
+            .of("request", "/flaky")
+            .all(|e| e["verified"] == true),
+        "every request verified with standardwebhooks: {:#?}",
+        target.events
+    );
+    let delivered: Vec<&Value> = target.of("delivered", "/flaky").collect();
+    let mut ids: Vec<&str> = delivered
+        .iter()
+        .map(|e| e["id"].as_str().expect("id"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "each record delivered once: {delivered:#?}");
+    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for e in &delivered {
+        per_key
+            .entry(e["key"].as_str().expect("key").to_owned())
+            .or_default()
+            .push(e["value"].as_i64().expect("value"));
+    }
+    assert_eq!(per_key["k1"], vec![0, 2, 4], "order of k1 under retries");
+    assert_eq!(per_key["k2"], vec![1, 3, 5], "order of k2 under retries");
+    // The attempts are queryable: two failures then a success per record.
+    let attempts = eventually("18 attempts recorded", || {
+        let a = gw
+            .get(&format!("/v1/webhooks/{id}/attempts?limit=100"))
+            .json();
+        (a["attempts"].as_array().map_or(0, Vec::len) >= 18).then_some(a)
+    });
+    let count = |o: &str| {
+        attempts["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .filter(|a| a["outcome"] == o)
+            .count()
+    };
+    assert_eq!((count("failure"), count("success")), (12, 6));
+    assert!(
+        attempts["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .any(|a| a["status"] == 500)
+    );
+    // No further delivery of anything already delivered (position stored).
+    gw.produce("payments", &[(Some("k3"), json!(99), None)]);
+    target.wait("the 7th", |ev| {
+        ev.iter().filter(|e| e["event"] == "delivered").count() >= 7
+    });
+    assert_eq!(target.of("delivered", "/flaky").count(), 7);
+}
+
+#[test]
+fn a_hanging_target_does_not_delay_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[("WEBHOOK_TIMEOUT_MS", "600000")], 0);
+    gw.create_topic("events", 1, &[]);
+    let mut target = Target::start();
+    subscribe(&gw, "events", &target.url("/hang"), "none");
+    subscribe(&gw, "events", &target.url("/fast"), "none");
+    let records: Vec<_> = (0..5).map(|i| (None, json!(i), None)).collect();
+    gw.produce("events", &records);
+    target.wait(
+        "the fast target gets all five while the other hangs",
+        |ev| {
+            let fast = ev
+                .iter()
+                .filter(|e| e["event"] == "delivered" && e["path"] == "/fast")
+                .count();
+            let hanging = ev
+                .iter()
+                .filter(|e| e["event"] == "request" && e["path"] == "/hang")
+                .count();
+            fast == 5 && hanging >= 1
+        },
+    );
+    assert_eq!(
+        target.of("delivered", "/hang").count(),
+        0,
+        "the hanging one never answered"
+    );
+}
+
+#[test]
+fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(
+        dir.path(),
+        &[("WEBHOOK_ATTEMPTS", "2"), ("WEBHOOK_BACKOFF_MS", "10")],
+        0,
+    );
+    gw.create_topic("orders", 1, &[]);
+    gw.create_topic("weft.webhooks.dlq", 1, &[]);
+    let mut target = Target::start();
+    let id = subscribe(&gw, "orders", &target.url("/dead"), "key");
+    let r = gw.post(
+        "/v1/topics/orders/records",
+        &json!({"records": [{"key": "o-1", "value": {"total": 5}, "headers": {"trace": "t-1"}}]}),
+    );
+    assert_eq!(r.status, 200);
+    target.wait("two attempts", |ev| {
+        ev.iter().filter(|e| e["event"] == "request").count() >= 2
+    });
+    let dlq = eventually("a DLQ record", || {
+        let r = gw.get("/v1/topics/weft.webhooks.dlq/partitions/0/records?offset=0&timeout_ms=200");
+        let v = r.json();
+        (!v["records"].as_array().map_or(true, Vec::is_empty)).then_some(v)
+    });
+    let rec = &dlq["records"][0];
+    assert_eq!(rec["key"], "o-1");
+    assert_eq!(rec["value"], json!({"total": 5}));
+    let h = &rec["headers"];
+    assert_eq!(h["trace"], "t-1", "original headers kept: {h}");
+    assert_eq!(h["weft.dlq.webhook_id"], id.as_str());
+    assert_eq!(h["weft.dlq.original.topic"], "orders");
+    assert_eq!(h["weft.dlq.original.offset"], "0");
+    assert_eq!(h["weft.dlq.attempts"], "2");
+    let attempts = gw.get(&format!("/v1/webhooks/{id}/attempts")).json();
+    assert!(
+        attempts["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .any(|a| a["outcome"] == "dlq"),
+        "{attempts}"
+    );
+}
+
+#[test]
+fn bad_subscriptions_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[], 0);
+    gw.create_topic("t", 1, &[]);
+    let cases = [
+        (json!({"topic": "t", "url": "ftp://x/"}), 422, "only http"),
+        (
+            json!({"topic": "t", "url": "http://127.0.0.1:1/", "secret": "whsec_!!"}),
+            422,
+            "secret",
+        ),
+        (
+            json!({"topic": "t", "url": "http://127.0.0.1:1/", "ordering": "fifo"}),
+            422,
+            "ordering",
+        ),
+        (
+            json!({"topic": "nope", "url": "http://127.0.0.1:1/"}),
+            404,
+            "topic_not_found",
+        ),
+        (json!({"topic": "t"}), 422, "url"),
+    ];
+    for (body, status, needle) in cases {
+        let r = gw.post("/v1/webhooks", &body);
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert!(r.text().contains(needle), "{body}: {}", r.text());
+    }
+    assert_eq!(gw.get("/v1/webhooks").json()["webhooks"], json!([]));
+    // A generated secret is returned once, on creation.
+    let r = gw.post(
+        "/v1/webhooks",
+        &json!({"topic": "t", "url": "http://127.0.0.1:1/"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        r.json()["secret"]
+            .as_str()
+            .expect("secret")
+            .starts_with("whsec_")
+    );
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    assert!(
+        gw.get(&format!("/v1/webhooks/{id}"))
+            .json()
+            .get("secret")
+            .is_none()
+    );
+}
