@@ -79,6 +79,9 @@ pub enum Error {
     Config(String),
     #[error("logical decoding: {0}")]
     Logical(String),
+    /// Another relay holds this outbox table's lock; this one waits and retries.
+    #[error("standing by: {0}")]
+    Standby(String),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("database error: {0}")]

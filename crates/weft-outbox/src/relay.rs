@@ -204,6 +204,9 @@ struct Runner {
     outbox: Outbox,
     stop: watch::Receiver<bool>,
     db: Option<(AnyPool, Dialect)>,
+    /// The connection holding this table's relay lock (PostgreSQL advisory lock, MySQL
+    /// `GET_LOCK`): one relay publishes a table at a time, the others stand by.
+    leader: Option<sqlx::AnyConnection>,
     slot: Option<Slot>,
     producer: Option<FutureProducer>,
     /// Aggregates stopped by a bad row (policy `stop`).
@@ -240,6 +243,7 @@ impl Runner {
             outbox,
             stop,
             db: None,
+            leader: None,
             slot: None,
             producer: None,
             blocked: BTreeMap::new(),
@@ -297,13 +301,16 @@ impl Runner {
                     }
                 }
                 Err(e) => {
-                    self.failed(&e);
+                    let standby = matches!(e, Error::Standby(_));
+                    if standby {
+                        self.outbox.update(&name, |s| s.state = "standby");
+                    } else {
+                        self.failed(&e);
+                    }
                     // A fresh producer and connection after any failure: librdkafka's
                     // idempotent state and a broken pool are not worth reasoning about.
                     self.producer = None;
-                    if let Some((pool, _)) = self.db.take() {
-                        pool.close().await;
-                    }
+                    self.release().await;
                     self.slot = None;
                     let delay = match backoff.next() {
                         Some(d) => d,
@@ -312,7 +319,9 @@ impl Runner {
                             MAX_BACKOFF
                         }
                     };
-                    self.outbox.update(&name, |s| s.state = "backing_off");
+                    if !standby {
+                        self.outbox.update(&name, |s| s.state = "backing_off");
+                    }
                     if self.pause(delay).await {
                         break;
                     }
@@ -326,9 +335,7 @@ impl Runner {
             })
             .await;
         }
-        if let Some((pool, _)) = self.db.take() {
-            pool.close().await;
-        }
+        self.release().await;
         info!(source = %name, "outbox relay stopped");
     }
 
@@ -347,7 +354,17 @@ impl Runner {
         if let Some(db) = &self.db {
             return Ok(db.clone());
         }
-        let (pool, dialect) = table::connect(&self.cfg.database, 2).await?;
+        let (pool, dialect) = table::connect(&self.cfg.database, 3).await?;
+        match take_lead(&pool, dialect, &self.table).await {
+            Ok(leader) => self.leader = leader,
+            Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        }
+        if self.leader.is_some() {
+            info!(source = %self.cfg.name, table = self.table.name(), "relay lock taken; publishing");
+        }
         table::apply(&pool, dialect, &self.table).await?;
         if self.cfg.mode == Mode::Logical {
             self.slot = Some(Slot::ensure(&pool, &self.cfg, &self.table).await?);
@@ -355,6 +372,17 @@ impl Runner {
         }
         self.db = Some((pool.clone(), dialect));
         Ok((pool, dialect))
+    }
+
+    /// Closes the lock connection (releasing the lock) and the pool.
+    async fn release(&mut self) {
+        if let Some(conn) = self.leader.take() {
+            use sqlx::Connection as _;
+            let _ = conn.close().await;
+        }
+        if let Some((pool, _)) = self.db.take() {
+            pool.close().await;
+        }
     }
 
     fn producer(&mut self) -> Result<FutureProducer> {
@@ -665,6 +693,11 @@ impl Runner {
         };
         let elapsed = self.last_stats.map(|t| t.elapsed());
         self.last_stats = Some(Instant::now());
+        // The lock lives as long as its connection: a lost connection means another relay
+        // may have taken over, so this one reconnects (and takes the lock or stands by).
+        if let Some(conn) = &mut self.leader {
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        }
         self.stats(&pool, dialect, elapsed).await?;
         if self.cfg.cleanup == Cleanup::Mark
             && self
@@ -784,6 +817,37 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<OutRow> {
         headers: text_or_blob(row, "headers")?,
         created_ms: row.try_get("created_ms")?,
     })
+}
+
+/// Takes the relay lock of `table` on a connection of its own (kept by the caller; closing it
+/// releases the lock). `Error::Standby` when another relay holds it. SQLite has no such
+/// lock: one process owns a SQLite source.
+async fn take_lead(
+    pool: &AnyPool,
+    dialect: Dialect,
+    table: &Table,
+) -> Result<Option<sqlx::AnyConnection>> {
+    let sql = match dialect {
+        Dialect::Postgres => "SELECT pg_try_advisory_lock(hashtext($1)) AS ok",
+        Dialect::MySql => "SELECT CAST(COALESCE(GET_LOCK(?, 0), 0) AS SIGNED) AS ok",
+        Dialect::Sqlite => return Ok(None),
+    };
+    let mut name = format!("weft_outbox:{}", table.name());
+    name.truncate(64);
+    let mut conn = pool.acquire().await?.detach();
+    let row = sqlx::query(sql).bind(&name).fetch_one(&mut conn).await?;
+    let ok = match dialect {
+        Dialect::Postgres => row.try_get::<bool, _>("ok")?,
+        _ => row.try_get::<i64, _>("ok")? == 1,
+    };
+    if !ok {
+        use sqlx::Connection as _;
+        let _ = conn.close().await;
+        return Err(Error::Standby(format!(
+            "another relay holds the lock {name:?} of this outbox table"
+        )));
+    }
+    Ok(Some(conn))
 }
 
 /// A text column that MySQL may report as a blob (LONGTEXT, even through `CAST(… AS CHAR)`).

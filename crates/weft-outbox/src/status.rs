@@ -36,7 +36,8 @@ pub struct SourceStatus {
     pub database: String,
     pub dialect: Option<Dialect>,
     pub mode: Mode,
-    /// `starting`, `running`, `backing_off` (broker or database unreachable).
+    /// `starting`, `running`, `backing_off` (broker or database unreachable), `standby`
+    /// (another relay holds this outbox table's lock).
     pub state: &'static str,
     /// Unpublished rows (of the last count; counted about once a second).
     pub pending_rows: Option<i64>,

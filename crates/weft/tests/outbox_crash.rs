@@ -248,9 +248,52 @@ async fn logical_decoding_mode() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(server);
-    sqlx::query("SELECT pg_drop_replication_slot('weft_test_slot')")
+    // The killed relay's backend may still be finishing a peek: wait until the slot is free.
+    let deadline = Instant::now() + common::SAFETY;
+    while let Err(e) = sqlx::query("SELECT pg_drop_replication_slot('weft_test_slot')")
         .execute(&pool)
         .await
-        .expect("drop slot");
+    {
+        assert!(Instant::now() < deadline, "cannot drop the slot: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+}
+
+/// Two weft serve relays configured with the same PostgreSQL source and one broker: one
+/// takes the table's relay lock and publishes, the other stands by (publishing nothing);
+/// kill -9 of the publisher and the standby takes over: every row arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn second_relay_stands_by_and_takes_over() {
+    let broker_dir = tempfile::tempdir().expect("tempdir");
+    let broker = common::Server::start(broker_dir.path());
+    let kafka = broker.kafka_addr().to_string();
+    let db = Db::new(Kind::Postgres).await;
+    let (dir1, dir2) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    support::init_table(dir1.path(), &db.url);
+    let pool = db.pool().await;
+    let mut first = start_server(dir1.path(), &db.url, "", &["--kafka-bootstrap", &kafka]);
+    wait_status(&first, "first relay running", |s| s["state"] == "running");
+    let second = start_server(dir2.path(), &db.url, "", &["--kafka-bootstrap", &kafka]);
+    wait_status(&second, "second relay standing by", |s| {
+        s["state"] == "standby"
+    });
+    let mut committed = support::insert_many(&pool, 200, 0).await;
+    wait_status(&first, "200 published by the first", |s| {
+        s["published_total"] == 200
+    });
+    assert_eq!(support::status(&second)["published_total"], 0);
+
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    committed.extend(support::insert_many(&pool, 200, 200).await);
+    wait_status(&second, "the second took over", |s| {
+        s["published_total"] == 200 && s["state"] == "running"
+    });
+    let msgs = consume(&kafka, "outbox.event.account", 400);
+    check_delivered(&committed, &msgs, true);
     pool.close().await;
 }
