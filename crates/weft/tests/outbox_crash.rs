@@ -260,15 +260,25 @@ async fn logical_decoding_mode() {
     pool.close().await;
 }
 
-/// Two weft serve relays configured with the same PostgreSQL source and one broker: one
+/// Two weft serve relays configured with the same source (PostgreSQL: advisory lock;
+/// MariaDB: GET_LOCK) and one broker: one
 /// takes the table's relay lock and publishes, the other stands by (publishing nothing);
 /// kill -9 of the publisher and the standby takes over: every row arrives.
 #[tokio::test(flavor = "multi_thread")]
-async fn second_relay_stands_by_and_takes_over() {
+async fn second_relay_stands_by_and_takes_over_postgres() {
+    standby_and_takeover(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_relay_stands_by_and_takes_over_mariadb() {
+    standby_and_takeover(Kind::MariaDb).await;
+}
+
+async fn standby_and_takeover(kind: Kind) {
     let broker_dir = tempfile::tempdir().expect("tempdir");
     let broker = common::Server::start(broker_dir.path());
     let kafka = broker.kafka_addr().to_string();
-    let db = Db::new(Kind::Postgres).await;
+    let db = Db::new(kind).await;
     let (dir1, dir2) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
