@@ -151,6 +151,51 @@ impl HttpAuthenticator for JwtValidator {
     }
 }
 
+/// The production authenticator: bearer tokens through a [`JwtValidator`], HTTP Basic
+/// against the SCRAM credentials in the state store (the same users as Kafka SASL).
+#[derive(Debug, Clone, Default)]
+pub struct StoreAuthenticator {
+    pub jwt: Option<Arc<JwtValidator>>,
+    pub credentials: Option<crate::store::ScramStore>,
+}
+
+#[async_trait::async_trait]
+impl HttpAuthenticator for StoreAuthenticator {
+    async fn bearer(&self, token: &str) -> Result<Principal, Refusal> {
+        match &self.jwt {
+            Some(v) => v.bearer(token).await,
+            None => Err(Refusal {
+                error: BearerError::InvalidRequest,
+                description: "bearer tokens are not enabled".into(),
+                scope: None,
+            }),
+        }
+    }
+
+    async fn basic(&self, user: &str, password: &str) -> Result<Principal, Refusal> {
+        let refused = |d: &str| Refusal {
+            error: BearerError::InvalidToken,
+            description: d.into(),
+            scope: None,
+        };
+        let Some(store) = &self.credentials else {
+            return Err(Refusal {
+                error: BearerError::InvalidRequest,
+                description: "basic authentication is not enabled".into(),
+                scope: None,
+            });
+        };
+        match store.verify_password(user, password).await {
+            Ok(true) => Ok(Principal::user(user)),
+            Ok(false) => Err(refused("invalid user name or password")),
+            Err(e) => {
+                tracing::warn!(error = %e, "credential store unavailable for basic authentication");
+                Err(refused("credentials cannot be checked now"))
+            }
+        }
+    }
+}
+
 /// Options of [`AuthLayer`].
 #[derive(Debug, Clone)]
 pub struct AuthOptions {

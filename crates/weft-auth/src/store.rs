@@ -327,6 +327,21 @@ impl ScramStore {
         Ok(n > 0)
     }
 
+    /// Whether `password` is `user`'s (SASL PLAIN, HTTP Basic): checked against the
+    /// SCRAM-SHA-512 credential, else the SCRAM-SHA-256 one; unknown user → `false`. The key
+    /// derivation runs on the blocking pool.
+    pub async fn verify_password(&self, user: &str, password: &str) -> Result<bool> {
+        for mech in [ScramMechanism::Sha512, ScramMechanism::Sha256] {
+            if let Some(cred) = self.get(user, mech).await? {
+                let password = password.to_owned();
+                return tokio::task::spawn_blocking(move || cred.verify_password(mech, &password))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("password check panicked: {e}")));
+            }
+        }
+        Ok(false)
+    }
+
     /// Users and their mechanisms/iterations (what DescribeUserScramCredentials answers).
     pub async fn describe(&self) -> Result<Vec<(String, String, u32)>> {
         let mut tx = self.store.begin().await?;

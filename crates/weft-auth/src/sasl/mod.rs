@@ -10,6 +10,7 @@
 pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
+pub mod session;
 
 #[cfg(test)]
 mod proptests;
