@@ -12,8 +12,12 @@
 //! the park when acked, and a crash during the replay leaves it parked.
 //!
 //! One dispatcher task per group and process owns the state; consumers talk to it through
-//! a command channel. Two processes serving the same group each dispatch independently
-//! (a known limit, see docs/eventstore.md).
+//! a command channel. Across processes, only the holder of the group's lease
+//! (`es_persistent.owner`/`lease_until`, renewed every few poll intervals) dispatches and
+//! writes the checkpoint; a process whose consumers all left gives the lease up at once;
+//! the others wait and take over when the lease is free or runs out, resuming
+//! from the stored checkpoint (consumers connected to a waiting process get nothing
+//! meanwhile).
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -30,6 +34,8 @@ use crate::{Error, EventStore, Result};
 
 /// How many not-yet-acked events a dispatcher holds.
 const BUFFER: usize = 512;
+/// How long a group's lease lasts without renewal.
+const LEASE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -292,6 +298,8 @@ impl EventStore {
             group: group.to_owned(),
             settings,
             read_after: checkpoint,
+            owner: uuid::Uuid::new_v4().to_string(),
+            lease_until: None,
             stored_checkpoint: checkpoint,
             pending: BTreeMap::new(),
             consumers: Vec::new(),
@@ -363,15 +371,24 @@ struct Dispatcher {
     rr: usize,
     /// Whether the last fetch may have left events behind.
     more: bool,
+    /// This dispatcher's identity in `es_persistent.owner`.
+    owner: String,
+    /// Until when this dispatcher holds the lease (`None`: it does not).
+    lease_until: Option<Instant>,
 }
 
 impl Dispatcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) -> Result<()> {
         let mut head = self.es.watch_head();
         loop {
-            self.fill().await?;
-            self.dispatch();
-            self.store_checkpoint().await?;
+            if self.consumers.is_empty() {
+                // Nobody to deliver to here: let another process serve the group.
+                self.release_lease().await?;
+            } else if self.lease().await? {
+                self.fill().await?;
+                self.dispatch();
+                self.store_checkpoint().await?;
+            }
             let wake = self
                 .pending
                 .values()
@@ -395,6 +412,70 @@ impl Dispatcher {
                 () = tokio::time::sleep(sleep) => self.more = true,
             }
         }
+    }
+
+    /// Takes or renews the group's lease; on taking it, starts from the stored checkpoint;
+    /// on losing it, forgets what it held. Returns whether this dispatcher may dispatch.
+    async fn lease(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        if self.lease_until.is_some_and(|t| t > now + LEASE * 2 / 3) {
+            return Ok(true);
+        }
+        let wall = now_ms();
+        let taken = sqlx::query(
+            "UPDATE es_persistent SET owner = $1, lease_until = $2
+             WHERE grp = $3 AND (owner IS NULL OR owner = $4 OR lease_until < $5)",
+        )
+        .bind(&self.owner)
+        .bind(wall + LEASE.as_millis() as i64)
+        .bind(&self.group)
+        .bind(&self.owner)
+        .bind(wall)
+        .execute(self.es.inner.store.pool())
+        .await?
+        .rows_affected()
+            == 1;
+        match (taken, self.lease_until.is_some()) {
+            (true, false) => {
+                // Taking over: another process may have moved the checkpoint and parked
+                // events; start from what is stored.
+                let (_, checkpoint) = load_group(&self.es, &self.group).await?;
+                sqlx::query("UPDATE es_parked SET replaying = 0 WHERE grp = $1")
+                    .bind(&self.group)
+                    .execute(self.es.inner.store.pool())
+                    .await?;
+                self.pending.clear();
+                self.read_after = checkpoint;
+                self.stored_checkpoint = checkpoint;
+                self.more = true;
+            }
+            (false, true) => {
+                warn!(group = %self.group, "persistent subscription lease lost to another process");
+                self.pending.clear();
+                for c in &mut self.consumers {
+                    c.in_flight = 0;
+                }
+            }
+            _ => {}
+        }
+        self.lease_until = taken.then_some(now + LEASE);
+        Ok(taken)
+    }
+
+    /// Stores the checkpoint and gives the lease up.
+    async fn release_lease(&mut self) -> Result<()> {
+        if self.lease_until.is_none() {
+            return Ok(());
+        }
+        self.store_checkpoint().await?;
+        sqlx::query("UPDATE es_persistent SET lease_until = 0 WHERE grp = $1 AND owner = $2")
+            .bind(&self.group)
+            .bind(&self.owner)
+            .execute(self.es.inner.store.pool())
+            .await?;
+        self.lease_until = None;
+        self.pending.clear();
+        Ok(())
     }
 
     async fn fill(&mut self) -> Result<()> {
@@ -663,12 +744,17 @@ impl Dispatcher {
     async fn store_checkpoint(&mut self) -> Result<()> {
         let cp = self.checkpoint();
         if cp != self.stored_checkpoint {
-            sqlx::query("UPDATE es_persistent SET checkpoint = $1, updated_ms = $2 WHERE grp = $3")
-                .bind(cp as i64)
-                .bind(now_ms())
-                .bind(&self.group)
-                .execute(self.es.inner.store.pool())
-                .await?;
+            // Only while holding the lease: a process that lost it never moves the checkpoint.
+            sqlx::query(
+                "UPDATE es_persistent SET checkpoint = $1, updated_ms = $2
+                 WHERE grp = $3 AND owner = $4",
+            )
+            .bind(cp as i64)
+            .bind(now_ms())
+            .bind(&self.group)
+            .bind(&self.owner)
+            .execute(self.es.inner.store.pool())
+            .await?;
             self.stored_checkpoint = cp;
         }
         Ok(())

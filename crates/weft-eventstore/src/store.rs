@@ -30,10 +30,11 @@ use crate::{Error, Result, TypeDeclaration};
 /// Format version of the stored event envelope (`data` and `metadata` JSON columns).
 pub(crate) const ENVELOPE_VERSION: i64 = 1;
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration::both(
-    1,
-    "positions, streams, events, types, snapshots, projections, persistent subscriptions",
-    "CREATE TABLE es_positions (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration::both(
+        1,
+        "positions, streams, events, types, snapshots, projections, persistent subscriptions",
+        "CREATE TABLE es_positions (
         name TEXT PRIMARY KEY,
         value BIGINT NOT NULL
     );
@@ -100,7 +101,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration::both(
         parked_ms BIGINT NOT NULL,
         PRIMARY KEY (grp, position)
     )",
-)];
+    ),
+    Migration::both(
+        2,
+        "persistent subscription group leases",
+        "ALTER TABLE es_persistent ADD COLUMN owner TEXT;
+    ALTER TABLE es_persistent ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
+    ),
+];
 
 /// The most events one read returns.
 pub const MAX_READ: usize = 4096;

@@ -283,3 +283,83 @@ async fn persistent_retry_park_replay_and_restart() {
         assert!(es.connect_group("nobody").await.is_err());
     }
 }
+
+/// Two processes (two `EventStore`s, own pools) serving one group: only the lease holder
+/// dispatches, so each event is delivered once overall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_group_is_served_by_one_process_at_a_time() {
+    for backend in BACKENDS {
+        let (db, one) = open(backend).await;
+        let two = reopen(&db).await;
+        one.create_group("shared", GroupSettings::default())
+            .await
+            .expect("create");
+        let mut a = one.connect_group("shared").await.expect("a");
+        let mut b = two.connect_group("shared").await.expect("b");
+        for i in 0..30 {
+            one.append("order-1", ExpectedVersion::Any, vec![ev("A", i)])
+                .await
+                .expect("append");
+        }
+        let mut from_a = 0;
+        let mut from_b = 0;
+        let mut seen = HashSet::new();
+        within(async {
+            while seen.len() < 30 {
+                tokio::select! {
+                    Some(d) = a.next() => {
+                        from_a += 1;
+                        assert!(seen.insert(d.event.position), "{backend:?}: delivered twice");
+                        a.ack(&d).await.expect("ack");
+                    }
+                    Some(d) = b.next() => {
+                        from_b += 1;
+                        assert!(seen.insert(d.event.position), "{backend:?}: delivered twice");
+                        b.ack(&d).await.expect("ack");
+                    }
+                }
+            }
+        })
+        .await;
+        // Nothing more arrives at either side.
+        let extra = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+            tokio::select! {
+                Some(d) = a.next() => d,
+                Some(d) = b.next() => d,
+            }
+        })
+        .await;
+        assert!(
+            extra.is_err(),
+            "{backend:?}: a duplicate arrived: {extra:?}"
+        );
+        assert!(
+            from_a == 0 || from_b == 0,
+            "{backend:?}: both processes dispatched ({from_a} / {from_b})"
+        );
+        // Failover: the serving process's consumer leaves; the other process takes the lease
+        // and goes on from the checkpoint with the new events only.
+        let mut survivor = if from_a > 0 {
+            drop(a);
+            b
+        } else {
+            drop(b);
+            a
+        };
+        for i in 30..40 {
+            two.append("order-1", ExpectedVersion::Any, vec![ev("A", i)])
+                .await
+                .expect("append");
+        }
+        let mut after = Vec::new();
+        within(async {
+            while after.len() < 10 {
+                let d = survivor.next().await.expect("delivery");
+                after.push(d.event.data["n"].as_i64().expect("n"));
+                survivor.ack(&d).await.expect("ack");
+            }
+        })
+        .await;
+        assert_eq!(after, (30..40).collect::<Vec<_>>(), "{backend:?}");
+    }
+}
