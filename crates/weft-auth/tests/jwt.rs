@@ -442,3 +442,30 @@ async fn stale_keys_are_refetched_after_max_age() {
     assert!(v.validate(&t).await.is_ok());
     assert_eq!(fetcher.fetches.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn concurrent_misses_share_one_fetch() {
+    let fetcher = Arc::new(MemoryJwks::default());
+    let v = Arc::new(jwks_validator(fetcher.clone(), clock()));
+    let good = sign(Algorithm::RS256, Some("rsa-1"), &rsa(), &claims());
+    let unknown = sign(Algorithm::RS256, Some("nope"), &rsa(), &claims());
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let v = v.clone();
+        let t = if i % 2 == 0 {
+            good.clone()
+        } else {
+            unknown.clone()
+        };
+        tasks.push(tokio::spawn(async move { v.validate(&t).await.is_ok() }));
+    }
+    let mut oks = 0;
+    for t in tasks {
+        oks += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(
+        oks, 16,
+        "every good token passes, no unknown-kid token does"
+    );
+    assert_eq!(fetcher.fetches.load(Ordering::SeqCst), 1);
+}
