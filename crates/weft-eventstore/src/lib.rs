@@ -33,6 +33,7 @@
 
 pub mod aggregate;
 pub mod http;
+mod metrics;
 pub mod persistent;
 pub mod projection;
 mod schema;

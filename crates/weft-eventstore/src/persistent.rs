@@ -670,6 +670,7 @@ impl Dispatcher {
     }
 
     async fn park(&self, position: u64, reason: &str) -> Result<()> {
+        crate::metrics::parked(&self.group);
         sqlx::query(
             "INSERT INTO es_parked (grp, position, reason, replaying, parked_ms)
              VALUES ($1, $2, $3, 0, $4)

@@ -49,6 +49,8 @@ pub struct Projector<P: Projection> {
     pub projection: P,
     /// Events per transaction.
     pub batch: usize,
+    /// The checkpoint the current step moved to (for metrics after its commit).
+    last: Option<u64>,
 }
 
 /// What a rebuild did.
@@ -87,6 +89,7 @@ impl<P: Projection> Projector<P> {
             es,
             projection,
             batch: 256,
+            last: None,
         }
     }
 
@@ -176,13 +179,18 @@ impl<P: Projection> Projector<P> {
                 "projection {name}: checkpoint moved under this runner (another runner?)"
             )));
         }
+        self.last = Some(last);
         Ok(events.len())
     }
 
     async fn step_committed(&mut self, name: &str, table: &str) -> Result<usize> {
         let mut tx = self.es.store().begin().await?;
+        self.last = None;
         let n = self.step_into(name, table, &mut tx).await?;
         tx.commit().await?;
+        if let Some(last) = self.last {
+            crate::metrics::projection(name, last);
+        }
         Ok(n)
     }
 

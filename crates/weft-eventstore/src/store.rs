@@ -463,6 +463,7 @@ impl EventStore {
         self.inner.head.send_if_modified(|h| {
             if position > *h {
                 *h = position;
+                crate::metrics::head(position);
                 true
             } else {
                 false
@@ -592,7 +593,11 @@ impl EventStore {
 
     /// Appends to several streams atomically: all or nothing.
     pub async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<WriteResult>> {
-        self.validate(&appends)?;
+        if let Err(e) = self.validate(&appends) {
+            let refused = Err(e);
+            crate::metrics::append_outcome(&refused);
+            return refused;
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let lead = {
             let mut q = self.queue();
@@ -603,9 +608,12 @@ impl EventStore {
             // A task of its own, so a caller that stops waiting cannot strand the queue.
             tokio::spawn(self.clone().lead_group());
         }
-        answer
+        let result = answer
             .await
-            .map_err(|_| Error::Invalid("the append was dropped unanswered".to_owned()))?
+            .map_err(|_| Error::Invalid("the append was dropped unanswered".to_owned()))
+            .and_then(|r| r);
+        crate::metrics::append_outcome(&result);
+        result
     }
 
     /// Appends inside the caller's transaction (so the caller's own rows — an outbox row, a
@@ -826,6 +834,7 @@ impl EventStore {
     }
 
     async fn commit_group(&self, batch: Vec<Request>) {
+        crate::metrics::group_commit(batch.len());
         let mut outcomes: Vec<Option<Result<Vec<WriteResult>>>> = Vec::new();
         let result = async {
             let mut tx = self.inner.store.begin().await?;
@@ -1195,6 +1204,7 @@ impl EventStore {
             tx.commit().await?;
             report.batches += 1;
             report.events_deleted += deleted;
+            crate::metrics::scavenged(deleted);
             if (deleted as usize) < batch {
                 break;
             }
