@@ -153,6 +153,30 @@ impl ScramCredential {
         }
     }
 
+    /// The credential for a salted password computed elsewhere: Kafka's
+    /// AlterUserScramCredentials sends `salt`, `SaltedPassword` and iterations, never the
+    /// password.
+    pub fn from_salted_password(
+        mech: ScramMechanism,
+        salted_password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<ScramCredential, CredentialError> {
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(CredentialError::Iterations);
+        }
+        if salt.is_empty() {
+            return Err(CredentialError::EmptySalt);
+        }
+        let client_key = mech.hmac(salted_password, &[b"Client Key"]);
+        Ok(ScramCredential {
+            salt: salt.to_vec(),
+            stored_key: mech.hash(&client_key),
+            server_key: mech.hmac(salted_password, &[b"Server Key"]),
+            iterations,
+        })
+    }
+
     /// A credential with a fresh random 32-byte salt.
     pub fn generate(
         mech: ScramMechanism,

@@ -232,3 +232,20 @@ fn credential_bounds() {
     assert_eq!(a.stored_key.len(), 64);
     assert!(!format!("{a:?}").contains("stored"));
 }
+
+#[test]
+fn salted_password_from_the_admin_api_gives_the_same_credential() {
+    let m = ScramMechanism::Sha512;
+    let salted = m.hi(b"pw", b"salty", 4096);
+    let from_api = ScramCredential::from_salted_password(m, &salted, b"salty", 4096).expect("ok");
+    assert_eq!(from_api, ScramCredential::derive(m, "pw", b"salty", 4096));
+    assert!(from_api.verify_password(m, "pw"));
+    assert_eq!(
+        ScramCredential::from_salted_password(m, &salted, b"", 4096),
+        Err(CredentialError::EmptySalt)
+    );
+    assert_eq!(
+        ScramCredential::from_salted_password(m, &salted, b"s", 100),
+        Err(CredentialError::Iterations)
+    );
+}
