@@ -229,9 +229,22 @@ pub struct AclFilter {
     pub host: Option<String>,
     pub operation: Option<Operation>,
     pub permission: Option<Permission>,
+    /// Kafka's `MATCH` pattern filter: ACLs whose pattern covers this resource name (the
+    /// literal name, the literal `*`, prefixes of it), combined with the fields above.
+    pub covering: Option<String>,
 }
 
 impl AclFilter {
+    /// Every ACL that applies to `(resource_type, name)` — what `kafka-acls --list
+    /// --resource-pattern-type match` shows.
+    pub fn covering(resource_type: ResourceType, name: impl Into<String>) -> AclFilter {
+        AclFilter {
+            resource_type: Some(resource_type),
+            covering: Some(name.into()),
+            ..AclFilter::default()
+        }
+    }
+
     pub fn matches(&self, acl: &AclBinding) -> bool {
         fn eq<T: PartialEq>(f: &Option<T>, v: &T) -> bool {
             f.as_ref().is_none_or(|f| f == v)
@@ -243,6 +256,10 @@ impl AclFilter {
             && eq(&self.host, &acl.host)
             && eq(&self.operation, &acl.operation)
             && eq(&self.permission, &acl.permission)
+            && self
+                .covering
+                .as_ref()
+                .is_none_or(|n| acl.pattern.matches(acl.pattern.resource_type, n))
     }
 }
 

@@ -298,6 +298,72 @@ fn cache_is_invalidated_on_every_change() {
 }
 
 #[test]
+fn filters_exact_and_covering() {
+    let acls = [
+        acl(
+            ResourcePattern::literal(Topic, "orders-eu"),
+            "User:alice",
+            Read,
+            Allow,
+        ),
+        acl(
+            ResourcePattern::literal(Topic, "*"),
+            "User:*",
+            Describe,
+            Allow,
+        ),
+        acl(
+            ResourcePattern::prefixed(Topic, "orders"),
+            "User:bob",
+            Write,
+            Deny,
+        ),
+        acl(
+            ResourcePattern::prefixed(Topic, "ordersX"),
+            "User:bob",
+            Write,
+            Deny,
+        ),
+        acl(
+            ResourcePattern::literal(Topic, "orders"),
+            "User:bob",
+            Write,
+            Allow,
+        ),
+        acl(
+            ResourcePattern::literal(Group, "orders-eu"),
+            "User:alice",
+            Read,
+            Allow,
+        ),
+    ];
+    let hits = |f: &AclFilter| -> Vec<usize> {
+        acls.iter()
+            .enumerate()
+            .filter(|(_, a)| f.matches(a))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    assert_eq!(
+        hits(&AclFilter::covering(Topic, "orders-eu")),
+        vec![0, 1, 2]
+    );
+    assert_eq!(hits(&AclFilter::default()), vec![0, 1, 2, 3, 4, 5]);
+    let exact = AclFilter {
+        name: Some("orders".into()),
+        pattern_type: Some(PatternType::Prefixed),
+        ..Default::default()
+    };
+    assert_eq!(hits(&exact), vec![2]);
+    let by_principal = AclFilter {
+        principal: Some("User:bob".into()),
+        permission: Some(Deny),
+        ..Default::default()
+    };
+    assert_eq!(hits(&by_principal), vec![2, 3]);
+}
+
+#[test]
 fn validation_refuses_bad_acls() {
     let ok = acl(
         ResourcePattern::literal(Topic, "t"),
