@@ -804,3 +804,131 @@ fn dashboard_shows_live_numbers_and_the_lagging_group_first() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
     eprintln!("dashboard screenshot: {}", shot.display());
 }
+
+// ---- a trace across Kafka: request → produce → consume → handler → produce → consume ----
+
+/// The client SDK carries W3C context in record headers; with weft-observe's exporter in this
+/// process, a root span, the handler of the record it produced and the handler of the record
+/// that handler produced form one trace with the right parents, as the receiver sees it.
+#[test]
+fn a_trace_follows_records_through_the_sdk() {
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use weft_client::{
+        Consumer, ConsumerConfig, HandlerError, Message, Producer, ProducerConfig, Record,
+    };
+
+    let receiver = Receiver::start();
+    let cluster = lagging_cluster(&[]);
+    cluster.ok(&["topic", "create", "chain-in"]);
+    cluster.ok(&["topic", "create", "chain-out"]);
+    let bootstrap = cluster.bootstrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let config = weft_observe::trace::TraceConfig {
+            endpoint: format!("http://{}", receiver.addr),
+            sample_ratio: 1.0,
+            service_name: "chain-test".into(),
+        };
+        let tracing = weft_observe::trace::Tracing::start(&config, weft_observe::Masker::default())
+            .expect("start tracing");
+        // This test binary's only in-process subscriber.
+        tracing_subscriber::registry()
+            .with(tracing.layer())
+            .try_init()
+            .expect("global subscriber");
+
+        let producer = Producer::new(&ProducerConfig::new(&bootstrap)).expect("producer");
+        let root = tracing::info_span!("test.request");
+        producer
+            .send(Record::new("chain-in").payload("first"))
+            .instrument(root.clone())
+            .await
+            .expect("send");
+        drop(root);
+
+        let consumer_config = |group: &str, topic: &str| {
+            let mut c = ConsumerConfig::new(&bootstrap, group, &[topic]);
+            c.commit_interval = Duration::from_millis(100);
+            c.set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "500");
+            c
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let first = Consumer::new(consumer_config("chain-g1", "chain-in")).expect("consumer");
+        let second = Consumer::new(consumer_config("chain-g2", "chain-out")).expect("consumer");
+        let (stop1, stop2) = (first.shutdown_handle(), second.shutdown_handle());
+        let p = producer.clone();
+        let run1 = tokio::spawn(first.run(move |_m: Message| {
+            let p = p.clone();
+            async move {
+                p.send(Record::new("chain-out").payload("second"))
+                    .await
+                    .map(|_| ())
+                    .map_err(HandlerError::retryable)
+            }
+        }));
+        let d = Arc::clone(&done);
+        let run2 = tokio::spawn(second.run(move |_m: Message| {
+            let d = Arc::clone(&d);
+            async move {
+                d.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+        }));
+        let deadline = Instant::now() + SAFETY;
+        while !done.load(Ordering::Relaxed) {
+            assert!(
+                Instant::now() < deadline,
+                "the second record was never handled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop1.shutdown();
+        stop2.shutdown();
+        run1.await.expect("join").expect("run");
+        run2.await.expect("join").expect("run");
+        let t = tracing.clone();
+        tokio::task::spawn_blocking(move || t.flush())
+            .await
+            .expect("flush");
+
+        let spans = receiver.wait("the root and both handler spans", |spans| {
+            spans.iter().any(|s| s.name == "test.request")
+                && spans.iter().filter(|s| s.name == "weft.handle").count() >= 2
+        });
+        let root = spans
+            .iter()
+            .find(|s| s.name == "test.request")
+            .expect("root");
+        assert_eq!(root.parent_span_id, "", "the root has no parent");
+        let handle = |topic: &str| {
+            spans
+                .iter()
+                .find(|s| {
+                    s.name == "weft.handle"
+                        && s.attributes.get("topic").map(String::as_str) == Some(topic)
+                })
+                .unwrap_or_else(|| panic!("no handler span for {topic}: {spans:#?}"))
+        };
+        let (h1, h2) = (handle("chain-in"), handle("chain-out"));
+        assert_eq!(h1.trace_id, root.trace_id, "one trace");
+        assert_eq!(h2.trace_id, root.trace_id, "one trace");
+        assert_eq!(
+            h1.parent_span_id, root.span_id,
+            "the first handler is the request's child"
+        );
+        assert_eq!(
+            h2.parent_span_id, h1.span_id,
+            "the second handler is the first handler's child"
+        );
+        tokio::task::spawn_blocking(move || tracing.shutdown())
+            .await
+            .expect("shutdown");
+    });
+}
