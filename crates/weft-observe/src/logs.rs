@@ -203,6 +203,10 @@ where
                 }
                 for (k, v) in context.iter().chain(fields.iter()) {
                     match v {
+                        // Quoted when a reader could not tell where it ends.
+                        Value::String(t) if t.is_empty() || t.contains([' ', '=', '"']) => {
+                            let _ = write!(s, " {k}={t:?}");
+                        }
                         Value::String(t) => {
                             let _ = write!(s, " {k}={t}");
                         }
