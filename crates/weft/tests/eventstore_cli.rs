@@ -31,6 +31,20 @@ fn ok_json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// A minimal HTTP/1.1 GET returning the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
 fn stop(server: Server) {
     // SIGTERM for a clean stop; `kill(1)` because the workspace forbids `unsafe`.
     let status = std::process::Command::new("kill")
@@ -215,6 +229,20 @@ fn append_read_replay_through_weft_serve() {
     );
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("applied 1 order-1@0 OrderPlaced"), "{text}");
+
+    // The store's series are on /metrics (weft-observe's recorder, on by default).
+    let metrics = http_get(server.http_addr, "/metrics");
+    for series in [
+        r#"weft_eventstore_appends_total{outcome="ok"}"#,
+        r#"weft_eventstore_appends_total{outcome="duplicate"}"#,
+        r#"weft_eventstore_appends_total{outcome="wrong_expected_version"}"#,
+        "weft_eventstore_events_appended_total 3",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from /metrics:\n{metrics}"
+        );
+    }
 
     // The events live in the state database: they survive a restart.
     stop(server);
