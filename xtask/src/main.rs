@@ -66,6 +66,8 @@ const NPM_PACKAGES: &[&str] = &[
     "kafkajs-snappy@1",
     "lz4js@0.2",
     "zstd-codec@0.1",
+    // WebSocket for the dashboard test's DevTools script on Node < 22 (observe_serve.rs).
+    "ws@8",
 ];
 
 struct AptPackage {
