@@ -624,7 +624,10 @@ let err = ""; chrome.stderr.on("data", (d) => { err += d; });
       await sleep(100);
     }
   }
-  const ws = new WebSocket("ws://127.0.0.1:" + port[0] + port[1]);
+  // Node >= 22 (or 20 with --experimental-websocket) has WebSocket; older ones use `ws` from
+  // NODE_PATH (xtask installs it).
+  const WS = typeof WebSocket !== "undefined" ? WebSocket : require("ws");
+  const ws = new WS("ws://127.0.0.1:" + port[0] + port[1]);
   await new Promise((res, rej) => { ws.onopen = res; ws.onerror = rej; });
   let id = 0; const pending = new Map();
   ws.onmessage = (e) => {
@@ -741,8 +744,14 @@ fn dashboard_shows_live_numbers_and_the_lagging_group_first() {
     let shot = output_dir().join("observe-dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let url = format!("http://{}/ui", cluster.server.http_addr);
-    let out = Command::new(node)
-        .arg("--experimental-websocket")
+    // Node 20 has WebSocket behind a flag that Node 18 refuses: probe it.
+    let flag = Command::new(&node)
+        .args(["--experimental-websocket", "-e", "0"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let out = Command::new(&node)
+        .args(flag.then_some("--experimental-websocket"))
         .arg(&script)
         .args([
             url.as_str(),
