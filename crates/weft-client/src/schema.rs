@@ -292,10 +292,23 @@ impl SchemaSerializer {
         message_indexes: &[i32],
         message: &M,
     ) -> Result<Bytes> {
+        self.protobuf_encoded(subject, schema, message_indexes, &message.encode_to_vec())
+            .await
+    }
+
+    /// An already encoded Protobuf `body` (from any Protobuf library) framed with the schema
+    /// id and `message_indexes`.
+    pub async fn protobuf_encoded(
+        &self,
+        subject: &str,
+        schema: &str,
+        message_indexes: &[i32],
+        body: &[u8],
+    ) -> Result<Bytes> {
         let id = self
             .schema_id(subject, SchemaType::Protobuf, schema)
             .await?;
-        Ok(framed(id, message_indexes, &message.encode_to_vec(), true))
+        Ok(framed(id, message_indexes, body, true))
     }
 }
 

@@ -223,6 +223,31 @@ async fn registry_serializers_write_the_confluent_wire_format() {
         .await
         .expect_err("minimum 0 refused");
     assert!(err.to_string().contains("does not match"), "{err}");
+    // Protobuf: registered, framed with the message indexes; the body validates against the
+    // registered schema (weft-schema's decoder, the one broker-side validation uses).
+    let proto = "syntax = \"proto3\";\npackage shop;\nmessage Ping { string name = 1; int64 n = 2; }\nmessage Pong { bool ok = 1; }\n";
+    // Pong { ok: true }: field 1, varint, 1.
+    let framed = ser
+        .protobuf_encoded(&value_subject("pings"), proto, &[1], &[0x08, 0x01])
+        .await
+        .expect("protobuf");
+    let (schema_ref, rest) = weft_schema::wire::split_prefix(&framed).expect("prefix");
+    let weft_schema::wire::SchemaRef::Id(proto_id) = schema_ref else {
+        panic!("id prefix expected");
+    };
+    let (indexes, body) = weft_schema::wire::split_message_indexes(rest).expect("indexes");
+    assert_eq!(indexes, vec![1]);
+    let (kind, text) = registry.schema_by_id(proto_id).await.expect("schema by id");
+    assert_eq!(kind, weft_schema::SchemaType::Protobuf);
+    let parsed = weft_schema::ParsedSchema::parse(kind, &text, &[]).expect("parses");
+    parsed
+        .validate(body, &indexes)
+        .expect("body is a valid Pong");
+    assert!(
+        parsed.validate(&[0x08], &indexes).is_err(),
+        "a truncated body is not"
+    );
+
     // An Avro value of the wrong shape is refused before anything is sent.
     let err = ser
         .avro(&subject, ORDER_AVRO, &serde_json::json!({"id": 5}))
