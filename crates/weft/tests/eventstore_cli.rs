@@ -230,13 +230,42 @@ fn append_read_replay_through_weft_serve() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("applied 1 order-1@0 OrderPlaced"), "{text}");
 
+    // --follow: history then live over SSE, stopping after --max events.
+    let follower = weft(d)
+        .arg("events")
+        .args(["--url", &format!("http://{}", server.http_addr)])
+        .args(["read", "--stream", "order-1", "--follow", "--max", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn follower");
+    ok_json_lines(&events(
+        d,
+        &server,
+        &[
+            "append",
+            "--stream",
+            "order-1",
+            "--type",
+            "OrderNoted",
+            "--data",
+            "{}",
+        ],
+    ));
+    let followed = ok_json_lines(&follower.wait_with_output().expect("follower output"));
+    let types: Vec<_> = followed
+        .iter()
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(types, ["OrderPlaced", "OrderPaid", "OrderNoted"]);
+
     // The store's series are on /metrics (weft-observe's recorder, on by default).
     let metrics = http_get(server.http_addr, "/metrics");
     for series in [
         r#"weft_eventstore_appends_total{outcome="ok"}"#,
         r#"weft_eventstore_appends_total{outcome="duplicate"}"#,
         r#"weft_eventstore_appends_total{outcome="wrong_expected_version"}"#,
-        "weft_eventstore_events_appended_total 3",
+        "weft_eventstore_events_appended_total 4",
     ] {
         assert!(
             metrics.contains(series),
@@ -248,7 +277,7 @@ fn append_read_replay_through_weft_serve() {
     stop(server);
     let server = Server::start(dir.path());
     let again = ok_json_lines(&events(d, &server, &["read", "--stream", "order-1"]));
-    assert_eq!(again.len(), 2);
+    assert_eq!(again.len(), 3);
     let w = ok_json_lines(&events(
         d,
         &server,
@@ -261,9 +290,9 @@ fn append_read_replay_through_weft_serve() {
             "--data",
             "{}",
             "--expected-version",
-            "1",
+            "2",
         ],
     ));
-    assert_eq!(w[0]["position"], 4, "positions go on after a restart");
+    assert_eq!(w[0]["position"], 5, "positions go on after a restart");
     stop(server);
 }

@@ -68,6 +68,13 @@ enum EventsCommand {
         limit: usize,
         #[arg(long)]
         backwards: bool,
+        /// Keep printing new events as they are appended (Server-Sent Events); `--from` is
+        /// then the position to start after
+        #[arg(long, conflicts_with = "backwards")]
+        follow: bool,
+        /// With --follow: stop after this many events
+        #[arg(long, requires = "follow")]
+        max: Option<usize>,
     },
     /// Rebuild state from a stream or a category up to a time or revision, for audit
     Replay {
@@ -132,6 +139,66 @@ impl Http {
             );
         }
         Ok(body)
+    }
+}
+
+impl Http {
+    /// Prints the `data` of each SSE event carrying an `id:` (one JSON line per event) until
+    /// `max` were printed or the server closes the stream.
+    async fn follow(&self, path: &str, max: Option<usize>) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let url = format!("{}{path}", self.base);
+        let req = Request::builder()
+            .uri(&url)
+            .header("accept", "text/event-stream")
+            .body(Full::new(Bytes::new()))
+            .with_context(|| format!("bad request URL {url}"))?;
+        let res = tokio::time::timeout(super::REQUEST_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| anyhow!("no answer from weft at {} in time", self.base))?
+            .map_err(|e| anyhow!("no answer from weft at {}: {e}", self.base))?;
+        if !res.status().is_success() {
+            let status = res.status().as_u16();
+            let raw = res.into_body().collect().await?.to_bytes();
+            let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+            bail!(
+                "refused ({status} {}): {}",
+                body["code"].as_str().unwrap_or("error"),
+                body["message"].as_str().unwrap_or("")
+            );
+        }
+        let mut body = res.into_body();
+        let mut text = String::new();
+        let mut printed = 0;
+        let mut out = std::io::stdout().lock();
+        while max.is_none_or(|m| printed < m) {
+            let Some(frame) = body.frame().await else {
+                return Ok(());
+            };
+            if let Some(chunk) = frame?.data_ref() {
+                text.push_str(&String::from_utf8_lossy(chunk));
+            }
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let mut id = false;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if line.starts_with("id:") {
+                        id = true;
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    } else if line.starts_with("event: error") || line.starts_with("event:error") {
+                        bail!("the subscription failed on the server");
+                    }
+                }
+                if id && max.is_none_or(|m| printed < m) {
+                    writeln!(out, "{data}")?;
+                    out.flush()?;
+                    printed += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -237,8 +304,22 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             from,
             limit,
             backwards,
+            follow,
+            max,
         } => {
             let stream = stream.unwrap_or_else(|| "$all".to_owned());
+            if follow {
+                let mut q = vec![format!("after={}", from.unwrap_or(0))];
+                if let Some(c) = category {
+                    q.push(format!("category={}", seg(&c)));
+                }
+                if let Some(t) = event_type {
+                    q.push(format!("type={}", seg(&t)));
+                }
+                let path = format!("/v1/streams/{}/subscribe?{}", seg(&stream), q.join("&"));
+                http.follow(&path, max).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut q = vec![format!("limit={limit}")];
             if backwards {
                 q.push("direction=backwards".into());
