@@ -341,8 +341,16 @@ async fn metadata_deletes_and_scavenging() {
         .await
         .expect("meta");
         assert_eq!(read("log-trunc").await, [13, 14]);
-        // Everything is older than 1 ms once a few ms have passed.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Everything is older than 1 ms once the clock has moved past the last record by
+        // more than that (polled, not slept).
+        let newest = es
+            .read_stream("log-age", u64::MAX, Direction::Backwards, 1)
+            .await
+            .expect("newest")[0]
+            .recorded_ms;
+        while weft_store::now_ms() <= newest + 1 {
+            tokio::task::yield_now().await;
+        }
         es.set_stream_metadata(
             "log-age",
             StreamMetadata {
