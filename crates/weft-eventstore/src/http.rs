@@ -13,6 +13,7 @@
 //! | `PUT`/`GET /v1/event-types/{type}` | declare (JSON Schema, visibility, public mapping) / show an event type |
 //! | `GET /v1/projections/{name}` | a projection's checkpoint, head and lag (events, seconds) |
 //! | `GET /v1/subscriptions/{group}` | a persistent subscription group's checkpoint and parked count |
+//! | `POST /v1/scavenge?batch=` | delete what reads no longer return (metadata, deletes), in batches |
 //!
 //! Errors are `{"code", "message"}` with a stable code: `wrong_expected_version` (409, with
 //! `actual_revision`), `stream_deleted` (410), `event_too_large` (413), `invalid_request`
@@ -56,6 +57,7 @@ pub fn router(store: EventStore) -> Router {
         .route("/v1/event-types/{event_type}", get(get_type).put(put_type))
         .route("/v1/projections/{name}", get(projection))
         .route("/v1/subscriptions/{group}", get(group))
+        .route("/v1/scavenge", post(scavenge))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(store)
 }
@@ -406,6 +408,26 @@ async fn projection(State(store): State<EventStore>, Path(name): Path<String>) -
 async fn group(State(store): State<EventStore>, Path(group): Path<String>) -> Response {
     match store.group_status(&group).await {
         Ok(s) => Json(s).into_response(),
+        Err(e) => problem(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScavengeQuery {
+    batch: Option<usize>,
+}
+
+async fn scavenge(
+    State(store): State<EventStore>,
+    query: Result<Query<ScavengeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    match store.scavenge(q.batch.unwrap_or(500)).await {
+        Ok(report) => Json(report).into_response(),
         Err(e) => problem(&e),
     }
 }

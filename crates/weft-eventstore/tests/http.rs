@@ -293,6 +293,10 @@ async fn append_read_and_refusals() {
             )
             .await;
         assert_eq!(status, 400);
+        // order-2 was tombstoned above: its event is reclaimed.
+        let (status, report) = api.call(Method::POST, "/v1/scavenge?batch=10", None).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["events_deleted"], 1, "{report}");
         for path in [
             "/v1/event-types/Nope",
             "/v1/projections/nope",
