@@ -464,3 +464,43 @@ async fn two_runners_never_apply_twice() {
     assert_eq!(row.try_get::<i64, _>("n").expect("n"), 300);
     assert_eq!(row.try_get::<i64, _>("hi").expect("hi"), 1);
 }
+
+/// Readers keep getting answers from the read model while it is rebuilt and swapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_are_answered_during_a_rebuild() {
+    for backend in BACKENDS {
+        let (_db, es) = open(backend).await;
+        for chunk in 0..10 {
+            let events = (0..100).map(|i| ev("Added", i)).collect();
+            es.append(&format!("order-{chunk}"), ExpectedVersion::Any, events)
+                .await
+                .expect("append");
+        }
+        let mut p = Projector::new(es.clone(), Totals);
+        p.batch = 50;
+        p.run_until_caught_up().await.expect("run");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (es, stop) = (es.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let row = sqlx::query("SELECT COUNT(*) AS n FROM stream_totals")
+                        .fetch_one(es.store().pool())
+                        .await
+                        .expect("the read model answers during the rebuild");
+                    assert_eq!(row.try_get::<i64, _>("n").expect("n"), 10, "never empty");
+                    reads += 1;
+                    tokio::task::yield_now().await;
+                }
+                reads
+            })
+        };
+        let report = p.rebuild().await.expect("rebuild");
+        assert_eq!(report.events_applied, 1000);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = within(reader).await.expect("reader");
+        assert!(reads > 0, "{backend:?}");
+        assert_eq!(totals(&es).await.len(), 10);
+    }
+}
