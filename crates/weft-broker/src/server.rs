@@ -163,6 +163,13 @@ impl Broker {
         // task that abort() would not stop) so it cannot race the final snapshot.
         group_timer.abort();
         positions.abort();
+        // Membership changed by the last requests (after the ticker's final pass) is written
+        // before the log closes; `persist` serialises with a pass still running.
+        let i = Arc::clone(&inner);
+        match blocking(move || i.groups.persist()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) | Err(e) => warn!(error = %e, "writing group membership at shutdown failed"),
+        }
         if let Err(e) = snapshots.await {
             warn!(error = %e, "snapshot loop failed");
         }
