@@ -45,6 +45,8 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Kafka(String),
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::TopicNotFound(_) => (StatusCode::NOT_FOUND, "topic_not_found"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka_error"),
             ApiError::Registry(_) => (StatusCode::BAD_GATEWAY, "registry_error"),

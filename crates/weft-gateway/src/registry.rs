@@ -129,8 +129,7 @@ pub(crate) fn encode(schema: &Loaded, value: &serde_json::Value) -> Result<Vec<u
         SchemaType::Avro => {
             let avro = apache_avro::Schema::parse_str(&schema.text)
                 .map_err(|e| format!("avro schema: {e}"))?;
-            let v = apache_avro::to_value(value)
-                .map_err(|e| format!("value is not representable in Avro: {e}"))?
+            let v = avro_value(value)
                 .resolve(&avro)
                 .map_err(|e| format!("value does not match the Avro schema: {e}"))?;
             // The one-call datum writer; its builder-based successor adds nothing here.
@@ -161,4 +160,23 @@ pub(crate) fn encode(schema: &Loaded, value: &serde_json::Value) -> Result<Vec<u
         .map_err(|e| format!("value does not match schema {}: {e}", schema.id))?;
     out.extend_from_slice(&payload);
     Ok(out)
+}
+
+/// JSON as an Avro value before schema resolution: integers as `long` (resolution narrows
+/// them to `int` where the schema says so), objects as maps (resolved into records).
+fn avro_value(v: &serde_json::Value) -> apache_avro::types::Value {
+    use apache_avro::types::Value as A;
+    match v {
+        serde_json::Value::Null => A::Null,
+        serde_json::Value::Bool(b) => A::Boolean(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => A::Long(i),
+            None => A::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => A::String(s.clone()),
+        serde_json::Value::Array(a) => A::Array(a.iter().map(avro_value).collect()),
+        serde_json::Value::Object(o) => {
+            A::Map(o.iter().map(|(k, v)| (k.clone(), avro_value(v))).collect())
+        }
+    }
 }

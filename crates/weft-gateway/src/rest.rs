@@ -285,6 +285,9 @@ pub(crate) async fn produce(
             message: format!("invalid produce request: {}", e.body_text()),
             details: None,
         },
+        other if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(other.body_text())
+        }
         other => ApiError::BadRequest(other.body_text()),
     })?;
     if req.records.is_empty() {

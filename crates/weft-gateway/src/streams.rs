@@ -26,6 +26,47 @@ pub(crate) fn routes() -> Router<Gateway> {
     Router::new()
         .route("/topics/{topic}/events", get(sse))
         .route("/topics/{topic}/ws", get(ws))
+        .route("/topics/{topic}/live.html", get(live_page))
+}
+
+/// A minimal page that follows a topic with the browser's `EventSource` and writes every
+/// event into the DOM: a demo, and what the headless-browser test loads.
+async fn live_page(Path(topic): Path<String>) -> Response {
+    let topic_js = serde_json::to_string(&topic).unwrap_or_else(|_| "\"\"".into());
+    let html = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>weft live</title></head>
+<body><h1>live</h1><ul id="events"></ul><p id="state">connecting</p>
+<script>
+const topic = {topic_js};
+const params = new URLSearchParams(location.search);
+const url = "/v1/topics/" + encodeURIComponent(topic) + "/events?start=" + (params.get("start") || "earliest");
+const es = new EventSource(url);
+const list = document.getElementById("events");
+es.onopen = () => document.getElementById("state").textContent = "open";
+es.onmessage = (e) => {{
+  const li = document.createElement("li");
+  li.setAttribute("data-id", e.lastEventId);
+  li.textContent = e.data;
+  list.appendChild(li);
+  // `?close_after=N`: stop after N events (lets a headless browser finish the page).
+  if (params.get("close_after") && list.children.length >= Number(params.get("close_after"))) {{
+    es.close();
+    document.getElementById("state").textContent = "closed";
+  }}
+}};
+es.addEventListener("gap", (e) => {{
+  const li = document.createElement("li");
+  li.className = "gap";
+  li.textContent = e.data;
+  list.appendChild(li);
+}});
+</script></body></html>"#
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
 }
 
 /// Query parameters of both live endpoints.

@@ -19,6 +19,7 @@ pub(crate) struct Gw {
     child: Child,
     pub(crate) http: SocketAddr,
     pub(crate) kafka: SocketAddr,
+    pub(crate) registry: SocketAddr,
     pub(crate) dir: PathBuf,
     pub(crate) lines: mpsc::Receiver<String>,
 }
@@ -57,10 +58,15 @@ impl Gw {
                         .expect("kafka_addr")
                         .parse()
                         .expect("kafka addr");
+                    let registry = common::json_field(&line, "registry_addr")
+                        .expect("registry_addr")
+                        .parse()
+                        .expect("registry addr");
                     return Gw {
                         child,
                         http,
                         kafka,
+                        registry,
                         dir: dir.to_owned(),
                         lines,
                     };
