@@ -34,6 +34,20 @@ const PIP_PACKAGES: &[PipPackage] = &[
         package: "kafka-python",
         module: "kafka",
     },
+    // The gateway tests (crates/weft/tests/gateway_*.rs): webhook signatures verified by the
+    // Standard Webhooks reference library, a WebSocket client, an OpenAPI 3.1 validator.
+    PipPackage {
+        package: "standardwebhooks",
+        module: "standardwebhooks",
+    },
+    PipPackage {
+        package: "websockets",
+        module: "websockets",
+    },
+    PipPackage {
+        package: "openapi-spec-validator",
+        module: "openapi_spec_validator",
+    },
     // kafka-python's codecs: without them it cannot produce or read snappy, lz4, zstd.
     PipPackage {
         package: "python-snappy",
@@ -68,6 +82,8 @@ const NPM_PACKAGES: &[&str] = &[
     "zstd-codec@0.1",
     // WebSocket for the dashboard test's DevTools script on Node < 22 (observe_serve.rs).
     "ws@8",
+    // AsyncAPI 3.0 validation of the gateway's /asyncapi.json (tests/gateway_rest.rs).
+    "@asyncapi/parser@3",
 ];
 
 struct AptPackage {
