@@ -105,7 +105,7 @@ impl<P: Projection> Projector<P> {
     pub async fn ensure(&self) -> Result<()> {
         let name = self.projection.name().to_owned();
         if checkpoint_of(&self.es, &name).await?.is_some() {
-            return Ok(());
+            return self.record_filter().await;
         }
         let table = self.projection.table().to_owned();
         quote_ident(&table)?;
@@ -117,6 +117,19 @@ impl<P: Projection> Projector<P> {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.record_filter().await
+    }
+
+    /// Records the projection's filter beside its checkpoint, so its lag counts only the
+    /// events it wants.
+    async fn record_filter(&self) -> Result<()> {
+        let filter = serde_json::to_string(&self.projection.filter())
+            .map_err(|e| Error::Invalid(format!("projection filter: {e}")))?;
+        sqlx::query("UPDATE es_projections SET filter = $1 WHERE name = $2")
+            .bind(filter)
+            .bind(self.projection.name())
+            .execute(self.es.store().pool())
+            .await?;
         Ok(())
     }
 

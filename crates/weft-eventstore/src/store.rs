@@ -108,6 +108,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         "ALTER TABLE es_persistent ADD COLUMN owner TEXT;
     ALTER TABLE es_persistent ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0",
     ),
+    Migration::both(
+        3,
+        "projection filters, so lag counts only the events a projection wants",
+        "ALTER TABLE es_projections ADD COLUMN filter TEXT",
+    ),
 ];
 
 /// The most events one read returns.
@@ -1257,23 +1262,37 @@ impl EventStore {
 
     /// Progress of a checkpoint (projection or persistent group) against the head.
     pub async fn projection_status(&self, name: &str) -> Result<ProjectionStatus> {
-        let row = sqlx::query("SELECT position FROM es_projections WHERE name = $1")
+        let row = sqlx::query("SELECT position, filter FROM es_projections WHERE name = $1")
             .bind(name)
             .fetch_optional(self.inner.store.pool())
             .await?
             .ok_or_else(|| Error::NotFound(format!("projection {name} has no checkpoint")))?;
         let position = row.try_get::<i64, _>("position")? as u64;
-        self.lag(name, position).await
+        let filter: Option<String> = row.try_get("filter")?;
+        let filter = match filter {
+            Some(f) => serde_json::from_str(&f)
+                .map_err(|e| Error::Corrupt(format!("filter of projection {name}: {e}")))?,
+            None => Filter::all(),
+        };
+        self.lag(name, position, &filter).await
     }
 
-    pub(crate) async fn lag(&self, name: &str, position: u64) -> Result<ProjectionStatus> {
+    /// Events passing `filter` after `position`: how many, and how old the oldest is.
+    pub(crate) async fn lag(
+        &self,
+        name: &str,
+        position: u64,
+        filter: &Filter,
+    ) -> Result<ProjectionStatus> {
         let head = self.head().await?;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(recorded_ms) AS oldest FROM es_events WHERE position > $1",
-        )
-        .bind(position as i64)
-        .fetch_one(self.inner.store.pool())
-        .await?;
+        let mut binds = Binds::default();
+        let mut sql = format!(
+            "SELECT COUNT(*) AS n, MIN(e.recorded_ms) AS oldest FROM es_events e
+             WHERE e.position > {}",
+            binds.i(position as i64)
+        );
+        filter_sql(filter, &mut binds, &mut sql);
+        let row = binds.apply(&sql).fetch_one(self.inner.store.pool()).await?;
         let n: i64 = row.try_get("n")?;
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok(ProjectionStatus {

@@ -402,8 +402,15 @@ async fn projection_rebuild_swaps_a_shadow_table() {
         es.append("order-2", ExpectedVersion::Any, vec![ev("Added", 1)])
             .await
             .expect("append");
+        es.append("customer-2", ExpectedVersion::Any, vec![ev("Added", 1)])
+            .await
+            .expect("not for this projection");
         let lagging = es.projection_status("totals").await.expect("status");
-        assert_eq!(lagging.lag_events, 1);
+        assert_eq!(
+            lagging.lag_events, 1,
+            "lag counts only the events the projection wants"
+        );
+        assert!(lagging.lag_seconds >= 0.0);
         assert_eq!(p.run_until_caught_up().await.expect("run"), 1);
         // A second rebuild works too (shadow names do not collide).
         p.rebuild().await.expect("second rebuild");
