@@ -1218,6 +1218,32 @@ impl EventStore {
         Ok(report)
     }
 
+    /// Scavenges every `every` until `stop` resolves. A failed round is logged and retried
+    /// at the next interval (reclaiming space is never worth stopping the server for).
+    pub async fn run_scavenger(
+        &self,
+        every: Duration,
+        batch: usize,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+            match self.scavenge(batch).await {
+                Ok(r) if r.events_deleted > 0 => tracing::info!(
+                    events_deleted = r.events_deleted,
+                    batches = r.batches,
+                    "event store scavenged"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "event store scavenge failed; retrying later"),
+            }
+        }
+    }
+
     /// Stores a snapshot of `stream` as of `revision` (replacing an older one).
     pub async fn save_snapshot(
         &self,

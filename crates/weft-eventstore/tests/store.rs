@@ -547,3 +547,41 @@ async fn declared_types_survive_a_restart() {
         "the declared schema reference is recorded on the event"
     );
 }
+
+#[tokio::test]
+async fn the_scavenger_loop_reclaims_and_stops() {
+    let (_db, es) = open(weft_store::Backend::Sqlite).await;
+    es.append("log-1", ExpectedVersion::Any, vec![ev("A", 1), ev("A", 2)])
+        .await
+        .expect("append");
+    es.delete_stream("log-1", ExpectedVersion::Any, true)
+        .await
+        .expect("tombstone");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let loop_es = es.clone();
+    let task = tokio::spawn(async move {
+        loop_es
+            .run_scavenger(std::time::Duration::from_millis(10), 100, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    common::within(async {
+        loop {
+            let left = weft_store::sqlx::query("SELECT COUNT(*) AS n FROM es_events")
+                .fetch_one(es.store().pool())
+                .await
+                .expect("count");
+            if weft_store::sqlx::Row::try_get::<i64, _>(&left, "n").expect("n") == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    stop.send(()).expect("stop");
+    common::within(task)
+        .await
+        .expect("task")
+        .expect("clean stop");
+}
