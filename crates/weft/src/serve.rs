@@ -165,7 +165,16 @@ async fn run_components(
     let events = weft_eventstore::EventStore::open(registry.store().clone())
         .await
         .context("cannot prepare the event store's tables")?;
-    let router = router.merge(weft_eventstore::http::router(events));
+    let router = router.merge(weft_eventstore::http::router(events.clone()));
+    // Reclaims what stream metadata and deletes hide, every 5 minutes, in small batches.
+    sup.spawn("eventstore", move |mut shutdown| async move {
+        events
+            .run_scavenger(std::time::Duration::from_secs(300), 500, async move {
+                shutdown.requested().await
+            })
+            .await
+            .context("event store scavenger stopped")
+    });
     // Observability (crates/weft-observe): /metrics, the /ui dashboard, and request metrics
     // and a server span around every route (outermost, so it sees every answer).
     let router = http::observe(router, observability, lag.clone());
