@@ -283,7 +283,7 @@ impl Engine {
     ) -> Close {
         let limits = self.ctx.limits.clone();
         let retry = Some(limits.retry_ms);
-        if let Err(c) = self.catch_up_all().await {
+        if let Err(c) = Box::pin(self.catch_up_all()).await {
             return c;
         }
         let mut shutdown = self.ctx.shutdown.clone();
@@ -307,7 +307,7 @@ impl Engine {
                         self.last_activity = Instant::now();
                         self.resume(p);
                         live = live.resubscribe();
-                        if let Err(c) = self.catch_up_all().await {
+                        if let Err(c) = Box::pin(self.catch_up_all()).await {
                             return c;
                         }
                         caught_up = true;
@@ -317,7 +317,7 @@ impl Engine {
                 },
                 r = live.recv() => match r {
                     Ok(record) => {
-                        if let Err(c) = self.on_live(record).await {
+                        if let Err(c) = Box::pin(self.on_live(record)).await {
                             return c;
                         }
                         caught_up = std::mem::take(&mut self.caught_up);
@@ -325,7 +325,7 @@ impl Engine {
                     Err(broadcast::error::RecvError::Lagged(_)) if caught_up => {
                         // Fell behind the live stream while catching up: catch up again.
                         live = live.resubscribe();
-                        if let Err(c) = self.catch_up_all().await {
+                        if let Err(c) = Box::pin(self.catch_up_all()).await {
                             return c;
                         }
                     }

@@ -341,12 +341,33 @@ pub(crate) async fn produce(
         if let Some(p) = partition {
             record = record.partition(*p);
         }
-        pending.push(producer.send(record, Duration::from_secs(10)));
+        // Enqueue every record before awaiting any delivery (`send` would wait for each
+        // acknowledgement in turn, one fsync per record); a full queue waits briefly.
+        let mut record = record;
+        let future = loop {
+            match producer.send_result(record) {
+                Ok(f) => break f,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    return Err(ApiError::Kafka(format!("produce to {topic:?}: {e}")));
+                }
+            }
+        };
+        pending.push(future);
     }
     let mut offsets = Vec::with_capacity(pending.len());
     for f in pending {
         let delivery = f
             .await
+            .map_err(|_| ApiError::Kafka(format!("produce to {topic:?}: delivery canceled")))?
             .map_err(|(e, _)| ApiError::Kafka(format!("produce to {topic:?}: {e}")))?;
         offsets.push(ProducedOffset {
             partition: delivery.partition,
