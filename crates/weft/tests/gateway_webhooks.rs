@@ -278,10 +278,13 @@ fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
     assert_eq!(rec["value"], json!({"total": 5}));
     let h = &rec["headers"];
     assert_eq!(h["trace"], "t-1", "original headers kept: {h}");
-    assert_eq!(h["weft.dlq.webhook_id"], id.as_str());
-    assert_eq!(h["weft.dlq.original.topic"], "orders");
-    assert_eq!(h["weft.dlq.original.offset"], "0");
-    assert_eq!(h["weft.dlq.attempts"], "2");
+    // The SDK's DLQ envelope (weft_resilience::dlq), so `weft dlq` can inspect and redrive.
+    assert_eq!(h["weft-webhook-id"], id.as_str());
+    assert_eq!(h["weft-dlq-source"], "webhook");
+    assert_eq!(h["weft-dlq-original-topic"], "orders");
+    assert_eq!(h["weft-dlq-original-partition"], "0");
+    assert_eq!(h["weft-dlq-original-offset"], "0");
+    assert_eq!(h["weft-dlq-attempts"], "2");
     let attempts = gw.get(&format!("/v1/webhooks/{id}/attempts")).json();
     assert!(
         attempts["attempts"]

@@ -37,7 +37,7 @@ use crate::position::{Filter, Format, Positions, record_json};
 
 pub use store::{Attempt, Spec};
 
-/// The topic failed deliveries go to, with `weft.dlq.*` headers.
+/// The topic failed deliveries go to, with the SDK's `weft-dlq-*` envelope headers.
 pub const DLQ_TOPIC: &str = "weft.webhooks.dlq";
 
 /// Delivery settings.
@@ -308,6 +308,7 @@ impl Webhooks {
         })
         .to_string();
         let mut attempt: u32 = 0;
+        let mut first_failure: Option<i64> = None;
         loop {
             attempt += 1;
             target.wait_breaker().await;
@@ -340,6 +341,7 @@ impl Webhooks {
                 target.on_result(true, &self.config);
                 return true;
             }
+            first_failure.get_or_insert(now);
             let failing_since = target.on_result(false, &self.config);
             if failing_since.elapsed() >= self.config.disable_after {
                 let reason = format!(
@@ -361,7 +363,14 @@ impl Webhooks {
                 return false;
             }
             if last {
-                self.to_dlq(target, r, attempt, &row.detail).await;
+                self.to_dlq(
+                    target,
+                    r,
+                    attempt,
+                    &row.detail,
+                    first_failure.unwrap_or(now),
+                )
+                .await;
                 return true;
             }
             tokio::time::sleep(backoff(&self.config, attempt)).await;
@@ -423,29 +432,40 @@ impl Webhooks {
         }
     }
 
-    /// The record with its original key, value and headers plus `weft.dlq.*` headers.
-    async fn to_dlq(&self, target: &Target, r: &Record, attempts: u32, reason: &str) {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: v.as_deref(),
-            });
+    /// The record with its original key, value and headers plus the SDK's DLQ envelope
+    /// (`weft_resilience::dlq`, source `webhook`) and `weft-webhook-id`.
+    async fn to_dlq(
+        &self,
+        target: &Target,
+        r: &Record,
+        attempts: u32,
+        reason: &str,
+        first_failure: i64,
+    ) {
+        use weft_resilience::dlq::{DeadLetter, Header as DlqHeader};
+        let original: Vec<DlqHeader> = r
+            .headers
+            .iter()
+            .map(|(k, v)| DlqHeader {
+                key: k.clone(),
+                value: v.as_ref().map(|b| b.to_vec()),
+            })
+            .collect();
+        let mut letter = DeadLetter::builder(target.spec.topic.clone(), r.partition, r.offset)
+            .source("webhook")
+            .error(weft_resilience::ErrorClass::Retryable, reason.to_owned())
+            .attempts(attempts)
+            .failures(first_failure, weft_store::now_ms());
+        if let Some(ts) = r.timestamp {
+            letter = letter.timestamp(ts);
         }
-        let meta = [
-            ("weft.dlq.source", "webhook".to_owned()),
-            ("weft.dlq.webhook_id", target.id.clone()),
-            ("weft.dlq.original.topic", target.spec.topic.clone()),
-            ("weft.dlq.original.partition", r.partition.to_string()),
-            ("weft.dlq.original.offset", r.offset.to_string()),
-            ("weft.dlq.attempts", attempts.to_string()),
-            ("weft.dlq.reason", reason.chars().take(512).collect()),
-            ("weft.dlq.failed_at_ms", weft_store::now_ms().to_string()),
-        ];
-        for (k, v) in &meta {
+        let mut all = letter.build().to_headers(&original);
+        all.push(DlqHeader::new("weft-webhook-id", target.id.clone()));
+        let mut headers = OwnedHeaders::new_with_capacity(all.len());
+        for h in &all {
             headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
+                key: &h.key,
+                value: h.value.as_deref(),
             });
         }
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(DLQ_TOPIC).headers(headers);
