@@ -364,6 +364,7 @@ async fn setup(url: &str) -> EventStore {
             "required": ["order_id", "customer", "address"],
             "properties": {"order_id": {"type": "string", "minLength": 1}}
         })),
+        registry: None,
         schema_ref: None,
         public: Some(PublicMapping {
             public_type: "OrderSubmitted".into(),

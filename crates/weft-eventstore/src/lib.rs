@@ -36,11 +36,13 @@ pub mod http;
 mod metrics;
 pub mod persistent;
 pub mod projection;
+pub mod registry;
 mod schema;
 mod store;
 pub mod subscription;
 mod types;
 
+pub use registry::{HttpSchemaLookup, MemorySchemaLookup, RegistryBinding, SchemaLookup};
 pub use schema::{
     Compute, ComputedField, FieldMapping, PublicMapping, TypeDeclaration, Visibility,
 };

@@ -156,6 +156,11 @@ pub struct TypeDeclaration {
     /// The registry subject/version the schema is registered under, recorded on each event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_ref: Option<SchemaRef>,
+    /// Bound to a registry subject: appends are validated against that registry schema (a
+    /// JSON Schema) and record the resolved subject/version; needs a
+    /// [`crate::SchemaLookup`] ([`crate::EventStore::set_schema_lookup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<crate::registry::RegistryBinding>,
     /// For a private event with a public face.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<PublicMapping>,
@@ -230,7 +235,11 @@ impl CompiledType {
             (Visibility::Public, _) => Some((
                 self.decl.event_type.clone(),
                 data.clone(),
-                self.decl.schema_ref.as_ref().map(|s| s.subject.clone()),
+                self.decl
+                    .schema_ref
+                    .as_ref()
+                    .map(|s| s.subject.clone())
+                    .or_else(|| self.decl.registry.as_ref().map(|r| r.subject.clone())),
             )),
             (Visibility::Private, Some(m)) => {
                 let mut payload = m.map(data);
@@ -299,6 +308,7 @@ mod tests {
             visibility: Visibility::Private,
             json_schema: None,
             schema_ref: None,
+            registry: None,
             public: Some(PublicMapping {
                 computed: vec![ComputedField {
                     to: "x".into(),

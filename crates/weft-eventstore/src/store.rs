@@ -182,6 +182,8 @@ pub(crate) struct Inner {
     /// The last position committed through this process; subscriptions wait on it.
     pub(crate) head: watch::Sender<u64>,
     types: RwLock<HashMap<String, Arc<CompiledType>>>,
+    /// Where registry-bound event types get their schema (none until set).
+    registry: RwLock<Option<Arc<crate::registry::RegistryCache>>>,
     pub(crate) groups: Mutex<HashMap<String, crate::persistent::GroupHandle>>,
     queue: Mutex<Queue>,
 }
@@ -436,6 +438,7 @@ impl EventStore {
                 options,
                 head: watch::Sender::new(0),
                 types: RwLock::new(types),
+                registry: RwLock::new(None),
                 groups: Mutex::new(HashMap::new()),
                 queue: Mutex::new(Queue::default()),
             }),
@@ -480,9 +483,102 @@ impl EventStore {
         self.inner.head.subscribe()
     }
 
+    /// Where event types bound to a registry subject get their schema from (cached: a pinned
+    /// version for good, "latest" for [`crate::registry::LATEST_TTL`]).
+    pub fn set_schema_lookup(&self, lookup: Arc<dyn crate::registry::SchemaLookup>) {
+        let cache = Arc::new(crate::registry::RegistryCache::new(lookup));
+        match self.inner.registry.write() {
+            Ok(mut r) => *r = Some(cache),
+            Err(poisoned) => *poisoned.into_inner() = Some(cache),
+        }
+    }
+
+    fn registry(&self) -> Option<Arc<crate::registry::RegistryCache>> {
+        match self.inner.registry.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The compiled registry schema `binding` names; `Err` names the subject and why.
+    async fn resolve_binding(
+        &self,
+        event_type: &str,
+        subject: &str,
+        version: Option<i64>,
+    ) -> Result<Arc<crate::registry::Resolved>> {
+        let Some(registry) = self.registry() else {
+            return Err(Error::Invalid(format!(
+                "event type {event_type} is bound to registry subject {subject}, but no schema \
+                 registry is configured"
+            )));
+        };
+        registry
+            .resolve(subject, version)
+            .await
+            .map_err(|e| Error::Invalid(format!("event type {event_type}: {e}")))
+    }
+
+    /// Validates the data of registry-bound event types against their registry schema and
+    /// records the resolved subject/version on each such event.
+    async fn check_registry(&self, appends: &mut [StreamAppend]) -> Result<()> {
+        for a in appends {
+            for e in &mut a.events {
+                let Some(binding) = self
+                    .type_of(&e.event_type)
+                    .and_then(|t| t.decl.registry.clone())
+                else {
+                    continue;
+                };
+                // An event naming a version of the bound subject is checked against it.
+                let version = match &e.schema {
+                    Some(s) if s.subject == binding.subject => Some(s.version),
+                    Some(s) => {
+                        return Err(Error::SchemaMismatch {
+                            id: e.id.clone(),
+                            event_type: e.event_type.clone(),
+                            reason: format!(
+                                "the event names registry subject {} but its type is bound to {}",
+                                s.subject, binding
+                            ),
+                        });
+                    }
+                    None => binding.version,
+                };
+                let resolved = self
+                    .resolve_binding(&e.event_type, &binding.subject, version)
+                    .await?;
+                resolved
+                    .check(&e.data)
+                    .map_err(|reason| Error::SchemaMismatch {
+                        id: e.id.clone(),
+                        event_type: e.event_type.clone(),
+                        reason,
+                    })?;
+                e.schema = Some(resolved.schema_ref.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn any_registry_bound(&self, appends: &[StreamAppend]) -> bool {
+        appends.iter().any(|a| {
+            a.events.iter().any(|e| {
+                self.type_of(&e.event_type)
+                    .is_some_and(|t| t.decl.registry.is_some())
+            })
+        })
+    }
+
     /// Declares (or redeclares) an event type: its schema, visibility and public mapping.
+    /// A type bound to a registry subject is refused unless that subject (version) exists
+    /// and holds a JSON Schema.
     pub async fn declare_type(&self, decl: TypeDeclaration) -> Result<()> {
         let compiled = CompiledType::compile(decl)?;
+        if let Some(b) = &compiled.decl.registry {
+            self.resolve_binding(&compiled.decl.event_type, &b.subject, b.version)
+                .await?;
+        }
         let text = serde_json::to_string(&compiled.decl)
             .map_err(|e| Error::Invalid(format!("declaration: {e}")))?;
         let mut tx = self.inner.store.begin().await?;
@@ -597,8 +693,12 @@ impl EventStore {
     }
 
     /// Appends to several streams atomically: all or nothing.
-    pub async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<WriteResult>> {
-        if let Err(e) = self.validate(&appends) {
+    pub async fn append_multi(&self, mut appends: Vec<StreamAppend>) -> Result<Vec<WriteResult>> {
+        let checked = match self.validate(&appends) {
+            Ok(()) => self.check_registry(&mut appends).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
             let refused = Err(e);
             crate::metrics::append_outcome(&refused);
             return refused;
@@ -631,6 +731,11 @@ impl EventStore {
         appends: &[StreamAppend],
     ) -> Result<Vec<WriteResult>> {
         self.validate(appends)?;
+        if self.any_registry_bound(appends) {
+            let mut owned = appends.to_vec();
+            self.check_registry(&mut owned).await?;
+            return self.append_validated(tx, &owned).await;
+        }
         self.append_validated(tx, appends).await
     }
 

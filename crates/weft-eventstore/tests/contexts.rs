@@ -19,6 +19,7 @@ async fn private_fields_never_reach_the_outbox() {
             event_type: "OrderPlaced".into(),
             visibility: Visibility::Private,
             json_schema: None,
+            registry: None,
             schema_ref: None,
             public: Some(PublicMapping {
                 public_type: "OrderSubmitted".into(),
@@ -49,6 +50,7 @@ async fn private_fields_never_reach_the_outbox() {
             event_type: "OrderShipped".into(),
             visibility: Visibility::Public,
             json_schema: None,
+            registry: None,
             schema_ref: Some(SchemaRef {
                 subject: "orders.shipped-value".into(),
                 version: 1,

@@ -43,6 +43,7 @@ async fn spawnable(es: EventStore) {
             event_type: "T".into(),
             visibility: Default::default(),
             json_schema: None,
+            registry: None,
             schema_ref: None,
             public: None,
         })

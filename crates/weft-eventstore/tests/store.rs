@@ -432,6 +432,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
                 "required": ["order_id", "total"],
                 "properties": {"order_id": {"type": "string"}, "total": {"type": "number", "minimum": 0}}
             })),
+            registry: None,
             schema_ref: None,
             public: None,
         })
@@ -495,6 +496,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
                 event_type: "Broken".into(),
                 visibility: Visibility::Private,
                 json_schema: Some(json!({"type": "no-such-type"})),
+                registry: None,
                 schema_ref: None,
                 public: None,
             })
@@ -511,6 +513,7 @@ async fn declared_types_survive_a_restart() {
         event_type: "T".into(),
         visibility: Visibility::Private,
         json_schema: Some(json!({"type": "object", "required": ["a"]})),
+        registry: None,
         schema_ref: Some(weft_eventstore::SchemaRef {
             subject: "t-value".into(),
             version: 3,

@@ -23,6 +23,7 @@ async fn private_field_never_reaches_the_public_topic() {
         event_type: "OrderPlaced".into(),
         visibility: Visibility::Private,
         json_schema: None,
+        registry: None,
         schema_ref: None,
         public: Some(PublicMapping {
             public_type: "OrderSubmitted".into(),
