@@ -9,6 +9,8 @@
 //! payload = "raw"                        # or "json": must parse as JSON, published compact
 //! cleanup = "delete"                     # or "mark" (+ retention_secs, then purged)
 //! on_bad_row = "stop"                    # or "dlq" (dlq_topic)
+//! # optional: the JSON payload serialised with a registry schema (Confluent wire format)
+//! value_schema = { registry_url = "http://127.0.0.1:8081", subject_template = "${topic}-value", version = "latest" }
 //! ```
 
 use std::collections::BTreeMap;
@@ -140,6 +142,83 @@ pub struct SourceConfig {
     /// Extra librdkafka producer properties (idempotence and acks cannot be turned off).
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// Serialise each row's JSON payload with a schema from a Confluent-API registry.
+    #[serde(default)]
+    pub value_schema: Option<ValueSchema>,
+}
+
+/// `value_schema = { … }`: the payload (which must then be JSON) is published in the
+/// Confluent wire format (`0x00`, 4-byte schema id, body) — Avro binary for an `AVRO`
+/// schema, the JSON itself (validated first) for a `JSON` schema. The schema's type comes
+/// from the registry. A payload the schema refuses is a bad row (`on_bad_row`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueSchema {
+    /// The registry's base URL (`http://…`), e.g. `weft serve`'s `--registry-listen`.
+    pub registry_url: String,
+    /// A fixed subject; overrides `subject_template`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// `${topic}` is replaced by the record's topic (TopicNameStrategy by default).
+    #[serde(default = "default_subject_template")]
+    pub subject_template: String,
+    /// `"latest"` (resolved once when the relay first needs it) or a version number.
+    #[serde(default)]
+    pub version: SchemaVersion,
+}
+
+/// Which version of the subject: `"latest"` or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(untagged)]
+pub enum SchemaVersion {
+    Number(u32),
+    #[default]
+    #[serde(skip)]
+    Latest,
+    Text(String),
+}
+
+impl SchemaVersion {
+    /// The path segment of `/subjects/{subject}/versions/{…}`.
+    pub fn path(&self) -> String {
+        match self {
+            SchemaVersion::Number(n) => n.to_string(),
+            SchemaVersion::Latest | SchemaVersion::Text(_) => "latest".to_owned(),
+        }
+    }
+}
+
+impl ValueSchema {
+    /// The subject of a record published to `topic`.
+    pub fn subject_for(&self, topic: &str) -> String {
+        match &self.subject {
+            Some(s) => s.clone(),
+            None => self.subject_template.replace("${topic}", topic),
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !self.registry_url.starts_with("http://") {
+            return Err(format!(
+                "value_schema.registry_url {:?}: expected http://",
+                self.registry_url
+            ));
+        }
+        if self.subject.as_deref().is_some_and(str::is_empty) || self.subject_template.is_empty() {
+            return Err("value_schema: empty subject".into());
+        }
+        match &self.version {
+            SchemaVersion::Number(0) => Err("value_schema.version: versions start at 1".into()),
+            SchemaVersion::Text(t) if t != "latest" => Err(format!(
+                "value_schema.version {t:?}: expected \"latest\" or a number"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn default_subject_template() -> String {
+    "${topic}-value".to_owned()
 }
 
 fn default_retention() -> u64 {
@@ -187,6 +266,7 @@ impl SourceConfig {
             bootstrap: None,
             delivery_timeout_ms: default_delivery_timeout(),
             kafka: BTreeMap::new(),
+            value_schema: None,
         }
     }
 
@@ -239,6 +319,9 @@ impl SourceConfig {
             if !ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ident.len() > 63 {
                 return bad(format!("{ident:?} is not a valid slot/publication name"));
             }
+        }
+        if let Some(vs) = &self.value_schema {
+            vs.validate().or_else(bad)?;
         }
         for key in ["enable.idempotence", "acks", "bootstrap.servers"] {
             if self.kafka.contains_key(key) {
@@ -328,6 +411,22 @@ mod tests {
                 "set by the relay",
             ),
             ("[[sources]]\ndatabase='sqlite:x'\nbogus=1", "unknown field"),
+            (
+                "[[sources]]\ndatabase='sqlite:x'\nvalue_schema={registry_url='https://r'}",
+                "expected http://",
+            ),
+            (
+                "[[sources]]\ndatabase='sqlite:x'\nvalue_schema={registry_url='http://r',version='newest'}",
+                "expected \"latest\"",
+            ),
+            (
+                "[[sources]]\ndatabase='sqlite:x'\nvalue_schema={registry_url='http://r',version=0}",
+                "start at 1",
+            ),
+            (
+                "[[sources]]\ndatabase='sqlite:x'\nvalue_schema={registry_url='http://r',format='avro'}",
+                "unknown field",
+            ),
             (
                 "[[sources]]\ndatabase='sqlite:x'\n[[sources]]\ndatabase='sqlite:y'",
                 "two outbox sources",

@@ -34,6 +34,7 @@ pub mod config;
 pub mod event;
 pub mod logical;
 pub mod relay;
+mod schema;
 pub mod status;
 pub mod table;
 
@@ -82,6 +83,9 @@ pub enum Error {
     /// Another relay holds this outbox table's lock; this one waits and retries.
     #[error("standing by: {0}")]
     Standby(String),
+    /// `value_schema`: the registry cannot answer, or lacks the subject/version.
+    #[error("schema registry: {0}")]
+    Registry(String),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("database error: {0}")]

@@ -34,6 +34,7 @@ use weft_resilience::retry::{ErrorClass, RetryPolicy};
 
 use crate::config::{BadRowPolicy, Cleanup, Mode, OutboxConfig, PayloadFormat, SourceConfig};
 use crate::logical::Slot;
+use crate::schema::{EncodeError, Encoder};
 use crate::status::{Blocked, Outbox, SourceStatus};
 use crate::table::{self, Dialect, Table};
 use crate::{Error, Result, headers, now_ms};
@@ -172,6 +173,17 @@ pub(crate) fn route(cfg: &SourceConfig, row: &OutRow) -> std::result::Result<Rec
     })
 }
 
+/// A record's size without its payload, counted like `route` does.
+fn record_size(record: &Record) -> usize {
+    record.key.len()
+        + record
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
+        + RECORD_OVERHEAD
+}
+
 /// The longest pause between attempts while the broker or database is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -219,6 +231,8 @@ struct Runner {
     /// Logical mode: rows committed before the slot existed (or while the relay was away
     /// before the slot was made) were drained by polling since the last connect.
     drained: bool,
+    /// `value_schema`: payloads encoded with a registry schema.
+    encoder: Option<Encoder>,
 }
 
 /// What one round did.
@@ -236,7 +250,15 @@ impl Runner {
         outbox: Outbox,
         stop: watch::Receiver<bool>,
     ) -> Result<Runner> {
+        let encoder =
+            match &cfg.value_schema {
+                Some(vs) => Some(Encoder::new(vs.clone()).map_err(|m| {
+                    Error::Config(format!("source {:?}: value_schema: {m}", cfg.name))
+                })?),
+                None => None,
+            };
         Ok(Runner {
+            encoder,
             table: cfg.table()?,
             cfg,
             bootstrap,
@@ -483,7 +505,18 @@ impl Runner {
             if halted.contains(&agg) {
                 continue;
             }
-            match route(&self.cfg, row) {
+            let routed = match route(&self.cfg, row) {
+                Ok(record) => match self.encode(record).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        halted.insert(agg);
+                        transient.get_or_insert(e);
+                        continue;
+                    }
+                },
+                Err(reason) => Err(reason),
+            };
+            match routed {
                 Ok(record) => match send(&producer, &record) {
                     Ok(f) => inflight.push((i, false, f)),
                     Err(e) => {
@@ -580,6 +613,33 @@ impl Runner {
         match transient {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// `value_schema`: the record's payload in the registry's wire format. `Ok(Err(reason))`
+    /// is a bad row; `Err` a registry that cannot answer (back off).
+    async fn encode(&mut self, mut record: Record) -> Result<std::result::Result<Record, String>> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Ok(Ok(record));
+        };
+        let Some(payload) = record.payload.take() else {
+            return Ok(Ok(record)); // a tombstone stays one
+        };
+        match encoder.encode(&record.topic, &payload).await {
+            Ok(body) => {
+                if body.len() > payload.len()
+                    && record_size(&record) + body.len() > self.cfg.max_message_bytes
+                {
+                    return Ok(Err(format!(
+                        "encoded record exceeds max_message_bytes {}",
+                        self.cfg.max_message_bytes
+                    )));
+                }
+                record.payload = Some(body);
+                Ok(Ok(record))
+            }
+            Err(EncodeError::Bad(reason)) => Ok(Err(reason)),
+            Err(EncodeError::Registry(m)) => Err(Error::Registry(m)),
         }
     }
 

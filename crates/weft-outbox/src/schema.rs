@@ -1,0 +1,185 @@
+//! `value_schema`: a row's JSON payload published in the Confluent wire format with a schema
+//! from a Confluent-API registry.
+//!
+//! The subject's version (`latest` or a number) is fetched once per subject and cached for
+//! the life of the relay task; encoding, validation, schema-id lookup and their caches are
+//! `weft_client::schema::SchemaSerializer`'s (lookup only: the relay never registers).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use weft_client::schema::{RegistryClient, SchemaSerializer};
+
+use crate::config::ValueSchema;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a payload could not be encoded.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    /// The row is at fault (not JSON, refused by the schema): a bad row.
+    Bad(String),
+    /// The registry is unreachable, or the subject/version is missing: back off and retry.
+    Registry(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Avro,
+    Json,
+}
+
+/// Encodes payloads for one source.
+pub(crate) struct Encoder {
+    cfg: ValueSchema,
+    http: Client<HttpConnector, Empty<Bytes>>,
+    serializer: SchemaSerializer,
+    /// subject → (kind, schema text) of the configured version.
+    schemas: HashMap<String, (Kind, String)>,
+}
+
+impl Encoder {
+    pub(crate) fn new(cfg: ValueSchema) -> Result<Encoder, String> {
+        let registry = RegistryClient::new(&cfg.registry_url).map_err(|e| e.to_string())?;
+        Ok(Encoder {
+            cfg,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            serializer: SchemaSerializer::new(registry).lookup_only(),
+            schemas: HashMap::new(),
+        })
+    }
+
+    /// `payload` (JSON) for `topic` as `0x00 | schema id | body`.
+    pub(crate) async fn encode(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, EncodeError> {
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| EncodeError::Bad(format!("payload is not JSON: {e}")))?;
+        let subject = self.cfg.subject_for(topic);
+        let (kind, text) = match self.schemas.get(&subject) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.fetch(&subject).await?;
+                self.schemas.insert(subject.clone(), s.clone());
+                s
+            }
+        };
+        let out = match kind {
+            Kind::Avro => {
+                self.serializer
+                    .avro(&subject, &text, &AvroJson(&value))
+                    .await
+            }
+            Kind::Json => self.serializer.json_schema(&subject, &text, &value).await,
+        };
+        match out {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(weft_client::Error::Encode(m)) => Err(EncodeError::Bad(format!(
+                "payload refused by schema {subject:?} version {}: {m}",
+                self.cfg.version.path()
+            ))),
+            Err(e) => Err(EncodeError::Registry(e.to_string())),
+        }
+    }
+
+    /// `GET /subjects/{subject}/versions/{version}`: the schema's type and text.
+    async fn fetch(&self, subject: &str) -> Result<(Kind, String), EncodeError> {
+        let url = format!(
+            "{}/subjects/{}/versions/{}",
+            self.cfg.registry_url.trim_end_matches('/'),
+            seg(subject),
+            self.cfg.version.path()
+        );
+        let fail = |m: String| EncodeError::Registry(format!("{url}: {m}"));
+        let req = Request::get(&url)
+            .header("accept", "application/vnd.schemaregistry.v1+json")
+            .body(Empty::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let res = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| fail("no answer in time".into()))?
+            .map_err(|e| fail(format!("no answer: {e}")))?;
+        let status = res.status().as_u16();
+        let raw = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+        if status != 200 {
+            return Err(fail(format!(
+                "answered {status}: {}",
+                body["message"].as_str().unwrap_or_default()
+            )));
+        }
+        let text = body["schema"]
+            .as_str()
+            .ok_or_else(|| fail("answer without a schema".into()))?
+            .to_owned();
+        let kind = match body["schemaType"].as_str().unwrap_or("AVRO") {
+            "AVRO" => Kind::Avro,
+            "JSON" => Kind::Json,
+            other => {
+                return Err(fail(format!(
+                    "schema type {other} cannot encode a JSON payload (AVRO or JSON only)"
+                )));
+            }
+        };
+        Ok((kind, text))
+    }
+}
+
+/// JSON as the Avro serializer should see it: integers as `i64` (serde_json gives
+/// non-negative ones as `u64`, which apache-avro maps to `fixed(8)`, not `long`).
+struct AvroJson<'a>(&'a serde_json::Value);
+
+impl serde::Serialize for AvroJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        use serde_json::Value;
+        match self.0 {
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => s.serialize_i64(i),
+                (None, Some(f)) => s.serialize_f64(f),
+                (None, None) => n.serialize(s),
+            },
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&AvroJson(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    m.serialize_entry(k, &AvroJson(v))?;
+                }
+                m.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
