@@ -183,3 +183,40 @@ fn seg(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AvroJson;
+
+    #[test]
+    fn json_maps_onto_avro_schemas() {
+        let schema = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[
+                {"name":"i","type":"int"},{"name":"l","type":"long"},
+                {"name":"d","type":"double"},{"name":"s","type":["null","string"]},
+                {"name":"xs","type":{"type":"array","items":"long"}},
+                {"name":"m","type":{"type":"map","values":"boolean"}},
+                {"name":"r","type":{"type":"record","name":"In","fields":[{"name":"n","type":"long"}]}}
+            ]}"#,
+        )
+        .expect("schema");
+        let ok = serde_json::json!({
+            "i": 7, "l": -3, "d": 1.5, "s": "x", "xs": [1, 2], "m": {"a": true}, "r": {"n": 9}
+        });
+        let v = apache_avro::to_value(AvroJson(&ok)).expect("to_value");
+        v.resolve(&schema).expect("plain JSON resolves");
+        let null = serde_json::json!({
+            "i": 0, "l": 0, "d": 2, "s": null, "xs": [], "m": {}, "r": {"n": 0}
+        });
+        let v = apache_avro::to_value(AvroJson(&null)).expect("to_value");
+        v.resolve(&schema).expect("null branch, integer as double");
+        for bad in [
+            serde_json::json!({"i": "x", "l": 0, "d": 0, "s": null, "xs": [], "m": {}, "r": {"n": 0}}),
+            serde_json::json!({"i": 0, "d": 0, "s": null, "xs": [], "m": {}, "r": {"n": 0}}),
+            serde_json::json!([1]),
+        ] {
+            let v = apache_avro::to_value(AvroJson(&bad)).expect("to_value");
+            assert!(v.resolve(&schema).is_err(), "{bad}");
+        }
+    }
+}
