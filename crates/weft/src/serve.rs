@@ -165,6 +165,10 @@ async fn run_components(
     let events = weft_eventstore::EventStore::open(registry.store().clone())
         .await
         .context("cannot prepare the event store's tables")?;
+    // Event types bound to a registry subject look their schema up in this registry.
+    events.set_schema_lookup(Arc::new(weft_eventstore::HttpSchemaLookup::for_addr(
+        registry_addr,
+    )));
     let router = router.merge(weft_eventstore::http::router(events.clone()));
     // Reclaims what stream metadata and deletes hide, every 5 minutes, in small batches.
     sup.spawn("eventstore", move |mut shutdown| async move {
