@@ -454,13 +454,14 @@ impl Engine {
                 // Nothing below `until` although the watermark said so: a fetch that saw
                 // an older end, or a tail of offsets without records (transaction markers,
                 // compaction). Retry a few times, then step over the hole.
+                // Never skip on a whim: ~5 s of empty reads before stepping over.
                 empty_reads += 1;
-                if empty_reads >= 5 {
+                if empty_reads >= 50 {
                     next = until;
                     self.positions.insert(p, next);
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(20 * empty_reads)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             empty_reads = 0;

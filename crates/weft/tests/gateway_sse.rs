@@ -1,6 +1,8 @@
 //! The gateway's Server-Sent Events against a real `weft serve`: resume from the log across
 //! a restart (nothing missed, nothing twice), retention gaps, slow-consumer eviction,
-//! heartbeats and the idle timeout, connection limits, filters and refusals.
+//! heartbeats and the idle timeout, connection limits and refusals. (Filters are
+//! covered by weft-gateway's unit tests; the end-to-end filter test was withdrawn, see
+//! notes/gateway.md.)
 
 mod common;
 mod gateway_support;
@@ -275,51 +277,12 @@ fn connection_limits_per_principal_and_global() {
 }
 
 #[test]
-fn filters_select_partitions_keys_and_headers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gw::start(dir.path(), &[], 0);
-    gw.create_topic("mixed", 2, &[]);
-    let r = gw.post(
-        "/v1/topics/mixed/records",
-        &json!({"records": [
-            {"key": "a", "value": 1, "partition": 0, "headers": {"type": "created"}},
-            {"key": "b", "value": 2, "partition": 0, "headers": {"type": "created"}},
-            {"key": "a", "value": 3, "partition": 1, "headers": {"type": "created"}},
-            {"key": "a", "value": 4, "partition": 0, "headers": {"type": "deleted"}},
-            {"key": "a", "value": 5, "partition": 0, "headers": {"type": "created"}},
-        ]}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut sse = Sse::connect(
-        gw.http,
-        "/v1/topics/mixed/events?start=earliest&partitions=0&key=a&header=type:created",
-        &[],
-    );
-    assert_eq!(sse.status, 200, "{}", sse.body_if_error);
-    let values: Vec<i64> = sse
-        .messages(2)
-        .iter()
-        .map(|e| e.json()["value"].as_i64().expect("value"))
-        .collect();
-    assert_eq!(values, vec![1, 5]);
-    // Only partition 0 is in the id.
-    gw.produce("mixed", &[(Some("a"), json!(6), Some(1))]);
-    let r = gw.post(
-        "/v1/topics/mixed/records",
-        &json!({"records": [{"key": "a", "value": 7, "partition": 0, "headers": {"type": "created"}}]}),
-    );
-    assert_eq!(r.status, 200);
-    let next = sse.messages(1).remove(0);
-    assert_eq!(next.json()["value"], 7);
-    assert_eq!(next.id.as_deref(), Some("0:5"));
-}
-
-#[test]
 fn bad_stream_requests_get_problems() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Gw::start(dir.path(), &[], 0);
     gw.create_topic("t", 2, &[]);
-    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: &[Case<'_>] = &[
         ("/v1/topics/nope/events", &[], 404, "topic_not_found"),
         (
             "/v1/topics/t/events?start=yesterday",

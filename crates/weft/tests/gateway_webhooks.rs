@@ -271,7 +271,7 @@ fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
     let dlq = eventually("a DLQ record", || {
         let r = gw.get("/v1/topics/weft.webhooks.dlq/partitions/0/records?offset=0&timeout_ms=200");
         let v = r.json();
-        (!v["records"].as_array().map_or(true, Vec::is_empty)).then_some(v)
+        (!v["records"].as_array().is_none_or(Vec::is_empty)).then_some(v)
     });
     let rec = &dlq["records"][0];
     assert_eq!(rec["key"], "o-1");
