@@ -73,9 +73,19 @@ impl Hubs {
             .set("fetch.wait.max.ms", "50")
             .create()
             .map_err(|e| ApiError::Kafka(format!("cannot create the live reader: {e}")))?;
+        // Start at the high watermarks read *now*, not at `Offset::End`: librdkafka resolves
+        // `End` lazily, when its first fetch is set up, which can be well after the caller
+        // has read its own positions. A record produced in between was then neither caught
+        // up (at or above the caller's watermark) nor broadcast (below the reader's start),
+        // and it was only found when a later record exposed the hole — never, if none came.
+        // Explicit offsets read before the caller resolves its positions make every record
+        // at or above those positions part of the broadcast.
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            tpl.add_partition_offset(topic, *p, Offset::End)
+            let (_, high) = consumer
+                .fetch_watermarks(topic, *p, crate::kafka::META_TIMEOUT)
+                .map_err(|e| ApiError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
+            tpl.add_partition_offset(topic, *p, Offset::Offset(high))
                 .map_err(|e| ApiError::Kafka(e.to_string()))?;
         }
         consumer
@@ -366,6 +376,11 @@ impl Engine {
         }
         if record.offset > next {
             self.catch_up(record.partition, Some(record.offset)).await?;
+            if self.positions.get(&record.partition) != Some(&record.offset) {
+                // The hole could not be read: delivering this record would skip it. The
+                // client resumes from its last id instead.
+                return Err(close("kafka_error", Some(self.ctx.limits.retry_ms)));
+            }
         }
         self.deliver_live(record)
     }
@@ -452,16 +467,25 @@ impl Engine {
                 })?;
             if read.records.is_empty() && read.next <= next {
                 // Nothing below `until` although the watermark said so: a fetch that saw
-                // an older end, or a tail of offsets without records (transaction markers,
-                // compaction). Retry a few times, then step over the hole.
-                // Never skip on a whim: ~5 s of empty reads before stepping over.
+                // an older end (a fresh reader can be slow to fetch), or a tail of offsets
+                // without records (transaction markers). An empty read proves nothing, so
+                // the position never moves because of one: offsets are only passed when a
+                // fetch returns a later record (`Read::next`) or retention removed them
+                // (the low watermark, reported as a `gap` above). After a few tries the
+                // position stays where it is: a later live record retries the hole (and
+                // closes the stream rather than skip it), a reconnect retries it too.
                 empty_reads += 1;
-                if empty_reads >= 50 {
-                    next = until;
-                    self.positions.insert(p, next);
+                if empty_reads >= 5 {
+                    debug!(
+                        topic = self.topic,
+                        partition = p,
+                        next,
+                        until,
+                        "catch-up read nothing; position kept"
+                    );
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100 * empty_reads)).await;
                 continue;
             }
             empty_reads = 0;

@@ -285,7 +285,10 @@ fn read_blocking(
                 if m.topic() != topic || m.partition() != partition || m.offset() < next {
                     continue;
                 }
-                if until.is_some_and(|u| m.offset() >= u) {
+                if let Some(u) = until.filter(|u| m.offset() >= *u) {
+                    // The broker returned this as the first record at or after `next`:
+                    // no record exists in `next..u` (compacted, aborted, control markers).
+                    next = u;
                     break;
                 }
                 next = m.offset() + 1;

@@ -1,8 +1,6 @@
 //! The gateway's Server-Sent Events against a real `weft serve`: resume from the log across
 //! a restart (nothing missed, nothing twice), retention gaps, slow-consumer eviction,
-//! heartbeats and the idle timeout, connection limits and refusals. (Filters are
-//! covered by weft-gateway's unit tests; the end-to-end filter test was withdrawn, see
-//! notes/gateway.md.)
+//! heartbeats and the idle timeout, connection limits, filters and refusals.
 
 mod common;
 mod gateway_support;
@@ -274,6 +272,67 @@ fn connection_limits_per_principal_and_global() {
     });
     assert_eq!(a4.status, 200);
     drop((a2, b1));
+}
+
+#[test]
+fn filters_select_partitions_keys_and_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[("IDLE_TIMEOUT_MS", "20000")], 0);
+    gw.create_topic("mixed", 2, &[]);
+    let r = gw.post(
+        "/v1/topics/mixed/records",
+        &json!({"records": [
+            {"key": "a", "value": 1, "partition": 0, "headers": {"type": "created"}},
+            {"key": "b", "value": 2, "partition": 0, "headers": {"type": "created"}},
+            {"key": "a", "value": 3, "partition": 1, "headers": {"type": "created"}},
+            {"key": "a", "value": 4, "partition": 0, "headers": {"type": "deleted"}},
+            {"key": "a", "value": 5, "partition": 0, "headers": {"type": "created"}},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut sse = Sse::connect(
+        gw.http,
+        "/v1/topics/mixed/events?start=earliest&partitions=0&key=a&header=type:created",
+        &[],
+    );
+    assert_eq!(sse.status, 200, "{}", sse.body_if_error);
+    let values: Vec<i64> = sse
+        .messages(2)
+        .iter()
+        .map(|e| e.json()["value"].as_i64().expect("value"))
+        .collect();
+    assert_eq!(values, vec![1, 5]);
+    // Only partition 0 is in the id.
+    gw.produce("mixed", &[(Some("a"), json!(6), Some(1))]);
+    let r = gw.post(
+        "/v1/topics/mixed/records",
+        &json!({"records": [{"key": "a", "value": 7, "partition": 0, "headers": {"type": "created"}}]}),
+    );
+    assert_eq!(r.status, 200);
+    let next = sse.messages(1).remove(0);
+    assert_eq!(next.json()["value"], 7);
+    assert_eq!(next.id.as_deref(), Some("0:5"));
+}
+
+/// Regression: the topic's shared live reader used to start at `Offset::End`, which
+/// librdkafka resolves only when its first fetch is set up — after the connection had read
+/// its position. A record produced right after connecting then fell between the two and was
+/// never delivered (no later record came to expose the hole).
+#[test]
+fn a_record_produced_right_after_connecting_is_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[("IDLE_TIMEOUT_MS", "20000")], 0);
+    for round in 0..3 {
+        // Each round a new topic, so each connection starts a new live reader.
+        let topic = format!("fresh{round}");
+        gw.create_topic(&topic, 1, &[]);
+        let mut sse = Sse::connect(gw.http, &format!("/v1/topics/{topic}/events"), &[]);
+        assert_eq!(sse.status, 200, "{}", sse.body_if_error);
+        gw.produce(&topic, &[(Some("k"), json!(round), Some(0))]);
+        let ev = sse.messages(1).remove(0);
+        assert_eq!(ev.json()["value"], round, "round {round}");
+        assert_eq!(ev.id.as_deref(), Some("0:1"), "round {round}");
+    }
 }
 
 #[test]
