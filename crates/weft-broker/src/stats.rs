@@ -146,86 +146,45 @@ impl PartitionStats {
     }
 }
 
+/// Reading what the `metrics` facade recorded, for this crate's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+
+    use metrics_util::debugging::{DebugValue, Snapshotter};
+
+    /// Values by `name{label=value,…}` since the last read (a snapshot drains the recorder):
+    /// a counter's or gauge's value as one number, a histogram's observations.
+    pub(crate) fn values(s: &Snapshotter) -> BTreeMap<String, Vec<f64>> {
+        s.snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, _, _, v)| {
+                let key = k.key();
+                let labels: Vec<String> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let v = match v {
+                    DebugValue::Counter(n) => vec![n as f64],
+                    DebugValue::Gauge(x) => vec![x.0],
+                    DebugValue::Histogram(xs) => xs.into_iter().map(|x| x.0).collect(),
+                };
+                (format!("{}{{{}}}", key.name(), labels.join(",")), v)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics::{
-        CounterFn, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
-        Unit,
-    };
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    /// Values by `name{label=value,…}`; histograms count their observations.
-    type Values = Arc<Mutex<BTreeMap<String, f64>>>;
-
-    struct Cell(String, Values);
-
-    impl Cell {
-        fn update(&self, f: impl FnOnce(&mut f64)) {
-            let mut m = self.1.lock().expect("values");
-            f(m.entry(self.0.clone()).or_insert(0.0));
-        }
-    }
-    impl CounterFn for Cell {
-        fn increment(&self, v: u64) {
-            self.update(|x| *x += v as f64);
-        }
-        fn absolute(&self, v: u64) {
-            self.update(|x| *x = v as f64);
-        }
-    }
-    impl GaugeFn for Cell {
-        fn increment(&self, v: f64) {
-            self.update(|x| *x += v);
-        }
-        fn decrement(&self, v: f64) {
-            self.update(|x| *x -= v);
-        }
-        fn set(&self, v: f64) {
-            self.update(|x| *x = v);
-        }
-    }
-    impl HistogramFn for Cell {
-        fn record(&self, _: f64) {
-            self.update(|x| *x += 1.0);
-        }
-    }
-
-    struct Rec(Values);
-
-    impl Rec {
-        fn cell(&self, key: &Key) -> Arc<Cell> {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            Arc::new(Cell(
-                format!("{}{{{}}}", key.name(), labels.join(",")),
-                Arc::clone(&self.0),
-            ))
-        }
-    }
-
-    impl Recorder for Rec {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            Counter::from_arc(self.cell(key))
-        }
-        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::from_arc(self.cell(key))
-        }
-        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::from_arc(self.cell(key))
-        }
-    }
+    use metrics_util::debugging::DebuggingRecorder;
 
     #[test]
     fn names_and_labels() {
-        let values: Values = Arc::default();
-        let rec = Rec(Arc::clone(&values));
+        let rec = DebuggingRecorder::new();
+        let snapshotter = rec.snapshotter();
         // A produce still waiting when the values are read.
         let waiting = metrics::with_local_recorder(&rec, || {
             request(0, 9, "none");
@@ -246,38 +205,42 @@ mod tests {
             drop(conn);
             produce
         });
-        let v = values.lock().expect("values").clone();
-        let want = [
+        let v = testing::values(&snapshotter);
+        let want: [(&str, &[f64]); 13] = [
             (
                 "weft_broker_requests_total{api=Produce,version=9,error=none}",
-                2.0,
+                &[2.0],
             ),
             (
                 "weft_broker_requests_total{api=Produce,version=1,error=unsupported_version}",
-                1.0,
+                &[1.0],
             ),
             (
                 "weft_broker_requests_total{api=unknown,version=other,error=closed}",
-                1.0,
+                &[1.0],
             ),
-            ("weft_broker_request_processing_seconds{api=Fetch}", 1.0),
-            ("weft_broker_request_queue_seconds{api=Fetch}", 1.0),
-            ("weft_broker_response_send_seconds{api=Fetch}", 1.0),
-            ("weft_broker_bytes_in_total{topic=orders}", 100.0),
-            ("weft_broker_records_in_total{topic=orders}", 3.0),
-            ("weft_broker_bytes_out_total{topic=orders}", 50.0),
-            ("weft_broker_records_out_total{topic=orders}", 2.0),
-            ("weft_broker_connections_active{}", 0.0),
-            ("weft_broker_produce_purgatory_size{}", 1.0),
-            ("weft_broker_fetch_purgatory_size{}", 0.0),
+            (
+                "weft_broker_request_processing_seconds{api=Fetch}",
+                &[0.003],
+            ),
+            ("weft_broker_request_queue_seconds{api=Fetch}", &[0.0]),
+            ("weft_broker_response_send_seconds{api=Fetch}", &[0.0]),
+            ("weft_broker_bytes_in_total{topic=orders}", &[100.0]),
+            ("weft_broker_records_in_total{topic=orders}", &[3.0]),
+            ("weft_broker_bytes_out_total{topic=orders}", &[50.0]),
+            ("weft_broker_records_out_total{topic=orders}", &[2.0]),
+            ("weft_broker_connections_active{}", &[0.0]),
+            ("weft_broker_produce_purgatory_size{}", &[1.0]),
+            ("weft_broker_fetch_purgatory_size{}", &[0.0]),
         ];
         for (k, n) in want {
-            assert_eq!(v.get(k), Some(&n), "{k} in {v:#?}");
+            assert_eq!(v.get(k).map(Vec::as_slice), Some(n), "{k} in {v:#?}");
         }
         drop(waiting);
+        // The read drained the gauge to 0: the drop shows as -1 (1 - 1 = 0 waiting).
         assert_eq!(
-            values.lock().expect("values")["weft_broker_produce_purgatory_size{}"],
-            0.0
+            testing::values(&snapshotter)["weft_broker_produce_purgatory_size{}"],
+            [-1.0]
         );
     }
 }

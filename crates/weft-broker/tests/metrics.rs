@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,100 +18,71 @@ use kafka_protocol::messages::{
     ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use weft_log::batch::{self, BuildOptions, Record};
 
-/// Values by `name{label=value,…}`; histograms count their observations.
-type Values = Arc<Mutex<BTreeMap<String, f64>>>;
+/// What the recorder saw, by `name{label=value,…}`. A snapshot drains the recorder, so
+/// `total` sums the reads (counters, the inc/dec gauges, histogram observation counts) and
+/// `last` keeps the latest read (a `set` gauge shows its value in the read after a refresh).
+struct Values {
+    snapshotter: Snapshotter,
+    total: BTreeMap<String, f64>,
+    last: BTreeMap<String, f64>,
+}
 
-struct Cell(String, Values);
-
-impl Cell {
-    fn update(&self, f: impl FnOnce(&mut f64)) {
-        let mut m = self.1.lock().expect("values");
-        f(m.entry(self.0.clone()).or_insert(0.0));
-    }
-}
-impl CounterFn for Cell {
-    fn increment(&self, v: u64) {
-        self.update(|x| *x += v as f64);
-    }
-    fn absolute(&self, v: u64) {
-        self.update(|x| *x = v as f64);
-    }
-}
-impl GaugeFn for Cell {
-    fn increment(&self, v: f64) {
-        self.update(|x| *x += v);
-    }
-    fn decrement(&self, v: f64) {
-        self.update(|x| *x -= v);
-    }
-    fn set(&self, v: f64) {
-        self.update(|x| *x = v);
-    }
-}
-impl HistogramFn for Cell {
-    fn record(&self, _: f64) {
-        self.update(|x| *x += 1.0);
+impl Values {
+    fn read(&mut self) {
+        self.last.clear();
+        for (k, _, _, v) in self.snapshotter.snapshot().into_vec() {
+            let key = k.key();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let n = match v {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(x) => x.0,
+                DebugValue::Histogram(xs) => xs.len() as f64,
+            };
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            *self.total.entry(name.clone()).or_default() += n;
+            self.last.insert(name, n);
+        }
     }
 }
 
-struct Rec(Values);
-
-impl Rec {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        Arc::new(Cell(
-            format!("{}{{{}}}", key.name(), labels.join(",")),
-            Arc::clone(&self.0),
-        ))
-    }
-}
-
-impl Recorder for Rec {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.cell(key))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.cell(key))
-    }
-}
-
-fn get(values: &Values, key: &str) -> Option<f64> {
-    values.lock().expect("values").get(key).copied()
-}
-
-/// Polls until `key` has `want` (a bound against hangs, not a performance threshold).
-fn wait_for(values: &Values, key: &str, want: f64) {
+/// Polls until `key` has `want` (a bound against hangs, not a performance threshold): in the
+/// sum of all reads, or with `latest`, in the latest read.
+fn wait_for_in(values: &mut Values, key: &str, want: f64, latest: bool) {
     let start = Instant::now();
-    while get(values, key) != Some(want) {
+    loop {
+        values.read();
+        let m = if latest { &values.last } else { &values.total };
+        if m.get(key) == Some(&want) {
+            return;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "{key} = {:?}, want {want}; all: {:#?}",
-            get(values, key),
-            values.lock().expect("values")
+            "{key} = {:?}, want {want}; all: {m:#?}",
+            m.get(key),
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
+fn wait_for(values: &mut Values, key: &str, want: f64) {
+    wait_for_in(values, key, want, false);
+}
+
 #[test]
 fn a_broker_records_requests_traffic_and_positions() {
-    let values: Values = Arc::default();
-    metrics::set_global_recorder(Rec(Arc::clone(&values))).expect("first recorder");
+    let rec = DebuggingRecorder::new();
+    let mut values = Values {
+        snapshotter: rec.snapshotter(),
+        total: BTreeMap::new(),
+        last: BTreeMap::new(),
+    };
+    metrics::set_global_recorder(rec).expect("first recorder");
     let b = TestBroker::start();
     let mut c = Raw::connect(&b);
     let r: CreateTopicsResponse = c.request(
@@ -122,7 +92,7 @@ fn a_broker_records_requests_traffic_and_positions() {
             .with_timeout_ms(5000),
     );
     assert_eq!(r.topics[0].error_code, 0);
-    wait_for(&values, "weft_broker_connections_active{}", 1.0);
+    wait_for(&mut values, "weft_broker_connections_active{}", 1.0);
 
     let records: Vec<Record> = (0..3)
         .map(|i| Record {
@@ -202,7 +172,9 @@ fn a_broker_records_requests_traffic_and_positions() {
             batch_len,
         ),
     ] {
-        wait_for(&values, key, want);
+        // The partition gauges are set (not counted): their value is in the latest read.
+        let latest = key.starts_with("weft_broker_partition_");
+        wait_for_in(&mut values, key, want, latest);
     }
     // Latencies: one observation per answered request (the writer records after sending).
     for api in ["Produce", "Fetch"] {
@@ -211,7 +183,7 @@ fn a_broker_records_requests_traffic_and_positions() {
             "weft_broker_request_queue_seconds",
             "weft_broker_response_send_seconds",
         ] {
-            wait_for(&values, &format!("{h}{{api={api}}}"), 1.0);
+            wait_for(&mut values, &format!("{h}{{api={api}}}"), 1.0);
         }
     }
     // An unknown API key closes the connection and is counted as such.
@@ -220,13 +192,17 @@ fn a_broker_records_requests_traffic_and_positions() {
     assert!(c.send_raw(&frame));
     c.assert_closed("unknown api key");
     wait_for(
-        &values,
+        &mut values,
         "weft_broker_requests_total{api=unknown,version=12,error=closed}",
         1.0,
     );
-    wait_for(&values, "weft_broker_connections_active{}", 0.0);
+    wait_for(&mut values, "weft_broker_connections_active{}", 0.0);
+    values.read();
     assert!(
-        get(&values, "weft_log_fsync_seconds{}").is_some_and(|n| n >= 1.0),
+        values
+            .total
+            .get("weft_log_fsync_seconds{}")
+            .is_some_and(|n| *n >= 1.0),
         "acks=-1 under the default durability fsyncs"
     );
 }

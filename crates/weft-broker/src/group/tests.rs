@@ -956,143 +956,69 @@ fn no_initial_delay_when_set_to_zero_or_when_the_group_was_not_empty() {
     assert_eq!(jb.member_id, b);
 }
 
-/// A recorder keeping the last value of every gauge and counter and every histogram
-/// observation, by `name{label=value,…}`.
-mod recorder {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    use metrics::{
-        Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata,
-        Recorder, SharedString, Unit,
-    };
-
-    pub(super) type Values = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
-
-    struct Cell(String, Values);
-
-    impl Cell {
-        fn with(&self, f: impl FnOnce(&mut Vec<f64>)) {
-            let mut m = self.1.lock().expect("values");
-            f(m.entry(self.0.clone()).or_default());
-        }
-        fn set(&self, v: f64) {
-            self.with(|x| *x = vec![v]);
-        }
-        fn add(&self, v: f64) {
-            self.with(|x| {
-                let now = x.first().copied().unwrap_or(0.0) + v;
-                *x = vec![now];
-            });
-        }
-    }
-    impl CounterFn for Cell {
-        fn increment(&self, v: u64) {
-            self.add(v as f64);
-        }
-        fn absolute(&self, v: u64) {
-            self.set(v as f64);
-        }
-    }
-    impl GaugeFn for Cell {
-        fn increment(&self, v: f64) {
-            self.add(v);
-        }
-        fn decrement(&self, v: f64) {
-            self.add(-v);
-        }
-        fn set(&self, v: f64) {
-            Cell::set(self, v);
-        }
-    }
-    impl HistogramFn for Cell {
-        fn record(&self, v: f64) {
-            self.with(|x| x.push(v));
-        }
-    }
-
-    pub(super) struct Rec(pub(super) Values);
-
-    impl Rec {
-        fn cell(&self, key: &Key) -> Arc<Cell> {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            Arc::new(Cell(
-                format!("{}{{{}}}", key.name(), labels.join(",")),
-                Arc::clone(&self.0),
-            ))
-        }
-    }
-
-    impl Recorder for Rec {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            Counter::from_arc(self.cell(key))
-        }
-        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::from_arc(self.cell(key))
-        }
-        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::from_arc(self.cell(key))
-        }
-    }
-}
-
 #[test]
 fn group_metrics_count_rebalances_time_them_and_show_members_and_state() {
-    let values = recorder::Values::default();
-    let rec = recorder::Rec(std::sync::Arc::clone(&values));
-    let get = |k: &str| values.lock().expect("values").get(k).cloned();
-    ::metrics::with_local_recorder(&rec, || {
-        let mut t = T::new();
-        let (a, _) = t.stable_single();
+    use crate::stats::testing::values;
+    use metrics_util::debugging::DebuggingRecorder;
+    // One recorder per step, so a gauge shows only if that step set it.
+    let step = |f: &mut dyn FnMut()| {
+        let rec = DebuggingRecorder::new();
+        ::metrics::with_local_recorder(&rec, f);
+        values(&rec.snapshotter())
+    };
+    let mut t = T::new();
+    let mut a = String::new();
+    let v = step(&mut || {
+        a = t.stable_single().0;
         t.c.export_gauges();
-        assert_eq!(
-            get("weft_group_rebalances_total{group=g,protocol=classic}"),
-            Some(vec![1.0])
-        );
-        // From the first join to the leader's sync: the initial delay (the fake clock).
-        assert_eq!(
-            get("weft_group_rebalance_duration_seconds{protocol=classic}"),
-            Some(vec![DELAY as f64 / 1000.0])
-        );
-        assert_eq!(
-            get("weft_group_members{group=g,protocol=classic}"),
-            Some(vec![1.0])
-        );
-        assert_eq!(
-            get("weft_group_state{group=g,protocol=classic,state=Stable}"),
-            Some(vec![1.0])
-        );
+    });
+    let get = |k: &str| v.get(k).cloned();
+    assert_eq!(
+        get("weft_group_rebalances_total{group=g,protocol=classic}"),
+        Some(vec![1.0])
+    );
+    // From the first join to the leader's sync: the initial delay (the fake clock).
+    assert_eq!(
+        get("weft_group_rebalance_duration_seconds{protocol=classic}"),
+        Some(vec![DELAY as f64 / 1000.0])
+    );
+    assert_eq!(
+        get("weft_group_members{group=g,protocol=classic}"),
+        Some(vec![1.0])
+    );
+    assert_eq!(
+        get("weft_group_state{group=g,protocol=classic,state=Stable}"),
+        Some(vec![1.0])
+    );
+    let v = step(&mut || {
         assert_eq!(t.leave(&[&a]), Ok(vec![NONE]));
         t.c.export_gauges();
-        assert_eq!(
-            get("weft_group_members{group=g,protocol=classic}"),
-            Some(vec![0.0])
-        );
-        assert_eq!(
-            get("weft_group_state{group=g,protocol=classic,state=Stable}"),
-            Some(vec![0.0])
-        );
-        assert_eq!(
-            get("weft_group_state{group=g,protocol=classic,state=Empty}"),
-            Some(vec![1.0])
-        );
-        // A rebalance that ends empty is counted as no generation with members, not timed.
-        assert_eq!(
-            get("weft_group_rebalance_duration_seconds{protocol=classic}").map(|v| v.len()),
-            Some(1)
-        );
-        // Gone groups drop to 0.
+    });
+    let get = |k: &str| v.get(k).cloned();
+    assert_eq!(
+        get("weft_group_members{group=g,protocol=classic}"),
+        Some(vec![0.0])
+    );
+    assert_eq!(
+        get("weft_group_state{group=g,protocol=classic,state=Stable}"),
+        Some(vec![0.0])
+    );
+    assert_eq!(
+        get("weft_group_state{group=g,protocol=classic,state=Empty}"),
+        Some(vec![1.0])
+    );
+    // A rebalance that ends empty is counted as no generation with members, not timed.
+    assert_eq!(
+        get("weft_group_rebalance_duration_seconds{protocol=classic}").map_or(0, |v| v.len()),
+        0
+    );
+    // Gone groups drop to 0.
+    let v = step(&mut || {
         assert_eq!(t.c.delete_group("g"), Ok(true));
         t.c.export_gauges();
-        assert_eq!(
-            get("weft_group_state{group=g,protocol=classic,state=Empty}"),
-            Some(vec![0.0])
-        );
     });
+    assert_eq!(
+        v.get("weft_group_state{group=g,protocol=classic,state=Empty}"),
+        Some(&vec![0.0])
+    );
 }
