@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{Server, wait_with_limit, weft};
+use common::{Run, Server, run_weft, weft};
 
 /// A running `weft serve` in its own temporary directory, for the client commands.
 struct Broker {
@@ -29,32 +27,12 @@ impl Broker {
 
     /// Runs `weft <args>` against this server with `stdin` as input.
     fn cli(&self, args: &[&str], stdin: &str) -> Run {
-        let mut child = weft(self.dir.path())
-            .args(args)
-            .env("WEFT_BOOTSTRAP", self.server.kafka_addr().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn weft");
-        let mut input = child.stdin.take().expect("stdin");
-        let stdin = stdin.to_owned();
-        thread::spawn(move || {
-            let _ = input.write_all(stdin.as_bytes());
-        });
-        let out = read_all(child.stdout.take().expect("stdout"));
-        let err = read_all(child.stderr.take().expect("stderr"));
-        let status = wait_with_limit(&mut child, &format!("weft {args:?}"));
-        let run = Run {
-            code: status.code(),
-            stdout: out.recv().expect("stdout"),
-            stderr: err.recv().expect("stderr"),
-        };
-        eprintln!(
-            "weft {args:?} -> {:?}\n{}\n{}",
-            run.code, run.stdout, run.stderr
-        );
-        run
+        run_weft(
+            self.dir.path(),
+            &self.server.kafka_addr().to_string(),
+            args,
+            Some(stdin),
+        )
     }
 
     /// Like [`Broker::cli`], and asserts exit code 0.
@@ -63,22 +41,6 @@ impl Broker {
         assert_eq!(run.code, Some(0), "weft {args:?} failed: {}", run.stderr);
         run
     }
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn read_all(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stream.read_to_end(&mut buf);
-        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-    });
-    rx
 }
 
 /// Consumes `n` records of `topic` from `from` as parsed JSON objects.

@@ -5,10 +5,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message as _;
@@ -21,28 +17,12 @@ use serde_json::Value;
 use weft_resilience::ErrorClass;
 use weft_resilience::dlq::{self, DeadLetter, Header, RedriveMarker};
 
-use common::{SAFETY, Server, wait_with_limit, weft};
+use common::{Run, SAFETY, Server, run_weft};
 
 struct Broker {
     // Declared first so the server is stopped before its directory is removed.
     server: Server,
     dir: tempfile::TempDir,
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn read_all(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stream.read_to_end(&mut buf);
-        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-    });
-    rx
 }
 
 /// A record as read back: key, value and headers.
@@ -66,27 +46,7 @@ impl Broker {
     }
 
     fn cli(&self, args: &[&str]) -> Run {
-        let mut child = weft(self.dir.path())
-            .args(args)
-            .env("WEFT_BOOTSTRAP", self.bootstrap())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn weft");
-        let out = read_all(child.stdout.take().expect("stdout"));
-        let err = read_all(child.stderr.take().expect("stderr"));
-        let status = wait_with_limit(&mut child, &format!("weft {args:?}"));
-        let run = Run {
-            code: status.code(),
-            stdout: out.recv().expect("stdout"),
-            stderr: err.recv().expect("stderr"),
-        };
-        eprintln!(
-            "weft {args:?} -> {:?}\n{}\n{}",
-            run.code, run.stdout, run.stderr
-        );
-        run
+        run_weft(self.dir.path(), &self.bootstrap(), args, None)
     }
 
     fn ok(&self, args: &[&str]) -> Run {

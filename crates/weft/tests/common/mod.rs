@@ -5,7 +5,7 @@
 // Each test binary (`serve`, `cli`, `kafka_kill9`) uses a different subset of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -146,6 +146,61 @@ pub(crate) fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receive
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
+    });
+    rx
+}
+
+/// What a finished `weft` command printed and how it exited.
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs `weft <args>` in `cwd` with `WEFT_BOOTSTRAP` set to `bootstrap` and `stdin` as its
+/// input (closed when `None`), within the safety limit, and echoes what it printed.
+pub(crate) fn run_weft(cwd: &Path, bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = weft(cwd)
+        .args(args)
+        .env("WEFT_BOOTSTRAP", bootstrap)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        let input = input.to_owned();
+        thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        });
+    }
+    let out = read_to_string(child.stdout.take().expect("stdout"));
+    let err = read_to_string(child.stderr.take().expect("stderr"));
+    let status = wait_with_limit(&mut child, &format!("weft {args:?}"));
+    let run = Run {
+        code: status.code(),
+        stdout: out.recv().expect("stdout"),
+        stderr: err.recv().expect("stderr"),
+    };
+    eprintln!(
+        "weft {args:?} -> {:?}\n{}\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    run
+}
+
+/// All of `stream` as text (lossy UTF-8), read on a thread so a full pipe never blocks the child.
+fn read_to_string(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stream.read_to_end(&mut buf);
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
     });
     rx
 }

@@ -8,7 +8,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +18,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-use crate::common::{SAFETY, Server, wait_with_limit, weft};
+pub(crate) use crate::common::Run;
+use crate::common::{SAFETY, Server, run_weft};
 
 /// A running `weft serve` in its own temporary directory.
 pub(crate) struct Cluster {
@@ -108,27 +108,7 @@ impl Cluster {
 
     /// Runs `weft <args>` against this server.
     pub(crate) fn cli(&self, args: &[&str]) -> Run {
-        let mut child = weft(self.dir.path())
-            .args(args)
-            .env("WEFT_BOOTSTRAP", self.bootstrap())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn weft");
-        let out = read_all(child.stdout.take().expect("stdout"));
-        let err = read_all(child.stderr.take().expect("stderr"));
-        let status = wait_with_limit(&mut child, &format!("weft {args:?}"));
-        let run = Run {
-            code: status.code(),
-            stdout: out.recv().expect("stdout"),
-            stderr: err.recv().expect("stderr"),
-        };
-        eprintln!(
-            "weft {args:?} -> {:?}\n{}\n{}",
-            run.code, run.stdout, run.stderr
-        );
-        run
+        run_weft(self.dir.path(), &self.bootstrap(), args, None)
     }
 
     /// Like [`Cluster::cli`], and asserts exit code 0.
@@ -228,22 +208,6 @@ pub(crate) fn produce_with(
         producer.send(record).map_err(|(e, _)| e).expect("send");
     }
     producer.flush(SAFETY).expect("flush");
-}
-
-pub(crate) struct Run {
-    pub(crate) code: Option<i32>,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-}
-
-fn read_all(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stream.read_to_end(&mut buf);
-        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-    });
-    rx
 }
 
 pub(crate) fn now_ms() -> i64 {
