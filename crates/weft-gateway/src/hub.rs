@@ -53,6 +53,7 @@ impl Hubs {
     /// A receiver of `topic`'s live records, starting the topic's reader if needed.
     pub(crate) fn subscribe(
         &self,
+        kafka: &Kafka,
         topic: &str,
         partitions: &[i32],
     ) -> Result<broadcast::Receiver<Arc<Record>>, ApiError> {
@@ -82,9 +83,9 @@ impl Hubs {
         // at or above those positions part of the broadcast.
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, *p, crate::kafka::META_TIMEOUT)
-                .map_err(|e| ApiError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
+            // Through the shared, already connected metadata client (a brand-new client
+            // can stall on its first request).
+            let (_, high) = kafka.watermarks_now(topic, *p)?;
             tpl.add_partition_offset(topic, *p, Offset::Offset(high))
                 .map_err(|e| ApiError::Kafka(e.to_string()))?;
         }

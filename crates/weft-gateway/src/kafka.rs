@@ -158,6 +158,17 @@ impl Kafka {
         .await
     }
 
+    /// (low, high) watermarks of one partition, blocking (for the hub's reader start).
+    pub(crate) fn watermarks_now(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i64, i64), ApiError> {
+        self.meta
+            .fetch_watermarks(topic, partition, META_TIMEOUT)
+            .map_err(|e| ApiError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))
+    }
+
     /// (low, high) watermarks of one partition.
     pub(crate) async fn watermarks(
         &self,

@@ -147,7 +147,7 @@ async fn open(
     // Subscribe first, then read the positions: see the `hub` module docs.
     let live = inner
         .hubs
-        .subscribe(topic, &all)
+        .subscribe(&inner.kafka, topic, &all)
         .map_err(IntoResponse::into_response)?;
     let positions = resolve(gw, topic, &followed, start)
         .await
