@@ -172,7 +172,7 @@ fn a_consumer_that_does_not_read_is_closed_as_slow_consumer() {
     );
     gw.create_topic("firehose", 1, &[]);
     let mut sse = Sse::connect(gw.http, "/v1/topics/firehose/events", &[]);
-    assert_eq!(sse.status, 200);
+    assert_eq!(sse.status, 200, "{}", sse.body_if_error);
     let big = "x".repeat(100_000);
     // ~40 MB: far more than the socket buffers hold while this client does not read.
     let mut produced = 0;
@@ -208,7 +208,7 @@ fn heartbeats_flow_until_the_idle_timeout_closes_the_stream() {
     );
     gw.create_topic("quiet", 1, &[]);
     let mut sse = Sse::connect(gw.http, "/v1/topics/quiet/events", &[]);
-    assert_eq!(sse.status, 200);
+    assert_eq!(sse.status, 200, "{}", sse.body_if_error);
     let close = sse.next_named().expect("close");
     assert_eq!(close.event, "close");
     assert_eq!(close.json()["reason"], "idle_timeout");
@@ -242,7 +242,13 @@ fn connection_limits_per_principal_and_global() {
     };
     let a1 = open("alice");
     let a2 = open("alice");
-    assert_eq!((a1.status, a2.status), (200, 200));
+    assert_eq!(
+        (a1.status, a2.status),
+        (200, 200),
+        "{} {}",
+        a1.body_if_error,
+        a2.body_if_error
+    );
     let a3 = open("alice");
     assert_eq!(a3.status, 503, "third connection of one principal");
     assert!(
