@@ -164,9 +164,7 @@ impl Kafka {
         topic: &str,
         partition: i32,
     ) -> Result<(i64, i64), ApiError> {
-        self.meta
-            .fetch_watermarks(topic, partition, META_TIMEOUT)
-            .map_err(|e| ApiError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))
+        watermarks_of(&self.meta, topic, partition)
     }
 
     /// (low, high) watermarks of one partition.
@@ -177,11 +175,7 @@ impl Kafka {
     ) -> Result<(i64, i64), ApiError> {
         let meta = Arc::clone(&self.meta);
         let topic = topic.to_owned();
-        blocking(move || {
-            meta.fetch_watermarks(&topic, partition, META_TIMEOUT)
-                .map_err(|e| ApiError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))
-        })
-        .await
+        blocking(move || watermarks_of(&meta, &topic, partition)).await
     }
 
     /// The first offset of each partition with a timestamp ≥ `ms` (the high watermark when
@@ -343,4 +337,26 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// (low, high) watermarks of one partition through the shared metadata client. librdkafka
+/// can sit on such a query until `META_TIMEOUT` when its cache does not know a topic created
+/// a moment ago (seen right after CreateTopics); short attempts with a metadata refresh in
+/// between answer as soon as the leader is known, within the same overall bound.
+fn watermarks_of(meta: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64), ApiError> {
+    let deadline = std::time::Instant::now() + META_TIMEOUT;
+    let attempt = Duration::from_secs(2);
+    loop {
+        match meta.fetch_watermarks(topic, partition, attempt) {
+            Ok(w) => return Ok(w),
+            Err(e) if std::time::Instant::now() + attempt >= deadline => {
+                return Err(ApiError::Kafka(format!(
+                    "watermarks of {topic}/{partition}: {e}"
+                )));
+            }
+            Err(_) => {
+                let _ = meta.fetch_metadata(Some(topic), attempt);
+            }
+        }
+    }
 }
