@@ -164,7 +164,7 @@ impl Kafka {
         topic: &str,
         partition: i32,
     ) -> Result<(i64, i64), ApiError> {
-        watermarks_of(&self.meta, topic, partition)
+        watermarks_of(&self.meta, &self.bootstrap, topic, partition)
     }
 
     /// (low, high) watermarks of one partition.
@@ -175,7 +175,8 @@ impl Kafka {
     ) -> Result<(i64, i64), ApiError> {
         let meta = Arc::clone(&self.meta);
         let topic = topic.to_owned();
-        blocking(move || watermarks_of(&meta, &topic, partition)).await
+        let bootstrap = self.bootstrap.clone();
+        blocking(move || watermarks_of(&meta, &bootstrap, &topic, partition)).await
     }
 
     /// The first offset of each partition with a timestamp ≥ `ms` (the high watermark when
@@ -340,23 +341,32 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// (low, high) watermarks of one partition through the shared metadata client. librdkafka
-/// can sit on such a query until `META_TIMEOUT` when its cache does not know a topic created
-/// a moment ago (seen right after CreateTopics); short attempts with a metadata refresh in
-/// between answer as soon as the leader is known, within the same overall bound.
-fn watermarks_of(meta: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64), ApiError> {
+/// can sit on such a query until it times out when that client's cache does not know a topic
+/// created a moment ago (seen right after CreateTopics, even across metadata refreshes); a
+/// fresh client, which starts from a full metadata request, answers at once. So: one short
+/// attempt on the shared client, then short attempts on a fresh one, within `META_TIMEOUT`.
+fn watermarks_of(
+    meta: &BaseConsumer,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), ApiError> {
     let deadline = std::time::Instant::now() + META_TIMEOUT;
     let attempt = Duration::from_secs(2);
+    let failed = |e: rdkafka::error::KafkaError| {
+        ApiError::Kafka(format!("watermarks of {topic}/{partition}: {e}"))
+    };
+    if let Ok(w) = meta.fetch_watermarks(topic, partition, attempt) {
+        return Ok(w);
+    }
+    let fresh: BaseConsumer = reader_config(bootstrap)
+        .create()
+        .map_err(|e| ApiError::Kafka(format!("cannot create metadata client: {e}")))?;
     loop {
-        match meta.fetch_watermarks(topic, partition, attempt) {
+        match fresh.fetch_watermarks(topic, partition, attempt) {
             Ok(w) => return Ok(w),
-            Err(e) if std::time::Instant::now() + attempt >= deadline => {
-                return Err(ApiError::Kafka(format!(
-                    "watermarks of {topic}/{partition}: {e}"
-                )));
-            }
-            Err(_) => {
-                let _ = meta.fetch_metadata(Some(topic), attempt);
-            }
+            Err(e) if std::time::Instant::now() + attempt >= deadline => return Err(failed(e)),
+            Err(_) => {}
         }
     }
 }
