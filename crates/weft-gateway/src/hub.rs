@@ -85,7 +85,9 @@ impl Hubs {
         for p in partitions {
             // Through the shared, already connected metadata client (a brand-new client
             // can stall on its first request).
-            let (_, high) = kafka.watermarks_now(topic, *p)?;
+            // `block_in_place`: in `weft serve` the broker answering this query runs on the
+            // same runtime; a worker blocked here could starve it until the query times out.
+            let (_, high) = tokio::task::block_in_place(|| kafka.watermarks_now(topic, *p))?;
             tpl.add_partition_offset(topic, *p, Offset::Offset(high))
                 .map_err(|e| ApiError::Kafka(e.to_string()))?;
         }
