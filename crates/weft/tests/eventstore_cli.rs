@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{Server, weft};
+use common::{Server, http_get, weft};
 use serde_json::Value;
 
 fn events(dir: &Path, server: &Server, args: &[&str]) -> Output {
@@ -29,20 +29,6 @@ fn ok_json_lines(out: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
-}
-
-/// A minimal HTTP/1.1 GET returning the body.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer");
-    answer
 }
 
 fn stop(server: Server) {
@@ -260,7 +246,7 @@ fn append_read_replay_through_weft_serve() {
     assert_eq!(types, ["OrderPlaced", "OrderPaid", "OrderNoted"]);
 
     // The store's series are on /metrics (weft-observe's recorder, on by default).
-    let metrics = http_get(server.http_addr, "/metrics");
+    let (_, metrics) = http_get(server.http_addr, "/metrics");
     for series in [
         r#"weft_eventstore_appends_total{outcome="ok"}"#,
         r#"weft_eventstore_appends_total{outcome="duplicate"}"#,

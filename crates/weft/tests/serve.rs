@@ -4,9 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Command, ExitStatus, Stdio};
+
+use common::http_get as get;
 use std::sync::mpsc;
 
 use common::{SAFETY, Server, forward_lines, wait_with_limit, weft};
@@ -33,29 +34,6 @@ fn run(mut cmd: Command) -> (ExitStatus, String) {
     let stdout = collect(out);
     let stderr = collect(err);
     (status, format!("{stdout}\n{stderr}"))
-}
-
-/// A minimal HTTP/1.1 GET: (status code, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, SAFETY).expect("connect");
-    stream.set_read_timeout(Some(SAFETY)).expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let code = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {response}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
 }
 
 fn sigterm(pid: u32) {

@@ -150,6 +150,29 @@ pub(crate) fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receive
     rx
 }
 
+/// A minimal HTTP/1.1 GET: (status code, body).
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, SAFETY).expect("connect");
+    stream.set_read_timeout(Some(SAFETY)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
 /// What a finished `weft` command printed and how it exited.
 pub(crate) struct Run {
     pub(crate) code: Option<i32>,

@@ -5,8 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,6 +17,7 @@ use serde_json::Value;
 use weft_outbox::{Context, OutboxEvent};
 use weft_store::sqlx::{self, AnyPool, Row};
 
+pub(crate) use crate::common::http_get as get;
 use crate::common::{SAFETY, Server};
 
 /// Where tests find MariaDB/MySQL: root over TCP (no password) on the test machine.
@@ -167,29 +166,6 @@ pub(crate) fn start_server(dir: &Path, url: &str, extra: &str, args: &[&str]) ->
     }
     all.extend_from_slice(args);
     Server::start_with(dir, &all)
-}
-
-/// A minimal HTTP/1.1 GET: (status code, body).
-pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, SAFETY).expect("connect");
-    stream.set_read_timeout(Some(SAFETY)).expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let code = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {response}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
 }
 
 /// The status of source `app`.
