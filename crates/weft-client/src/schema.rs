@@ -19,7 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde_json::{Value, json};
-use weft_schema::{ParsedSchema, SchemaType};
+use weft_schema::ParsedSchema;
+pub use weft_schema::SchemaType;
 
 use crate::{Error, Result};
 
@@ -106,15 +107,8 @@ impl RegistryClient {
         schema_type: SchemaType,
         schema: &str,
     ) -> Result<u32> {
-        let body = json!({"schema": schema, "schemaType": schema_type.as_str()});
-        let answer = self
-            .call(
-                Method::POST,
-                &format!("/subjects/{}/versions", seg(subject)),
-                Some(body),
-            )
-            .await?;
-        id_of(&answer)
+        let path = format!("/subjects/{}/versions", seg(subject));
+        self.post_schema(&path, schema_type, schema).await
     }
 
     /// The id of `schema` already registered under `subject`.
@@ -124,14 +118,13 @@ impl RegistryClient {
         schema_type: SchemaType,
         schema: &str,
     ) -> Result<u32> {
+        let path = format!("/subjects/{}", seg(subject));
+        self.post_schema(&path, schema_type, schema).await
+    }
+
+    async fn post_schema(&self, path: &str, schema_type: SchemaType, schema: &str) -> Result<u32> {
         let body = json!({"schema": schema, "schemaType": schema_type.as_str()});
-        let answer = self
-            .call(
-                Method::POST,
-                &format!("/subjects/{}", seg(subject)),
-                Some(body),
-            )
-            .await?;
+        let answer = self.call(Method::POST, path, Some(body)).await?;
         id_of(&answer)
     }
 
@@ -140,16 +133,32 @@ impl RegistryClient {
         let answer = self
             .call(Method::GET, &format!("/schemas/ids/{id}"), None)
             .await?;
-        let text = answer["schema"]
-            .as_str()
-            .ok_or_else(|| Error::Registry(format!("schema {id}: answer without a schema")))?;
-        let t = match answer["schemaType"].as_str().unwrap_or("AVRO") {
-            "PROTOBUF" => SchemaType::Protobuf,
-            "JSON" => SchemaType::Json,
-            _ => SchemaType::Avro,
-        };
-        Ok((t, text.to_owned()))
+        schema_of(&answer, &format!("schema {id}"))
     }
+
+    /// The schema of `subject` at `version` (a number or `latest`): its type and text.
+    pub async fn schema_by_version(
+        &self,
+        subject: &str,
+        version: &str,
+    ) -> Result<(SchemaType, String)> {
+        let path = format!("/subjects/{}/versions/{}", seg(subject), seg(version));
+        let answer = self.call(Method::GET, &path, None).await?;
+        schema_of(&answer, &format!("{subject} version {version}"))
+    }
+}
+
+/// The type and text of a registry answer carrying a schema (`schemaType` absent = Avro).
+fn schema_of(answer: &Value, what: &str) -> Result<(SchemaType, String)> {
+    let text = answer["schema"]
+        .as_str()
+        .ok_or_else(|| Error::Registry(format!("{what}: answer without a schema")))?;
+    let t = match answer["schemaType"].as_str().unwrap_or("AVRO") {
+        "PROTOBUF" => SchemaType::Protobuf,
+        "JSON" => SchemaType::Json,
+        _ => SchemaType::Avro,
+    };
+    Ok((t, text.to_owned()))
 }
 
 fn id_of(answer: &Value) -> Result<u32> {

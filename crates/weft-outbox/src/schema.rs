@@ -6,19 +6,10 @@
 //! `weft_client::schema::SchemaSerializer`'s (lookup only: the relay never registers).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use weft_client::schema::{RegistryClient, SchemaSerializer};
+use weft_client::schema::{RegistryClient, SchemaSerializer, SchemaType};
 
 use crate::config::ValueSchema;
-
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a payload could not be encoded.
 #[derive(Debug)]
@@ -38,7 +29,7 @@ enum Kind {
 /// Encodes payloads for one source.
 pub(crate) struct Encoder {
     cfg: ValueSchema,
-    http: Client<HttpConnector, Empty<Bytes>>,
+    registry: RegistryClient,
     serializer: SchemaSerializer,
     /// subject → (kind, schema text) of the configured version.
     schemas: HashMap<String, (Kind, String)>,
@@ -49,8 +40,8 @@ impl Encoder {
         let registry = RegistryClient::new(&cfg.registry_url).map_err(|e| e.to_string())?;
         Ok(Encoder {
             cfg,
-            http: Client::builder(TokioExecutor::new()).build_http(),
-            serializer: SchemaSerializer::new(registry).lookup_only(),
+            serializer: SchemaSerializer::new(registry.clone()).lookup_only(),
+            registry,
             schemas: HashMap::new(),
         })
     }
@@ -90,47 +81,21 @@ impl Encoder {
         }
     }
 
-    /// `GET /subjects/{subject}/versions/{version}`: the schema's type and text.
+    /// The configured version of `subject`: its type and text.
     async fn fetch(&self, subject: &str) -> Result<(Kind, String), EncodeError> {
-        let url = format!(
-            "{}/subjects/{}/versions/{}",
-            self.cfg.registry_url.trim_end_matches('/'),
-            seg(subject),
-            self.cfg.version.path()
-        );
-        let fail = |m: String| EncodeError::Registry(format!("{url}: {m}"));
-        let req = Request::get(&url)
-            .header("accept", "application/vnd.schemaregistry.v1+json")
-            .body(Empty::new())
-            .map_err(|e| fail(e.to_string()))?;
-        let res = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
+        let version = self.cfg.version.path();
+        let (t, text) = self
+            .registry
+            .schema_by_version(subject, &version)
             .await
-            .map_err(|_| fail("no answer in time".into()))?
-            .map_err(|e| fail(format!("no answer: {e}")))?;
-        let status = res.status().as_u16();
-        let raw = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .to_bytes();
-        let body: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-        if status != 200 {
-            return Err(fail(format!(
-                "answered {status}: {}",
-                body["message"].as_str().unwrap_or_default()
-            )));
-        }
-        let text = body["schema"]
-            .as_str()
-            .ok_or_else(|| fail("answer without a schema".into()))?
-            .to_owned();
-        let kind = match body["schemaType"].as_str().unwrap_or("AVRO") {
-            "AVRO" => Kind::Avro,
-            "JSON" => Kind::Json,
-            other => {
-                return Err(fail(format!(
-                    "schema type {other} cannot encode a JSON payload (AVRO or JSON only)"
+            .map_err(|e| EncodeError::Registry(e.to_string()))?;
+        let kind = match t {
+            SchemaType::Avro => Kind::Avro,
+            SchemaType::Json => Kind::Json,
+            SchemaType::Protobuf => {
+                return Err(EncodeError::Registry(format!(
+                    "{subject} version {version}: schema type PROTOBUF cannot encode a JSON \
+                     payload (AVRO or JSON only)"
                 )));
             }
         };
@@ -169,19 +134,6 @@ impl serde::Serialize for AvroJson<'_> {
             other => other.serialize(s),
         }
     }
-}
-
-/// A path segment, percent-encoded.
-fn seg(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
