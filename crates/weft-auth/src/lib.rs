@@ -11,6 +11,7 @@
 //! Not yet wired into the broker, registry or gateway listeners (issue 8 follows up).
 
 pub mod acl;
+pub mod config;
 pub mod http;
 pub mod jwt;
 pub mod principal;
@@ -21,6 +22,7 @@ pub use acl::{
     AclBinding, AclFilter, Authorizer, AuthorizerConfig, Decision, Operation, PatternType,
     Permission, ResourcePattern, ResourceType,
 };
+pub use config::SecurityConfig;
 pub use principal::{Principal, PrincipalMapping};
 
 /// Seconds since the Unix epoch, injected so token expiry and rate limits are tested without

@@ -50,6 +50,7 @@ mod legacy_produce;
 mod producer_state;
 mod schema_validation;
 mod server;
+mod session;
 mod stats;
 mod store;
 mod topic_config;

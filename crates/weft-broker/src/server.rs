@@ -278,6 +278,7 @@ async fn read_requests(
 ) {
     let idle = inner.config.connections_max_idle;
     let max = inner.config.socket_request_max_bytes;
+    let session = crate::session::Session::anonymous(peer);
     loop {
         let len = tokio::select! {
             r = tokio::time::timeout(idle, rd.read_i32()) => match r {
@@ -322,7 +323,7 @@ async fn read_requests(
         }
         let read_at = Instant::now();
         let api = crate::stats::api_name(be_i16(&frame, 0));
-        match handle_frame(inner, Bytes::from(frame)).await {
+        match handle_frame(inner, &session, Bytes::from(frame)).await {
             Ok(Some(reply)) => {
                 let queued = Queued {
                     api,
@@ -460,6 +461,7 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
 /// (`None`: no response, as for Produce with acks=0).
 pub(crate) async fn handle_frame(
     inner: &Arc<Inner>,
+    session: &crate::session::Session,
     frame: Bytes,
 ) -> std::result::Result<Option<Outgoing>, Close> {
     let (raw_key, raw_version) = (be_i16(&frame, 0), be_i16(&frame, 2));
@@ -500,7 +502,7 @@ pub(crate) async fn handle_frame(
             request,
         } => {
             let correlation_id = header.correlation_id;
-            let reply = handlers::handle(inner, &header, request).await;
+            let reply = handlers::handle(inner, session, &header, request).await;
             let outcome = if matches!(reply, Some(handlers::Reply::Close(_))) {
                 "closed"
             } else {

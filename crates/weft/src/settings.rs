@@ -136,6 +136,9 @@ struct FileConfig {
     /// `[observe]`: metrics, traces, masking, dashboard (weft-observe owns the keys).
     #[serde(default)]
     observe: weft_observe::Config,
+    /// `[security]`: listeners, SASL, ACLs, JWT, TLS (weft-auth owns the keys).
+    #[serde(default)]
+    security: weft_auth::SecurityConfig,
 }
 
 /// The `[broker]` table of `weft.toml`: Kafka broker-level settings.
@@ -195,6 +198,8 @@ pub(crate) struct Settings {
     pub(crate) outbox: weft_outbox::OutboxConfig,
     /// The `[observe]` table with the observability flags applied, validated.
     pub(crate) observe: weft_observe::Config,
+    /// The `[security]` table of `weft.toml`.
+    pub(crate) security: weft_auth::SecurityConfig,
     /// Consumer-lag sampling interval and window (`weft-lag`), already validated.
     pub(crate) lag: weft_lag::Config,
     /// The config file that was read, if any.
@@ -278,6 +283,7 @@ impl Settings {
                 o.metrics = pick("metrics", a.metrics, env, Some(o.metrics))?.unwrap_or(true);
                 o
             },
+            security: f.security,
             lag: weft_lag::Config {
                 interval: std::time::Duration::from_millis(
                     pick("lag_interval_ms", a.lag_interval_ms, env, f.lag_interval_ms)?

@@ -41,6 +41,7 @@ pub(crate) enum Reply {
 
 pub(crate) async fn handle(
     inner: &Arc<Inner>,
+    _session: &crate::session::Session,
     header: &RequestHeader,
     req: RequestKind,
 ) -> Option<Reply> {
