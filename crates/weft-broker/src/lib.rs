@@ -39,6 +39,7 @@
 //! - The broker state directory is owned by this crate; the log root is owned by
 //!   [`weft_log::Log`] and reached only through its API.
 
+mod authz;
 mod codes;
 mod error;
 mod fetch_session;
@@ -55,12 +56,14 @@ mod stats;
 mod store;
 mod topic_config;
 mod topics;
+pub mod trace;
 mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use authz::Authorization;
 pub use error::{Error, Result};
 pub use schema_validation::{
     NEGATIVE_TTL, POSITIVE_TTL, SchemaSource, SchemaValidator, SourceError, SourceFuture,
@@ -116,6 +119,9 @@ pub struct BrokerConfig {
     /// benchmarked); off re-checks every batch's CRC on read (the copying path, also the one
     /// TLS listeners will need).
     pub zero_copy_fetch: bool,
+    /// Who may do what (`[security]` authorisation, ACL and SCRAM stores); disabled by
+    /// default: everything allowed, the ACL/SCRAM admin APIs answer SECURITY_DISABLED.
+    pub authorization: Authorization,
 }
 
 impl BrokerConfig {
@@ -145,6 +151,7 @@ impl BrokerConfig {
             schemas: None,
             zero_copy_fetch: cfg!(target_os = "linux")
                 && std::env::var_os("WEFT_KAFKA_ZERO_COPY").is_none_or(|v| v != "0"),
+            authorization: Authorization::disabled(),
         }
     }
 }

@@ -502,7 +502,7 @@ pub(crate) async fn handle_frame(
             request,
         } => {
             let correlation_id = header.correlation_id;
-            let reply = handlers::handle(inner, session, &header, request).await;
+            let reply = crate::trace::handle(inner, session, &header, request).await;
             let outcome = if matches!(reply, Some(handlers::Reply::Close(_))) {
                 "closed"
             } else {
