@@ -49,6 +49,17 @@ const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     // needs ConsumerGroupHeartbeat v1 (client-chosen member ids, KIP-1082).
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    // ACLs and SCRAM credentials (`handlers/acls.rs`); ACL v0 is gone from Kafka 4 and the
+    // codec, v1 is what kafka-python and librdkafka use.
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    // SASL (`server`/`security`, not `handlers`: they change the connection's session).
+    // Handshake v0 is followed by raw SASL frames; v1 by SaslAuthenticate (v1+: KIP-368).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Every advertised API with its (min, max) version, as sent in ApiVersions.
