@@ -39,7 +39,6 @@
 //! - The broker state directory is owned by this crate; the log root is owned by
 //!   [`weft_log::Log`] and reached only through its API.
 
-mod authz;
 mod codes;
 mod error;
 mod fetch_session;
@@ -63,7 +62,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use authz::Authorization;
 pub use error::{Error, Result};
 pub use schema_validation::{
     NEGATIVE_TTL, POSITIVE_TTL, SchemaSource, SchemaValidator, SourceError, SourceFuture,
@@ -119,9 +117,6 @@ pub struct BrokerConfig {
     /// benchmarked); off re-checks every batch's CRC on read (the copying path, also the one
     /// TLS listeners will need).
     pub zero_copy_fetch: bool,
-    /// Who may do what (`[security]` authorisation, ACL and SCRAM stores); disabled by
-    /// default: everything allowed, the ACL/SCRAM admin APIs answer SECURITY_DISABLED.
-    pub authorization: Authorization,
 }
 
 impl BrokerConfig {
@@ -151,7 +146,6 @@ impl BrokerConfig {
             schemas: None,
             zero_copy_fetch: cfg!(target_os = "linux")
                 && std::env::var_os("WEFT_KAFKA_ZERO_COPY").is_none_or(|v| v != "0"),
-            authorization: Authorization::disabled(),
         }
     }
 }
