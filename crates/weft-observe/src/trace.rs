@@ -296,6 +296,45 @@ pub fn extract_headers(headers: &[(&str, &[u8])]) -> Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
+/// The W3C `traceparent` (and `tracestate`) headers of the current `tracing` span, for a
+/// record produced by a component that is not the client SDK (the gateway); empty while
+/// traces are off (one atomic load) or outside a recorded span.
+pub fn current_headers() -> Vec<(&'static str, String)> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !enabled() {
+        return Vec::new();
+    }
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut raw = Vec::new();
+    inject_headers(&cx, &mut raw);
+    raw.into_iter()
+        .filter_map(|(k, v)| {
+            let name = match k.as_str() {
+                "traceparent" => "traceparent",
+                "tracestate" => "tracestate",
+                _ => return None,
+            };
+            Some((name, String::from_utf8(v).ok()?)).filter(|(_, v)| !v.is_empty())
+        })
+        .collect()
+}
+
+/// Makes `span` the child of the remote span named by a W3C `traceparent` value (ignored when
+/// it does not parse). Must run before the span is first entered. This is the hook the binary
+/// hands to the broker (`weft_broker::trace::install`), which knows no OpenTelemetry.
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = extract_headers(&[("traceparent", traceparent.as_bytes())]);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
 /// Links the current `tracing` span to the producer context carried in `headers` (for a
 /// broker span that handles records of many traces). No-op when tracing is off.
 pub fn link_from_headers(span: &tracing::Span, headers: &[(&str, &[u8])]) {
@@ -320,6 +359,7 @@ mod tests {
     fn kafka_spans_are_free_while_traces_are_off() {
         assert!(!enabled());
         assert!(kafka_request_span("Produce", "send").is_none());
+        assert!(current_headers().is_empty());
     }
 
     #[test]
