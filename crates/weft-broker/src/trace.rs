@@ -218,7 +218,10 @@ mod tests {
             let found: Vec<_> = batches_of(&two).collect();
             assert_eq!(found.len(), 2, "{headers:?}");
             assert_eq!(
-                batches_of(&two).next().and_then(first_traceparent).as_deref(),
+                batches_of(&two)
+                    .next()
+                    .and_then(first_traceparent)
+                    .as_deref(),
                 expected,
                 "{headers:?}"
             );
