@@ -49,6 +49,7 @@ mod handlers;
 mod legacy_produce;
 mod producer_state;
 mod schema_validation;
+pub mod security;
 mod server;
 mod session;
 mod stats;
@@ -117,6 +118,9 @@ pub struct BrokerConfig {
     /// benchmarked); off re-checks every batch's CRC on read (the copying path, also the one
     /// TLS listeners will need).
     pub zero_copy_fetch: bool,
+    /// SASL mechanisms and their stores for SASL_PLAINTEXT and SASL_SSL listeners, and
+    /// `connections.max.reauth.ms` (KIP-368). Unused without SASL listeners.
+    pub sasl: security::SaslSettings,
 }
 
 impl BrokerConfig {
@@ -146,6 +150,7 @@ impl BrokerConfig {
             schemas: None,
             zero_copy_fetch: cfg!(target_os = "linux")
                 && std::env::var_os("WEFT_KAFKA_ZERO_COPY").is_none_or(|v| v != "0"),
+            sasl: security::SaslSettings::default(),
         }
     }
 }
@@ -176,4 +181,16 @@ pub async fn run(
 ) -> Result<()> {
     let broker = server::Broker::open(config, log).await?;
     broker.serve(listener, shutdown).await
+}
+
+/// Like [`run`], over several listeners (Kafka's listener map): each bound socket with its
+/// security protocol and advertised address.
+pub async fn run_listeners(
+    config: BrokerConfig,
+    log: Arc<weft_log::Log>,
+    listeners: Vec<(tokio::net::TcpListener, security::Listener)>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let broker = server::Broker::open(config, log).await?;
+    broker.serve_listeners(listeners, shutdown).await
 }

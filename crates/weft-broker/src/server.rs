@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::future::Future;
 use tokio::io::Interest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -24,6 +24,8 @@ use tracing::{debug, info, warn};
 use crate::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::handlers;
+use crate::security::Listener;
+use crate::security::sasl::{SaslConn, Verdict};
 use crate::store::{self, ProducerIdAllocator};
 use crate::topics::Topics;
 use crate::versions;
@@ -110,17 +112,47 @@ impl Broker {
         &self.inner.cluster_id
     }
 
-    /// Serves `listener` until `shutdown` is true (or its sender is dropped), then closes
-    /// connections and writes producer-state snapshots.
+    /// Serves `listener` as a PLAINTEXT listener advertising the configured address until
+    /// `shutdown` is true (or its sender is dropped), then closes connections and writes
+    /// producer-state snapshots.
     pub async fn serve(
         &self,
         listener: TcpListener,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let plain = Listener::plaintext(
+            self.inner.config.advertised_host.clone(),
+            self.inner.config.advertised_port,
+        );
+        self.serve_listeners(vec![(listener, plain)], shutdown)
+            .await
+    }
+
+    /// Serves every listener (Kafka's listener map: each with its security protocol and
+    /// advertised address) until `shutdown` is true (or its sender is dropped), then closes
+    /// connections and writes producer-state snapshots.
+    pub async fn serve_listeners(
+        &self,
+        listeners: Vec<(TcpListener, Listener)>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        if let Ok(addr) = listener.local_addr() {
-            info!(%addr, advertised = %format!("{}:{}", inner.config.advertised_host, inner.config.advertised_port), "kafka listener up");
+        // One accept loop per listener feeds the connection set here.
+        let (accepted_tx, mut accepted) =
+            mpsc::channel::<(TcpStream, SocketAddr, Arc<Listener>)>(64);
+        let mut acceptors = JoinSet::new();
+        for (listener, spec) in listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, protocol = %spec.protocol, advertised = %format!("{}:{}", spec.advertised_host, spec.advertised_port), "kafka listener up");
+            }
+            acceptors.spawn(accept_loop(
+                listener,
+                Arc::new(spec),
+                accepted_tx.clone(),
+                shutdown.clone(),
+            ));
         }
+        drop(accepted_tx);
         let mut conns = JoinSet::new();
         let snapshots = tokio::spawn(snapshot_loop(Arc::clone(&inner), shutdown.clone()));
         let positions = tokio::spawn(positions_loop(Arc::clone(&inner), shutdown.clone()));
@@ -133,21 +165,18 @@ impl Broker {
                 break;
             }
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        conns.spawn(connection(Arc::clone(&inner), stream, peer, shutdown.clone()));
+                next = accepted.recv() => match next {
+                    Some((stream, peer, spec)) => {
+                        conns.spawn(connection(Arc::clone(&inner), stream, peer, spec, shutdown.clone()));
                     }
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    None => break,
                 },
                 changed = shutdown.changed() => if changed.is_err() { break },
                 Some(done) = conns.join_next(), if !conns.is_empty() => log_connection_end(done),
             }
         }
-        drop(listener);
+        acceptors.abort_all();
+        drop(accepted);
         let grace = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(grace);
         while !conns.is_empty() {
@@ -178,6 +207,32 @@ impl Broker {
         blocking(move || i.topics.snapshot_producers(now_ms(), expiration, true)).await?;
         info!("kafka listener stopped");
         Ok(())
+    }
+}
+
+/// Accepts connections on one listener until shutdown.
+async fn accept_loop(
+    listener: TcpListener,
+    spec: Arc<Listener>,
+    accepted: mpsc::Sender<(TcpStream, SocketAddr, Arc<Listener>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    if accepted.send((stream, peer, Arc::clone(&spec))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, protocol = %spec.protocol, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -226,12 +281,28 @@ async fn connection(
     inner: Arc<Inner>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<Listener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let _active = crate::stats::Occupancy::connection();
-    debug!(%peer, "connection opened");
+    debug!(%peer, protocol = %listener.protocol, "connection opened");
     let (rd, wr) = stream.into_split();
+    serve_connection(&inner, rd, wr, peer, &listener, &mut shutdown).await;
+}
+
+/// Serves one connection's requests over any transport (TCP, TLS).
+async fn serve_connection<R, W>(
+    inner: &Arc<Inner>,
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    listener: &Arc<Listener>,
+    shutdown: &mut watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + SendFile + Unpin + Send + 'static,
+{
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     // Responses leave in request order through one writer; a reply that waits (acks=-1
     // for its fsync) holds back only the responses after it, not the reading and handling
@@ -242,9 +313,28 @@ async fn connection(
         queue,
         peer,
     ));
-    read_requests(&inner, &mut rd, &replies, peer, &mut shutdown).await;
+    read_requests(inner, &mut rd, &replies, peer, listener, shutdown).await;
     drop(replies);
     let _ = writer.await;
+}
+
+/// A transport that can send a segment file range: `sendfile(2)` on plain TCP, a read into
+/// memory and a write elsewhere (TLS encrypts in user space).
+pub(crate) trait SendFile {
+    fn send_file(
+        &mut self,
+        region: &weft_log::FileRegion,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl SendFile for tokio::net::tcp::OwnedWriteHalf {
+    fn send_file(
+        &mut self,
+        region: &weft_log::FileRegion,
+    ) -> impl Future<Output = std::io::Result<()>> + Send {
+        let stream: &TcpStream = AsRef::<TcpStream>::as_ref(&*self);
+        send_file(stream, region)
+    }
 }
 
 /// Replies a connection may have queued before it stops reading requests.
@@ -269,16 +359,18 @@ struct Queued {
     reply: Outgoing,
 }
 
-async fn read_requests(
+async fn read_requests<R: AsyncRead + Unpin + Send>(
     inner: &Arc<Inner>,
-    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    rd: &mut BufReader<R>,
     replies: &mpsc::Sender<Queued>,
     peer: SocketAddr,
+    listener: &Arc<Listener>,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let idle = inner.config.connections_max_idle;
     let max = inner.config.socket_request_max_bytes;
-    let session = crate::session::Session::anonymous(peer);
+    let mut session = crate::session::Session::anonymous(peer);
+    let mut sasl = SaslConn::new(listener, &inner.config.sasl);
     loop {
         let len = tokio::select! {
             r = tokio::time::timeout(idle, rd.read_i32()) => match r {
@@ -298,7 +390,8 @@ async fn read_requests(
             warn!(%peer, len, max, "request frame size out of bounds; closing connection");
             return;
         }
-        if len < 8 {
+        // After SaslHandshake v0 the client sends raw SASL tokens, which may be short.
+        if len < 8 && !sasl.expects_raw() {
             warn!(%peer, len, "request frame shorter than a request header; closing connection");
             return;
         }
@@ -322,8 +415,41 @@ async fn read_requests(
             }
         }
         let read_at = Instant::now();
-        let api = crate::stats::api_name(be_i16(&frame, 0));
-        match handle_frame(inner, &session, Bytes::from(frame)).await {
+        let frame = Bytes::from(frame);
+        let api = if sasl.expects_raw() {
+            "SaslAuthenticate"
+        } else {
+            crate::stats::api_name(be_i16(&frame, 0))
+        };
+        // The SASL gate: handshake and authentication frames are answered here (they change
+        // the session); other requests pass only when the session allows them.
+        let (reply, close) = match sasl.on_frame(&frame, &mut session).await {
+            Verdict::Pass => (None, None),
+            Verdict::Reply(bytes) => (Some(bytes), None),
+            Verdict::ReplyThenClose(bytes, reason) => (Some(bytes), Some(reason)),
+            Verdict::Close(reason) => (None, Some(reason)),
+        };
+        let answered = reply.is_some();
+        if let Some(bytes) = reply {
+            let queued = Queued {
+                api,
+                read_at,
+                queued_at: Instant::now(),
+                reply: Box::pin(async move { Ok(Wire::Frame(bytes)) }),
+            };
+            if replies.send(queued).await.is_err() {
+                return;
+            }
+        }
+        if let Some(reason) = close {
+            // The writer sends what is queued (the refusal) before it closes.
+            warn!(%peer, reason, "closing connection");
+            return;
+        }
+        if answered {
+            continue;
+        }
+        match handle_frame(inner, &session, listener, frame).await {
             Ok(Some(reply)) => {
                 let queued = Queued {
                     api,
@@ -344,8 +470,8 @@ async fn read_requests(
     }
 }
 
-async fn write_replies(
-    mut wr: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+async fn write_replies<W: AsyncWrite + SendFile + Unpin + Send>(
+    mut wr: BufWriter<W>,
     mut queue: mpsc::Receiver<Queued>,
     peer: SocketAddr,
 ) {
@@ -387,8 +513,8 @@ async fn write_replies(
 
 /// Writes a zero-copy response: bytes through the buffer, file ranges with `sendfile(2)`
 /// straight from the segment file to the socket (after flushing what is buffered).
-async fn write_parts(
-    wr: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+async fn write_parts<W: AsyncWrite + SendFile + Unpin + Send>(
+    wr: &mut BufWriter<W>,
     parts: Vec<Part>,
 ) -> std::io::Result<()> {
     for part in parts {
@@ -396,7 +522,7 @@ async fn write_parts(
             Part::Bytes(b) => wr.write_all(&b).await?,
             Part::File(region) => {
                 wr.flush().await?;
-                send_file(wr.get_ref().as_ref(), &region).await?;
+                wr.get_mut().send_file(&region).await?;
             }
         }
     }
@@ -462,6 +588,7 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
 pub(crate) async fn handle_frame(
     inner: &Arc<Inner>,
     session: &crate::session::Session,
+    listener: &Listener,
     frame: Bytes,
 ) -> std::result::Result<Option<Outgoing>, Close> {
     let (raw_key, raw_version) = (be_i16(&frame, 0), be_i16(&frame, 2));
@@ -511,7 +638,8 @@ pub(crate) async fn handle_frame(
             crate::stats::request(raw_key, raw_version, outcome);
             match reply {
                 None => Ok(None),
-                Some(handlers::Reply::Now(response)) => {
+                Some(handlers::Reply::Now(mut response)) => {
+                    advertise_listener(inner, listener, &mut response);
                     let bytes = encode(api, version, correlation_id, &response).map(Wire::Frame);
                     Ok(Some(Box::pin(async move { bytes })))
                 }
@@ -524,6 +652,9 @@ pub(crate) async fn handle_frame(
                     correlation_id,
                     *response,
                     regions,
+                    // TLS encrypts in user space: sendfile(2) cannot carry it, the records
+                    // are copied (as Kafka does on SSL listeners).
+                    !listener.protocol.uses_tls(),
                 )))),
             }
         }
@@ -538,14 +669,22 @@ async fn fetch_reply(
     correlation_id: i32,
     response: kafka_protocol::messages::FetchResponse,
     regions: Vec<crate::fetch_wire::Region>,
+    zero_copy: bool,
 ) -> std::result::Result<Wire, Close> {
-    match crate::fetch_wire::encode(version, correlation_id, response.clone(), &regions) {
+    let cut = if zero_copy {
+        crate::fetch_wire::encode(version, correlation_id, response.clone(), &regions)
+    } else {
+        Err("the transport cannot send files".to_owned())
+    };
+    match cut {
         Ok(parts) => Ok(Wire::Parts(parts)),
         Err(reason) => {
-            warn!(
-                reason,
-                version, "zero-copy fetch encoding refused; copying the records"
-            );
+            if zero_copy {
+                warn!(
+                    reason,
+                    version, "zero-copy fetch encoding refused; copying the records"
+                );
+            }
             let filled = blocking(move || crate::fetch_wire::fill(response, &regions))
                 .await
                 .map_err(|e| Close(format!("fetch task failed: {e}")))?
@@ -558,6 +697,47 @@ async fn fetch_reply(
             )
             .map(Wire::Frame)
         }
+    }
+}
+
+/// Tells a client this broker's address on the listener it connected through: handlers
+/// answer with the configured advertised address, which a listener with another one
+/// replaces in Metadata, DescribeCluster and FindCoordinator (Kafka's per-listener
+/// advertised addresses).
+fn advertise_listener(inner: &Inner, listener: &Listener, response: &mut ResponseKind) {
+    let (host, port) = (
+        &listener.advertised_host,
+        i32::from(listener.advertised_port),
+    );
+    if *host == inner.config.advertised_host && port == i32::from(inner.config.advertised_port) {
+        return;
+    }
+    let node = inner.config.node_id;
+    let host = kafka_protocol::protocol::StrBytes::from_string(host.clone());
+    match response {
+        ResponseKind::Metadata(r) => {
+            for b in r.brokers.iter_mut().filter(|b| b.node_id.0 == node) {
+                b.host = host.clone();
+                b.port = port;
+            }
+        }
+        ResponseKind::DescribeCluster(r) => {
+            for b in r.brokers.iter_mut().filter(|b| b.broker_id.0 == node) {
+                b.host = host.clone();
+                b.port = port;
+            }
+        }
+        ResponseKind::FindCoordinator(r) => {
+            if r.node_id.0 == node {
+                r.host = host.clone();
+                r.port = port;
+            }
+            for c in r.coordinators.iter_mut().filter(|c| c.node_id.0 == node) {
+                c.host = host.clone();
+                c.port = port;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -686,7 +866,7 @@ pub fn decode_request_frame(frame: &[u8]) -> std::result::Result<(), String> {
     }
 }
 
-fn encode(
+pub(crate) fn encode(
     api: ApiKey,
     version: i16,
     correlation_id: i32,

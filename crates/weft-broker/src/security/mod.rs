@@ -1,0 +1,147 @@
+//! Kafka listener security: the listener map (Kafka's PLAINTEXT, SSL, SASL_PLAINTEXT and
+//! SASL_SSL, several at once) and the per-connection SASL driver ([`sasl`]) that runs
+//! weft-auth's exchanges from SaslHandshake / SaslAuthenticate frames.
+//!
+//! The model, as Kafka's: each listener has one security protocol and its own advertised
+//! address (Metadata answers with the address of the listener the client came through). On
+//! a SASL listener a connection is `User:ANONYMOUS` and may send only ApiVersions,
+//! SaslHandshake and SaslAuthenticate until authentication succeeds; any other request
+//! closes it. On PLAINTEXT and SSL listeners every connection stays `User:ANONYMOUS`.
+
+pub(crate) mod sasl;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weft_auth::sasl::session::SaslConfig;
+
+/// Kafka's `security.protocol` of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub const ALL: &'static [SecurityProtocol] = &[
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl,
+    ];
+
+    /// The name, as in Kafka's `listeners`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Connections authenticate with SASL before anything else.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Connections are TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+impl fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SecurityProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SecurityProtocol::ALL
+            .iter()
+            .copied()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown security protocol {s:?} (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
+                )
+            })
+    }
+}
+
+/// One `PROTOCOL://host:port` entry of `listeners` or `advertised_listeners`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerAddress {
+    pub protocol: SecurityProtocol,
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for ListenerAddress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (protocol, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("listener {s:?} is not PROTOCOL://HOST:PORT"))?;
+        let protocol = protocol.parse()?;
+        let (host, port) = crate::split_host_port(rest)
+            .ok_or_else(|| format!("listener {s:?} is not PROTOCOL://HOST:PORT"))?;
+        Ok(ListenerAddress {
+            protocol,
+            host,
+            port,
+        })
+    }
+}
+
+/// One listener of the broker: its protocol and the address Metadata tells its clients.
+#[derive(Clone)]
+pub struct Listener {
+    pub protocol: SecurityProtocol,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("protocol", &self.protocol)
+            .field("advertised_host", &self.advertised_host)
+            .field("advertised_port", &self.advertised_port)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// A PLAINTEXT listener advertising `host:port`.
+    pub fn plaintext(host: impl Into<String>, port: u16) -> Listener {
+        Listener {
+            protocol: SecurityProtocol::Plaintext,
+            advertised_host: host.into(),
+            advertised_port: port,
+        }
+    }
+}
+
+/// SASL settings shared by the SASL listeners.
+#[derive(Debug, Clone, Default)]
+pub struct SaslSettings {
+    /// Mechanisms and their stores; `None`: every SaslHandshake on a SASL listener gets
+    /// UNSUPPORTED_SASL_MECHANISM with an empty list.
+    pub config: Option<Arc<SaslConfig>>,
+    /// Kafka's `connections.max.reauth.ms` (KIP-368): sessions last at most this long
+    /// (and at most until an OAUTHBEARER token expires); a connection that has not
+    /// re-authenticated by then is closed on its next request. `None`: only token expiry
+    /// bounds a session.
+    pub max_reauth: Option<Duration>,
+}
