@@ -15,6 +15,13 @@ pub struct SecurityConfig {
     /// Extra Kafka listeners, Kafka's way: `PROTOCOL://host:port` with PROTOCOL one of
     /// PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL. `kafka_listen` stays the PLAINTEXT one.
     pub listeners: Vec<String>,
+    /// Kafka's `advertised.listeners`: `PROTOCOL://host:port`, the address Metadata gives
+    /// clients of the listener with that protocol (default: the address it bound).
+    pub advertised_listeners: Vec<String>,
+    /// Kafka's `connections.max.reauth.ms` (KIP-368): SASL sessions last at most this long
+    /// and the client re-authenticates; 0 or absent: only an OAUTHBEARER token's expiry
+    /// bounds a session.
+    pub connections_max_reauth_ms: Option<u64>,
     /// SASL mechanisms offered on SASL listeners (default: all four).
     pub sasl_mechanisms: Vec<String>,
     /// Authorise every Kafka, registry and gateway action against the ACLs (default deny).
