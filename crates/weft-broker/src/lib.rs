@@ -39,6 +39,7 @@
 //! - The broker state directory is owned by this crate; the log root is owned by
 //!   [`weft_log::Log`] and reached only through its API.
 
+mod authz;
 mod codes;
 mod error;
 mod fetch_session;
@@ -63,6 +64,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use authz::Authorization;
 pub use error::{Error, Result};
 pub use schema_validation::{
     NEGATIVE_TTL, POSITIVE_TTL, SchemaSource, SchemaValidator, SourceError, SourceFuture,
@@ -121,6 +123,9 @@ pub struct BrokerConfig {
     /// SASL mechanisms and their stores for SASL_PLAINTEXT and SASL_SSL listeners, and
     /// `connections.max.reauth.ms` (KIP-368). Unused without SASL listeners.
     pub sasl: security::SaslSettings,
+    /// Who may do what (`[security]` authorisation, ACL and SCRAM stores); disabled by
+    /// default: everything allowed, the ACL/SCRAM admin APIs answer SECURITY_DISABLED.
+    pub authorization: Authorization,
 }
 
 impl BrokerConfig {
@@ -151,6 +156,7 @@ impl BrokerConfig {
             zero_copy_fetch: cfg!(target_os = "linux")
                 && std::env::var_os("WEFT_KAFKA_ZERO_COPY").is_none_or(|v| v != "0"),
             sasl: security::SaslSettings::default(),
+            authorization: Authorization::disabled(),
         }
     }
 }

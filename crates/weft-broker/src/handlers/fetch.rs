@@ -25,6 +25,9 @@ use tracing::warn;
 use weft_log::batch::BatchHeader;
 use weft_log::{Durability, Partition};
 
+use weft_auth::Operation;
+
+use crate::authz::Authz;
 use crate::codes;
 use crate::fetch_session::{MAX_SESSION_PARTITIONS, Plan, Requested, Sent};
 use crate::fetch_wire::Region;
@@ -270,11 +273,25 @@ fn topic_name(inner: &Inner, t: &TopicName, id: uuid::Uuid) -> Result<Arc<str>, 
 
 /// The response, and the partitions whose records are to be sent from the segment files
 /// (zero-copy; their `records` are `None` in the response).
-pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> (FetchResponse, Vec<Region>) {
+///
+/// Authorisation: READ on each topic; refused topics are answered TOPIC_AUTHORIZATION_FAILED
+/// and never enter the fetch session. A partition already in an incremental session whose
+/// READ was revoked since is answered UNKNOWN_TOPIC_OR_PARTITION and not read.
+pub(crate) async fn fetch(
+    inner: &Arc<Inner>,
+    az: Authz<'_>,
+    r: FetchRequest,
+) -> (FetchResponse, Vec<Region>) {
     let mut requested: Vec<Requested> = Vec::new();
     let mut refused: Refused = Vec::new();
     for t in &r.topics {
-        let name = topic_name(inner, &t.topic, t.topic_id);
+        let name = topic_name(inner, &t.topic, t.topic_id).and_then(|n| {
+            if az.topic(Operation::Read, &n) {
+                Ok(n)
+            } else {
+                Err(ResponseError::TopicAuthorizationFailed)
+            }
+        });
         let room = MAX_FETCH_PARTITIONS.saturating_sub(requested.len());
         let (take, rest) = match &name {
             Ok(_) => t.partitions.split_at(room.min(t.partitions.len())),
@@ -325,7 +342,12 @@ pub(crate) async fn fetch(inner: &Arc<Inner>, r: FetchRequest) -> (FetchResponse
     let mut last: Option<(Arc<str>, Option<Arc<crate::topics::Topic>>)> = None;
     let mut handle_of = |topic: &Arc<str>, partition: i32| {
         if last.as_ref().is_none_or(|(n, _)| n != topic) {
-            last = Some((Arc::clone(topic), inner.topics.get(topic)));
+            let t = if az.topic(Operation::Read, topic) {
+                inner.topics.get(topic)
+            } else {
+                None
+            };
+            last = Some((Arc::clone(topic), t));
         }
         let t = last.as_ref().and_then(|(_, t)| t.as_ref())?;
         usize::try_from(partition)

@@ -18,7 +18,10 @@ use kafka_protocol::messages::{
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use weft_auth::Operation;
+
 use super::str;
+use crate::authz::Authz;
 use crate::server::{Inner, blocking};
 use crate::topics::{Topic, validate_name};
 
@@ -51,8 +54,12 @@ fn topic_error(name: Option<&str>, id: Uuid, e: ResponseError) -> MetadataRespon
         .with_topic_id(id)
 }
 
+/// Authorisation (Kafka's): DESCRIBE on each topic. Asked for all topics, the unauthorised
+/// ones are left out; named, they are answered TOPIC_AUTHORIZATION_FAILED whether or not
+/// they exist. Auto-creating a named topic needs CREATE on the cluster or on the topic.
 pub(crate) async fn metadata(
     inner: &Arc<Inner>,
+    az: Authz<'_>,
     r: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -76,6 +83,7 @@ pub(crate) async fn metadata(
             .topics
             .all()
             .iter()
+            .filter(|t| az.topic(Operation::Describe, &t.name))
             .map(|t| metadata_topic(inner, t))
             .collect(),
         Some(list) => {
@@ -83,11 +91,22 @@ pub(crate) async fn metadata(
             for rt in list {
                 let Some(name) = rt.name.as_ref().map(|n| n.0.to_string()) else {
                     out.push(match inner.topics.get_by_id(rt.topic_id) {
+                        Some(t) if !az.topic(Operation::Describe, &t.name) => {
+                            topic_error(None, rt.topic_id, ResponseError::TopicAuthorizationFailed)
+                        }
                         Some(t) => metadata_topic(inner, &t),
                         None => topic_error(None, rt.topic_id, ResponseError::UnknownTopicId),
                     });
                     continue;
                 };
+                if !az.topic(Operation::Describe, &name) {
+                    out.push(topic_error(
+                        Some(&name),
+                        Uuid::nil(),
+                        ResponseError::TopicAuthorizationFailed,
+                    ));
+                    continue;
+                }
                 if let Some(t) = inner.topics.get(&name) {
                     out.push(metadata_topic(inner, &t));
                     continue;
@@ -106,6 +125,14 @@ pub(crate) async fn metadata(
                         Some(&name),
                         Uuid::nil(),
                         ResponseError::UnknownTopicOrPartition,
+                    ));
+                    continue;
+                }
+                if !az.cluster(Operation::Create) && !az.topic(Operation::Create, &name) {
+                    out.push(topic_error(
+                        Some(&name),
+                        Uuid::nil(),
+                        ResponseError::TopicAuthorizationFailed,
                     ));
                     continue;
                 }
@@ -175,8 +202,11 @@ pub(crate) fn describe_cluster(
     ])
 }
 
+/// Authorisation: DESCRIBE on each topic; left out of "all topics", TOPIC_AUTHORIZATION_FAILED
+/// when named.
 pub(crate) fn describe_topic_partitions(
     inner: &Inner,
+    az: Authz<'_>,
     r: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let mut remaining = r.response_partition_limit.max(1) as usize;
@@ -189,7 +219,13 @@ pub(crate) fn describe_topic_partitions(
     };
     // Requested names (sorted, as Kafka pages through them) or all topics.
     let mut names: Vec<String> = if r.topics.is_empty() {
-        inner.topics.all().iter().map(|t| t.name.clone()).collect()
+        inner
+            .topics
+            .all()
+            .iter()
+            .map(|t| t.name.clone())
+            .filter(|n| az.topic(Operation::Describe, n))
+            .collect()
     } else {
         r.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -199,6 +235,14 @@ pub(crate) fn describe_topic_partitions(
     let mut next_cursor = None;
     for name in names {
         if cursor_topic.as_ref().is_some_and(|c| name < *c) {
+            continue;
+        }
+        if !az.topic(Operation::Describe, &name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_name(Some(TopicName(str(&name)))),
+            );
             continue;
         }
         let Some(t) = inner.topics.get(&name) else {

@@ -1,0 +1,319 @@
+//! Authorisation of Kafka requests, Kafka's way (`KafkaApis` + `AclAuthorizer`): every
+//! handler asks [`Authz`] whether the connection's principal may do an operation on each
+//! resource the request names, and answers the protocol's error for what it may not
+//! (TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED), leaving the rest of the request to run.
+//!
+//! The decisions are [`weft_auth::Authorizer`]'s (deny wins, default deny, super-users,
+//! cached per principal/host/operation/resource); its ACLs come from the state store
+//! ([`weft_auth::store::AclStore`]) and are reloaded by [`Authorization::run_reloader`]
+//! whenever the store's generation moves (another process, or this broker's own
+//! CreateAcls/DeleteAcls, which reload at once). Every denial is logged at info by the
+//! authorizer with principal, host, operation and resource; never a credential.
+//!
+//! With authorisation off (the default) every check allows and the broker behaves as
+//! before; the ACL and SCRAM admin APIs still work when stores are configured, so ACLs and
+//! users can be prepared before authorisation is turned on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use weft_auth::acl::{CLUSTER_NAME, WILDCARD};
+use weft_auth::store::{AclStore, ScramStore};
+use weft_auth::{
+    AclFilter, Authorizer, AuthorizerConfig, Operation, PatternType, Permission, Principal,
+    ResourceType, SecurityConfig,
+};
+
+use crate::session::Session;
+
+/// The broker's authoriser and the stores behind the admin APIs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    enabled: bool,
+    super_users: Arc<HashSet<Principal>>,
+    authorizer: Arc<Authorizer>,
+    acls: Option<AclStore>,
+    scram: Option<ScramStore>,
+}
+
+impl Default for Authorization {
+    fn default() -> Self {
+        Authorization::disabled()
+    }
+}
+
+impl Authorization {
+    /// Everything allowed; no ACL or SCRAM store (the admin APIs answer SECURITY_DISABLED).
+    pub fn disabled() -> Authorization {
+        Authorization::with_authorizer(AuthorizerConfig::default(), None, None)
+    }
+
+    /// The `[security]` settings that concern authorisation, as an [`AuthorizerConfig`]
+    /// (share one [`Authorizer`] built from it between the broker and HTTP listeners).
+    pub fn authorizer_config(
+        security: &SecurityConfig,
+    ) -> Result<AuthorizerConfig, weft_auth::principal::InvalidPrincipal> {
+        let super_users = security
+            .super_users
+            .iter()
+            .map(|s| s.parse::<Principal>())
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(AuthorizerConfig {
+            enabled: security.authorization,
+            super_users,
+            allow_if_no_acls: security.allow_if_no_acls,
+        })
+    }
+
+    /// An authoriser over `config` with optional ACL and SCRAM stores (migrated by the
+    /// caller: `weft_auth::store::migrate`). Load the ACLs with [`Authorization::reload`]
+    /// before serving.
+    pub fn with_authorizer(
+        config: AuthorizerConfig,
+        acls: Option<AclStore>,
+        scram: Option<ScramStore>,
+    ) -> Authorization {
+        Authorization {
+            enabled: config.enabled,
+            super_users: Arc::new(config.super_users.clone()),
+            authorizer: Arc::new(Authorizer::new(config)),
+            acls,
+            scram,
+        }
+    }
+
+    /// Whether requests are checked at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The authoriser (to share its decisions and cache with other listeners).
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authorizer
+    }
+
+    pub(crate) fn acl_store(&self) -> Option<&AclStore> {
+        self.acls.as_ref()
+    }
+
+    pub(crate) fn scram_store(&self) -> Option<&ScramStore> {
+        self.scram.as_ref()
+    }
+
+    /// Loads the stored ACLs when their generation differs from the authoriser's; whether
+    /// it did.
+    pub async fn reload(&self) -> Result<bool, weft_auth::store::StoreError> {
+        match &self.acls {
+            Some(store) => store.reload_if_changed(&self.authorizer).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Reloads the ACLs every `every` until `stop` resolves (changes made by other
+    /// processes sharing the state store reach this broker within one period).
+    pub async fn run_reloader(&self, every: Duration, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            match self.reload().await {
+                Ok(true) => info!(generation = self.authorizer.generation(), "acls reloaded"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "reloading acls failed; keeping the previous ones"),
+            }
+        }
+    }
+}
+
+/// One connection's view of the authoriser: what handlers call.
+#[derive(Clone, Copy)]
+pub(crate) struct Authz<'a> {
+    pub(crate) auth: &'a Authorization,
+    pub(crate) session: &'a Session,
+}
+
+impl<'a> Authz<'a> {
+    pub(crate) fn new(auth: &'a Authorization, session: &'a Session) -> Authz<'a> {
+        Authz { auth, session }
+    }
+
+    fn host(&self) -> String {
+        self.session.peer.ip().to_string()
+    }
+
+    pub(crate) fn allowed(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        if !self.auth.enabled {
+            return true;
+        }
+        self.auth
+            .authorizer
+            .authorize(&self.session.principal, &self.host(), op, rt, name)
+            .is_allowed()
+    }
+
+    pub(crate) fn topic(&self, op: Operation, name: &str) -> bool {
+        self.allowed(op, ResourceType::Topic, name)
+    }
+
+    pub(crate) fn group(&self, op: Operation, name: &str) -> bool {
+        self.allowed(op, ResourceType::Group, name)
+    }
+
+    pub(crate) fn cluster(&self, op: Operation) -> bool {
+        self.allowed(op, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Kafka's `authorizeByResourceType` (KIP-679): whether some topic exists, or could,
+    /// that the principal may do `op` on — an allow ACL for the principal (or `User:*`)
+    /// and host whose pattern no deny ACL of the principal covers. What an idempotent
+    /// producer's InitProducerId needs (WRITE on any topic) when it lacks IDEMPOTENT_WRITE
+    /// on the cluster.
+    pub(crate) fn any_topic(&self, op: Operation) -> bool {
+        if !self.auth.enabled || self.auth.super_users.contains(&self.session.principal) {
+            return true;
+        }
+        let principal = self.session.principal.to_string();
+        let host = self.host();
+        let acls = self.auth.authorizer.list(&AclFilter {
+            resource_type: Some(ResourceType::Topic),
+            ..AclFilter::default()
+        });
+        let applies = |a: &&weft_auth::AclBinding| {
+            (a.principal == "User:*" || a.principal == principal)
+                && (a.host == WILDCARD || a.host == host)
+                && (a.operation == op || a.operation == Operation::All)
+        };
+        let denies: Vec<_> = acls
+            .iter()
+            .filter(applies)
+            .filter(|a| a.permission == Permission::Deny)
+            .collect();
+        let denied = |name: &str, prefixed: bool| {
+            denies.iter().any(|d| match d.pattern.pattern_type {
+                PatternType::Literal => {
+                    d.pattern.name == WILDCARD || (!prefixed && d.pattern.name == name)
+                }
+                PatternType::Prefixed => name.starts_with(&d.pattern.name),
+            })
+        };
+        let allowed = acls
+            .iter()
+            .filter(applies)
+            .filter(|a| a.permission == Permission::Allow)
+            .any(|a| match a.pattern.pattern_type {
+                PatternType::Literal if a.pattern.name == WILDCARD => !denied(WILDCARD, true),
+                PatternType::Literal => !denied(&a.pattern.name, false),
+                PatternType::Prefixed => !denied(&a.pattern.name, true),
+            });
+        if !allowed {
+            info!(
+                principal = %self.session.principal,
+                host,
+                operation = op.as_str(),
+                resource_type = "topic",
+                resource = "<any>",
+                "authorization denied"
+            );
+        }
+        allowed
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use weft_auth::{AclBinding, ResourcePattern};
+
+    /// An enabled authoriser holding `acls`, with `super_users`.
+    pub(crate) fn authorization(acls: Vec<AclBinding>, super_users: &[&str]) -> Authorization {
+        let config = AuthorizerConfig {
+            enabled: true,
+            super_users: super_users
+                .iter()
+                .map(|s| s.parse().expect("principal"))
+                .collect(),
+            allow_if_no_acls: false,
+        };
+        let a = Authorization::with_authorizer(config, None, None);
+        a.authorizer.replace(acls, 1);
+        a
+    }
+
+    pub(crate) fn session(principal: &str) -> Session {
+        Session {
+            principal: principal.parse().expect("principal"),
+            peer: "127.0.0.1:5000".parse().expect("addr"),
+        }
+    }
+
+    pub(crate) fn acl(
+        pattern: ResourcePattern,
+        principal: &str,
+        op: Operation,
+        perm: Permission,
+    ) -> AclBinding {
+        AclBinding::new(pattern, principal, op, perm)
+    }
+
+    #[test]
+    fn any_topic_write_follows_kip_679() {
+        use Operation::*;
+        use Permission::*;
+        use ResourceType::Topic;
+        let lit = |n: &str| ResourcePattern::literal(Topic, n);
+        let pre = |n: &str| ResourcePattern::prefixed(Topic, n);
+        let cases: Vec<(Vec<AclBinding>, bool)> = vec![
+            (vec![], false),
+            (vec![acl(lit("orders"), "User:alice", Write, Allow)], true),
+            (vec![acl(lit("orders"), "User:alice", All, Allow)], true),
+            (vec![acl(lit("orders"), "User:*", Write, Allow)], true),
+            (vec![acl(lit("orders"), "User:alice", Read, Allow)], false),
+            (vec![acl(lit("orders"), "User:bob", Write, Allow)], false),
+            (
+                vec![
+                    acl(lit("orders"), "User:alice", Write, Allow),
+                    acl(lit("orders"), "User:alice", Write, Deny),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    acl(lit("orders"), "User:alice", Write, Allow),
+                    acl(pre("ord"), "User:alice", Write, Deny),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    acl(pre("orders-"), "User:alice", Write, Allow),
+                    acl(pre("orders-eu"), "User:alice", Write, Deny),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    acl(pre("orders-"), "User:alice", Write, Allow),
+                    acl(lit(WILDCARD), "User:*", Write, Deny),
+                ],
+                false,
+            ),
+            (vec![acl(lit(WILDCARD), "User:alice", Write, Allow)], true),
+        ];
+        for (acls, want) in cases {
+            let auth = authorization(acls.clone(), &[]);
+            let s = session("User:alice");
+            assert_eq!(Authz::new(&auth, &s).any_topic(Write), want, "{acls:?}");
+        }
+        let auth = authorization(vec![], &["User:alice"]);
+        let s = session("User:alice");
+        assert!(Authz::new(&auth, &s).any_topic(Write), "super-user");
+        let off = Authorization::disabled();
+        assert!(Authz::new(&off, &s).any_topic(Write), "authorisation off");
+    }
+}

@@ -1,0 +1,649 @@
+//! The authorisation step of each API, Kafka's way (`KafkaApis`): what a request may touch is
+//! decided here, per resource, before (or, for read-only APIs, after) its handler runs.
+//!
+//! - APIs that change something are *gated*: the resources the principal may not touch are
+//!   taken out of the request, so the handler never sees them, and answered with the
+//!   protocol's error ([`Refused`] values appended to the handler's response).
+//! - Read-only APIs are *masked*: the handler answers, then what the principal may not
+//!   describe is replaced by the error or left out (Kafka leaves unauthorised topics out of
+//!   "all topics" answers and answers TOPIC_AUTHORIZATION_FAILED for named ones, whether or
+//!   not they exist, so nothing about them leaks).
+//!
+//! Operations per API (Kafka 3.x): Produce WRITE topic; Fetch READ topic; ListOffsets,
+//! Metadata, OffsetFetch (topics), DescribeTopicPartitions DESCRIBE topic; CreateTopics
+//! CREATE cluster or topic; DeleteTopics, DeleteRecords DELETE topic; CreatePartitions ALTER
+//! topic; DescribeConfigs DESCRIBE_CONFIGS, (Incremental)AlterConfigs ALTER_CONFIGS on the
+//! topic or the cluster (broker resources); FindCoordinator DESCRIBE group/transactional
+//! id; Join/Sync/Heartbeat/Leave, ConsumerGroupHeartbeat READ group; OffsetCommit READ group
+//! then READ topic; OffsetFetch, DescribeGroups, ConsumerGroupDescribe DESCRIBE group;
+//! ListGroups DESCRIBE cluster or else only groups with DESCRIBE; DeleteGroups DELETE group;
+//! OffsetDelete DELETE group then READ topic; InitProducerId (no transactional id) WRITE on
+//! any topic (KIP-679); DescribeLogDirs DESCRIBE cluster; the ACL and SCRAM APIs ALTER /
+//! DESCRIBE cluster (in `acls.rs`).
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, ConsumerGroupDescribeResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsResponse, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListGroupsResponse, ListOffsetsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ProduceRequest, ProduceResponse,
+};
+use kafka_protocol::messages::{
+    alter_configs_response,
+    create_partitions_response::CreatePartitionsTopicResult,
+    create_topics_response::CreatableTopicResult,
+    delete_groups_response::DeletableGroupResult,
+    delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult},
+    delete_topics_response::DeletableTopicResult,
+    find_coordinator_response::Coordinator,
+    incremental_alter_configs_response, offset_commit_response, offset_delete_response,
+    produce_response::{PartitionProduceResponse, TopicProduceResponse},
+};
+use weft_auth::Operation;
+
+use super::str;
+use crate::authz::Authz;
+use crate::server::Inner;
+
+const TOPIC_DENIED: ResponseError = ResponseError::TopicAuthorizationFailed;
+const GROUP_DENIED: ResponseError = ResponseError::GroupAuthorizationFailed;
+const CLUSTER_DENIED: ResponseError = ResponseError::ClusterAuthorizationFailed;
+
+/// Config resource types (`ConfigResource.Type`).
+const CONFIG_TOPIC: i8 = 2;
+const CONFIG_BROKER: i8 = 4;
+const CONFIG_BROKER_LOGGER: i8 = 8;
+
+/// The error for a config resource the principal may not `op`, `None` when allowed (unknown
+/// resource types are left to the handler, which refuses them).
+fn config_denied(az: Authz<'_>, op: Operation, rtype: i8, name: &str) -> Option<ResponseError> {
+    match rtype {
+        CONFIG_TOPIC => (!az.topic(op, name)).then_some(TOPIC_DENIED),
+        CONFIG_BROKER | CONFIG_BROKER_LOGGER => (!az.cluster(op)).then_some(CLUSTER_DENIED),
+        _ => None,
+    }
+}
+
+// ---- gated: the refused part never reaches the handler ----
+
+/// Produce: WRITE on each topic; the partitions of refused topics are answered
+/// TOPIC_AUTHORIZATION_FAILED (and nothing is appended).
+pub(crate) fn produce(az: Authz<'_>, r: &mut ProduceRequest) -> Vec<TopicProduceResponse> {
+    let mut refused = Vec::new();
+    r.topic_data.retain(|t| {
+        if az.topic(Operation::Write, t.name.0.as_str()) {
+            return true;
+        }
+        refused.push(
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(TOPIC_DENIED.code())
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(-1)
+                        })
+                        .collect(),
+                ),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn produce_answer(
+    mut resp: ProduceResponse,
+    refused: Vec<TopicProduceResponse>,
+) -> ProduceResponse {
+    resp.responses.extend(refused);
+    resp
+}
+
+/// CreateTopics: CREATE on the cluster, or else on each topic.
+pub(crate) fn create_topics(
+    az: Authz<'_>,
+    r: &mut CreateTopicsRequest,
+) -> Vec<CreatableTopicResult> {
+    if !az.auth.enabled() || az.cluster(Operation::Create) {
+        return Vec::new();
+    }
+    let mut refused = Vec::new();
+    r.topics.retain(|t| {
+        if az.topic(Operation::Create, t.name.0.as_str()) {
+            return true;
+        }
+        refused.push(
+            CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(TOPIC_DENIED.code())
+                .with_error_message(Some(str("Authorization failed.")))
+                .with_topic_config_error_code(TOPIC_DENIED.code())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn create_topics_answer(
+    mut resp: CreateTopicsResponse,
+    refused: Vec<CreatableTopicResult>,
+) -> CreateTopicsResponse {
+    resp.topics.extend(refused);
+    resp
+}
+
+/// DeleteTopics: DELETE on each topic (named, or by id from v6).
+pub(crate) fn delete_topics(
+    inner: &Inner,
+    az: Authz<'_>,
+    r: &mut DeleteTopicsRequest,
+) -> Vec<DeletableTopicResult> {
+    let mut refused = Vec::new();
+    let denied = |name: &str| !az.topic(Operation::Delete, name);
+    r.topic_names.retain(|n| {
+        if !denied(n.0.as_str()) {
+            return true;
+        }
+        refused.push(
+            DeletableTopicResult::default()
+                .with_name(Some(n.clone()))
+                .with_error_code(TOPIC_DENIED.code()),
+        );
+        false
+    });
+    r.topics.retain(|t| {
+        let name = match &t.name {
+            Some(n) => Some(n.0.to_string()),
+            None => inner.topics.get_by_id(t.topic_id).map(|t| t.name.clone()),
+        };
+        // An unknown id is left to the handler (UNKNOWN_TOPIC_ID): there is nothing to
+        // protect and nothing to leak.
+        let Some(name) = name else { return true };
+        if !denied(&name) {
+            return true;
+        }
+        refused.push(
+            DeletableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_error_code(TOPIC_DENIED.code()),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn delete_topics_answer(
+    mut resp: DeleteTopicsResponse,
+    refused: Vec<DeletableTopicResult>,
+) -> DeleteTopicsResponse {
+    resp.responses.extend(refused);
+    resp
+}
+
+/// CreatePartitions: ALTER on each topic.
+pub(crate) fn create_partitions(
+    az: Authz<'_>,
+    r: &mut CreatePartitionsRequest,
+) -> Vec<CreatePartitionsTopicResult> {
+    let mut refused = Vec::new();
+    r.topics.retain(|t| {
+        if az.topic(Operation::Alter, t.name.0.as_str()) {
+            return true;
+        }
+        refused.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(TOPIC_DENIED.code()),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn create_partitions_answer(
+    mut resp: CreatePartitionsResponse,
+    refused: Vec<CreatePartitionsTopicResult>,
+) -> CreatePartitionsResponse {
+    resp.results.extend(refused);
+    resp
+}
+
+/// DeleteRecords: DELETE on each topic.
+pub(crate) fn delete_records(
+    az: Authz<'_>,
+    r: &mut DeleteRecordsRequest,
+) -> Vec<DeleteRecordsTopicResult> {
+    let mut refused = Vec::new();
+    r.topics.retain(|t| {
+        if az.topic(Operation::Delete, t.name.0.as_str()) {
+            return true;
+        }
+        refused.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            DeleteRecordsPartitionResult::default()
+                                .with_partition_index(p.partition_index)
+                                .with_low_watermark(-1)
+                                .with_error_code(TOPIC_DENIED.code())
+                        })
+                        .collect(),
+                ),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn delete_records_answer(
+    mut resp: DeleteRecordsResponse,
+    refused: Vec<DeleteRecordsTopicResult>,
+) -> DeleteRecordsResponse {
+    resp.topics.extend(refused);
+    resp
+}
+
+/// AlterConfigs: ALTER_CONFIGS on each topic / the cluster.
+pub(crate) fn alter_configs(
+    az: Authz<'_>,
+    r: &mut AlterConfigsRequest,
+) -> Vec<alter_configs_response::AlterConfigsResourceResponse> {
+    let mut refused = Vec::new();
+    r.resources.retain(|res| {
+        let Some(e) = config_denied(
+            az,
+            Operation::AlterConfigs,
+            res.resource_type,
+            res.resource_name.as_str(),
+        ) else {
+            return true;
+        };
+        refused.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(e.code())
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone()),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn alter_configs_answer(
+    mut resp: AlterConfigsResponse,
+    refused: Vec<alter_configs_response::AlterConfigsResourceResponse>,
+) -> AlterConfigsResponse {
+    resp.responses.extend(refused);
+    resp
+}
+
+/// IncrementalAlterConfigs: ALTER_CONFIGS on each topic / the cluster.
+pub(crate) fn incremental_alter_configs(
+    az: Authz<'_>,
+    r: &mut IncrementalAlterConfigsRequest,
+) -> Vec<incremental_alter_configs_response::AlterConfigsResourceResponse> {
+    let mut refused = Vec::new();
+    r.resources.retain(|res| {
+        let Some(e) = config_denied(
+            az,
+            Operation::AlterConfigs,
+            res.resource_type,
+            res.resource_name.as_str(),
+        ) else {
+            return true;
+        };
+        refused.push(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(e.code())
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone()),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn incremental_alter_configs_answer(
+    mut resp: IncrementalAlterConfigsResponse,
+    refused: Vec<incremental_alter_configs_response::AlterConfigsResourceResponse>,
+) -> IncrementalAlterConfigsResponse {
+    resp.responses.extend(refused);
+    resp
+}
+
+/// FindCoordinator: DESCRIBE on the group (key type 0) or transactional id (1). Before v4
+/// one key: `Err` is the whole answer; from v4 the refused keys' entries.
+pub(crate) fn find_coordinator(
+    az: Authz<'_>,
+    r: &mut FindCoordinatorRequest,
+    version: i16,
+) -> Result<Vec<Coordinator>, FindCoordinatorResponse> {
+    let denied = |key: &str| -> Option<ResponseError> {
+        match r.key_type {
+            0 => (!az.group(Operation::Describe, key)).then_some(GROUP_DENIED),
+            1 => (!az.allowed(
+                Operation::Describe,
+                weft_auth::ResourceType::TransactionalId,
+                key,
+            ))
+            .then_some(ResponseError::TransactionalIdAuthorizationFailed),
+            _ => None,
+        }
+    };
+    if version < 4 {
+        return match denied(r.key.as_str()) {
+            Some(e) => Err(FindCoordinatorResponse::default()
+                .with_error_code(e.code())
+                .with_node_id((-1).into())
+                .with_host(str(""))
+                .with_port(-1)),
+            None => Ok(Vec::new()),
+        };
+    }
+    let mut refused = Vec::new();
+    let keys = std::mem::take(&mut r.coordinator_keys);
+    for k in keys {
+        match denied(k.as_str()) {
+            Some(e) => refused.push(
+                Coordinator::default()
+                    .with_key(k)
+                    .with_node_id((-1).into())
+                    .with_host(str(""))
+                    .with_port(-1)
+                    .with_error_code(e.code()),
+            ),
+            None => r.coordinator_keys.push(k),
+        }
+    }
+    Ok(refused)
+}
+
+/// OffsetCommit: READ on the group (else every partition GROUP_AUTHORIZATION_FAILED), then
+/// READ on each topic.
+pub(crate) fn offset_commit(
+    az: Authz<'_>,
+    r: &mut OffsetCommitRequest,
+) -> Vec<offset_commit_response::OffsetCommitResponseTopic> {
+    let group_ok = az.group(Operation::Read, r.group_id.0.as_str());
+    let mut refused = Vec::new();
+    r.topics.retain(|t| {
+        let error = if !group_ok {
+            GROUP_DENIED
+        } else if !az.topic(Operation::Read, t.name.0.as_str()) {
+            TOPIC_DENIED
+        } else {
+            return true;
+        };
+        refused.push(
+            offset_commit_response::OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            offset_commit_response::OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(error.code())
+                        })
+                        .collect(),
+                ),
+        );
+        false
+    });
+    refused
+}
+
+/// Whether an OffsetCommit is left with nothing to do after [`offset_commit`] took every
+/// topic out because the group is refused (the handler must not run: it would touch the
+/// group).
+pub(crate) fn group_read_denied(az: Authz<'_>, group: &str) -> bool {
+    !az.group(Operation::Read, group)
+}
+
+pub(crate) fn offset_commit_answer(
+    mut resp: OffsetCommitResponse,
+    refused: Vec<offset_commit_response::OffsetCommitResponseTopic>,
+) -> OffsetCommitResponse {
+    resp.topics.extend(refused);
+    resp
+}
+
+/// DeleteGroups: DELETE on each group.
+pub(crate) fn delete_groups(
+    az: Authz<'_>,
+    r: &mut DeleteGroupsRequest,
+) -> Vec<DeletableGroupResult> {
+    let mut refused = Vec::new();
+    r.groups_names.retain(|g| {
+        if az.group(Operation::Delete, g.0.as_str()) {
+            return true;
+        }
+        refused.push(
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(GROUP_DENIED.code()),
+        );
+        false
+    });
+    refused
+}
+
+pub(crate) fn delete_groups_answer(
+    mut resp: DeleteGroupsResponse,
+    refused: Vec<DeletableGroupResult>,
+) -> DeleteGroupsResponse {
+    resp.results.extend(refused);
+    resp
+}
+
+/// OffsetDelete: DELETE on the group (`Err`: the whole answer), then READ on each topic.
+pub(crate) fn offset_delete(
+    az: Authz<'_>,
+    r: &mut OffsetDeleteRequest,
+) -> Result<Vec<offset_delete_response::OffsetDeleteResponseTopic>, OffsetDeleteResponse> {
+    if !az.group(Operation::Delete, r.group_id.0.as_str()) {
+        return Err(OffsetDeleteResponse::default().with_error_code(GROUP_DENIED.code()));
+    }
+    let mut refused = Vec::new();
+    r.topics.retain(|t| {
+        if az.topic(Operation::Read, t.name.0.as_str()) {
+            return true;
+        }
+        refused.push(
+            offset_delete_response::OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            offset_delete_response::OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(TOPIC_DENIED.code())
+                        })
+                        .collect(),
+                ),
+        );
+        false
+    });
+    Ok(refused)
+}
+
+pub(crate) fn offset_delete_answer(
+    mut resp: OffsetDeleteResponse,
+    refused: Vec<offset_delete_response::OffsetDeleteResponseTopic>,
+) -> OffsetDeleteResponse {
+    resp.topics.extend(refused);
+    resp
+}
+
+/// ConsumerGroupHeartbeat: READ on the group, DESCRIBE on every subscribed topic named
+/// (Kafka answers TOPIC_AUTHORIZATION_FAILED naming none of them); `Some` is the answer.
+pub(crate) fn consumer_group_heartbeat(
+    az: Authz<'_>,
+    r: &kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
+) -> Option<kafka_protocol::messages::ConsumerGroupHeartbeatResponse> {
+    let denied = |e: ResponseError, msg: &str| {
+        Some(
+            kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(e.code())
+                .with_error_message(Some(str(msg))),
+        )
+    };
+    if !az.group(Operation::Read, r.group_id.0.as_str()) {
+        return denied(GROUP_DENIED, "Authorization failed.");
+    }
+    let unauthorized = r
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .filter(|t| !az.topic(Operation::Describe, t.0.as_str()))
+        .count();
+    if unauthorized > 0 {
+        return denied(
+            TOPIC_DENIED,
+            &format!("Unauthorized topics in the subscription: {unauthorized}"),
+        );
+    }
+    None
+}
+
+// ---- masked: the handler answers, then what may not be described is hidden ----
+
+/// ListOffsets: DESCRIBE on each topic.
+pub(crate) fn mask_list_offsets(az: Authz<'_>, resp: &mut ListOffsetsResponse) {
+    for t in &mut resp.topics {
+        if az.topic(Operation::Describe, t.name.0.as_str()) {
+            continue;
+        }
+        for p in &mut t.partitions {
+            p.error_code = TOPIC_DENIED.code();
+            p.timestamp = -1;
+            p.offset = -1;
+            p.leader_epoch = -1;
+        }
+    }
+}
+
+/// DescribeConfigs: DESCRIBE_CONFIGS on each topic / the cluster.
+pub(crate) fn mask_describe_configs(az: Authz<'_>, resp: &mut DescribeConfigsResponse) {
+    for res in &mut resp.results {
+        if let Some(e) = config_denied(
+            az,
+            Operation::DescribeConfigs,
+            res.resource_type,
+            res.resource_name.as_str(),
+        ) {
+            res.error_code = e.code();
+            res.error_message = Some(str("Authorization failed."));
+            res.configs.clear();
+        }
+    }
+}
+
+/// OffsetFetch: DESCRIBE on the group(s); topics without DESCRIBE are answered
+/// TOPIC_AUTHORIZATION_FAILED when named and left out when the request asked for all.
+pub(crate) fn mask_offset_fetch(
+    az: Authz<'_>,
+    req: &OffsetFetchRequest,
+    resp: &mut OffsetFetchResponse,
+    version: i16,
+) {
+    if version < 8 {
+        if !az.group(Operation::Describe, req.group_id.0.as_str()) {
+            resp.topics.clear();
+            resp.error_code = GROUP_DENIED.code();
+            return;
+        }
+        let all = req.topics.is_none();
+        resp.topics.retain_mut(|t| {
+            if az.topic(Operation::Describe, t.name.0.as_str()) {
+                return true;
+            }
+            for p in &mut t.partitions {
+                p.error_code = TOPIC_DENIED.code();
+                p.committed_offset = -1;
+                p.metadata = None;
+            }
+            !all
+        });
+        return;
+    }
+    for g in &mut resp.groups {
+        if !az.group(Operation::Describe, g.group_id.0.as_str()) {
+            g.topics.clear();
+            g.error_code = GROUP_DENIED.code();
+            continue;
+        }
+        let all = req
+            .groups
+            .iter()
+            .find(|rg| rg.group_id == g.group_id)
+            .is_none_or(|rg| rg.topics.is_none());
+        g.topics.retain_mut(|t| {
+            if az.topic(Operation::Describe, t.name.0.as_str()) {
+                return true;
+            }
+            for p in &mut t.partitions {
+                p.error_code = TOPIC_DENIED.code();
+                p.committed_offset = -1;
+                p.metadata = None;
+            }
+            !all
+        });
+    }
+}
+
+/// ListGroups: everything with DESCRIBE on the cluster, else the groups with DESCRIBE.
+pub(crate) fn mask_list_groups(az: Authz<'_>, resp: &mut ListGroupsResponse) {
+    if !az.auth.enabled() || az.cluster(Operation::Describe) {
+        return;
+    }
+    resp.groups
+        .retain(|g| az.group(Operation::Describe, g.group_id.0.as_str()));
+}
+
+/// DescribeGroups: DESCRIBE on each group.
+pub(crate) fn mask_describe_groups(az: Authz<'_>, resp: &mut DescribeGroupsResponse) {
+    for g in &mut resp.groups {
+        if !az.group(Operation::Describe, g.group_id.0.as_str()) {
+            let id = g.group_id.clone();
+            *g = kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
+                .with_group_id(id)
+                .with_error_code(GROUP_DENIED.code())
+                .with_group_state(str(""))
+                .with_protocol_type(str(""))
+                .with_protocol_data(str(""));
+        }
+    }
+}
+
+/// ConsumerGroupDescribe: DESCRIBE on each group.
+pub(crate) fn mask_consumer_group_describe(
+    az: Authz<'_>,
+    resp: &mut ConsumerGroupDescribeResponse,
+) {
+    for g in &mut resp.groups {
+        if !az.group(Operation::Describe, g.group_id.0.as_str()) {
+            let id = g.group_id.clone();
+            *g = kafka_protocol::messages::consumer_group_describe_response::DescribedGroup::default()
+                .with_group_id(id)
+                .with_error_code(GROUP_DENIED.code());
+        }
+    }
+}
