@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod http;
+mod kafka_listeners;
 mod logging;
 mod registry_source;
 mod serve;

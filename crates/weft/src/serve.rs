@@ -111,7 +111,19 @@ async fn run_components(
             let mut config = broker_config(settings, addr)?;
             // Topics with `weft.schema.validation` check records against this registry.
             config.schemas = Some(crate::registry_source::validator(registry.clone()));
-            Some((listener, addr, config))
+            // `[security] listeners` (SASL_PLAINTEXT…) beside this PLAINTEXT one.
+            let extra =
+                crate::kafka_listeners::prepare(&settings.security, registry.store(), None).await?;
+            config.sasl = extra.sasl;
+            let mut listeners = vec![(
+                listener,
+                weft_broker::security::Listener::plaintext(
+                    config.advertised_host.clone(),
+                    config.advertised_port,
+                ),
+            )];
+            listeners.extend(extra.listeners);
+            Some((listeners, addr, config))
         }
     };
     let kafka_addr: Option<SocketAddr> = kafka.as_ref().map(|(_, addr, _)| *addr);
@@ -193,9 +205,9 @@ async fn run_components(
                 .context("gateway stopped")
         });
     }
-    if let Some((listener, _, config)) = kafka {
+    if let Some((listeners, _, config)) = kafka {
         sup.spawn("kafka", move |shutdown| {
-            run_kafka(config, kafka_log, listener, shutdown)
+            run_kafka(config, kafka_log, listeners, shutdown)
         });
     }
     if let Some(bootstrap) = lag_bootstrap {
@@ -272,11 +284,11 @@ fn broker_config(
 async fn run_kafka(
     config: weft_broker::BrokerConfig,
     log: Arc<weft_log::Log>,
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, weft_broker::security::Listener)>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let broker = weft_broker::run(config, log, listener, stopped);
+    let broker = weft_broker::run_listeners(config, log, listeners, stopped);
     tokio::pin!(broker);
     tokio::select! {
         result = &mut broker => return result.context("kafka broker stopped"),

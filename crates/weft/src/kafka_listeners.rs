@@ -1,0 +1,131 @@
+//! The embedded broker's listener map from `[security]` (Kafka's `listeners`,
+//! `advertised.listeners`, `sasl.enabled.mechanisms`, `connections.max.reauth.ms`).
+//!
+//! `kafka_listen` is always the PLAINTEXT listener; `[security] listeners` adds SSL,
+//! SASL_PLAINTEXT and SASL_SSL ones. `weft serve`'s own Kafka clients (gateway, lag sampler,
+//! outbox relay…) connect to `kafka_listen` (the plaintext loopback listener by default),
+//! where connections are `User:ANONYMOUS`; with authorisation on, that principal must be a
+//! super-user or hold ACLs for them to keep working (see the notes of issue 8).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tracing::info;
+use weft_auth::SecurityConfig;
+use weft_auth::jwt::JwtValidator;
+use weft_auth::sasl::Mechanism;
+use weft_auth::sasl::session::SaslConfig;
+use weft_auth::store::ScramStore;
+use weft_broker::security::{Listener, ListenerAddress, SaslSettings, SecurityProtocol};
+
+/// The extra listeners, bound, and the SASL settings of the broker.
+pub(crate) struct KafkaListeners {
+    pub(crate) listeners: Vec<(TcpListener, Listener)>,
+    pub(crate) sasl: SaslSettings,
+}
+
+/// Binds `[security] listeners` and prepares SASL: credentials in the state store (the
+/// `auth` tables are migrated here), OAUTHBEARER through `jwt` when given.
+pub(crate) async fn prepare(
+    security: &SecurityConfig,
+    store: &weft_store::Store,
+    jwt: Option<Arc<JwtValidator>>,
+) -> anyhow::Result<KafkaListeners> {
+    let mut listeners = Vec::new();
+    let mut seen = Vec::new();
+    for entry in &security.listeners {
+        let addr: ListenerAddress = entry
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("[security] listeners: {e}"))?;
+        match addr.protocol {
+            SecurityProtocol::Plaintext => {
+                bail!("[security] listeners: {entry:?}: the PLAINTEXT listener is kafka_listen")
+            }
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
+                bail!("[security] listeners: {entry:?}: TLS listeners are not available yet")
+            }
+            _ => {}
+        }
+        if seen.contains(&addr.protocol) {
+            bail!("[security] listeners: two {} listeners", addr.protocol);
+        }
+        seen.push(addr.protocol);
+        let ip = addr
+            .host
+            .parse::<std::net::IpAddr>()
+            .with_context(|| format!("[security] listeners: {entry:?}: host must be an IP"))?;
+        let socket = crate::serve::bind(
+            &format!("kafka {}", addr.protocol),
+            SocketAddr::new(ip, addr.port),
+        )
+        .await?;
+        let bound = socket
+            .local_addr()
+            .context("kafka listener has no address")?;
+        let (host, port) = advertised(security, addr.protocol)?
+            .unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+        listeners.push((
+            socket,
+            Listener {
+                protocol: addr.protocol,
+                advertised_host: host,
+                advertised_port: port,
+            },
+        ));
+    }
+    let max_reauth = security
+        .connections_max_reauth_ms
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis);
+    let sasl = if seen.iter().any(|p| p.uses_sasl()) {
+        weft_auth::store::migrate(store)
+            .await
+            .context("cannot prepare the auth tables")?;
+        let mechanisms = if security.sasl_mechanisms.is_empty() {
+            Mechanism::ALL.to_vec()
+        } else {
+            security
+                .sasl_mechanisms
+                .iter()
+                .map(|m| {
+                    m.parse::<Mechanism>()
+                        .map_err(|e| anyhow::anyhow!("[security] sasl_mechanisms: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
+        let config = SaslConfig {
+            mechanisms,
+            credentials: Some(ScramStore::new(store.clone())),
+            jwt,
+        };
+        info!(mechanisms = ?config.offered().iter().map(|m| m.as_str()).collect::<Vec<_>>(), "kafka sasl mechanisms");
+        SaslSettings {
+            config: Some(Arc::new(config)),
+            max_reauth,
+        }
+    } else {
+        SaslSettings {
+            config: None,
+            max_reauth,
+        }
+    };
+    Ok(KafkaListeners { listeners, sasl })
+}
+
+/// The `advertised_listeners` entry of `protocol`, if any.
+fn advertised(
+    security: &SecurityConfig,
+    protocol: SecurityProtocol,
+) -> anyhow::Result<Option<(String, u16)>> {
+    for entry in &security.advertised_listeners {
+        let a: ListenerAddress = entry
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("[security] advertised_listeners: {e}"))?;
+        if a.protocol == protocol {
+            return Ok(Some((a.host, a.port)));
+        }
+    }
+    Ok(None)
+}
