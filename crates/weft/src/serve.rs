@@ -127,6 +127,12 @@ async fn run_components(
         }
     };
     let kafka_addr: Option<SocketAddr> = kafka.as_ref().map(|(_, addr, _)| *addr);
+    // `PROTOCOL://address` of the `[security] listeners`, as bound (for the `ready` line).
+    let kafka_listeners: Vec<String> = kafka
+        .iter()
+        .flat_map(|(listeners, _, _)| listeners.iter().skip(1))
+        .filter_map(|(l, spec)| Some(format!("{}://{}", spec.protocol, l.local_addr().ok()?)))
+        .collect();
 
     // Handlers go in before `ready` so a signal sent right after it is not lost.
     let stop = stop_signal()?;
@@ -242,6 +248,7 @@ async fn run_components(
         http_addr = %http_addr,
         registry_addr = %registry_addr,
         kafka_addr = kafka_addr.map(tracing::field::display),
+        kafka_listeners = %kafka_listeners.join(","),
         data_dir = %settings.data_dir.display(),
         node_id = settings.node_id,
         "ready"

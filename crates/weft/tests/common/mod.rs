@@ -112,6 +112,11 @@ impl Server {
             .expect("registry_addr is an address")
     }
 
+    /// A field of the `ready` line (e.g. `kafka_listeners`).
+    pub(crate) fn ready_field(&self, key: &str) -> Option<String> {
+        json_field(&self.ready, key)
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
