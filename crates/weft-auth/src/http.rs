@@ -16,14 +16,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tower::{Layer, Service};
 use tracing::debug;
 
-use crate::Principal;
+use crate::acl::WILDCARD;
 use crate::jwt::{JwtError, JwtValidator};
+use crate::{Authorizer, Operation, Principal, ResourceType};
 
 /// RFC 6750 section 3.1 error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,11 +127,53 @@ impl From<JwtError> for Refusal {
     }
 }
 
+/// The request extension [`AuthLayer`] inserts (besides the bare [`Principal`]): who, and
+/// until when. Long-lived responses (SSE, WebSocket) close themselves at `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub principal: Principal,
+    /// The token's `exp`, seconds since the Unix epoch; `None` for HTTP Basic and anonymous.
+    pub expires_at: Option<u64>,
+    /// The token's scopes (empty for HTTP Basic and anonymous).
+    pub scopes: Vec<String>,
+    /// How the caller authenticated.
+    pub method: AuthMethod,
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Bearer,
+    Basic,
+    /// No credentials, on a public route or with anonymous access allowed.
+    Anonymous,
+}
+
+impl Authenticated {
+    fn anonymous() -> Authenticated {
+        Authenticated {
+            principal: Principal::Anonymous,
+            expires_at: None,
+            scopes: Vec::new(),
+            method: AuthMethod::Anonymous,
+        }
+    }
+}
+
 /// Checks HTTP credentials. The binary implements it over a [`JwtValidator`] and the SCRAM
 /// credential store; tests implement it directly.
 #[async_trait::async_trait]
 pub trait HttpAuthenticator: Send + Sync + 'static {
     async fn bearer(&self, token: &str) -> Result<Principal, Refusal>;
+    /// A bearer token with its expiry and scopes; the default knows neither.
+    async fn bearer_session(&self, token: &str) -> Result<Authenticated, Refusal> {
+        self.bearer(token).await.map(|principal| Authenticated {
+            principal,
+            expires_at: None,
+            scopes: Vec::new(),
+            method: AuthMethod::Bearer,
+        })
+    }
     /// HTTP Basic (the registry's `basic.auth.user.info`); refused unless implemented.
     async fn basic(&self, _user: &str, _password: &str) -> Result<Principal, Refusal> {
         Err(Refusal {
@@ -149,6 +192,18 @@ impl HttpAuthenticator for JwtValidator {
             .map(|v| v.principal)
             .map_err(Refusal::from)
     }
+
+    async fn bearer_session(&self, token: &str) -> Result<Authenticated, Refusal> {
+        self.validate(token)
+            .await
+            .map(|v| Authenticated {
+                principal: v.principal,
+                expires_at: Some(v.expires_at),
+                scopes: v.scopes,
+                method: AuthMethod::Bearer,
+            })
+            .map_err(Refusal::from)
+    }
 }
 
 /// The production authenticator: bearer tokens through a [`JwtValidator`], HTTP Basic
@@ -162,8 +217,12 @@ pub struct StoreAuthenticator {
 #[async_trait::async_trait]
 impl HttpAuthenticator for StoreAuthenticator {
     async fn bearer(&self, token: &str) -> Result<Principal, Refusal> {
+        self.bearer_session(token).await.map(|a| a.principal)
+    }
+
+    async fn bearer_session(&self, token: &str) -> Result<Authenticated, Refusal> {
         match &self.jwt {
-            Some(v) => v.bearer(token).await,
+            Some(v) => v.bearer_session(token).await,
             None => Err(Refusal {
                 error: BearerError::InvalidRequest,
                 description: "bearer tokens are not enabled".into(),
@@ -204,9 +263,15 @@ pub struct AuthOptions {
     pub allow_anonymous: bool,
     /// Accept `Authorization: Basic`.
     pub basic: bool,
-    /// Accept `?access_token=` (browsers' EventSource/WebSocket cannot set headers). The
-    /// query string must then be kept out of access logs.
+    /// Accept `?access_token=` (browsers' EventSource/WebSocket cannot set headers), only on
+    /// stream requests: a WebSocket upgrade or `Accept: text/event-stream`. The query string
+    /// must then be kept out of access logs.
     pub query_token: bool,
+    /// Paths served without credentials (health checks), matched exactly.
+    pub public_paths: Vec<String>,
+    /// Overwrite this header with the authenticated principal's name (the gateway reads its
+    /// caller from `x-weft-principal`; a client must not be able to choose it).
+    pub principal_header: Option<HeaderName>,
 }
 
 impl Default for AuthOptions {
@@ -216,15 +281,62 @@ impl Default for AuthOptions {
             allow_anonymous: false,
             basic: false,
             query_token: false,
+            public_paths: Vec::new(),
+            principal_header: None,
         }
     }
 }
 
-/// Authenticates every request and inserts its [`Principal`] as an extension.
+/// One authorisation check a request needs: `operation` on `(resource_type, name)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub operation: Operation,
+    pub resource_type: ResourceType,
+    pub name: String,
+}
+
+impl Check {
+    pub fn new(
+        operation: Operation,
+        resource_type: ResourceType,
+        name: impl Into<String>,
+    ) -> Check {
+        Check {
+            operation,
+            resource_type,
+            name: name.into(),
+        }
+    }
+}
+
+/// What a listener requires of an authenticated request, by method and path: the scope a
+/// bearer token must carry (per route group) and the ACL checks; and how a denial looks in
+/// the listener's own error format.
+pub trait HttpPolicy: Send + Sync + 'static {
+    /// The scope a bearer token needs for this route, if any (HTTP Basic users have no
+    /// scopes: their rights are their ACLs).
+    fn scope(&self, method: &Method, path: &str) -> Option<String>;
+    /// The ACL checks for this route (all must allow).
+    fn checks(&self, method: &Method, path: &str) -> Vec<Check>;
+    /// The 403 answer for a denied check (the listener's error body).
+    fn denied(&self, principal: &Principal, check: &Check) -> Response<Body>;
+}
+
+/// Authorisation behind authentication: the scope and ACL checks of an [`HttpPolicy`],
+/// decided by the shared [`Authorizer`].
+#[derive(Clone)]
+pub struct Authorization {
+    pub authorizer: Arc<Authorizer>,
+    pub policy: Arc<dyn HttpPolicy>,
+}
+
+/// Authenticates every request and inserts its [`Principal`] and [`Authenticated`] as
+/// extensions; with an [`Authorization`], also enforces scopes and ACLs (403).
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<dyn HttpAuthenticator>,
     options: Arc<AuthOptions>,
+    authz: Option<Authorization>,
 }
 
 impl fmt::Debug for AuthLayer {
@@ -240,7 +352,14 @@ impl AuthLayer {
         AuthLayer {
             auth,
             options: Arc::new(options),
+            authz: None,
         }
+    }
+
+    /// Adds scope and ACL enforcement.
+    pub fn with_authorization(mut self, authz: Authorization) -> AuthLayer {
+        self.authz = Some(authz);
+        self
     }
 }
 
@@ -251,6 +370,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             auth: self.auth.clone(),
             options: self.options.clone(),
+            authz: self.authz.clone(),
         }
     }
 }
@@ -260,6 +380,7 @@ pub struct AuthService<S> {
     inner: S,
     auth: Arc<dyn HttpAuthenticator>,
     options: Arc<AuthOptions>,
+    authz: Option<Authorization>,
 }
 
 impl<S> fmt::Debug for AuthService<S> {
@@ -306,6 +427,7 @@ fn presented<B>(req: &Request<B>, options: &AuthOptions) -> Presented {
         return Presented::Bad("unsupported authorization scheme");
     }
     if options.query_token
+        && is_stream_request(req)
         && let Some(q) = req.uri().query()
     {
         for pair in q.split('&') {
@@ -319,6 +441,19 @@ fn presented<B>(req: &Request<B>, options: &AuthOptions) -> Presented {
         }
     }
     Presented::None
+}
+
+/// A WebSocket upgrade or an EventSource request: the only ones that may carry a token in
+/// the query string (browsers cannot set headers on them).
+fn is_stream_request<B>(req: &Request<B>) -> bool {
+    let has = |name: header::HeaderName, needle: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains(needle))
+    };
+    has(header::UPGRADE, "websocket") || has(header::ACCEPT, "text/event-stream")
 }
 
 impl<S, B> Service<Request<B>> for AuthService<S>
@@ -341,6 +476,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         let options = self.options.clone();
+        let authz = self.authz.clone();
         Box::pin(async move {
             let challenge = |r: Option<Refusal>| {
                 let mut c = Challenge::new(options.realm.clone());
@@ -351,29 +487,82 @@ where
                 }
                 c.response()
             };
+            let public = options.public_paths.iter().any(|p| p == req.uri().path());
             let result = match presented(&req, &options) {
-                Presented::None if options.allow_anonymous => Ok(Principal::Anonymous),
+                Presented::None if options.allow_anonymous || public => {
+                    Ok(Authenticated::anonymous())
+                }
                 Presented::None => return Ok(challenge(None)),
+                // Credentials on a public route are ignored rather than refused: a health
+                // check must not fail because a proxy forwards a stale token.
+                _ if public => Ok(Authenticated::anonymous()),
                 Presented::Bad(why) => Err(Refusal {
                     error: BearerError::InvalidRequest,
                     description: why.into(),
                     scope: None,
                 }),
-                Presented::Bearer(t) => auth.bearer(&t).await,
-                Presented::Basic(u, p) => auth.basic(&u, &p).await,
+                Presented::Bearer(t) => auth.bearer_session(&t).await,
+                Presented::Basic(u, p) => auth.basic(&u, &p).await.map(|principal| Authenticated {
+                    principal,
+                    expires_at: None,
+                    scopes: Vec::new(),
+                    method: AuthMethod::Basic,
+                }),
             };
-            match result {
-                Ok(principal) => {
-                    req.extensions_mut().insert(principal);
-                    inner.call(req).await
-                }
+            let who = match result {
+                Ok(who) => who,
                 Err(r) => {
                     debug!(error = r.error.as_str(), reason = %r.description, "http authentication refused");
-                    Ok(challenge(Some(r)))
+                    return Ok(challenge(Some(r)));
+                }
+            };
+            if let Some(authz) = authz.as_ref().filter(|_| !public) {
+                let method = req.method().clone();
+                let path = req.uri().path().to_owned();
+                if who.method == AuthMethod::Bearer
+                    && let Some(scope) = authz.policy.scope(&method, &path)
+                    && !who.scopes.iter().any(|s| *s == scope)
+                {
+                    debug!(principal = %who.principal, scope, "http request lacks scope");
+                    return Ok(challenge(Some(Refusal {
+                        error: BearerError::InsufficientScope,
+                        description: format!("the token lacks required scope {scope:?}"),
+                        scope: Some(scope),
+                    })));
+                }
+                let host = peer_host(&req);
+                for check in authz.policy.checks(&method, &path) {
+                    let decision = authz.authorizer.authorize(
+                        &who.principal,
+                        &host,
+                        check.operation,
+                        check.resource_type,
+                        &check.name,
+                    );
+                    if !decision.is_allowed() {
+                        return Ok(authz.policy.denied(&who.principal, &check));
+                    }
                 }
             }
+            if let Some(name) = &options.principal_header {
+                req.headers_mut().remove(name);
+                if let Ok(v) = HeaderValue::from_str(who.principal.name()) {
+                    req.headers_mut().insert(name.clone(), v);
+                }
+            }
+            req.extensions_mut().insert(who.principal.clone());
+            req.extensions_mut().insert(who);
+            inner.call(req).await
         })
     }
+}
+
+/// The caller's IP for ACL host matching: axum's `ConnectInfo` when the server provides it,
+/// else `*` (then only ACLs for any host apply).
+fn peer_host<B>(req: &Request<B>) -> String {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| WILDCARD.to_owned(), |c| c.0.ip().to_string())
 }
 
 #[cfg(test)]
