@@ -5,7 +5,7 @@
 //!
 //! The decisions are [`weft_auth::Authorizer`]'s (deny wins, default deny, super-users,
 //! cached per principal/host/operation/resource); its ACLs come from the state store
-//! ([`weft_auth::store::AclStore`]) and are reloaded by [`Authorization::run_reloader`]
+//! ([`weft_auth::store::AclStore`]) and are reloaded by the task [`Authorization::open`] starts
 //! whenever the store's generation moves (another process, or this broker's own
 //! CreateAcls/DeleteAcls, which reload at once). Every denial is logged at info by the
 //! authorizer with principal, host, operation and resource; never a credential.
@@ -27,6 +27,15 @@ use weft_auth::{
 };
 
 use crate::session::Session;
+
+/// Why [`Authorization::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizationError {
+    #[error("[security] super_users: {0}")]
+    SuperUser(#[from] weft_auth::principal::InvalidPrincipal),
+    #[error("acl store: {0}")]
+    Store(#[from] weft_auth::store::StoreError),
+}
 
 /// The broker's authoriser and the stores behind the admin APIs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -84,6 +93,52 @@ impl Authorization {
         }
     }
 
+    /// The broker's authorisation from `[security]` over the state store: migrates the
+    /// `auth` tables, loads the ACLs and starts a task reloading them every `reload_every`
+    /// while the returned value (or a clone of it) is alive — so ACL changes made by
+    /// another process sharing the store reach this broker within one period.
+    pub async fn open(
+        security: &SecurityConfig,
+        store: weft_store::Store,
+        reload_every: Duration,
+    ) -> Result<Authorization, AuthorizationError> {
+        weft_auth::store::migrate(&store).await?;
+        let config = Authorization::authorizer_config(security)?;
+        let auth = Authorization::with_authorizer(
+            config,
+            Some(AclStore::new(store.clone())),
+            Some(ScramStore::new(store)),
+        );
+        auth.reload().await?;
+        info!(
+            enabled = auth.enabled,
+            super_users = auth.super_users.len(),
+            acls = auth.authorizer.list(&AclFilter::default()).len(),
+            "kafka authorization ready"
+        );
+        let weak = Arc::downgrade(&auth.authorizer);
+        let acls = auth.acls.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(reload_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                // The broker (and every clone of its config) is gone: stop.
+                let Some(authorizer) = weak.upgrade() else {
+                    return;
+                };
+                let Some(store) = &acls else { return };
+                match store.reload_if_changed(&authorizer).await {
+                    Ok(true) => info!(generation = authorizer.generation(), "acls reloaded"),
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "reloading acls failed; keeping the previous ones"),
+                }
+            }
+        });
+        Ok(auth)
+    }
+
     /// Whether requests are checked at all.
     pub fn enabled(&self) -> bool {
         self.enabled
@@ -108,25 +163,6 @@ impl Authorization {
         match &self.acls {
             Some(store) => store.reload_if_changed(&self.authorizer).await,
             None => Ok(false),
-        }
-    }
-
-    /// Reloads the ACLs every `every` until `stop` resolves (changes made by other
-    /// processes sharing the state store reach this broker within one period).
-    pub async fn run_reloader(&self, every: Duration, stop: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stop);
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                _ = tick.tick() => {}
-            }
-            match self.reload().await {
-                Ok(true) => info!(generation = self.authorizer.generation(), "acls reloaded"),
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "reloading acls failed; keeping the previous ones"),
-            }
         }
     }
 }
