@@ -331,6 +331,16 @@ pub(crate) async fn produce(
                 value: Some(v.as_bytes()),
             });
         }
+        // The W3C context of this request's span, unless the record carries its own
+        // (issue 9: HTTP request → produce → consume is one trace). Empty while traces are off.
+        if !headers.keys().any(|k| k.eq_ignore_ascii_case("traceparent")) {
+            for (name, v) in weft_observe::trace::current_headers() {
+                h = h.insert(Header {
+                    key: name,
+                    value: Some(v.as_bytes()),
+                });
+            }
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(h);
         if let Some(k) = key {
             record = record.key(k.as_slice());
