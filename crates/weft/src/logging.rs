@@ -61,6 +61,10 @@ pub(crate) fn init(
         None => None,
     };
     let otel = tracing.as_ref().map(|t| t.layer());
+    if tracing.is_some() {
+        // Broker Produce/Fetch spans, parented on records' W3C context (off until this).
+        weft_broker::trace::install(weft_observe::trace::set_remote_parent);
+    }
     tracing_subscriber::registry()
         .with(filter(level)?)
         .with(otel)
