@@ -9,7 +9,7 @@
 //! records below a connection's position are skipped (no duplicates); a live record above
 //! it first triggers a catch-up of the hole (no loss).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,12 +33,14 @@ const CATCH_UP_CHUNK: usize = 500;
 pub(crate) struct Hubs {
     bootstrap: String,
     capacity: usize,
-    map: Arc<Mutex<HashMap<String, Arc<Hub>>>>,
+    map: HubMap,
 }
 
 pub(crate) struct Hub {
     tx: broadcast::Sender<Arc<Record>>,
     stop: Arc<AtomicBool>,
+    /// `None` while the reader reads its start watermarks, then whether it started.
+    ready: watch::Receiver<Option<Result<(), String>>>,
 }
 
 impl Hubs {
@@ -50,22 +52,115 @@ impl Hubs {
         }
     }
 
-    /// A receiver of `topic`'s live records, starting the topic's reader if needed.
-    pub(crate) fn subscribe(
+    /// A receiver of `topic`'s live records, starting the topic's reader if needed. Returns
+    /// once the reader's start offsets are fixed, so that positions the caller resolves
+    /// afterwards are all either below them (caught up) or broadcast to this receiver.
+    ///
+    /// Nothing here blocks the runtime: the start watermarks are queried on the reader's
+    /// own thread (in `weft serve` the broker answering that query shares this runtime, so
+    /// a worker blocked on it could starve the very request it waits for).
+    pub(crate) async fn subscribe(
         &self,
-        kafka: &Kafka,
+        kafka: &Arc<Kafka>,
         topic: &str,
         partitions: &[i32],
     ) -> Result<broadcast::Receiver<Arc<Record>>, ApiError> {
-        let mut map = self
-            .map
-            .lock()
-            .map_err(|_| ApiError::Internal("hub map poisoned".into()))?;
-        if let Some(hub) = map.get(topic) {
-            return Ok(hub.tx.subscribe());
+        let (rx, mut ready) = {
+            let mut map = self
+                .map
+                .lock()
+                .map_err(|_| ApiError::Internal("hub map poisoned".into()))?;
+            match map.get(topic) {
+                Some(hub) => (hub.tx.subscribe(), hub.ready.clone()),
+                None => {
+                    let (tx, rx) = broadcast::channel(self.capacity);
+                    let (ready_tx, ready) = watch::channel(None);
+                    let hub = Arc::new(Hub {
+                        tx: tx.clone(),
+                        stop: Arc::new(AtomicBool::new(false)),
+                        ready: ready.clone(),
+                    });
+                    map.insert(topic.to_owned(), Arc::clone(&hub));
+                    let start = Start {
+                        kafka: Arc::clone(kafka),
+                        bootstrap: self.bootstrap.clone(),
+                        topic: topic.to_owned(),
+                        partitions: partitions.to_vec(),
+                        tx,
+                        ready: ready_tx,
+                        map: Arc::clone(&self.map),
+                        me: hub,
+                    };
+                    std::thread::Builder::new()
+                        .name(format!("gw-hub-{topic}"))
+                        .spawn(move || start.run())
+                        .map_err(|e| {
+                            map.remove(topic);
+                            ApiError::Internal(format!("cannot start the live reader: {e}"))
+                        })?;
+                    (rx, ready)
+                }
+            }
+        };
+        let started = ready
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ApiError::Kafka("the live reader stopped while starting".into()))?
+            .clone();
+        match started {
+            Some(Ok(())) => Ok(rx),
+            Some(Err(e)) => Err(ApiError::Kafka(e)),
+            None => Err(ApiError::Internal("live reader state".into())),
         }
-        let (tx, rx) = broadcast::channel(self.capacity);
-        let stop = Arc::new(AtomicBool::new(false));
+    }
+
+    /// Stops every reader (shutdown).
+    pub(crate) fn stop_all(&self) {
+        if let Ok(map) = self.map.lock() {
+            for hub in map.values() {
+                hub.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What a new live reader's thread needs.
+struct Start {
+    kafka: Arc<Kafka>,
+    bootstrap: String,
+    topic: String,
+    partitions: Vec<i32>,
+    tx: broadcast::Sender<Arc<Record>>,
+    ready: watch::Sender<Option<Result<(), String>>>,
+    map: HubMap,
+    me: Arc<Hub>,
+}
+
+type HubMap = Arc<Mutex<HashMap<String, Arc<Hub>>>>;
+
+impl Start {
+    /// On the reader's thread: fixes the start offsets, reports it, then reads.
+    fn run(self) {
+        match self.consumer() {
+            Ok(consumer) => {
+                let _ = self.ready.send(Some(Ok(())));
+                live_reader(consumer, self.topic, self.tx, self.map, self.me);
+            }
+            Err(e) => {
+                warn!(topic = self.topic, error = %e, "live reader did not start");
+                // Gone from the map before anyone hears of it, so the next subscriber
+                // starts a new reader instead of reusing this failed one.
+                if let Ok(mut m) = self.map.lock()
+                    && m.get(&self.topic).is_some_and(|h| Arc::ptr_eq(h, &self.me))
+                {
+                    m.remove(&self.topic);
+                }
+                let _ = self.ready.send(Some(Err(e.to_string())));
+            }
+        }
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer, ApiError> {
         let consumer: BaseConsumer = crate::kafka::base_config(&self.bootstrap)
             .set("group.id", "weft-gateway-hub")
             .set("enable.auto.commit", "false")
@@ -82,39 +177,18 @@ impl Hubs {
         // Explicit offsets read before the caller resolves its positions make every record
         // at or above those positions part of the broadcast.
         let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            // Through the shared, already connected metadata client (a brand-new client
-            // can stall on its first request).
-            // `block_in_place`: in `weft serve` the broker answering this query runs on the
-            // same runtime; a worker blocked here could starve it until the query times out.
-            let (_, high) = tokio::task::block_in_place(|| kafka.watermarks_now(topic, *p))?;
-            tpl.add_partition_offset(topic, *p, Offset::Offset(high))
+        for p in &self.partitions {
+            // Through the shared, already connected metadata client, with its fallback to
+            // a fresh client (`Kafka::watermarks_now`): a brand-new client can stall on
+            // its first request, the shared one on a just-created topic.
+            let (_, high) = self.kafka.watermarks_now(&self.topic, *p)?;
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(high))
                 .map_err(|e| ApiError::Kafka(e.to_string()))?;
         }
         consumer
             .assign(&tpl)
             .map_err(|e| ApiError::Kafka(format!("live reader assign: {e}")))?;
-        let hub = Arc::new(Hub {
-            tx: tx.clone(),
-            stop: Arc::clone(&stop),
-        });
-        map.insert(topic.to_owned(), Arc::clone(&hub));
-        let map_ref = Arc::clone(&self.map);
-        let name = topic.to_owned();
-        std::thread::Builder::new()
-            .name(format!("gw-hub-{topic}"))
-            .spawn(move || live_reader(consumer, name, tx, stop, map_ref, hub))
-            .map_err(|e| ApiError::Internal(format!("cannot start the live reader: {e}")))?;
-        Ok(rx)
-    }
-
-    /// Stops every reader (shutdown).
-    pub(crate) fn stop_all(&self) {
-        if let Ok(map) = self.map.lock() {
-            for hub in map.values() {
-                hub.stop.store(true, Ordering::Relaxed);
-            }
-        }
+        Ok(consumer)
     }
 }
 
@@ -122,11 +196,11 @@ fn live_reader(
     consumer: BaseConsumer,
     topic: String,
     tx: broadcast::Sender<Arc<Record>>,
-    stop: Arc<AtomicBool>,
-    map: Arc<Mutex<HashMap<String, Arc<Hub>>>>,
+    map: HubMap,
     me: Arc<Hub>,
 ) {
     debug!(topic, "live reader started");
+    let stop = Arc::clone(&me.stop);
     let mut unused_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
@@ -171,11 +245,14 @@ pub(crate) enum Out {
         record: Arc<Record>,
         id: String,
     },
+    /// Offsets `from..to` of `partition` were not delivered: deleted by retention, or
+    /// skipped because the client was too slow (`reason`).
     Gap {
         partition: i32,
         from: i64,
         to: i64,
         id: String,
+        reason: &'static str,
     },
     Heartbeat,
 }
@@ -185,7 +262,9 @@ pub(crate) enum Out {
 pub(crate) enum Cmd {
     /// Continue right after this position set.
     Resume(Positions),
-    /// The client showed life (a message, a pong, an ack).
+    /// Everything up to this position set is processed (WebSocket acknowledgements).
+    Ack(Positions),
+    /// The client showed life (a message, a pong).
     Activity,
 }
 
@@ -225,6 +304,66 @@ pub(crate) struct EngineCtx {
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
+/// Per-connection options beyond the start position and the filter.
+#[derive(Debug, Default)]
+pub(crate) struct ConnOptions {
+    /// Client acknowledgements (WebSocket): at most this many events delivered and not
+    /// acknowledged; with a group, acknowledged positions are committed to it.
+    pub(crate) acks: Option<AckOptions>,
+    /// The caller's credentials expire then: the stream closes with `auth_expired`.
+    pub(crate) expires_at: Option<std::time::SystemTime>,
+}
+
+#[derive(Debug)]
+pub(crate) struct AckOptions {
+    pub(crate) window: usize,
+    pub(crate) group: Option<String>,
+}
+
+/// Acknowledgement state of a connection that asked for it.
+struct Acks {
+    window: usize,
+    group: Option<String>,
+    /// (partition, offset) of each delivered, unacknowledged event, in delivery order.
+    unacked: VecDeque<(i32, i64)>,
+    /// The commit position: the next offset per partition after what was acknowledged.
+    acked: Positions,
+    /// `acked` changed since the last commit to the group.
+    dirty: bool,
+    /// Live records were left unread because the window was full: a catch-up reads them
+    /// once acknowledgements make room.
+    held_back: bool,
+}
+
+impl Acks {
+    fn full(&self) -> bool {
+        self.unacked.len() >= self.window
+    }
+
+    /// Applies an acknowledgement of everything before `upto` (only what was delivered
+    /// counts: an ack never moves the commit position past the connection's own).
+    fn ack(&mut self, upto: &Positions, delivered: &Positions) {
+        for (p, o) in upto {
+            let (Some(&mine), Some(acked)) = (delivered.get(p), self.acked.get_mut(p)) else {
+                continue;
+            };
+            let o = (*o).min(mine);
+            if o > *acked {
+                *acked = o;
+                self.dirty = true;
+            }
+        }
+        // Ids only grow in delivery order, so the acknowledged events are a prefix.
+        while let Some(&(p, o)) = self.unacked.front() {
+            if self.acked.get(&p).is_some_and(|a| *a > o) {
+                self.unacked.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
 /// Starts a connection's engine at `positions` (already resolved, one entry per followed
 /// partition) with the live receiver taken *before* the positions were resolved.
 pub(crate) fn open(
@@ -234,11 +373,26 @@ pub(crate) fn open(
     positions: Positions,
     filter: Filter,
     permit: ConnPermit,
+    options: ConnOptions,
 ) -> Conn {
     let (out_tx, out_rx) = mpsc::channel(ctx.limits.buffer_events.max(1));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let close_slot = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&close_slot);
+    let acks = options.acks.map(|a| Acks {
+        window: a.window.max(1),
+        group: a.group,
+        unacked: VecDeque::new(),
+        acked: positions.clone(),
+        dirty: false,
+        held_back: false,
+    });
+    let expires_at = options.expires_at.map(|at| {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left
+    });
     let task = tokio::spawn(async move {
         let mut engine = Engine {
             ctx,
@@ -246,14 +400,19 @@ pub(crate) fn open(
             positions,
             filter,
             out: out_tx,
+            cmds: cmd_rx,
             last_activity: Instant::now(),
             caught_up: false,
+            skipped: BTreeMap::new(),
+            acks,
+            expires_at,
         };
-        let mut reason = engine.run(live, cmd_rx).await;
+        let mut reason = engine.run(live).await;
         if *engine.ctx.shutdown.borrow() && reason.reason != "shutdown" {
             // The cluster may stop first during a shutdown: say what really happens.
             reason = close("shutdown", Some(engine.ctx.limits.retry_ms));
         }
+        engine.commit().await;
         debug!(
             topic = engine.topic,
             reason = reason.reason,
@@ -279,21 +438,26 @@ struct Engine {
     positions: Positions,
     filter: Filter,
     out: mpsc::Sender<Out>,
+    cmds: mpsc::Receiver<Cmd>,
     last_activity: Instant,
     /// Set by a catch-up that read something: the live receiver may have lagged meanwhile.
     caught_up: bool,
+    /// Slow-consumer "gap and skip ahead": per partition, the offsets `from..to` skipped
+    /// while the client's buffer was full, not yet reported. Non-empty = skipping.
+    skipped: BTreeMap<i32, (i64, i64)>,
+    acks: Option<Acks>,
+    expires_at: Option<tokio::time::Instant>,
 }
 
 fn close(reason: &'static str, retry_ms: Option<u64>) -> Close {
     Close { reason, retry_ms }
 }
 
+/// How often acknowledged positions are committed to the client's group.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Engine {
-    async fn run(
-        &mut self,
-        mut live: broadcast::Receiver<Arc<Record>>,
-        mut cmds: mpsc::Receiver<Cmd>,
-    ) -> Close {
+    async fn run(&mut self, mut live: broadcast::Receiver<Arc<Record>>) -> Close {
         let limits = self.ctx.limits.clone();
         let retry = Some(limits.retry_ms);
         if let Err(c) = Box::pin(self.catch_up_all()).await {
@@ -302,8 +466,11 @@ impl Engine {
         let mut shutdown = self.ctx.shutdown.clone();
         let lifetime = tokio::time::sleep(limits.max_lifetime);
         tokio::pin!(lifetime);
+        let expiry = self.expires_at;
         let mut heartbeat = tokio::time::interval(limits.heartbeat);
         heartbeat.tick().await;
+        let mut commits = tokio::time::interval(COMMIT_INTERVAL);
+        let committing = self.acks.as_ref().is_some_and(|a| a.group.is_some());
         let mut caught_up = true;
         self.caught_up = false;
         loop {
@@ -311,11 +478,16 @@ impl Engine {
                 return close("shutdown", retry);
             }
             let idle_at = tokio::time::Instant::from_std(self.last_activity + limits.idle_timeout);
+            // While skipping, wake up as soon as the client has drained its buffer enough
+            // to be told what it missed (not only on the next live record).
+            let room_for_gaps = (!self.skipped.is_empty()).then(|| self.out.clone());
+            let room_needed = self.gap_room();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return close("shutdown", retry),
                 () = &mut lifetime => return close("max_lifetime", retry),
-                cmd = cmds.recv() => match cmd {
+                () = sleep_until_opt(expiry) => return close("auth_expired", None),
+                cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Resume(p)) => {
                         self.last_activity = Instant::now();
                         self.resume(p);
@@ -324,6 +496,20 @@ impl Engine {
                             return c;
                         }
                         caught_up = true;
+                    }
+                    Some(Cmd::Ack(p)) => {
+                        self.last_activity = Instant::now();
+                        if let Some(acks) = self.acks.as_mut() {
+                            acks.ack(&p, &self.positions);
+                            if acks.held_back && !acks.full() {
+                                acks.held_back = false;
+                                // What was left unread meanwhile comes from the log.
+                                if let Err(c) = Box::pin(self.catch_up_all()).await {
+                                    return c;
+                                }
+                                caught_up = true;
+                            }
+                        }
                     }
                     Some(Cmd::Activity) => self.last_activity = Instant::now(),
                     None => {}
@@ -342,6 +528,12 @@ impl Engine {
                             return c;
                         }
                     }
+                    Err(broadcast::error::RecvError::Lagged(_)) if self.skips() => {
+                        live = live.resubscribe();
+                        if let Err(c) = Box::pin(self.skip_to_live_end()).await {
+                            return c;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         return close("slow_consumer", None);
                     }
@@ -349,14 +541,122 @@ impl Engine {
                         return close("reader_stopped", retry);
                     }
                 },
+                _ = wait_room(room_for_gaps, room_needed) => {
+                    if self.out.is_closed() {
+                        return close("client_gone", None);
+                    }
+                    self.flush_gaps();
+                }
                 _ = heartbeat.tick() => {
                     // A full buffer already means the client is behind; it is judged on
                     // the next event, not on a heartbeat.
                     let _ = self.out.try_send(Out::Heartbeat);
                 }
+                _ = commits.tick(), if committing => self.commit().await,
                 () = tokio::time::sleep_until(idle_at) => {
                     return close("idle_timeout", None);
                 }
+            }
+        }
+    }
+
+    /// "Gap and skip ahead" applies: configured, and the client did not ask for
+    /// acknowledgements (at-least-once never skips).
+    fn skips(&self) -> bool {
+        self.ctx.limits.slow_consumer_gap && self.acks.is_none()
+    }
+
+    /// Free buffer slots before delivery resumes after a skip: half the buffer, so a
+    /// client that is still slow is not flipped back and forth on every record.
+    fn gap_room(&self) -> usize {
+        let cap = self.out.max_capacity();
+        (cap / 2).max(1).min(cap)
+    }
+
+    /// Records `from..to` of `p` as skipped; the position moves to `to`.
+    fn skip_over(&mut self, p: i32, from: i64, to: i64) {
+        let e = self.skipped.entry(p).or_insert((from, to));
+        e.1 = e.1.max(to);
+        if let Some(next) = self.positions.get_mut(&p) {
+            *next = (*next).max(to);
+        }
+    }
+
+    /// Reports skipped ranges as `gap` events once the client has room. `true` when
+    /// nothing is left to report (delivery continues).
+    fn flush_gaps(&mut self) -> bool {
+        if self.skipped.is_empty() {
+            return true;
+        }
+        if self.out.capacity() < self.gap_room() {
+            return false;
+        }
+        while let Some((&p, &(from, to))) = self.skipped.iter().next() {
+            // The id resumes after this gap only: partitions whose gap is not reported
+            // yet stay at their `from`, so a reconnect in between still learns of them.
+            let mut at = self.positions.clone();
+            for (q, (qfrom, _)) in &self.skipped {
+                if *q != p {
+                    at.insert(*q, *qfrom);
+                }
+            }
+            let gap = Out::Gap {
+                partition: p,
+                from,
+                to,
+                id: encode(&at),
+                reason: "slow_consumer",
+            };
+            if self.out.try_send(gap).is_err() {
+                return false;
+            }
+            self.skipped.remove(&p);
+        }
+        true
+    }
+
+    /// After the engine itself fell behind the fan-out (skip mode): every partition jumps
+    /// to its high watermark read now; what lies between is reported as skipped. Records
+    /// at or above those watermarks are broadcast after the resubscription (see the module
+    /// docs), records below are dropped as already passed.
+    async fn skip_to_live_end(&mut self) -> Result<(), Close> {
+        let partitions: Vec<i32> = self.positions.keys().copied().collect();
+        for p in partitions {
+            let (_, high) = self
+                .ctx
+                .kafka
+                .watermarks(&self.topic, p)
+                .await
+                .map_err(|e| {
+                    warn!(topic = self.topic, partition = p, error = %e, "skip watermarks");
+                    close("kafka_error", Some(self.ctx.limits.retry_ms))
+                })?;
+            let next = self.positions.get(&p).copied().unwrap_or(high);
+            if high > next {
+                self.skip_over(p, next, high);
+            }
+        }
+        self.flush_gaps();
+        Ok(())
+    }
+
+    /// Commits the acknowledged positions to the client's group, if any changed.
+    async fn commit(&mut self) {
+        let Some(acks) = self.acks.as_mut() else {
+            return;
+        };
+        let Some(group) = acks.group.clone() else {
+            return;
+        };
+        if !acks.dirty {
+            return;
+        }
+        acks.dirty = false;
+        let acked = acks.acked.clone();
+        if let Err(e) = self.ctx.kafka.commit(&group, &self.topic, &acked).await {
+            warn!(topic = self.topic, group, error = %e, "commit of acknowledged positions");
+            if let Some(a) = self.acks.as_mut() {
+                a.dirty = true;
             }
         }
     }
@@ -368,6 +668,12 @@ impl Engine {
                 *offset = *o;
             }
         }
+        // A resume restarts delivery: nothing before it is pending any more.
+        self.skipped.clear();
+        if let Some(acks) = self.acks.as_mut() {
+            acks.unacked.clear();
+            acks.held_back = false;
+        }
     }
 
     async fn on_live(&mut self, record: Arc<Record>) -> Result<(), Close> {
@@ -375,6 +681,19 @@ impl Engine {
             return Ok(());
         };
         if record.offset < next {
+            return Ok(());
+        }
+        if let Some(acks) = self.acks.as_mut()
+            && acks.full()
+        {
+            // The client has not acknowledged enough: leave the record (and the position)
+            // where it is; it is read from the log once acknowledgements make room.
+            acks.held_back = true;
+            return Ok(());
+        }
+        if !self.flush_gaps() {
+            // Still skipping: this record, and any hole before it, are skipped too.
+            self.skip_over(record.partition, next, record.offset + 1);
             return Ok(());
         }
         if record.offset > next {
@@ -389,6 +708,7 @@ impl Engine {
     }
 
     fn deliver_live(&mut self, record: Arc<Record>) -> Result<(), Close> {
+        let skips = self.skips();
         let Some(next) = self.positions.get_mut(&record.partition) else {
             return Ok(());
         };
@@ -401,19 +721,63 @@ impl Engine {
         }
         self.last_activity = Instant::now();
         let id = encode(&self.positions);
+        let (p, offset) = (record.partition, record.offset);
         match self.out.try_send(Out::Event { record, id }) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.delivered(p, offset);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) if skips => {
+                self.skip_over(p, offset, offset + 1);
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Err(close("slow_consumer", None)),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(close("client_gone", None)),
         }
     }
 
+    /// Counts a delivered event against the acknowledgement window.
+    fn delivered(&mut self, p: i32, offset: i64) {
+        if let Some(acks) = self.acks.as_mut() {
+            acks.unacked.push_back((p, offset));
+        }
+    }
+
+    /// Waits for acknowledgements while the window is full (during a catch-up, where
+    /// the main loop does not run), at most the idle timeout.
+    async fn wait_for_acks(&mut self) -> Result<(), Close> {
+        while self.acks.as_ref().is_some_and(Acks::full) {
+            match tokio::time::timeout(self.ctx.limits.idle_timeout, self.cmds.recv()).await {
+                Ok(Some(Cmd::Ack(p))) => {
+                    self.last_activity = Instant::now();
+                    if let Some(acks) = self.acks.as_mut() {
+                        acks.ack(&p, &self.positions);
+                    }
+                }
+                // A resume in the middle of a catch-up waits for the window: the client
+                // has to acknowledge (or reconnect) first.
+                Ok(Some(Cmd::Activity | Cmd::Resume(_))) => {}
+                Ok(None) => return Err(close("client_gone", None)),
+                Err(_) => return Err(close("ack_timeout", None)),
+            }
+        }
+        Ok(())
+    }
+
     /// Sends during a catch-up: waits for room (a client reading a backlog sets its own
     /// pace) but not longer than the idle timeout.
     async fn send_waiting(&mut self, out: Out) -> Result<(), Close> {
+        self.wait_for_acks().await?;
+        let event = match &out {
+            Out::Event { record, .. } => Some((record.partition, record.offset)),
+            _ => None,
+        };
         match tokio::time::timeout(self.ctx.limits.idle_timeout, self.out.send(out)).await {
             Ok(Ok(())) => {
                 self.last_activity = Instant::now();
+                if let Some((p, o)) = event {
+                    self.delivered(p, o);
+                }
                 Ok(())
             }
             Ok(Err(_)) => Err(close("client_gone", None)),
@@ -448,6 +812,7 @@ impl Engine {
                 from: next,
                 to: low,
                 id,
+                reason: "deleted_by_retention",
             })
             .await?;
             next = low;
@@ -509,6 +874,26 @@ impl Engine {
             self.positions.insert(p, next);
         }
         Ok(())
+    }
+}
+
+/// Sleeps until `at`, forever when `None`.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once `out` has `n` free slots; never when `None`.
+async fn wait_room(out: Option<mpsc::Sender<Out>>, n: usize) {
+    match out {
+        Some(out) => {
+            // The permits are only a wake-up: they go back at once, and the engine (the
+            // channel's only sender) then finds the room.
+            let _ = out.reserve_many(n).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! `spawn_blocking`; readers are pooled so the number of Kafka clients is bounded whatever
 //! the number of HTTP connections.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,13 @@ pub(crate) struct Kafka {
     /// A group-less consumer for metadata, watermarks and offsets-for-times.
     meta: Arc<BaseConsumer>,
     reader_permits: Arc<Semaphore>,
+    /// One client per consumer group that WebSocket acknowledgements commit to (a
+    /// client's `group.id` is fixed at creation); at most `MAX_GROUP_CLIENTS`.
+    group_clients: std::sync::Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
+
+/// Group clients kept; beyond this the cache starts over (they are cheap to recreate).
+const MAX_GROUP_CLIENTS: usize = 64;
 
 pub(crate) fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -103,7 +110,84 @@ impl Kafka {
             producer,
             meta: Arc::new(meta),
             reader_permits: Arc::new(Semaphore::new(readers.max(1))),
+            group_clients: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The (cached) client whose `group.id` is `group`. It never joins the group: commits
+    /// are standalone (generation -1), accepted while the group has no members — the way
+    /// Kafka's tools reset a group's offsets.
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, ApiError> {
+        let mut map = self
+            .group_clients
+            .lock()
+            .map_err(|_| ApiError::Internal("group clients poisoned".into()))?;
+        if let Some(c) = map.get(group) {
+            return Ok(Arc::clone(c));
+        }
+        if map.len() >= MAX_GROUP_CLIENTS {
+            map.clear();
+        }
+        let c: BaseConsumer = reader_config(&self.bootstrap)
+            .set("group.id", group)
+            .create()
+            .map_err(|e| {
+                ApiError::Kafka(format!("cannot create a client of group {group:?}: {e}"))
+            })?;
+        let c = Arc::new(c);
+        map.insert(group.to_owned(), Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Commits `positions` (next offsets) of `topic` for `group`.
+    pub(crate) async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &BTreeMap<i32, i64>,
+    ) -> Result<(), ApiError> {
+        let client = self.group_client(group)?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in positions {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+                .map_err(|e| ApiError::Kafka(e.to_string()))?;
+        }
+        let group = group.to_owned();
+        blocking(move || {
+            client
+                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+                .map_err(|e| ApiError::Kafka(format!("commit for group {group:?}: {e}")))
+        })
+        .await
+    }
+
+    /// The offsets `group` committed for `partitions` of `topic` (absent: none).
+    pub(crate) async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, ApiError> {
+        let client = self.group_client(group)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(topic, *p);
+        }
+        let group = group.to_owned();
+        blocking(move || {
+            let got = client
+                .committed_offsets(tpl, META_TIMEOUT)
+                .map_err(|e| ApiError::Kafka(format!("offsets of group {group:?}: {e}")))?;
+            Ok(got
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
     }
 
     pub(crate) fn bootstrap(&self) -> &str {

@@ -76,6 +76,11 @@ pub struct StreamLimits {
     pub max_connections_per_principal: usize,
     /// The `retry` hint sent when a connection is drained.
     pub retry_ms: u64,
+    /// A client further behind than `buffer_events` gets a `gap` event (reason
+    /// `slow_consumer`) and continues from the live end instead of being closed.
+    pub slow_consumer_gap: bool,
+    /// WebSocket acknowledgements: events delivered and not yet acknowledged, at most.
+    pub max_unacked: usize,
 }
 
 impl Default for StreamLimits {
@@ -88,6 +93,8 @@ impl Default for StreamLimits {
             max_connections: 20_000,
             max_connections_per_principal: 20_000,
             retry_ms: 1000,
+            slow_consumer_gap: false,
+            max_unacked: 1000,
         }
     }
 }
@@ -124,7 +131,8 @@ impl Config {
 
     /// Overrides from `WEFT_GATEWAY_*` environment variables (until these become flags of
     /// `weft serve`): `HEARTBEAT_MS`, `IDLE_TIMEOUT_MS`, `MAX_LIFETIME_MS`, `BUFFER_EVENTS`,
-    /// `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_PRINCIPAL`, `RETRY_MS`, `MAX_BODY_BYTES`,
+    /// `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_PRINCIPAL`, `RETRY_MS`, `SLOW_CONSUMER_GAP` (0|1),
+    /// `MAX_UNACKED`, `MAX_BODY_BYTES`,
     /// `READERS`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`,
     /// `WEBHOOK_DISABLE_AFTER_MS`.
     pub fn with_env(mut self) -> Result<Config> {
@@ -158,6 +166,12 @@ impl Config {
         }
         if let Some(v) = var("RETRY_MS")? {
             s.retry_ms = v;
+        }
+        if let Some(v) = var("SLOW_CONSUMER_GAP")? {
+            s.slow_consumer_gap = v != 0;
+        }
+        if let Some(v) = var("MAX_UNACKED")? {
+            s.max_unacked = (v as usize).max(1);
         }
         if let Some(v) = var("MAX_BODY_BYTES")? {
             self.max_body_bytes = v as usize;

@@ -3,22 +3,23 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use futures_util::stream::{self, Stream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use weft_auth::http::Authenticated;
 
 use crate::Gateway;
-use crate::hub::{self, Close, Cmd, Conn, EngineCtx, Out};
+use crate::hub::{self, AckOptions, Close, Cmd, Conn, ConnOptions, EngineCtx, Out};
 use crate::position::{self, Filter, Format, Positions, Start};
 use crate::problem::{ApiError, Principal, principal_of, problem};
 
@@ -85,6 +86,12 @@ pub struct StreamQuery {
     pub format: Option<String>,
     /// Resume after this event id (WebSocket; SSE uses `Last-Event-ID`).
     pub resume: Option<String>,
+    /// WebSocket: the client acknowledges events (`{"type":"ack","id":…}`); at most the
+    /// gateway's `max_unacked` events are in flight unacknowledged.
+    pub ack: Option<bool>,
+    /// WebSocket acknowledgements are committed to this consumer group, and a connection
+    /// without `resume` starts at its committed offsets (implies `ack=true`).
+    pub group: Option<String>,
 }
 
 struct Opened {
@@ -93,13 +100,15 @@ struct Opened {
     topic: String,
 }
 
-/// Checks limits, resolves the start (a resume id wins) and starts the engine.
+/// Checks limits, resolves the start (a resume id wins, then the group's commits) and
+/// starts the engine.
 async fn open(
     gw: &Gateway,
     topic: &str,
     q: &StreamQuery,
     principal: &Principal,
     resume: Option<&str>,
+    options: ConnOptions,
 ) -> Result<Opened, Response> {
     let inner = &gw.0;
     if *inner.shutdown_tx.borrow() {
@@ -148,16 +157,47 @@ async fn open(
     let live = inner
         .hubs
         .subscribe(&inner.kafka, topic, &all)
-        .map_err(IntoResponse::into_response)?;
-    let positions = resolve(gw, topic, &followed, start)
         .await
         .map_err(IntoResponse::into_response)?;
+    let mut positions = resolve(gw, topic, &followed, start)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if let Some(group) = options.acks.as_ref().and_then(|a| a.group.as_deref())
+        && resume.is_none()
+    {
+        // The group's committed offsets win over `start` where there are any.
+        let committed = inner
+            .kafka
+            .committed(group, topic, &followed)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        for (p, o) in committed {
+            let (_, high) = inner
+                .kafka
+                .watermarks(topic, p)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            // Below `low`: the engine reports the gap; beyond `high` (a log that was
+            // recreated): the end.
+            if o <= high {
+                positions.insert(p, o);
+            }
+        }
+    }
     let ctx = EngineCtx {
         kafka: inner.kafka.clone(),
         limits: inner.config.stream.clone(),
         shutdown: inner.shutdown_tx.subscribe(),
     };
-    let conn = hub::open(ctx, topic.to_owned(), live, positions, filter, permit);
+    let conn = hub::open(
+        ctx,
+        topic.to_owned(),
+        live,
+        positions,
+        filter,
+        permit,
+        options,
+    );
     Ok(Opened {
         conn,
         format,
@@ -230,21 +270,29 @@ fn event_data(topic: &str, out: &Out, format: Format) -> Option<(String, &'stati
             from,
             to,
             id,
+            reason,
         } => Some((
             id.clone(),
             "gap",
             json!({"topic": topic, "partition": partition, "from": from, "to": to,
-                   "missed": to - from, "reason": "deleted_by_retention"})
+                   "missed": to - from, "reason": reason})
             .to_string(),
         )),
         Out::Heartbeat => None,
     }
 }
 
+/// When the caller's credentials expire (the HTTP auth layer's `Authenticated` extension).
+fn expiry(auth: Option<&Authenticated>) -> Option<SystemTime> {
+    auth.and_then(|a| a.expires_at)
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 async fn sse(
     State(gw): State<Gateway>,
     Path(topic): Path<String>,
     Query(q): Query<StreamQuery>,
+    auth: Option<Extension<Authenticated>>,
     headers: HeaderMap,
 ) -> Response {
     let principal = principal_of(&headers);
@@ -253,7 +301,12 @@ async fn sse(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned);
-    let opened = match open(&gw, &topic, &q, &principal, last_id.as_deref()).await {
+    // Acknowledgements need a way back from the client: WebSocket only.
+    let options = ConnOptions {
+        acks: None,
+        expires_at: expiry(auth.as_deref()),
+    };
+    let opened = match open(&gw, &topic, &q, &principal, last_id.as_deref(), options).await {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -276,8 +329,15 @@ async fn sse(
             }
             None => {
                 let Close { reason, retry_ms } = o.conn.close_reason();
+                // Expired credentials end with their own event name, so a client can
+                // refresh its token before reconnecting instead of retrying blindly.
+                let name = if reason == "auth_expired" {
+                    "auth_expired"
+                } else {
+                    "close"
+                };
                 let mut ev = Event::default()
-                    .event("close")
+                    .event(name)
                     .data(json!({"reason": reason, "retry_ms": retry_ms}).to_string());
                 if let Some(ms) = retry_ms {
                     ev = ev.retry(Duration::from_millis(ms));
@@ -298,11 +358,21 @@ async fn ws(
     State(gw): State<Gateway>,
     Path(topic): Path<String>,
     Query(q): Query<StreamQuery>,
+    auth: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let principal = principal_of(&headers);
-    let opened = open(&gw, &topic, &q, &principal, q.resume.as_deref()).await;
+    let group = q.group.clone().filter(|g| !g.is_empty());
+    let acks = (q.ack == Some(true) || group.is_some()).then(|| AckOptions {
+        window: gw.0.config.stream.max_unacked,
+        group,
+    });
+    let options = ConnOptions {
+        acks,
+        expires_at: expiry(auth.as_deref()),
+    };
+    let opened = open(&gw, &topic, &q, &principal, q.resume.as_deref(), options).await;
     match opened {
         Ok(o) => {
             let heartbeat = gw.0.config.stream.heartbeat;
@@ -338,6 +408,10 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
                             _ => Cmd::Activity,
                         }
                     }
+                    Ok(v) if v["type"] == "ack" => match v["id"].as_str().map(position::decode) {
+                        Some(Ok(p)) => Cmd::Ack(p),
+                        _ => Cmd::Activity,
+                    },
                     _ => Cmd::Activity,
                 },
                 Message::Close(_) => break,
@@ -379,7 +453,8 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
         let _ = sink.send(Message::Text(text.into())).await;
         let code = match reason {
             "shutdown" | "max_lifetime" => 1001,
-            "slow_consumer" => 1008,
+            // Policy violations: too slow, credentials expired, acknowledgements overdue.
+            "slow_consumer" | "auth_expired" | "ack_timeout" => 1008,
             "kafka_error" | "reader_stopped" => 1011,
             _ => 1000,
         };
@@ -406,7 +481,8 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
 pub(crate) async fn sse_doc() {}
 
 /// WebSocket of a topic: server messages `{"type":"event"|"gap"|"close","id",…}`; the client
-/// may send `{"type":"resume","id":…}` at any time and `{"type":"ack","id":…}`.
+/// may send `{"type":"resume","id":…}` at any time and, with `ack=true` or `group=…`,
+/// `{"type":"ack","id":…}` (everything up to that id is processed).
 #[utoipa::path(get, path = "/v1/topics/{topic}/ws", params(("topic" = String, Path), StreamQuery),
     responses((status = 101, description = "switching to the WebSocket protocol"),
         (status = 400, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
