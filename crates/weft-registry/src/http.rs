@@ -33,7 +33,14 @@ const REQUEST_TYPES: [&str; 4] = [V1_JSON, SR_JSON, JSON, "application/octet-str
 
 /// Every route of the API.
 pub fn router(registry: Registry) -> Router {
-    Router::new()
+    router_with_auth(registry, None)
+}
+
+/// Every route of the API behind `auth` (authentication, scopes and ACLs: [`crate::auth`]),
+/// inside the metrics layer so refusals are counted, outside the review and deprecation
+/// layers so they see the authenticated principal.
+pub fn router_with_auth(registry: Registry, auth: Option<weft_auth::http::AuthLayer>) -> Router {
+    let routes = Router::new()
         .route("/", get(root))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
@@ -99,7 +106,12 @@ pub fn router(registry: Registry) -> Router {
             crate::review::intercept,
         ))
         .layer(middleware::from_fn(media_types))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let routes = match auth {
+        Some(auth) => routes.layer(auth),
+        None => routes,
+    };
+    routes
         // Outermost: counts every answer, refusals by the layers above included.
         .layer(middleware::from_fn(crate::metrics::observe))
         .with_state(registry)
@@ -111,7 +123,19 @@ pub async fn serve(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry))
+    serve_with_auth(listener, registry, None, shutdown).await
+}
+
+/// [`serve`] behind `auth`; the peer address reaches the ACL host check.
+pub async fn serve_with_auth(
+    listener: TcpListener,
+    registry: Registry,
+    auth: Option<weft_auth::http::AuthLayer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router_with_auth(registry, auth)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -19,6 +19,7 @@
 // ends a request, so its size costs nothing measurable; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 mod deprecation;
 mod error;
 mod http;
@@ -43,7 +44,7 @@ use weft_store::sqlx::AnyConnection;
 
 pub use deprecation::Deprecation;
 pub use error::{Error, Result};
-pub use http::{MAX_BODY_BYTES, router, serve};
+pub use http::{MAX_BODY_BYTES, router, router_with_auth, serve, serve_with_auth};
 pub use review::{
     DEFAULT_APPROVALS, Event as ProposalEvent, PRINCIPAL_HEADER, Proposal, Proposed,
     Status as ProposalStatus,
