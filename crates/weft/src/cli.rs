@@ -44,6 +44,8 @@ pub(crate) enum Command {
     Outbox(crate::cmd::outbox::OutboxArgs),
     /// Append, read and replay event-store streams over the HTTP API
     Events(crate::cmd::events::EventsArgs),
+    /// Generate a local CA, a server and a client certificate for trying TLS (not for production)
+    DevCerts(crate::cmd::dev_certs::DevCertsArgs),
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
         Command::Dlq(args) => cmd::dlq::run(args).await,
         Command::Outbox(args) => cmd::outbox::run(args).await,
         Command::Events(args) => cmd::events::run(args).await,
+        Command::DevCerts(args) => cmd::dev_certs::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod consume;
+pub(crate) mod dev_certs;
 pub(crate) mod dlq;
 pub(crate) mod events;
 pub(crate) mod group;
