@@ -28,6 +28,10 @@ pub(crate) enum Command {
     // New command groups go here, e.g. `Topic(topic::TopicArgs)`.
     /// Create, list, describe, alter and delete topics on any Kafka-protocol broker
     Topic(crate::cmd::topic::TopicArgs),
+    /// Add, list and remove ACLs (Kafka's CreateAcls/DescribeAcls/DeleteAcls)
+    Acl(crate::cmd::acl::AclArgs),
+    /// Add, list and remove SCRAM users (Kafka's Alter/DescribeUserScramCredentials)
+    User(crate::cmd::user::UserArgs),
     /// Write stdin lines as records to a topic
     Produce(crate::cmd::produce::ProduceArgs),
     /// Print the records of a topic

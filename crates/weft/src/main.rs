@@ -22,6 +22,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Topic(args) => cmd::topic::run(args).await,
+        Command::Acl(args) => cmd::acl::run(args).await,
+        Command::User(args) => cmd::user::run(args).await,
         Command::Produce(args) => cmd::produce::run(args).await,
         Command::Consume(args) => cmd::consume::run(args).await,
         Command::Group(args) => cmd::group::run(args).await,

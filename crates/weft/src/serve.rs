@@ -111,6 +111,15 @@ async fn run_components(
             let mut config = broker_config(settings, addr)?;
             // Topics with `weft.schema.validation` check records against this registry.
             config.schemas = Some(crate::registry_source::validator(registry.clone()));
+            // `[security]` authorisation: ACLs and SCRAM users in the state store, reloaded
+            // every second (changes from other processes sharing a PostgreSQL store).
+            config.authorization = weft_broker::Authorization::open(
+                &settings.security,
+                registry.store().clone(),
+                std::time::Duration::from_secs(1),
+            )
+            .await
+            .context("cannot set up kafka authorization")?;
             // `[security] listeners` (SASL_PLAINTEXT…) beside this PLAINTEXT one.
             let extra =
                 crate::kafka_listeners::prepare(&settings.security, registry.store(), None).await?;

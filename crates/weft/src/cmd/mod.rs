@@ -6,6 +6,7 @@
 //! API is blocking or callback-driven, so each command runs on a blocking thread
 //! ([`blocking`]) and never on the async reactor.
 
+pub(crate) mod acl;
 pub(crate) mod bench;
 pub(crate) mod consume;
 pub(crate) mod dev_certs;
@@ -16,6 +17,7 @@ pub(crate) mod outbox;
 pub(crate) mod produce;
 pub(crate) mod schema;
 pub(crate) mod topic;
+pub(crate) mod user;
 
 use std::process::ExitCode;
 use std::time::Duration;

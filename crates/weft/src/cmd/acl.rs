@@ -1,0 +1,530 @@
+//! `weft acl add|list|remove`: ACLs through Kafka's admin APIs (CreateAcls, DescribeAcls,
+//! DeleteAcls v1), so they work against `weft serve` and any Kafka broker with an
+//! authoriser.
+//!
+//! The rdkafka crate does not expose librdkafka's ACL or SCRAM admin calls (only through its
+//! unsafe FFI, which this workspace forbids), so these commands speak the protocol directly
+//! with the `kafka-protocol` codec ([`Wire`]) over a PLAINTEXT connection to the first
+//! bootstrap server. `weft user` shares [`Wire`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+use kafka_protocol::messages::{
+    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_auth::{Operation, PatternType, Permission, ResourceType};
+
+use super::{ClientArgs, REQUEST_TIMEOUT};
+
+/// One connection speaking Kafka requests (no SASL, no TLS).
+pub(crate) struct Wire {
+    stream: TcpStream,
+    correlation_id: i32,
+    bootstrap: String,
+}
+
+/// Largest response accepted (a DescribeAcls of many thousands of ACLs fits).
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+impl Wire {
+    /// Connects to the first of the comma-separated bootstrap servers.
+    pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<Wire> {
+        if client
+            .properties
+            .iter()
+            .any(|(k, _)| k.starts_with("sasl.") || k == "security.protocol")
+        {
+            bail!(
+                "weft acl/user speak PLAINTEXT only; -X security properties are not supported by these commands"
+            );
+        }
+        let first = client.bootstrap.split(',').next().unwrap_or("").trim();
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(first))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("no answer from the broker at {first} (timed out connecting)")
+            })?
+            .with_context(|| format!("cannot connect to the broker at {first}"))?;
+        Ok(Wire {
+            stream,
+            correlation_id: 0,
+            bootstrap: first.to_owned(),
+        })
+    }
+
+    /// Sends `req` as `version` and reads its response.
+    pub(crate) async fn call<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.call_inner(req, version))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no answer from the broker at {} within {REQUEST_TIMEOUT:?}",
+                    self.bootstrap
+                )
+            })?
+    }
+
+    async fn call_inner<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("weft-cli")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .context("encoding the request header")?;
+        req.encode(&mut body, version)
+            .context("encoding the request")?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(i32::try_from(body.len()).context("request too large")?);
+        frame.extend_from_slice(&body);
+        let io =
+            |e: std::io::Error| anyhow::anyhow!("talking to the broker at {}: {e}", self.bootstrap);
+        self.stream.write_all(&frame).await.map_err(io)?;
+        let len = self.stream.read_i32().await.map_err(|e| {
+            anyhow::anyhow!(
+                "the broker at {} closed the connection ({e}); does it serve this API version?",
+                self.bootstrap
+            )
+        })?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l >= 4 && *l <= MAX_RESPONSE);
+        let Some(len) = len else {
+            bail!(
+                "the broker at {} sent an invalid response length",
+                self.bootstrap
+            );
+        };
+        let mut buf = vec![0u8; len];
+        self.stream.read_exact(&mut buf).await.map_err(io)?;
+        let mut bytes = bytes::Bytes::from(buf);
+        let header = ResponseHeader::decode(
+            &mut bytes,
+            <R::Response as HeaderVersion>::header_version(version),
+        )
+        .context("decoding the response header")?;
+        if header.correlation_id != self.correlation_id {
+            bail!(
+                "the broker answered another request (correlation id {})",
+                header.correlation_id
+            );
+        }
+        R::Response::decode(&mut bytes, version).context("decoding the broker's response")
+    }
+}
+
+/// A Kafka error code as a message: name and description.
+pub(crate) fn describe_code(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        Some(e) => format!("{e:?} ({code}): {e}"),
+        None => format!("error code {code}"),
+    }
+}
+
+// ---- Kafka codes of the ACL enums (org.apache.kafka.common.{resource,acl}) ----
+
+const ANY: i8 = 1;
+const MATCH: i8 = 2;
+
+fn resource_code(t: ResourceType) -> anyhow::Result<i8> {
+    Ok(match t {
+        ResourceType::Topic => 2,
+        ResourceType::Group => 3,
+        ResourceType::Cluster => 4,
+        ResourceType::TransactionalId => 5,
+        ResourceType::Subject => bail!("subject ACLs have no Kafka resource type"),
+    })
+}
+
+fn resource_name(code: i8) -> &'static str {
+    match code {
+        2 => "topic",
+        3 => "group",
+        4 => "cluster",
+        5 => "transactional-id",
+        _ => "unknown",
+    }
+}
+
+fn pattern_code(p: PatternType) -> i8 {
+    match p {
+        PatternType::Literal => 3,
+        PatternType::Prefixed => 4,
+    }
+}
+
+fn pattern_name(code: i8) -> &'static str {
+    match code {
+        3 => "literal",
+        4 => "prefixed",
+        _ => "unknown",
+    }
+}
+
+fn operation_code(o: Operation) -> i8 {
+    match o {
+        Operation::All => 2,
+        Operation::Read => 3,
+        Operation::Write => 4,
+        Operation::Create => 5,
+        Operation::Delete => 6,
+        Operation::Alter => 7,
+        Operation::Describe => 8,
+        Operation::DescribeConfigs => 10,
+        Operation::AlterConfigs => 11,
+    }
+}
+
+fn operation_name(code: i8) -> String {
+    Operation::ALL
+        .iter()
+        .find(|o| operation_code(**o) == code)
+        .map_or_else(|| format!("operation-{code}"), |o| o.as_str().to_owned())
+}
+
+fn permission_code(p: Permission) -> i8 {
+    match p {
+        Permission::Deny => 2,
+        Permission::Allow => 3,
+    }
+}
+
+fn permission_name(code: i8) -> &'static str {
+    match code {
+        2 => "deny",
+        3 => "allow",
+        _ => "unknown",
+    }
+}
+
+// ---- arguments ----
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AclArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    action: Action,
+}
+
+/// Which resource: exactly one of these for `add`; at most one for `list`/`remove`.
+#[derive(Debug, Clone, clap::Args)]
+struct Resource {
+    /// A topic (with --prefixed: every topic starting with it; `*`: every topic)
+    #[arg(long, group = "resource")]
+    topic: Option<String>,
+    /// A consumer group (with --prefixed: every group starting with it; `*`: every group)
+    #[arg(long, group = "resource")]
+    group: Option<String>,
+    /// The cluster (creating topics, ACL administration, listing groups…)
+    #[arg(long, group = "resource")]
+    cluster: bool,
+    /// A transactional id
+    #[arg(long, group = "resource")]
+    transactional_id: Option<String>,
+}
+
+impl Resource {
+    fn get(&self) -> Option<(ResourceType, String)> {
+        if let Some(t) = &self.topic {
+            Some((ResourceType::Topic, t.clone()))
+        } else if let Some(g) = &self.group {
+            Some((ResourceType::Group, g.clone()))
+        } else if self.cluster {
+            Some((
+                ResourceType::Cluster,
+                weft_auth::acl::CLUSTER_NAME.to_owned(),
+            ))
+        } else {
+            self.transactional_id
+                .as_ref()
+                .map(|t| (ResourceType::TransactionalId, t.clone()))
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Allow or deny principals operations on a resource
+    Add {
+        #[command(flatten)]
+        resource: Resource,
+        /// The name is a prefix (every resource whose name starts with it)
+        #[arg(long)]
+        prefixed: bool,
+        /// Principal, `User:<name>` or `User:*` (repeatable)
+        #[arg(long = "principal", required = true)]
+        principals: Vec<String>,
+        /// Operation: read, write, create, delete, alter, describe, describe-configs,
+        /// alter-configs, all (repeatable)
+        #[arg(long = "operation", required = true)]
+        operations: Vec<Operation>,
+        /// Deny instead of allow (a deny wins over every allow)
+        #[arg(long)]
+        deny: bool,
+        /// Client host the ACL applies to
+        #[arg(long, default_value = "*")]
+        host: String,
+    },
+    /// List ACLs (all, or those matching the filters)
+    List {
+        #[command(flatten)]
+        resource: Resource,
+        /// Only prefixed patterns (default: the exact resource name's ACLs, any pattern)
+        #[arg(long, conflicts_with = "applying")]
+        prefixed: bool,
+        /// Every ACL that applies to the named resource: literal, `*` and prefixes of it
+        #[arg(long)]
+        applying: bool,
+        #[arg(long)]
+        principal: Option<String>,
+    },
+    /// Remove the ACLs matching the filters (the removed ones are printed)
+    Remove {
+        #[command(flatten)]
+        resource: Resource,
+        #[arg(long)]
+        prefixed: bool,
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        operation: Option<Operation>,
+        /// Only deny ACLs
+        #[arg(long, conflicts_with = "allow")]
+        deny: bool,
+        /// Only allow ACLs
+        #[arg(long)]
+        allow: bool,
+        #[arg(long)]
+        host: Option<String>,
+        /// Needed to remove without naming a resource or principal (every ACL)
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// One ACL line: `allow User:alice read topic:orders (literal) from *`.
+fn line(
+    rtype: i8,
+    name: &str,
+    pattern: i8,
+    principal: &str,
+    host: &str,
+    op: i8,
+    perm: i8,
+) -> String {
+    format!(
+        "{} {principal} {} {}:{name} ({}) from {host}",
+        permission_name(perm),
+        operation_name(op),
+        resource_name(rtype),
+        pattern_name(pattern),
+    )
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_owned())
+}
+
+pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
+    let mut wire = Wire::connect(&args.client).await?;
+    match args.action {
+        Action::Add {
+            resource,
+            prefixed,
+            principals,
+            operations,
+            deny,
+            host,
+        } => {
+            let Some((rtype, name)) = resource.get() else {
+                bail!("name the resource: --topic, --group, --cluster or --transactional-id");
+            };
+            let pattern = if prefixed {
+                PatternType::Prefixed
+            } else {
+                PatternType::Literal
+            };
+            let perm = if deny {
+                Permission::Deny
+            } else {
+                Permission::Allow
+            };
+            let mut creations = Vec::new();
+            for p in &principals {
+                for op in &operations {
+                    creations.push(
+                        AclCreation::default()
+                            .with_resource_type(resource_code(rtype)?)
+                            .with_resource_name(s(&name))
+                            .with_resource_pattern_type(pattern_code(pattern))
+                            .with_principal(s(p))
+                            .with_host(s(&host))
+                            .with_operation(operation_code(*op))
+                            .with_permission_type(permission_code(perm)),
+                    );
+                }
+            }
+            let req = CreateAclsRequest::default().with_creations(creations.clone());
+            let resp = wire.call(&req, 1).await?;
+            let mut failed = false;
+            for (c, r) in creations.iter().zip(&resp.results) {
+                let l = line(
+                    c.resource_type,
+                    &c.resource_name,
+                    c.resource_pattern_type,
+                    &c.principal,
+                    &c.host,
+                    c.operation,
+                    c.permission_type,
+                );
+                if r.error_code == 0 {
+                    println!("added: {l}");
+                } else {
+                    failed = true;
+                    let m = r.error_message.as_deref().unwrap_or("");
+                    eprintln!("cannot add {l}: {} {m}", describe_code(r.error_code));
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Action::List {
+            resource,
+            prefixed,
+            applying,
+            principal,
+        } => {
+            let res = resource.get();
+            let rtype = match &res {
+                Some((t, _)) => resource_code(*t)?,
+                None => ANY,
+            };
+            let pattern = if applying {
+                MATCH
+            } else if prefixed {
+                pattern_code(PatternType::Prefixed)
+            } else {
+                ANY
+            };
+            let req = DescribeAclsRequest::default()
+                .with_resource_type_filter(rtype)
+                .with_resource_name_filter(res.map(|(_, n)| s(&n)))
+                .with_pattern_type_filter(pattern)
+                .with_principal_filter(principal.as_deref().map(s))
+                .with_host_filter(None)
+                .with_operation(ANY)
+                .with_permission_type(ANY);
+            let resp = wire.call(&req, 1).await?;
+            if resp.error_code != 0 {
+                let m = resp.error_message.as_deref().unwrap_or("");
+                bail!("cannot list ACLs: {} {m}", describe_code(resp.error_code));
+            }
+            for r in &resp.resources {
+                for a in &r.acls {
+                    println!(
+                        "{}",
+                        line(
+                            r.resource_type,
+                            &r.resource_name,
+                            r.pattern_type,
+                            &a.principal,
+                            &a.host,
+                            a.operation,
+                            a.permission_type
+                        )
+                    );
+                }
+            }
+        }
+        Action::Remove {
+            resource,
+            prefixed,
+            principal,
+            operation,
+            deny,
+            allow,
+            host,
+            all,
+        } => {
+            let res = resource.get();
+            if res.is_none() && principal.is_none() && !all {
+                bail!("name a resource or --principal, or pass --all to remove every ACL");
+            }
+            let rtype = match &res {
+                Some((t, _)) => resource_code(*t)?,
+                None => ANY,
+            };
+            let pattern = if prefixed {
+                pattern_code(PatternType::Prefixed)
+            } else if res.is_some() {
+                pattern_code(PatternType::Literal)
+            } else {
+                ANY
+            };
+            let perm = if deny {
+                permission_code(Permission::Deny)
+            } else if allow {
+                permission_code(Permission::Allow)
+            } else {
+                ANY
+            };
+            let filter = DeleteAclsFilter::default()
+                .with_resource_type_filter(rtype)
+                .with_resource_name_filter(res.map(|(_, n)| s(&n)))
+                .with_pattern_type_filter(pattern)
+                .with_principal_filter(principal.as_deref().map(s))
+                .with_host_filter(host.as_deref().map(s))
+                .with_operation(operation.map_or(ANY, operation_code))
+                .with_permission_type(perm);
+            let req = DeleteAclsRequest::default().with_filters(vec![filter]);
+            let resp = wire.call(&req, 1).await?;
+            let Some(r) = resp.filter_results.first() else {
+                bail!("the broker sent no result");
+            };
+            if r.error_code != 0 {
+                let m = r.error_message.as_deref().unwrap_or("");
+                bail!("cannot remove ACLs: {} {m}", describe_code(r.error_code));
+            }
+            for a in &r.matching_acls {
+                println!(
+                    "removed: {}",
+                    line(
+                        a.resource_type,
+                        &a.resource_name,
+                        a.pattern_type,
+                        &a.principal,
+                        &a.host,
+                        a.operation,
+                        a.permission_type
+                    )
+                );
+            }
+            if r.matching_acls.is_empty() {
+                eprintln!("no ACL matched");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
