@@ -21,6 +21,7 @@
 //! - `problem`: the problem body, request ids, the `Principal` hook.
 
 pub mod asyncapi;
+pub mod consumers;
 mod hub;
 pub mod kafka;
 pub mod openapi;
@@ -114,6 +115,8 @@ pub struct Config {
     pub fanout_capacity: usize,
     pub stream: StreamLimits,
     pub webhooks: webhooks::WebhookConfig,
+    /// REST consumer instances (`/v1/consumers`).
+    pub consumers: consumers::ConsumerConfig,
 }
 
 impl Config {
@@ -126,73 +129,146 @@ impl Config {
             fanout_capacity: 8192,
             stream: StreamLimits::default(),
             webhooks: webhooks::WebhookConfig::default(),
+            consumers: consumers::ConsumerConfig::default(),
         }
     }
 
-    /// Overrides from `WEFT_GATEWAY_*` environment variables (until these become flags of
-    /// `weft serve`): `HEARTBEAT_MS`, `IDLE_TIMEOUT_MS`, `MAX_LIFETIME_MS`, `BUFFER_EVENTS`,
-    /// `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_PRINCIPAL`, `RETRY_MS`, `SLOW_CONSUMER_GAP` (0|1),
-    /// `MAX_UNACKED`, `MAX_BODY_BYTES`,
-    /// `READERS`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`,
-    /// `WEBHOOK_DISABLE_AFTER_MS`.
-    pub fn with_env(mut self) -> Result<Config> {
-        fn var(name: &str) -> Result<Option<u64>> {
-            match std::env::var(format!("WEFT_GATEWAY_{name}")) {
-                Ok(v) => v.parse().map(Some).map_err(|_| {
-                    Error::Config(format!("WEFT_GATEWAY_{name}={v:?} is not a number"))
-                }),
-                Err(_) => Ok(None),
+    /// Applies the `[gateway]` table of `weft.toml`, then the `WEFT_GATEWAY_<KEY>`
+    /// environment variables (which win over the file): the precedence of every `weft serve`
+    /// setting, environment over file over default.
+    pub fn with_settings(self, file: &Settings) -> Result<Config> {
+        self.with_settings_and_env(file, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::with_settings`] with an injected environment lookup (tests).
+    pub fn with_settings_and_env(
+        mut self,
+        file: &Settings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        for (key, from_file) in file.entries() {
+            let var = format!("WEFT_GATEWAY_{}", key.to_ascii_uppercase());
+            let from_env = match env(&var).filter(|v| !v.is_empty()) {
+                Some(v) => Some(
+                    v.parse::<u64>()
+                        .map_err(|_| Error::Config(format!("{var}={v:?} is not a number")))?,
+                ),
+                None => None,
+            };
+            if let Some(v) = from_env.or(from_file) {
+                self.set(key, v)?;
             }
         }
-        let ms = Duration::from_millis;
-        let s = &mut self.stream;
-        if let Some(v) = var("HEARTBEAT_MS")? {
-            s.heartbeat = ms(v.max(10));
-        }
-        if let Some(v) = var("IDLE_TIMEOUT_MS")? {
-            s.idle_timeout = ms(v);
-        }
-        if let Some(v) = var("MAX_LIFETIME_MS")? {
-            s.max_lifetime = ms(v);
-        }
-        if let Some(v) = var("BUFFER_EVENTS")? {
-            s.buffer_events = v as usize;
-        }
-        if let Some(v) = var("MAX_CONNECTIONS")? {
-            s.max_connections = v as usize;
-        }
-        if let Some(v) = var("MAX_CONNECTIONS_PER_PRINCIPAL")? {
-            s.max_connections_per_principal = v as usize;
-        }
-        if let Some(v) = var("RETRY_MS")? {
-            s.retry_ms = v;
-        }
-        if let Some(v) = var("SLOW_CONSUMER_GAP")? {
-            s.slow_consumer_gap = v != 0;
-        }
-        if let Some(v) = var("MAX_UNACKED")? {
-            s.max_unacked = (v as usize).max(1);
-        }
-        if let Some(v) = var("MAX_BODY_BYTES")? {
-            self.max_body_bytes = v as usize;
-        }
-        if let Some(v) = var("READERS")? {
-            self.readers = v as usize;
-        }
-        let w = &mut self.webhooks;
-        if let Some(v) = var("WEBHOOK_TIMEOUT_MS")? {
-            w.timeout = ms(v);
-        }
-        if let Some(v) = var("WEBHOOK_ATTEMPTS")? {
-            w.max_attempts = v as u32;
-        }
-        if let Some(v) = var("WEBHOOK_BACKOFF_MS")? {
-            w.backoff_base = ms(v);
-        }
-        if let Some(v) = var("WEBHOOK_DISABLE_AFTER_MS")? {
-            w.disable_after = ms(v);
-        }
         Ok(self)
+    }
+
+    /// Overrides from `WEFT_GATEWAY_*` environment variables alone (no file).
+    pub fn with_env(self) -> Result<Config> {
+        self.with_settings(&Settings::default())
+    }
+
+    fn set(&mut self, key: &str, v: u64) -> Result<()> {
+        let ms = Duration::from_millis;
+        let count = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let s = &mut self.stream;
+        let w = &mut self.webhooks;
+        let c = &mut self.consumers;
+        match key {
+            "heartbeat_ms" => s.heartbeat = ms(v.max(10)),
+            "idle_timeout_ms" => s.idle_timeout = ms(v),
+            "max_lifetime_ms" => s.max_lifetime = ms(v),
+            "buffer_events" => s.buffer_events = count(v),
+            "max_connections" => s.max_connections = count(v),
+            "max_connections_per_principal" => s.max_connections_per_principal = count(v),
+            "retry_ms" => s.retry_ms = v,
+            "slow_consumer_gap" => s.slow_consumer_gap = v != 0,
+            "max_unacked" => s.max_unacked = count(v.max(1)),
+            "max_body_bytes" => self.max_body_bytes = count(v),
+            "readers" => self.readers = count(v.max(1)),
+            "webhook_timeout_ms" => w.timeout = ms(v.max(1)),
+            "webhook_attempts" => w.max_attempts = u32::try_from(v.max(1)).unwrap_or(u32::MAX),
+            "webhook_backoff_ms" => w.backoff_base = ms(v),
+            "webhook_disable_after_ms" => w.disable_after = ms(v),
+            "consumer_instance_timeout_ms" => c.instance_timeout = ms(v.max(1)),
+            "max_consumer_instances" => c.max_instances = count(v),
+            other => return Err(Error::Config(format!("unknown gateway setting {other:?}"))),
+        }
+        Ok(())
+    }
+}
+
+/// The `[gateway]` table of `weft.toml`; every key can also be given as the environment
+/// variable `WEFT_GATEWAY_<KEY>` (upper case), which wins over the file. Unset keys keep
+/// [`Config`]'s defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// SSE comment / WebSocket ping interval (15000; at least 10).
+    pub heartbeat_ms: Option<u64>,
+    /// A live connection without traffic is closed after this (300000).
+    pub idle_timeout_ms: Option<u64>,
+    /// A live connection is closed after this whatever happens (3600000).
+    pub max_lifetime_ms: Option<u64>,
+    /// Events buffered per live connection (1024).
+    pub buffer_events: Option<u64>,
+    /// Live connections at most (20000).
+    pub max_connections: Option<u64>,
+    /// Live connections per principal at most (20000).
+    pub max_connections_per_principal: Option<u64>,
+    /// The `retry` hint sent when connections are drained (1000).
+    pub retry_ms: Option<u64>,
+    /// 1: a client further behind than `buffer_events` gets a `gap` event and continues
+    /// from the live end; 0 (default): it is closed with `slow_consumer`.
+    pub slow_consumer_gap: Option<u64>,
+    /// WebSocket acknowledgements: unacknowledged events in flight at most (1000).
+    pub max_unacked: Option<u64>,
+    /// Largest request body (1 MiB).
+    pub max_body_bytes: Option<u64>,
+    /// Concurrent catch-up / read-by-offset reads (4).
+    pub readers: Option<u64>,
+    /// A webhook delivery succeeds on a 2xx within this (10000).
+    pub webhook_timeout_ms: Option<u64>,
+    /// Attempts per webhook delivery before the DLQ (8).
+    pub webhook_attempts: Option<u64>,
+    /// First webhook retry delay, doubled per attempt (500).
+    pub webhook_backoff_ms: Option<u64>,
+    /// A webhook target failing without success for this long is disabled (86400000).
+    pub webhook_disable_after_ms: Option<u64>,
+    /// A REST consumer instance unused for this long is deleted (300000; Confluent's
+    /// `consumer.instance.timeout.ms`).
+    pub consumer_instance_timeout_ms: Option<u64>,
+    /// REST consumer instances at most (100).
+    pub max_consumer_instances: Option<u64>,
+}
+
+impl Settings {
+    /// (key, value) of every setting, in the order they are applied.
+    fn entries(&self) -> [(&'static str, Option<u64>); 17] {
+        [
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("max_lifetime_ms", self.max_lifetime_ms),
+            ("buffer_events", self.buffer_events),
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_principal",
+                self.max_connections_per_principal,
+            ),
+            ("retry_ms", self.retry_ms),
+            ("slow_consumer_gap", self.slow_consumer_gap),
+            ("max_unacked", self.max_unacked),
+            ("max_body_bytes", self.max_body_bytes),
+            ("readers", self.readers),
+            ("webhook_timeout_ms", self.webhook_timeout_ms),
+            ("webhook_attempts", self.webhook_attempts),
+            ("webhook_backoff_ms", self.webhook_backoff_ms),
+            ("webhook_disable_after_ms", self.webhook_disable_after_ms),
+            (
+                "consumer_instance_timeout_ms",
+                self.consumer_instance_timeout_ms,
+            ),
+            ("max_consumer_instances", self.max_consumer_instances),
+        ]
     }
 }
 
@@ -209,6 +285,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) webhooks: Arc<webhooks::Webhooks>,
     pub(crate) deprecations: versioning::Deprecations,
+    pub(crate) consumers: Arc<consumers::Consumers>,
 }
 
 impl Gateway {
@@ -236,6 +313,10 @@ impl Gateway {
             shutdown_tx,
             webhooks: Arc::new(webhooks),
             deprecations: versioning::Deprecations::default(),
+            consumers: Arc::new(consumers::Consumers::new(
+                config.consumers.clone(),
+                &config.bootstrap,
+            )),
             config,
         })))
     }
@@ -245,6 +326,7 @@ impl Gateway {
         let v1 = rest::routes()
             .merge(streams::routes())
             .merge(webhooks::routes())
+            .merge(consumers::routes())
             .merge(versioning::v1_routes());
         Router::new()
             .nest("/v1", v1)
@@ -264,7 +346,10 @@ impl Gateway {
     /// Background work until `shutdown` resolves (webhook delivery), then the drain: live
     /// connections get a `close` with the `retry` hint, readers stop.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        let workers = self.0.webhooks.start(self.0.shutdown_tx.subscribe());
+        let mut workers = self.0.webhooks.start(self.0.shutdown_tx.subscribe());
+        workers.push(tokio::spawn(
+            Arc::clone(&self.0.consumers).reap(self.0.shutdown_tx.subscribe()),
+        ));
         shutdown.await;
         info!(
             connections = self.0.limits.open(),
@@ -281,5 +366,55 @@ impl Gateway {
     /// Live connections open now.
     pub fn open_connections(&self) -> usize {
         self.0.limits.open()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml: &str, env: &[(&str, &str)]) -> Result<Config> {
+        let file: Settings = toml::from_str(toml).map_err(|e| Error::Config(e.to_string()))?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::new("b:9092").with_settings_and_env(&file, &|name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn env_over_file_over_default() {
+        let c = resolve("", &[]).unwrap();
+        assert_eq!(c.stream.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.consumers.max_instances, 100);
+        let c = resolve("heartbeat_ms = 200\nmax_consumer_instances = 3", &[]).unwrap();
+        assert_eq!(c.stream.heartbeat, Duration::from_millis(200));
+        assert_eq!(c.consumers.max_instances, 3);
+        let c = resolve(
+            "heartbeat_ms = 200\nreaders = 2",
+            &[
+                ("WEFT_GATEWAY_HEARTBEAT_MS", "300"),
+                ("WEFT_GATEWAY_READERS", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.stream.heartbeat, Duration::from_millis(300));
+        assert_eq!(c.readers, 2, "an empty variable counts as unset");
+        let c = resolve("", &[("WEFT_GATEWAY_CONSUMER_INSTANCE_TIMEOUT_MS", "1500")]).unwrap();
+        assert_eq!(c.consumers.instance_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn errors() {
+        let e = resolve("heartbeat = 1", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+        let e = resolve("readers = \"four\"", &[]).unwrap_err().to_string();
+        assert!(e.contains("invalid type"), "{e}");
+        let e = resolve("", &[("WEFT_GATEWAY_READERS", "four")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WEFT_GATEWAY_READERS"), "{e}");
     }
 }

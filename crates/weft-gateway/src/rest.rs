@@ -333,7 +333,10 @@ pub(crate) async fn produce(
         }
         // The W3C context of this request's span, unless the record carries its own
         // (issue 9: HTTP request → produce → consume is one trace). Empty while traces are off.
-        if !headers.keys().any(|k| k.eq_ignore_ascii_case("traceparent")) {
+        if !headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("traceparent"))
+        {
             for (name, v) in weft_observe::trace::current_headers() {
                 h = h.insert(Header {
                     key: name,
