@@ -139,6 +139,10 @@ struct FileConfig {
     /// `[security]`: listeners, SASL, ACLs, JWT, TLS (weft-auth owns the keys).
     #[serde(default)]
     security: weft_auth::SecurityConfig,
+    /// `[gateway]`: the HTTP gateway's limits (weft-gateway owns the keys; each key's
+    /// `WEFT_GATEWAY_<KEY>` variable wins over it, applied by `weft_gateway::Config`).
+    #[serde(default)]
+    gateway: weft_gateway::Settings,
 }
 
 /// The `[broker]` table of `weft.toml`: Kafka broker-level settings.
@@ -200,6 +204,8 @@ pub(crate) struct Settings {
     pub(crate) observe: weft_observe::Config,
     /// The `[security]` table of `weft.toml`.
     pub(crate) security: weft_auth::SecurityConfig,
+    /// The `[gateway]` table of `weft.toml`.
+    pub(crate) gateway: weft_gateway::Settings,
     /// Consumer-lag sampling interval and window (`weft-lag`), already validated.
     pub(crate) lag: weft_lag::Config,
     /// The config file that was read, if any.
@@ -284,6 +290,7 @@ impl Settings {
                 o
             },
             security: f.security,
+            gateway: f.gateway,
             lag: weft_lag::Config {
                 interval: std::time::Duration::from_millis(
                     pick("lag_interval_ms", a.lag_interval_ms, env, f.lag_interval_ms)?
