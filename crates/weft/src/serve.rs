@@ -165,7 +165,8 @@ async fn run_components(
     // listener; its own limits come from WEFT_GATEWAY_* variables until they become flags.
     let gateway = match &lag_bootstrap {
         Some(bootstrap) => {
-            let mut config = weft_gateway::Config::new(bootstrap.clone()).with_settings(&settings.gateway)?;
+            let mut config = weft_gateway::Config::new(bootstrap.clone())
+                .with_settings(&settings.gateway)?;
             let registry_host = if registry_addr.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), registry_addr.port())
             } else {
