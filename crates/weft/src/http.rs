@@ -464,3 +464,211 @@ mod tests {
         assert_eq!(p["status"], "OK");
     }
 }
+
+// HTTPS (`[security.http] tls = true`, certificate from `[security.tls]`).
+
+/// Most TLS handshakes in progress at once on one listener; more connections wait in the
+/// kernel's backlog until one finishes (each is bounded by `weft_tls::HANDSHAKE_TIMEOUT`).
+const MAX_HANDSHAKES: usize = 256;
+
+/// TLS for the HTTP and registry listeners. With TLS on, `weft serve`'s own registry clients
+/// (the gateway, the event store) reach the registry through a plain HTTP listener bound to an
+/// ephemeral loopback port instead, so they need no certificate trust of their own.
+pub(crate) struct Https {
+    tls: Option<weft_tls::Tls>,
+    registry_internal: Option<(TcpListener, SocketAddr)>,
+}
+
+impl Https {
+    /// Off unless `[security.http] tls`; then `[security.tls]` must name a loadable certificate.
+    pub(crate) async fn from_config(security: &weft_auth::SecurityConfig) -> anyhow::Result<Https> {
+        if !security.http.tls {
+            return Ok(Https {
+                tls: None,
+                registry_internal: None,
+            });
+        }
+        let section = security.tls.as_ref().context(
+            "[security.http] tls = true needs a [security.tls] table with cert_file and key_file",
+        )?;
+        // axum serves HTTP/1.1 only: say so in ALPN rather than let a client guess.
+        let tls = weft_tls::Tls::with_alpn(section, vec![b"http/1.1".to_vec()])
+            .context("cannot set up HTTPS")?;
+        let internal = crate::serve::bind(
+            "internal registry",
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
+        )
+        .await?;
+        let addr = internal
+            .local_addr()
+            .context("internal registry listener has no address")?;
+        Ok(Https {
+            tls: Some(tls),
+            registry_internal: Some((internal, addr)),
+        })
+    }
+
+    /// The TLS handle for the HTTP listener, if HTTPS is on.
+    pub(crate) fn tls(&self) -> Option<weft_tls::Tls> {
+        self.tls.clone()
+    }
+
+    /// Where `weft serve`'s own clients reach the registry whose public listener is `public`.
+    pub(crate) fn registry_client_addr(&self, public: SocketAddr) -> SocketAddr {
+        match &self.registry_internal {
+            Some((_, internal)) => *internal,
+            None => connectable(public),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until shutdown: over TLS when `tls` is given, else as
+/// [`serve`] does.
+pub(crate) async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<weft_tls::Tls>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    match tls {
+        None => serve(listener, router, shutdown).await,
+        Some(tls) => serve_tls(listener, router, tls, shutdown)
+            .await
+            .context("https server stopped"),
+    }
+}
+
+/// Serves the schema registry's `router` (`weft_registry::http::router…`) on its public
+/// listener, over TLS when `https` says so, plus the loopback listener for `weft serve`'s own
+/// clients; until shutdown. Handlers see the peer address (`ConnectInfo<SocketAddr>`).
+pub(crate) async fn serve_registry(
+    listener: TcpListener,
+    router: Router,
+    https: Https,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let plain = |listener: TcpListener, router: Router, mut shutdown: Shutdown| async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.requested().await })
+        .await
+    };
+    match (https.tls, https.registry_internal) {
+        (Some(tls), Some((internal, _))) => {
+            tokio::try_join!(
+                serve_tls(listener, router.clone(), tls, shutdown.clone()),
+                plain(internal, router, shutdown),
+            )?;
+            Ok(())
+        }
+        _ => plain(listener, router, shutdown).await,
+    }
+    .context("schema registry stopped")
+}
+
+/// axum's serve loop over TLS connections: handshakes run in their own tasks (a slow or
+/// silent client holds up nobody), and a failed one is logged and dropped.
+async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: weft_tls::Tls,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let local = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
+    let accepting = tokio::spawn(accept_tls(listener, tls, tx));
+    let listener = TlsListener {
+        incoming: rx,
+        local,
+        accepting,
+    };
+    // `tap_io` only so axum's `ConnectInfo<SocketAddr>` applies to this listener type.
+    axum::serve(
+        listener.tap_io(|_| ()),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.requested().await })
+    .await
+}
+
+/// Connections whose TLS handshake completed, for axum's serve loop.
+struct TlsListener {
+    incoming: tokio::sync::mpsc::Receiver<(weft_tls::TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = weft_tls::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(conn) => conn,
+            // The accept task only stops once this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Accepts TCP connections and hands each one, once its handshake is done, to `tx`; stops
+/// when the receiving side is gone.
+async fn accept_tls(
+    listener: TcpListener,
+    tls: weft_tls::Tls,
+    tx: tokio::sync::mpsc::Sender<(weft_tls::TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&handshakes).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = tx.closed() => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "https accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = tx.closed() => return,
+        };
+        let tls = tls.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls.accept(tcp).await {
+                Ok((stream, _identity)) => {
+                    // Refused only once the server is shutting down.
+                    let _ = tx.send((stream, peer)).await;
+                }
+                Err(weft_tls::Error::Handshake(error))
+                    if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    // Connect-and-close probes (`/readyz`, load balancers): not worth a line.
+                    tracing::debug!(%peer, %error, "tls handshake: peer closed");
+                }
+                Err(error) => tracing::info!(%peer, %error, "tls handshake failed"),
+            }
+        });
+    }
+}

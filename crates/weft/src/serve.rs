@@ -99,6 +99,10 @@ async fn run_components(
     let registry_addr = registry_listener
         .local_addr()
         .context("registry listener has no address")?;
+    // `[security.http] tls`: HTTPS on the HTTP and registry listeners (crate::http::Https);
+    // weft serve's own registry clients (gateway, event store) use `registry_client`.
+    let https = http::Https::from_config(&settings.security).await?;
+    let registry_client = https.registry_client_addr(registry_addr);
 
     // The embedded Kafka broker, unless an external cluster is used instead.
     let kafka = match settings.kafka_bootstrap {
@@ -167,12 +171,7 @@ async fn run_components(
         Some(bootstrap) => {
             let mut config = weft_gateway::Config::new(bootstrap.clone())
                 .with_settings(&settings.gateway)?;
-            let registry_host = if registry_addr.ip().is_unspecified() {
-                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), registry_addr.port())
-            } else {
-                registry_addr
-            };
-            config.registry_url = Some(format!("http://{registry_host}"));
+            config.registry_url = Some(format!("http://{registry_client}"));
             let gateway = weft_gateway::Gateway::open(config, registry.store().clone())
                 .await
                 .context("cannot start the gateway")?;
@@ -195,7 +194,7 @@ async fn run_components(
         .context("cannot prepare the event store's tables")?;
     // Event types bound to a registry subject look their schema up in this registry.
     events.set_schema_lookup(Arc::new(weft_eventstore::HttpSchemaLookup::for_addr(
-        registry_addr,
+        registry_client,
     )));
     let router = router.merge(weft_eventstore::http::router(events.clone()));
     // Reclaims what stream metadata and deletes hide, every 5 minutes, in small batches.
@@ -210,8 +209,9 @@ async fn run_components(
     // Observability (crates/weft-observe): /metrics, the /ui dashboard, and request metrics
     // and a server span around every route (outermost, so it sees every answer).
     let router = http::observe(router, observability, lag.clone());
+    let http_tls = https.tls();
     sup.spawn("http", move |shutdown| {
-        http::serve(http_listener, router, shutdown)
+        http::serve_with(http_listener, router, http_tls, shutdown)
     });
     if let Some(gateway) = gateway {
         sup.spawn("gateway", move |mut shutdown| async move {
@@ -246,12 +246,9 @@ async fn run_components(
         });
     }
 
-    sup.spawn("registry", move |mut shutdown| async move {
-        weft_registry::serve(registry_listener, registry, async move {
-            shutdown.requested().await
-        })
-        .await
-        .context("schema registry stopped")
+    let registry_router = weft_registry::router(registry);
+    sup.spawn("registry", move |shutdown| {
+        http::serve_registry(registry_listener, registry_router, https, shutdown)
     });
 
     info!(
