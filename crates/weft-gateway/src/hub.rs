@@ -268,18 +268,13 @@ pub(crate) enum Cmd {
     Activity,
 }
 
-/// One live connection: the writer side reads `rx`, then `close`.
+/// One live connection: the writer side reads `rx`, then `close`. Dropping it ends the
+/// engine, which notices the closed channel and finishes cleanly (a last commit of
+/// acknowledged positions included) rather than being aborted.
 pub(crate) struct Conn {
     pub(crate) rx: mpsc::Receiver<Out>,
     pub(crate) close: Arc<Mutex<Option<Close>>>,
     pub(crate) cmds: mpsc::Sender<Cmd>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Conn {
@@ -393,7 +388,7 @@ pub(crate) fn open(
             .unwrap_or(Duration::ZERO);
         tokio::time::Instant::now() + left
     });
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut engine = Engine {
             ctx,
             topic,
@@ -428,7 +423,6 @@ pub(crate) fn open(
         rx: out_rx,
         close: close_slot,
         cmds: cmd_tx,
-        task,
     }
 }
 
@@ -485,6 +479,7 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return close("shutdown", retry),
+                () = self.out.closed() => return close("client_gone", None),
                 () = &mut lifetime => return close("max_lifetime", retry),
                 () = sleep_until_opt(expiry) => return close("auth_expired", None),
                 cmd = self.cmds.recv() => match cmd {

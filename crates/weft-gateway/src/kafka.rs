@@ -29,6 +29,9 @@ pub struct Record {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Bytes>)>,
+    /// The record as JSON (`Format::Auto`), rendered once however many live connections
+    /// it is fanned out to.
+    pub(crate) rendered: std::sync::OnceLock<String>,
 }
 
 impl Record {
@@ -48,6 +51,7 @@ impl Record {
             key: m.key().map(Bytes::copy_from_slice),
             value: m.payload().map(Bytes::copy_from_slice),
             headers,
+            rendered: std::sync::OnceLock::new(),
         }
     }
 }

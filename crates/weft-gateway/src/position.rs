@@ -251,6 +251,7 @@ mod tests {
             key: Some("k1".into()),
             value: None,
             headers: vec![("type".into(), Some("created".into()))],
+            rendered: std::sync::OnceLock::new(),
         };
         let f = |k: Option<&str>, h: Option<&str>| {
             Filter::parse(None, k, h).expect("valid filter").matches(&r)

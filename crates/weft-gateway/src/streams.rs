@@ -260,11 +260,17 @@ async fn resolve(
 
 fn event_data(topic: &str, out: &Out, format: Format) -> Option<(String, &'static str, String)> {
     match out {
-        Out::Event { record, id } => Some((
-            id.clone(),
-            "message",
-            position::record_json(topic, record, format).to_string(),
-        )),
+        Out::Event { record, id } => {
+            let data = match format {
+                // Shared by every connection the record is fanned out to.
+                Format::Auto => record
+                    .rendered
+                    .get_or_init(|| position::record_json(topic, record, format).to_string())
+                    .clone(),
+                Format::Base64 => position::record_json(topic, record, format).to_string(),
+            };
+            Some((id.clone(), "message", data))
+        }
         Out::Gap {
             partition,
             from,
@@ -422,10 +428,14 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
             }
         }
     });
+    let mut reader = reader;
     let mut ping = tokio::time::interval(heartbeat);
     ping.tick().await;
     let close = loop {
         tokio::select! {
+            // The client closed (or its socket failed): stop; dropping the connection
+            // ends the engine.
+            _ = &mut reader => break None,
             out = o.conn.rx.recv() => match out {
                 Some(Out::Heartbeat) => {}
                 Some(out) => {

@@ -389,3 +389,93 @@ fn bad_stream_requests_get_problems() {
         );
     }
 }
+
+/// With `slow_consumer_gap`, a client that cannot keep up is not closed: it is told what
+/// it missed (a `gap` with reason `slow_consumer`) and continues from the live end. Every
+/// offset is either delivered once or inside exactly one reported gap.
+#[test]
+fn a_slow_consumer_gets_a_gap_and_continues_from_the_live_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(
+        dir.path(),
+        &[
+            ("BUFFER_EVENTS", "4"),
+            ("SLOW_CONSUMER_GAP", "1"),
+            ("MAX_BODY_BYTES", "16777216"),
+            ("IDLE_TIMEOUT_MS", "60000"),
+        ],
+        0,
+    );
+    gw.create_topic("firehose", 1, &[]);
+    let mut sse = Sse::connect(gw.http, "/v1/topics/firehose/events", &[]);
+    assert_eq!(sse.status, 200, "{}", sse.body_if_error);
+    let big = "x".repeat(100_000);
+    // ~40 MB while this client does not read: far more than its buffer and the sockets'.
+    for _ in 0..10 {
+        let batch: Vec<_> = (0..40).map(|_| (None, json!(big), Some(0))).collect();
+        gw.produce("firehose", &batch);
+    }
+    // Now read; once the backlog is drained, one more record must arrive live.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut gaps: Vec<(i64, i64, String)> = Vec::new();
+    let mut last = None;
+    loop {
+        let ev = sse.next_named().expect("the stream stays open");
+        match ev.event.as_str() {
+            "message" => {
+                let offset = pos(&ev).1;
+                seen.push(offset);
+                if Some(offset) == last {
+                    break;
+                }
+            }
+            "gap" => {
+                let g = ev.json();
+                assert_eq!(g["reason"], "slow_consumer", "{ev:?}");
+                let (from, to) = (
+                    g["from"].as_i64().expect("from"),
+                    g["to"].as_i64().expect("to"),
+                );
+                if last.is_some_and(|l| to > l) {
+                    panic!("the record produced after the gap was skipped too: {ev:?}");
+                }
+                assert_eq!(g["missed"].as_i64(), Some(to - from));
+                assert_eq!(ev.id, Some(format!("0:{to}")), "resume after the gap");
+                gaps.push((from, to, ev.id.clone().unwrap_or_default()));
+                if last.is_none() {
+                    // Told what it missed: the next record comes from the live end.
+                    last = Some(gw.produce("firehose", &[(None, json!("last"), Some(0))])[0].1);
+                }
+            }
+            other => panic!("unexpected {other}: {ev:?}"),
+        }
+    }
+    assert!(!gaps.is_empty(), "no gap reported");
+    let last = last.expect("a gap was seen");
+    // Every offset 0..=last exactly once: delivered or inside one gap.
+    let mut covered = vec![0u32; usize::try_from(last + 1).expect("offset")];
+    for o in &seen {
+        covered[usize::try_from(*o).expect("offset")] += 1;
+    }
+    for (from, to, _) in &gaps {
+        for o in *from..*to {
+            covered[usize::try_from(o).expect("offset")] += 1;
+        }
+    }
+    let wrong: Vec<_> = covered
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "offsets covered ≠ once: {wrong:?} (gaps {gaps:?})"
+    );
+    assert_eq!(seen.last(), Some(&last));
+    assert!(
+        seen.len() < covered.len(),
+        "something was skipped ({} delivered of {})",
+        seen.len(),
+        covered.len()
+    );
+}

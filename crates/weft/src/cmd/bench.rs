@@ -22,6 +22,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{ClientArgs, REQUEST_TIMEOUT, describe_code, describe_error};
 
+mod gateway;
 mod groups;
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +44,9 @@ enum Mode {
     /// Consumer-group rebalance pauses (scale-out, crash) per protocol, and the broker's idle
     /// cost of many groups
     Groups(groups::GroupsArgs),
+    /// The gateway's live streams: N SSE clients of a topic produced at a rate
+    /// (delivered/expected, latency, server memory), or the memory of N idle connections
+    Gateway(gateway::GatewayArgs),
     /// One group member process of `bench groups` (internal)
     #[command(hide = true)]
     GroupMember(groups::MemberArgs),
@@ -92,6 +96,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Mode::Consume(load) => bench_consume(&args.client, &load),
         Mode::E2e(load) => bench_e2e(&args.client, &load),
         Mode::Groups(g) => groups::bench_groups(&args.client, &g),
+        Mode::Gateway(g) => gateway::bench_gateway(&args.client, &g),
         Mode::GroupMember(m) => groups::member(&args.client, &m),
     })
     .await
