@@ -18,18 +18,34 @@ use crate::metrics::Metrics;
 /// The Prometheus text exposition content type.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `GET /metrics`: the recorder rendered as Prometheus text (OpenMetrics is not offered:
-/// see docs/observability.md).
+/// `GET /metrics`: the recorder rendered as Prometheus text 0.0.4, or as OpenMetrics 1.0 with
+/// exemplars when the `Accept` header asks for `application/openmetrics-text`.
 pub fn metrics_router(metrics: Metrics) -> Router {
     Router::new()
         .route("/metrics", get(render))
         .with_state(metrics)
 }
 
-async fn render(State(metrics): State<Metrics>) -> Response {
+async fn render(State(metrics): State<Metrics>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(crate::openmetrics::wants_openmetrics);
     // Rendering walks every series and reads /proc: off the reactor.
-    match tokio::task::spawn_blocking(move || metrics.render()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], text).into_response(),
+    let rendered = tokio::task::spawn_blocking(move || {
+        if openmetrics {
+            (
+                crate::openmetrics::CONTENT_TYPE,
+                metrics.render_openmetrics(),
+            )
+        } else {
+            (PROMETHEUS_CONTENT_TYPE, metrics.render())
+        }
+    })
+    .await;
+    match rendered {
+        Ok((content_type, text)) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics rendering failed",
@@ -112,8 +128,11 @@ pub async fn observe(request: Request, next: Next) -> Response {
         ("status", status_class(status).to_owned()),
     ];
     metrics::counter!("weft_http_requests_total", &labels).increment(1);
-    metrics::histogram!("weft_http_request_duration_seconds", &labels[..1])
-        .record(start.elapsed().as_secs_f64());
+    // Inside the span: its trace id becomes the bucket's OpenMetrics exemplar.
+    span.in_scope(|| {
+        metrics::histogram!("weft_http_request_duration_seconds", &labels[..1])
+            .record(start.elapsed().as_secs_f64());
+    });
     response
 }
 

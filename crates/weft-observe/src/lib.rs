@@ -2,7 +2,8 @@
 //!
 //! - [`metrics`]: the process-wide Prometheus recorder behind the `metrics` facade that every
 //!   crate records through; [`http::metrics_router`] serves it at `/metrics`; [`process`] adds
-//!   CPU, memory and file-descriptor gauges from `/proc` at scrape time.
+//!   CPU, memory and file-descriptor gauges from `/proc` at scrape time; [`openmetrics`] the
+//!   OpenMetrics format with exemplars carrying trace ids.
 //! - [`logs`]: the JSON/text log layer with a stable field set; [`mask`] masks secrets and
 //!   personal data by field name and content before a line or span attribute leaves.
 //! - [`trace`]: OpenTelemetry over OTLP/HTTP, off unless an endpoint is configured; W3C
@@ -18,6 +19,7 @@ pub mod http;
 pub mod logs;
 pub mod mask;
 pub mod metrics;
+pub mod openmetrics;
 pub mod process;
 pub mod trace;
 pub mod ui;

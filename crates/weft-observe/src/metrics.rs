@@ -8,6 +8,9 @@
 //! Grafana can aggregate and take quantiles. Process metrics are read from `/proc` at scrape
 //! time ([`crate::process`]).
 //!
+//! The recorder is wrapped by [`crate::openmetrics::ExemplarRecorder`], which also keeps
+//! histograms with exemplars for the OpenMetrics format ([`Metrics::render_openmetrics`]).
+//!
 //! When metrics are disabled no recorder is installed: the facade's calls then go to its
 //! no-op recorder (one relaxed atomic load each) and `/metrics` answers 404.
 
@@ -28,6 +31,22 @@ pub const SIZE_BUCKETS: &[f64] = &[
     67108864.0,
 ];
 
+/// Bucket bounds for other histograms (counts such as batch sizes): 1 … 10 000.
+pub const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+
+/// The buckets of histogram `name`: by its unit suffix, as in both exposition formats.
+pub fn buckets_for(name: &str) -> &'static [f64] {
+    if name.ends_with("_seconds") {
+        LATENCY_BUCKETS
+    } else if name.ends_with("_bytes") {
+        SIZE_BUCKETS
+    } else {
+        COUNT_BUCKETS
+    }
+}
+
 /// How often histogram storage is drained when nobody scrapes (bounds memory).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -46,6 +65,7 @@ static INSTALLED: OnceLock<Metrics> = OnceLock::new();
 #[derive(Clone, Debug)]
 pub struct Metrics {
     handle: PrometheusHandle,
+    histograms: std::sync::Arc<crate::openmetrics::Histograms>,
 }
 
 impl Metrics {
@@ -56,12 +76,16 @@ impl Metrics {
             return Ok(m.clone());
         }
         let recorder = PrometheusBuilder::new()
+            .set_buckets(COUNT_BUCKETS)?
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
             .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS)?
             .build_recorder();
         let handle = recorder.handle();
+        let histograms = std::sync::Arc::default();
+        let recorder =
+            crate::openmetrics::ExemplarRecorder::new(recorder, std::sync::Arc::clone(&histograms));
         metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
-        let m = INSTALLED.get_or_init(|| Metrics { handle });
+        let m = INSTALLED.get_or_init(|| Metrics { handle, histograms });
         describe();
         Ok(m.clone())
     }
@@ -75,6 +99,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         crate::process::record();
         self.handle.render()
+    }
+
+    /// OpenMetrics 1.0 text with exemplars (see [`crate::openmetrics`]), process metrics
+    /// refreshed first.
+    pub fn render_openmetrics(&self) -> String {
+        crate::openmetrics::render(&self.render(), &self.histograms)
     }
 
     /// Drains histogram storage; call every [`UPKEEP_INTERVAL`] (the HTTP wiring does).
