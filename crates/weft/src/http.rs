@@ -318,6 +318,7 @@ pub(crate) fn observe(
     router: Router,
     observability: &crate::logging::Observability,
     lag: weft_lag::Lag,
+    auth: Option<weft_auth::http::AuthLayer>,
 ) -> Router {
     let groups: weft_observe::ui::GroupSource = Arc::new(move || {
         // With partitions: the summaries of `groups()` leave them out.
@@ -335,6 +336,11 @@ pub(crate) fn observe(
     let mut router = router.merge(weft_observe::ui::router(dashboard));
     if let Some(metrics) = &observability.metrics {
         router = router.merge(weft_observe::http::metrics_router(metrics.clone()));
+    }
+    // `[security.http]` authentication (http_auth.rs) over every route, the dashboard and
+    // /metrics included; inside the observe layer so refusals are counted and traced.
+    if let Some(auth) = auth {
+        router = router.layer(auth);
     }
     router.layer(axum::middleware::from_fn(weft_observe::http::observe))
 }

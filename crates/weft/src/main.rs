@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod http;
+mod http_auth;
 mod kafka_listeners;
 mod logging;
 mod registry_source;

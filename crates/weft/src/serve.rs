@@ -208,7 +208,27 @@ async fn run_components(
     });
     // Observability (crates/weft-observe): /metrics, the /ui dashboard, and request metrics
     // and a server span around every route (outermost, so it sees every answer).
-    let router = http::observe(router, observability, lag.clone());
+    // `[security.http]`: authentication, scopes and ACLs on the HTTP and registry listeners
+    // (http_auth.rs), deciding with the broker's authoriser when there is one; nothing is
+    // layered when `require_auth` is off.
+    let shared_authorizer = kafka
+        .as_ref()
+        .map(|(_, _, config)| config.authorization.authorizer().clone());
+    let http_security =
+        crate::http_auth::build(&settings.security, registry.store(), shared_authorizer).await?;
+    if let Some((acls, authorizer)) = http_security.reload.clone() {
+        sup.spawn("http-acls", move |mut shutdown| {
+            crate::http_auth::run_acl_reloader(acls, authorizer, async move {
+                shutdown.requested().await
+            })
+        });
+    }
+    let router = http::observe(
+        router,
+        observability,
+        lag.clone(),
+        http_security.http.clone(),
+    );
     let http_tls = https.tls();
     sup.spawn("http", move |shutdown| {
         http::serve_with(http_listener, router, http_tls, shutdown)
@@ -246,7 +266,7 @@ async fn run_components(
         });
     }
 
-    let registry_router = weft_registry::router(registry);
+    let registry_router = weft_registry::router_with_auth(registry, http_security.registry);
     sup.spawn("registry", move |shutdown| {
         http::serve_registry(registry_listener, registry_router, https, shutdown)
     });

@@ -1,12 +1,16 @@
 //! HTTP authentication end to end: the test OIDC issuer (tests/oidc_support) checked against
-//! weft-auth's production validator, then a real `weft serve` with `[security.http]`.
+//! weft-auth's production validator, then a real `weft serve` with `[security.http]`:
+//! Confluent's Python schema-registry client with a static bearer token, with its
+//! OAUTHBEARER client-credentials flow and with HTTP Basic; every bad token refused with
+//! RFC 6750's 401; ACL denials answered 403 with nothing written.
 
+mod common;
 mod oidc_support;
 
 use std::sync::Arc;
 
 use oidc_support::Issuer;
-use serde_json::Value;
+use serde_json::{Value, json};
 use weft_auth::jwt::{
     Jwks, JwksFetcher, JwksSettings, JwtConfig, JwtError, JwtValidator, KeySource,
 };
@@ -207,4 +211,511 @@ async fn oidc_issuer_tokens_against_the_validator() {
 fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+// ---- a real weft serve ----
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use common::Server;
+use weft_auth::sasl::scram::{ScramCredential, ScramMechanism};
+use weft_auth::store::{AclStore, ScramStore};
+use weft_auth::{AclBinding, Operation, Permission, ResourcePattern, ResourceType};
+
+/// One HTTP/1.1 request: (status, raw response headers, body).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(common::SAFETY)).expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(s, "{head}\r\n{body}").expect("write");
+    let mut out = Vec::new();
+    // SSE responses never end: read what arrives until the first blank line is in.
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read: {e}"),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if text.contains("text/event-stream") && text.contains("\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {text}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (code, head.to_owned(), body.to_owned())
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn www_authenticate(head: &str) -> String {
+    head.lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("www-authenticate"))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// ACLs and a SCRAM user written into the state database before `weft serve` opens it.
+async fn seed_store(dir: &Path, acls: &[AclBinding], users: &[(&str, &str)]) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let store = weft_store::Store::open_sqlite(&data.join("state.db"))
+        .await
+        .expect("open state db");
+    weft_auth::store::migrate(&store).await.expect("migrate");
+    AclStore::new(store.clone()).add(acls).await.expect("acls");
+    for (user, password) in users {
+        let cred = ScramCredential::generate(ScramMechanism::Sha512, password, 4096).expect("cred");
+        ScramStore::new(store.clone())
+            .upsert(user, ScramMechanism::Sha512, &cred)
+            .await
+            .expect("user");
+    }
+    store.close().await;
+}
+
+fn allow(resource: ResourcePattern, principal: &str, op: Operation) -> AclBinding {
+    AclBinding::new(resource, principal, op, Permission::Allow)
+}
+
+/// `weft serve` with `[security]` from `issuer` and `extra` settings, debug logs.
+fn serve(dir: &Path, issuer: &Issuer) -> Server {
+    let config = format!(
+        r#"[security]
+authorization = true
+# The gateway's own Kafka client connects anonymously on the PLAINTEXT listener; HTTP
+# callers are authorised at the gateway with their own principal. admin is the operator.
+super_users = ["User:admin", "User:ANONYMOUS"]
+
+{}jwks_min_refresh_secs = 3600
+
+[security.http]
+require_auth = true
+basic = true
+
+[security.http.scopes]
+registry_read = "registry-read"
+registry_write = "registry-write"
+gateway_read = "gateway-read"
+gateway_write = "gateway-write"
+"#,
+        issuer.jwt_toml()
+    );
+    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
+    Server::start_with(
+        dir,
+        &[
+            "--config",
+            "weft.toml",
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+        ],
+    )
+}
+
+/// Confluent's SchemaRegistryClient: `action` (register | read) on `subject`; prints
+/// `{"ok": …}` or the SchemaRegistryError's status and code.
+const SR_SCRIPT: &str = r#"
+import json, sys
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+url, mode, cred, subject, action = sys.argv[1:6]
+conf = {"url": url}
+if mode == "static":
+    conf.update({"bearer.auth.credentials.source": "STATIC_TOKEN",
+                 "bearer.auth.token": cred, "bearer.auth.logical.cluster": "weft"})
+elif mode == "oauth":
+    cid, secret, scope, endpoint = cred.split("|")
+    conf.update({"bearer.auth.credentials.source": "OAUTHBEARER",
+                 "bearer.auth.client.id": cid, "bearer.auth.client.secret": secret,
+                 "bearer.auth.scope": scope, "bearer.auth.issuer.endpoint.url": endpoint,
+                 "bearer.auth.logical.cluster": "weft"})
+elif mode == "basic":
+    conf["basic.auth.user.info"] = cred
+sr = SchemaRegistryClient(conf)
+schema = Schema(json.dumps({"type": "record", "name": "R",
+                            "fields": [{"name": "id", "type": "long"}]}), "AVRO")
+out = {}
+try:
+    if action == "register":
+        out["id"] = sr.register_schema(subject, schema)
+    out["latest"] = sr.get_latest_version(subject).version
+    out["ok"] = True
+except SchemaRegistryError as e:
+    out.update(ok=False, status=e.http_status_code, code=e.error_code)
+print(json.dumps(out))
+"#;
+
+fn sr_client(registry: SocketAddr, mode: &str, cred: &str, subject: &str, action: &str) -> Value {
+    let output = Command::new("python3")
+        .args(["-c", SR_SCRIPT])
+        .arg(format!("http://{registry}"))
+        .args([mode, cred, subject, action])
+        .output()
+        .expect("run python3 (cargo xtask test installs confluent-kafka)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The registry behind bearer tokens, OAUTHBEARER client credentials and HTTP Basic, with
+/// Confluent's client; scopes and ACLs refuse with 403 and nothing is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_with_confluent_client_bearer_oauth_and_basic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuer = Issuer::start();
+    issuer.add_client("svc-orders", "s3cret", &["registry-read", "registry-write"]);
+    let subject = ResourceType::Subject;
+    seed_store(
+        dir.path(),
+        &[
+            allow(
+                ResourcePattern::prefixed(subject, "orders-"),
+                "User:svc-orders",
+                Operation::All,
+            ),
+            allow(
+                ResourcePattern::literal(subject, "orders-value"),
+                "User:alice",
+                Operation::Read,
+            ),
+        ],
+        &[("alice", "alice-pw")],
+    )
+    .await;
+    let server = serve(dir.path(), &issuer);
+    let registry = server.registry_addr();
+    let rw = ["registry-read", "registry-write"];
+
+    // Static bearer token: register where the ACL allows.
+    let token = issuer.token("svc-orders", &rw);
+    let got = sr_client(registry, "static", &token, "orders-value", "register");
+    assert_eq!(got["ok"], true, "{got}");
+    assert_eq!(got["latest"], 1, "{got}");
+    // OAUTHBEARER: the client fetches its own token from the issuer's token endpoint.
+    let before = issuer.token_requests();
+    let oauth = format!(
+        "svc-orders|s3cret|registry-read registry-write|{}",
+        issuer.token_url()
+    );
+    let got = sr_client(registry, "oauth", &oauth, "orders-key", "register");
+    assert_eq!(got["ok"], true, "{got}");
+    assert!(
+        issuer.token_requests() > before,
+        "the client used the token endpoint"
+    );
+    // HTTP Basic (a SCRAM user): alice reads orders-value, may not write it.
+    let got = sr_client(registry, "basic", "alice:alice-pw", "orders-value", "read");
+    assert_eq!(
+        (got["ok"].clone(), got["latest"].clone()),
+        (json!(true), json!(1)),
+        "{got}"
+    );
+    let got = sr_client(
+        registry,
+        "basic",
+        "alice:alice-pw",
+        "orders-value",
+        "register",
+    );
+    assert_eq!(
+        (got["status"].clone(), got["code"].clone()),
+        (json!(403), json!(40301)),
+        "{got}"
+    );
+    let got = sr_client(registry, "basic", "alice:wrong", "orders-value", "read");
+    assert_eq!(got["status"], 401, "{got}");
+
+    // ACL deny: svc-orders has nothing on payments-*: 403 and the subject stays absent.
+    let got = sr_client(registry, "static", &token, "payments-value", "register");
+    assert_eq!(
+        (got["status"].clone(), got["code"].clone()),
+        (json!(403), json!(40301)),
+        "{got}"
+    );
+    let admin = issuer.token("admin", &rw);
+    let (status, _, body) = request(
+        registry,
+        "GET",
+        "/subjects",
+        &[("Authorization", &bearer(&admin))],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let subjects: Vec<String> = serde_json::from_str(&body).expect("subjects");
+    assert_eq!(subjects, ["orders-key", "orders-value"]);
+    // A token without the write scope: 403 insufficient_scope, nothing registered.
+    let read_only = issuer.token("svc-orders", &["registry-read"]);
+    let got = sr_client(registry, "static", &read_only, "orders-new", "register");
+    assert_eq!(got["status"], 403, "{got}");
+    let (status, head, _) = request(
+        registry,
+        "POST",
+        "/subjects/orders-new/versions",
+        &[("Authorization", &bearer(&read_only))],
+        Some(r#"{"schema": "\"string\""}"#),
+    );
+    assert_eq!(status, 403);
+    assert!(
+        www_authenticate(&head).contains(r#"error="insufficient_scope""#)
+            && www_authenticate(&head).contains(r#"scope="registry-write""#),
+        "{head}"
+    );
+    let (_, _, body) = request(
+        registry,
+        "GET",
+        "/subjects/orders-new/versions",
+        &[("Authorization", &bearer(&admin))],
+        None,
+    );
+    assert!(body.contains("40401"), "orders-new must not exist: {body}");
+
+    // Missing credentials: the bare challenge.
+    let (status, head, _) = request(registry, "GET", "/subjects", &[], None);
+    assert_eq!(
+        (status, www_authenticate(&head)),
+        (401, r#"Bearer realm="weft""#.to_owned())
+    );
+}
+
+/// Every bad token gets 401 `invalid_token` with its own description, on both listeners;
+/// unknown `kid`s do not hammer the JWKS; `access_token` only on stream requests and never
+/// in the logs; health checks open; gateway produce denied by ACL writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_acl_denials_and_query_tokens_on_weft_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuer = Issuer::start();
+    let topic = ResourceType::Topic;
+    seed_store(
+        dir.path(),
+        &[allow(
+            ResourcePattern::literal(topic, "orders"),
+            "User:svc-orders",
+            Operation::All,
+        )],
+        &[],
+    )
+    .await;
+    let server = serve(dir.path(), &issuer);
+    let (http, registry) = (server.http_addr, server.registry_addr());
+    let scopes = [
+        "registry-read",
+        "registry-write",
+        "gateway-read",
+        "gateway-write",
+    ];
+    let good = issuer.token("svc-orders", &scopes);
+    let (status, _, body) = request(
+        registry,
+        "GET",
+        "/subjects",
+        &[("Authorization", &bearer(&good))],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let s = "svc-orders";
+    let cases = [
+        ("expired", issuer.expired(s, &scopes), "the token expired"),
+        (
+            "nbf",
+            issuer.not_yet_valid(s, &scopes),
+            "the token is not valid yet",
+        ),
+        (
+            "iss",
+            issuer.wrong_issuer(s, &scopes),
+            "the token's issuer is not accepted",
+        ),
+        (
+            "aud",
+            issuer.wrong_audience(s, &scopes),
+            "the token's audience is not accepted",
+        ),
+        (
+            "forged",
+            issuer.forged(s, &scopes),
+            "the token's signature is invalid",
+        ),
+        (
+            "none",
+            issuer.alg_none(s, &scopes),
+            "algorithm none is not accepted",
+        ),
+        (
+            "hs256",
+            issuer.hs256_with_public_key(s, &scopes),
+            "algorithm HS256 is not accepted",
+        ),
+        (
+            "kid",
+            issuer.unknown_kid(s, &scopes),
+            "no signing key with the token's key id",
+        ),
+    ];
+    for (name, token, description) in &cases {
+        for (addr, path) in [(registry, "/subjects"), (http, "/v1/topics/orders")] {
+            let (status, head, _) = request(
+                addr,
+                "GET",
+                path,
+                &[("Authorization", &bearer(token))],
+                None,
+            );
+            let challenge = www_authenticate(&head);
+            assert_eq!(status, 401, "{name} on {path}: {head}");
+            assert!(
+                challenge.contains(r#"error="invalid_token""#),
+                "{name}: {challenge}"
+            );
+            assert!(challenge.contains(description), "{name}: {challenge}");
+        }
+    }
+    let fetches = issuer.jwks_fetches();
+    for _ in 0..30 {
+        let token = issuer.unknown_kid(s, &scopes);
+        let (status, _, _) = request(
+            registry,
+            "GET",
+            "/subjects",
+            &[("Authorization", &bearer(&token))],
+            None,
+        );
+        assert_eq!(status, 401);
+    }
+    assert!(fetches <= 2, "jwks fetched {fetches} times");
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetches,
+        "unknown kids refetched the JWKS"
+    );
+
+    // Health checks stay open; metrics need a token.
+    assert_eq!(request(http, "GET", "/healthz", &[], None).0, 200);
+    assert_eq!(request(http, "GET", "/readyz", &[], None).0, 200);
+    assert_eq!(request(http, "GET", "/metrics", &[], None).0, 401);
+
+    // Gateway produce: allowed for svc-orders on orders, denied (403) for mallory.
+    let created = common::run_weft(
+        dir.path(),
+        &server.kafka_addr().to_string(),
+        &["topic", "create", "orders", "--partitions", "1"],
+        None,
+    );
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let record = r#"{"records": [{"value": {"n": 1}}]}"#;
+    let auth = bearer(&good);
+    let (status, _, body) = request(
+        http,
+        "POST",
+        "/v1/topics/orders/records",
+        &[("Authorization", &auth)],
+        Some(record),
+    );
+    assert!((200..300).contains(&status), "{status} {body}");
+    let mallory = issuer.token("mallory", &scopes);
+    let (status, head, body) = request(
+        http,
+        "POST",
+        "/v1/topics/orders/records",
+        &[("Authorization", &bearer(&mallory))],
+        Some(record),
+    );
+    assert_eq!(status, 403, "{head}\n{body}");
+    assert!(
+        body.contains("User:mallory is denied operation write on topic orders"),
+        "{body}"
+    );
+    // Missing scope on the gateway: 403 insufficient_scope.
+    let read_only = issuer.token("svc-orders", &["gateway-read"]);
+    let (status, head, _) = request(
+        http,
+        "POST",
+        "/v1/topics/orders/records",
+        &[("Authorization", &bearer(&read_only))],
+        Some(record),
+    );
+    assert_eq!(status, 403);
+    assert!(
+        www_authenticate(&head).contains("insufficient_scope"),
+        "{head}"
+    );
+    // One record in the topic: the refused ones wrote nothing.
+    let (status, _, body) = request(
+        http,
+        "GET",
+        "/v1/topics/orders",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let detail: Value = serde_json::from_str(&body).expect("topic json");
+    let records: i64 = detail["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            p["latest_offset"].as_i64().unwrap_or(0) - p["earliest_offset"].as_i64().unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(records, 1, "{detail}");
+
+    // access_token in the query: accepted on an EventSource request, ignored elsewhere.
+    let secret_token = issuer.token("svc-orders", &scopes);
+    let path = format!("/v1/topics/orders/events?access_token={secret_token}");
+    let (status, head, _) = request(http, "GET", &path, &[("Accept", "text/event-stream")], None);
+    assert_eq!(status, 200, "{head}");
+    let (status, _, _) = request(http, "GET", &path, &[], None);
+    assert_eq!(status, 401);
+
+    // Stop and read every log line: no token, in any form.
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status();
+    let (_, lines) = server.wait();
+    let logs = lines.join("\n");
+    assert!(logs.contains("http request"), "debug request logs are on");
+    let signature = secret_token.rsplit('.').next().expect("signature");
+    for (what, needle) in [
+        ("query token", signature),
+        ("bearer token", good.rsplit('.').next().expect("sig")),
+    ] {
+        assert!(!logs.contains(needle), "{what} leaked into the logs");
+    }
 }
