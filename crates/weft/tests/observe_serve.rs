@@ -816,12 +816,14 @@ fn dashboard_shows_live_numbers_and_the_lagging_group_first() {
 
 // ---- a trace across Kafka: request → produce → consume → handler → produce → consume ----
 
-/// The client SDK carries W3C context in record headers; with weft-observe's exporter in this
-/// process, a root span, the handler of the record it produced and the handler of the record
-/// that handler produced form one trace with the right parents, as the receiver sees it.
+/// One trace from an HTTP request to the second consumer: a caller's `traceparent` on a
+/// gateway `POST /v1/topics/chain-in/records` to a real `weft serve` (exporting to the
+/// receiver), the gateway's record carrying the request span's context, the broker's Produce
+/// span parented on it, a client-SDK consumer in this process (exporting to the same receiver)
+/// whose handler produces to `chain-out`, the broker's Produce span for that record and the
+/// second handler: the receiver sees the whole tree with the right parents.
 #[test]
-fn a_trace_follows_records_through_the_sdk() {
-    use tracing::Instrument;
+fn a_trace_follows_a_gateway_request_through_the_broker_and_the_sdk() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use weft_client::{
@@ -829,10 +831,24 @@ fn a_trace_follows_records_through_the_sdk() {
     };
 
     let receiver = Receiver::start();
-    let cluster = lagging_cluster(&[]);
+    let endpoint = format!("http://{}", receiver.addr);
+    let cluster = lagging_cluster(&["--otlp-endpoint", &endpoint]);
     cluster.ok(&["topic", "create", "chain-in"]);
     cluster.ok(&["topic", "create", "chain-out"]);
     let bootstrap = cluster.bootstrap();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let caller = "b7ad6b7169203331";
+    let (code, _, body) = http(
+        cluster.server.http_addr,
+        "POST",
+        "/v1/topics/chain-in/records",
+        &[
+            ("content-type", "application/json"),
+            ("traceparent", &format!("00-{trace_id}-{caller}-01")),
+        ],
+        r#"{"records":[{"value":"first"}]}"#,
+    );
+    assert_eq!(code, 200, "{body}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -840,7 +856,7 @@ fn a_trace_follows_records_through_the_sdk() {
         .expect("runtime");
     runtime.block_on(async move {
         let config = weft_observe::trace::TraceConfig {
-            endpoint: format!("http://{}", receiver.addr),
+            endpoint,
             sample_ratio: 1.0,
             service_name: "chain-test".into(),
         };
@@ -851,15 +867,7 @@ fn a_trace_follows_records_through_the_sdk() {
             .with(tracing.layer())
             .try_init()
             .expect("global subscriber");
-
         let producer = Producer::new(&ProducerConfig::new(&bootstrap)).expect("producer");
-        let root = tracing::info_span!("test.request");
-        producer
-            .send(Record::new("chain-in").payload("first"))
-            .instrument(root.clone())
-            .await
-            .expect("send");
-        drop(root);
 
         let consumer_config = |group: &str, topic: &str| {
             let mut c = ConsumerConfig::new(&bootstrap, group, &[topic]);
@@ -907,34 +915,76 @@ fn a_trace_follows_records_through_the_sdk() {
             .await
             .expect("flush");
 
-        let spans = receiver.wait("the root and both handler spans", |spans| {
-            spans.iter().any(|s| s.name == "test.request")
-                && spans.iter().filter(|s| s.name == "weft.handle").count() >= 2
+        let spans = receiver.wait("the request, broker and handler spans", |spans| {
+            let of_trace = |name: &str| {
+                spans
+                    .iter()
+                    .filter(|s| s.trace_id == trace_id && s.name == name)
+                    .count()
+            };
+            of_trace("POST /v1/topics/{topic}/records") == 1
+                && of_trace("Produce chain-in") >= 1
+                && of_trace("Produce chain-out") >= 1
+                && of_trace("weft.handle") >= 2
         });
-        let root = spans
-            .iter()
-            .find(|s| s.name == "test.request")
-            .expect("root");
-        assert_eq!(root.parent_span_id, "", "the root has no parent");
-        let handle = |topic: &str| {
+        let find = |name: &str, topic: Option<&str>| {
             spans
                 .iter()
                 .find(|s| {
-                    s.name == "weft.handle"
-                        && s.attributes.get("topic").map(String::as_str) == Some(topic)
+                    s.trace_id == trace_id
+                        && s.name == name
+                        && topic.is_none_or(|t| {
+                            s.attributes.get("topic").map(String::as_str) == Some(t)
+                        })
                 })
-                .unwrap_or_else(|| panic!("no handler span for {topic}: {spans:#?}"))
+                .unwrap_or_else(|| panic!("no {name} span ({topic:?}): {spans:#?}"))
         };
-        let (h1, h2) = (handle("chain-in"), handle("chain-out"));
-        assert_eq!(h1.trace_id, root.trace_id, "one trace");
-        assert_eq!(h2.trace_id, root.trace_id, "one trace");
+        let request = find("POST /v1/topics/{topic}/records", None);
         assert_eq!(
-            h1.parent_span_id, root.span_id,
-            "the first handler is the request's child"
+            request.parent_span_id, caller,
+            "the caller's traceparent is the parent"
+        );
+        let produce_in = find("Produce chain-in", None);
+        let h1 = find("weft.handle", Some("chain-in"));
+        let produce_out = find("Produce chain-out", None);
+        let h2 = find("weft.handle", Some("chain-out"));
+        assert_eq!(
+            produce_in.parent_span_id, request.span_id,
+            "the broker's produce is the gateway request's child"
+        );
+        for (k, v) in [
+            ("messaging.system", "kafka"),
+            ("messaging.operation.type", "send"),
+            ("messaging.destination.name", "chain-in"),
+            ("messaging.batch.message_count", "1"),
+        ] {
+            assert_eq!(
+                produce_in.attributes.get(k).map(String::as_str),
+                Some(v),
+                "{k}: {produce_in:#?}"
+            );
+        }
+        assert_eq!(
+            h1.parent_span_id, request.span_id,
+            "the first handler is the gateway request's child"
+        );
+        assert_eq!(
+            produce_out.parent_span_id, h1.span_id,
+            "the broker's second produce is the first handler's child"
         );
         assert_eq!(
             h2.parent_span_id, h1.span_id,
             "the second handler is the first handler's child"
+        );
+        // Fetches serve many traces: roots of their own, named after their topic.
+        assert!(
+            spans.iter().any(|s| s.name == "Fetch chain-in"
+                && s.parent_span_id.is_empty()
+                && s.attributes
+                    .get("messaging.operation.type")
+                    .map(String::as_str)
+                    == Some("receive")),
+            "no broker Fetch span: {spans:#?}"
         );
         tokio::task::spawn_blocking(move || tracing.shutdown())
             .await
