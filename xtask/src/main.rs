@@ -30,6 +30,12 @@ const APT_PACKAGES: &[AptPackage] = &[
 /// Python packages, each with the module whose import means it is installed. Installed into
 /// whatever `python3` is first on PATH, the one tests run.
 const PIP_PACKAGES: &[PipPackage] = &[
+    // crates/weft/tests/observe_serve.rs: the Prometheus client's OpenMetrics parser reads
+    // /metrics with exemplars.
+    PipPackage {
+        package: "prometheus-client",
+        module: "prometheus_client",
+    },
     PipPackage {
         package: "kafka-python",
         module: "kafka",
