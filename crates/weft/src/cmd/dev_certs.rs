@@ -58,7 +58,11 @@ fn instructions(
     client_name: &str,
 ) -> String {
     let p = |path: &Path| path.display().to_string();
-    let (ca, cert, key) = (p(&files.ca_cert), p(&files.server_cert), p(&files.server_key));
+    let (ca, cert, key) = (
+        p(&files.ca_cert),
+        p(&files.server_cert),
+        p(&files.server_key),
+    );
     let (client_cert, client_key) = (p(&files.client_cert), p(&files.client_key));
     let host = hosts.first().map_or("localhost", String::as_str);
     // IPv6 literals need brackets in URLs and host:port pairs.
