@@ -19,6 +19,16 @@ const APT_PACKAGES: &[AptPackage] = &[
         package: "kcat",
         command: "kcat",
     },
+    // TLS tests (crates/weft/tests/security_tls.rs): curl as an HTTPS client, openssl to
+    // check `weft dev-certs` output.
+    AptPackage {
+        package: "curl",
+        command: "curl",
+    },
+    AptPackage {
+        package: "openssl",
+        command: "openssl",
+    },
     // Headless browser for the /ui dashboard test (crates/weft/tests/observe_serve.rs),
     // driven over the DevTools protocol by a Node script (no npm package, no download).
     AptPackage {
