@@ -367,110 +367,6 @@ fn group_row(g: &weft_lag::GroupView) -> weft_observe::ui::GroupRow {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connectable_maps_unspecified_to_loopback() {
-        let cases = [
-            ("0.0.0.0:9", "127.0.0.1:9"),
-            ("[::]:9", "[::1]:9"),
-            ("10.1.2.3:9", "10.1.2.3:9"),
-            ("127.0.0.1:9", "127.0.0.1:9"),
-        ];
-        for (input, expected) in cases {
-            let addr: SocketAddr = input.parse().expect("valid");
-            assert_eq!(connectable(addr).to_string(), expected, "{input}");
-        }
-    }
-
-    #[tokio::test]
-    async fn check_connect_reports_refused() {
-        // Bind then drop: the port is (almost certainly) closed afterwards.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        assert_eq!(check_connect(addr).await, "ok");
-        drop(listener);
-        assert!(check_connect(addr).await.starts_with("connect 127.0.0.1:"));
-    }
-
-    async fn body(response: Response) -> (StatusCode, serde_json::Value) {
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        (status, serde_json::from_slice(&body).expect("json"))
-    }
-
-    fn round(time_ms: i64) -> weft_lag::Round {
-        weft_lag::Round {
-            time_ms,
-            groups: vec![weft_lag::GroupObservation {
-                group: "g".into(),
-                state: "Empty".into(),
-                protocol_type: "consumer".into(),
-                protocol: String::new(),
-                members: 0,
-                partitions: Some(vec![weft_lag::PartitionObservation {
-                    topic: "t".into(),
-                    partition: 0,
-                    committed: 3,
-                    log_end: 10,
-                    oldest_unconsumed_ms: Some(time_ms - 1_500),
-                    commit_time_ms: None,
-                }]),
-            }],
-        }
-    }
-
-    #[tokio::test]
-    async fn group_routes_answer_from_the_monitor() {
-        let lag = weft_lag::Lag::new(weft_lag::Config::default());
-        let unknown = || describe_group(State(lag.clone()), Path("nobody".to_owned()));
-        let (code, json) = body(unknown().await).await;
-        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(json["code"], "lag_not_sampled");
-
-        lag.observe(round(1_000_000));
-        let (code, json) = body(unknown().await).await;
-        assert_eq!(code, StatusCode::NOT_FOUND);
-        assert_eq!(json["code"], "group_not_found");
-        assert!(
-            json["message"]
-                .as_str()
-                .expect("message")
-                .contains("nobody")
-        );
-
-        let Json(list) = list_groups(State(lag.clone())).await;
-        let list = serde_json::to_value(list).expect("json");
-        assert_eq!(list["sampled_at_ms"], 1_000_000);
-        assert_eq!(list["groups"][0]["group"], "g");
-        assert_eq!(list["groups"][0]["total_lag"], 7);
-        assert_eq!(list["groups"][0]["status"], "OK");
-
-        let response = describe_group(State(lag.clone()), Path("g".to_owned())).await;
-        let (code, json) = body(response).await;
-        assert_eq!(code, StatusCode::OK);
-        assert_eq!(json["state"], "Empty");
-        assert_eq!(json["members"], 0);
-        let p = &json["partitions"][0];
-        assert_eq!(
-            (
-                &p["topic"],
-                &p["partition"],
-                &p["committed_offset"],
-                &p["log_end_offset"]
-            ),
-            (&"t".into(), &0.into(), &3.into(), &10.into())
-        );
-        assert_eq!(p["lag"], 7);
-        assert_eq!(p["lag_seconds"], 1.5);
-        assert_eq!(p["status"], "OK");
-    }
-}
-
 // HTTPS (`[security.http] tls = true`, certificate from `[security.tls]`).
 
 /// Most TLS handshakes in progress at once on one listener; more connections wait in the
@@ -676,5 +572,109 @@ async fn accept_tls(
                 Err(error) => tracing::info!(%peer, %error, "tls handshake failed"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connectable_maps_unspecified_to_loopback() {
+        let cases = [
+            ("0.0.0.0:9", "127.0.0.1:9"),
+            ("[::]:9", "[::1]:9"),
+            ("10.1.2.3:9", "10.1.2.3:9"),
+            ("127.0.0.1:9", "127.0.0.1:9"),
+        ];
+        for (input, expected) in cases {
+            let addr: SocketAddr = input.parse().expect("valid");
+            assert_eq!(connectable(addr).to_string(), expected, "{input}");
+        }
+    }
+
+    #[tokio::test]
+    async fn check_connect_reports_refused() {
+        // Bind then drop: the port is (almost certainly) closed afterwards.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        assert_eq!(check_connect(addr).await, "ok");
+        drop(listener);
+        assert!(check_connect(addr).await.starts_with("connect 127.0.0.1:"));
+    }
+
+    async fn body(response: Response) -> (StatusCode, serde_json::Value) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("json"))
+    }
+
+    fn round(time_ms: i64) -> weft_lag::Round {
+        weft_lag::Round {
+            time_ms,
+            groups: vec![weft_lag::GroupObservation {
+                group: "g".into(),
+                state: "Empty".into(),
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: 0,
+                partitions: Some(vec![weft_lag::PartitionObservation {
+                    topic: "t".into(),
+                    partition: 0,
+                    committed: 3,
+                    log_end: 10,
+                    oldest_unconsumed_ms: Some(time_ms - 1_500),
+                    commit_time_ms: None,
+                }]),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn group_routes_answer_from_the_monitor() {
+        let lag = weft_lag::Lag::new(weft_lag::Config::default());
+        let unknown = || describe_group(State(lag.clone()), Path("nobody".to_owned()));
+        let (code, json) = body(unknown().await).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["code"], "lag_not_sampled");
+
+        lag.observe(round(1_000_000));
+        let (code, json) = body(unknown().await).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json["code"], "group_not_found");
+        assert!(
+            json["message"]
+                .as_str()
+                .expect("message")
+                .contains("nobody")
+        );
+
+        let Json(list) = list_groups(State(lag.clone())).await;
+        let list = serde_json::to_value(list).expect("json");
+        assert_eq!(list["sampled_at_ms"], 1_000_000);
+        assert_eq!(list["groups"][0]["group"], "g");
+        assert_eq!(list["groups"][0]["total_lag"], 7);
+        assert_eq!(list["groups"][0]["status"], "OK");
+
+        let response = describe_group(State(lag.clone()), Path("g".to_owned())).await;
+        let (code, json) = body(response).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["state"], "Empty");
+        assert_eq!(json["members"], 0);
+        let p = &json["partitions"][0];
+        assert_eq!(
+            (
+                &p["topic"],
+                &p["partition"],
+                &p["committed_offset"],
+                &p["log_end_offset"]
+            ),
+            (&"t".into(), &0.into(), &3.into(), &10.into())
+        );
+        assert_eq!(p["lag"], 7);
+        assert_eq!(p["lag_seconds"], 1.5);
+        assert_eq!(p["status"], "OK");
     }
 }
