@@ -600,6 +600,126 @@ fn spans_reach_an_otlp_receiver_with_parent_child_links() {
     }
 }
 
+// ---- OpenMetrics with exemplars ----
+
+/// What Prometheus sends when exemplar storage is on.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Parses OpenMetrics text from stdin with the Prometheus client's own parser (which refuses
+/// anything out of spec) and prints the families' types and every exemplar as JSON.
+const OPENMETRICS_PARSER: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {"families": {}, "exemplars": []}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out["families"][f.name] = f.type
+    for s in f.samples:
+        if s.exemplar is not None:
+            out["exemplars"].append({"sample": s.name, "labels": s.labels,
+                                     "exemplar": s.exemplar.labels, "value": s.exemplar.value})
+print(json.dumps(out))
+"#;
+
+fn parse_openmetrics(text: &str) -> serde_json::Value {
+    let mut child = Command::new("python3")
+        .args(["-c", OPENMETRICS_PARSER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (cargo xtask test installs prometheus-client)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("parser output")
+}
+
+#[test]
+fn openmetrics_with_trace_exemplars_parses_with_the_prometheus_parser() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = format!("http://{}", receiver.addr);
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+    );
+    let addr = server.http_addr;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b8-01");
+    let (code, _, body) = http(
+        addr,
+        "GET",
+        "/ui/snapshot",
+        &[("traceparent", &traceparent)],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+
+    // Without asking, the 0.0.4 text format as before.
+    let plain = scrape(addr);
+    assert!(!plain.contains("# EOF"), "{plain}");
+
+    let (code, headers, text) = http(
+        addr,
+        "GET",
+        "/metrics",
+        &[("accept", PROMETHEUS_ACCEPT)],
+        "",
+    );
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let parsed = parse_openmetrics(&text);
+    let families = &parsed["families"];
+    for (name, ty) in [
+        ("weft_http_requests", "counter"),
+        ("weft_http_request_duration_seconds", "histogram"),
+        ("weft_registry_schemas", "gauge"),
+        ("process_open_fds", "gauge"),
+    ] {
+        assert_eq!(families[name], ty, "{name} in {families}");
+    }
+    let exemplars = parsed["exemplars"].as_array().expect("exemplars");
+    let traced = exemplars.iter().find(|e| {
+        e["sample"] == "weft_http_request_duration_seconds_bucket"
+            && e["labels"]["route"] == "/ui/snapshot"
+            && e["exemplar"]["trace_id"] == trace_id
+    });
+    let traced = traced.unwrap_or_else(|| {
+        panic!("no exemplar with the request's trace id: {exemplars:#?}\n{text}")
+    });
+    assert_eq!(
+        traced["exemplar"]["span_id"].as_str().map(str::len),
+        Some(16),
+        "{traced}"
+    );
+    // Every exemplar names a trace (requests without a caller's context start their own).
+    for e in exemplars {
+        let id = e["exemplar"]["trace_id"].as_str().unwrap_or("");
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{e}"
+        );
+    }
+}
+
 // ---- the dashboard in a real browser ----
 
 /// Drives headless Chromium over the DevTools protocol (Node's WebSocket; no npm package):
