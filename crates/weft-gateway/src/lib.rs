@@ -22,6 +22,7 @@
 
 pub mod asyncapi;
 pub mod consumers;
+pub mod dlq;
 mod hub;
 pub mod kafka;
 pub mod openapi;
@@ -286,6 +287,7 @@ pub(crate) struct Inner {
     pub(crate) webhooks: Arc<webhooks::Webhooks>,
     pub(crate) deprecations: versioning::Deprecations,
     pub(crate) consumers: Arc<consumers::Consumers>,
+    pub(crate) redrives: dlq::Redrives,
 }
 
 impl Gateway {
@@ -317,6 +319,7 @@ impl Gateway {
                 config.consumers.clone(),
                 &config.bootstrap,
             )),
+            redrives: dlq::Redrives::default(),
             config,
         })))
     }
@@ -327,6 +330,7 @@ impl Gateway {
             .merge(streams::routes())
             .merge(webhooks::routes())
             .merge(consumers::routes())
+            .merge(dlq::routes())
             .merge(versioning::v1_routes());
         Router::new()
             .nest("/v1", v1)

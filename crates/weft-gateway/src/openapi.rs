@@ -35,6 +35,8 @@ use crate::Gateway;
         crate::consumers::records,
         crate::consumers::commit,
         crate::consumers::committed,
+        crate::dlq::list,
+        crate::dlq::redrive,
         crate::versioning::info_v1,
         crate::versioning::info_v2,
         crate::versioning::deprecations,

@@ -393,3 +393,142 @@ fn headless_chromium_follows_a_topic_with_event_source() {
     );
     assert!(dom.contains(r#"data-id="0:2""#), "{dom}");
 }
+
+/// Headers of a dead letter as the SDK writes them (`weft_resilience::dlq`'s envelope).
+fn envelope(class: &str) -> Value {
+    json!({
+        "trace": "t1",
+        "weft-dlq-version": "1",
+        "weft-dlq-original-topic": "orders",
+        "weft-dlq-original-partition": "0",
+        "weft-dlq-original-offset": "7",
+        "weft-dlq-source": "consumer",
+        "weft-dlq-error-class": class,
+        "weft-dlq-error-message": "boom",
+        "weft-dlq-attempts": "3",
+        "weft-dlq-first-failure": "1000",
+        "weft-dlq-last-failure": "2000",
+    })
+}
+
+#[test]
+fn dlq_records_are_listed_and_redriven_once_across_the_api_and_weft_dlq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[], 0);
+    gw.create_topic("orders", 1, &[]);
+    gw.create_topic("orders.dlq", 1, &[]);
+    let r = gw.post(
+        "/v1/topics/orders.dlq/records",
+        &json!({"records": [
+            {"key": "k1", "value": {"n": 1}, "headers": envelope("retryable"), "partition": 0},
+            {"key": "k2", "value": {"n": 2}, "headers": {"plain": "yes"}, "partition": 0},
+            {"key": "k3", "value": {"n": 3}, "headers": envelope("park"), "partition": 0},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Listing: the parsed envelope, or why there is none.
+    let list = gw.get("/v1/dlq/orders.dlq/records").json();
+    let records = list["records"].as_array().expect("records");
+    assert_eq!(records.len(), 3, "{list}");
+    let letter = &records[0]["dead_letter"];
+    assert_eq!(letter["original_topic"], "orders");
+    assert_eq!(letter["original_offset"], 7);
+    assert_eq!(letter["error_class"], "retryable");
+    assert_eq!(letter["error_message"], "boom");
+    assert_eq!(letter["attempts"], 3);
+    assert_eq!(records[0]["redriven"], false);
+    assert_eq!(records[1]["dead_letter"], Value::Null);
+    assert!(
+        records[1]["envelope_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("weft-dlq-")),
+        "{list}"
+    );
+    let parked = gw.get("/v1/dlq/orders.dlq/records?error_class=park").json();
+    assert_eq!(parked["records"].as_array().map(Vec::len), Some(1));
+    assert_eq!(parked["records"][0]["key"], "k3");
+    for (path, status, code) in [
+        ("/v1/dlq/nope/records", 404, "topic_not_found"),
+        (
+            "/v1/dlq/orders.dlq/records?error_class=bogus",
+            422,
+            "unprocessable",
+        ),
+    ] {
+        let r = gw.get(path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert_eq!(r.json()["code"], code, "{path}");
+    }
+
+    // A dry run publishes nothing.
+    let plan = gw
+        .post("/v1/dlq/orders.dlq/redrive", &json!({"dry_run": true}))
+        .json();
+    assert_eq!(plan["redriven"].as_array().map(Vec::len), Some(2), "{plan}");
+    assert_eq!(plan["skipped"][0]["offset"], 1, "{plan}");
+    assert_eq!(latest(&gw, "orders"), 0);
+
+    // One record back to its original topic, with its key, value and headers.
+    let done = gw
+        .post("/v1/dlq/orders.dlq/redrive", &json!({"key": "k1"}))
+        .json();
+    assert_eq!(done["redriven"][0]["target"], "orders", "{done}");
+    assert_eq!(done["redriven"][0]["target_offset"], 0, "{done}");
+    let back = gw
+        .get("/v1/topics/orders/partitions/0/records?offset=0")
+        .json();
+    let rec = &back["records"][0];
+    assert_eq!(rec["key"], "k1");
+    assert_eq!(rec["value"], json!({"n": 1}));
+    assert_eq!(rec["headers"]["trace"], "t1");
+    assert_eq!(rec["headers"]["weft-dlq-redrive-count"], "1");
+    assert!(
+        rec["headers"]["weft-dlq-redriven-from"].as_str().is_some(),
+        "{rec}"
+    );
+
+    // Idempotent: again, nothing is published.
+    let again = gw
+        .post("/v1/dlq/orders.dlq/redrive", &json!({"key": "k1"}))
+        .json();
+    assert_eq!(again["redriven"], json!([]), "{again}");
+    assert_eq!(again["skipped"][0]["reason"], "already_redriven");
+    assert_eq!(latest(&gw, "orders"), 1);
+
+    // `weft dlq redrive` sees the API's marker (k1) and redrives only k3; the API then
+    // sees the CLI's marker.
+    let run = common::run_weft(
+        dir.path(),
+        &gw.kafka.to_string(),
+        &["dlq", "redrive", "orders.dlq", "--execute"],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("redriven 1 record(s), 1 already redriven before"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(latest(&gw, "orders"), 2);
+    let list = gw.get("/v1/dlq/orders.dlq/records?key=k3").json();
+    assert_eq!(list["records"][0]["redriven"], true, "{list}");
+
+    // No envelope: only with an explicit, existing target.
+    let r = gw.post(
+        "/v1/dlq/orders.dlq/redrive",
+        &json!({"key": "k2", "to": "missing"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(latest(&gw, "orders"), 2);
+    let r = gw.post(
+        "/v1/dlq/orders.dlq/redrive",
+        &json!({"key": "k2", "to": "orders"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["redriven"][0]["partition"], 0);
+    assert_eq!(latest(&gw, "orders"), 3);
+    let r = gw.post("/v1/dlq/orders.dlq/redrive", &json!({"bogus": 1}));
+    assert_eq!(r.status, 422, "{}", r.text());
+}
