@@ -956,6 +956,15 @@ async fn process<H: Handler>(handler: &H, shared: &Shared, message: Message, epo
         let error = match result {
             Ok(()) => {
                 record_outcome(shared, "ok");
+                // End-to-end latency, record timestamp → handled (issue 9: /ui shows p50/p99).
+                if let Some(ts) = message.timestamp_ms {
+                    let age = dlq::epoch_millis(SystemTime::now()) - ts;
+                    metrics::histogram!(
+                        "weft_client_e2e_latency_seconds",
+                        "group" => shared.config.group_id.clone()
+                    )
+                    .record(Duration::from_millis(u64::try_from(age).unwrap_or(0)).as_secs_f64());
+                }
                 return true;
             }
             Err(e) => e,
