@@ -38,6 +38,9 @@ pub const REQUEST_COUNTERS: &[&str] = &[
 ];
 /// The end-to-end latency histogram (record timestamp → handler), recorded by the SDK.
 pub const E2E_LATENCY: &str = "weft_client_e2e_latency_seconds";
+/// The lag monitor's per-partition age of the oldest unconsumed record: the dashboard's
+/// end-to-end stand-in when no SDK consumer records [`E2E_LATENCY`] in this process.
+pub const LAG_SECONDS: &str = "weft_group_lag_seconds";
 
 /// One consumer group as the lag monitor last saw it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -89,6 +92,10 @@ pub struct Snapshot {
     pub connections: f64,
     /// Cumulative e2e-latency buckets `(le, count)`; the page takes quantiles of deltas.
     pub e2e_buckets: Vec<(f64, f64)>,
+    /// p50 and p99 (nearest rank) over partitions of [`LAG_SECONDS`]: how long the next record
+    /// each group will handle has waited, shown when `e2e_buckets` has no observations.
+    pub lag_age_p50: Option<f64>,
+    pub lag_age_p99: Option<f64>,
     pub cpu_seconds: f64,
     pub resident_bytes: f64,
     pub open_fds: f64,
@@ -101,6 +108,14 @@ fn severity(status: &str) -> u8 {
         "WARN" => 1,
         _ => 0,
     }
+}
+
+/// The `q` quantile of `values` by nearest rank; `None` when empty.
+fn nearest_rank(q: f64, values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let rank = (q * n as f64).ceil().max(1.0) as usize;
+    values.get(rank.min(n).checked_sub(1)?).copied()
 }
 
 fn topic<'a>(topics: &'a mut BTreeMap<String, TopicRow>, s: &Sample) -> &'a mut TopicRow {
@@ -128,8 +143,10 @@ impl Snapshot {
         let mut connections = 0.0;
         let mut e2e: BTreeMap<String, (f64, f64)> = BTreeMap::new();
         let mut single = BTreeMap::new();
+        let mut lag_ages = Vec::new();
         for s in &samples {
             match s.name.as_str() {
+                LAG_SECONDS if s.value.is_finite() => lag_ages.push(s.value),
                 RECORDS_IN => topic(&mut topics, s).records_in_total += s.value,
                 BYTES_IN => topic(&mut topics, s).bytes_in_total += s.value,
                 RECORDS_OUT => topic(&mut topics, s).records_out_total += s.value,
@@ -200,6 +217,8 @@ impl Snapshot {
             errors_total,
             connections,
             e2e_buckets,
+            lag_age_p50: nearest_rank(0.5, &mut lag_ages),
+            lag_age_p99: nearest_rank(0.99, &mut lag_ages),
             cpu_seconds: single
                 .get("process_cpu_seconds_total")
                 .copied()
@@ -334,6 +353,9 @@ weft_http_requests_total{route=\"/x\",method=\"GET\",status=\"5xx\"} 1
 weft_broker_connections_active 3
 weft_client_e2e_latency_seconds_bucket{le=\"0.1\"} 4
 weft_client_e2e_latency_seconds_bucket{le=\"+Inf\"} 5
+weft_group_lag_seconds{group=\"g\",topic=\"t\",partition=\"0\"} 4
+weft_group_lag_seconds{group=\"g\",topic=\"t\",partition=\"1\"} 1
+weft_group_lag_seconds{group=\"h\",topic=\"t\",partition=\"0\"} 30
 process_open_fds 12
 ";
         let groups = vec![
@@ -351,6 +373,8 @@ process_open_fds 12
         assert_eq!(s.connections, 3.0);
         assert_eq!(s.open_fds, 12.0);
         assert_eq!(s.e2e_buckets, vec![(0.1, 4.0), (f64::MAX, 5.0)]);
+        assert_eq!((s.lag_age_p50, s.lag_age_p99), (Some(4.0), Some(30.0)));
+        assert_eq!(Snapshot::build(1, "", vec![]).lag_age_p50, None);
         let order: Vec<&str> = s.groups.iter().map(|g| g.group.as_str()).collect();
         assert_eq!(order, ["err", "warn", "ok"]);
     }

@@ -120,7 +120,17 @@ function render() {
   $("t-errors").textContent = fmt(rate(now, prev, (s) => s.errors_total));
   $("t-connections").textContent = fmt(now.connections);
   const p50 = quantile(0.5, now, before(60000)), p99 = quantile(0.99, now, before(60000));
-  $("t-e2e").textContent = p50 === null ? "–" : secs(p50) + " / " + secs(p99);
+  // The SDK's e2e histogram when a consumer records it in this process; else the lag
+  // monitor's age of the oldest unconsumed record per partition (labelled as such).
+  if (p50 !== null) {
+    $("t-e2e").textContent = secs(p50) + " / " + secs(p99);
+    $("k-e2e").textContent = "e2e latency p50 / p99";
+  } else if (now.lag_age_p50 !== null && now.lag_age_p50 !== undefined) {
+    $("t-e2e").textContent = secs(now.lag_age_p50) + " / " + secs(now.lag_age_p99);
+    $("k-e2e").textContent = "lag age p50 / p99 (no SDK e2e here)";
+  } else {
+    $("t-e2e").textContent = "–";
+  }
   const lagging = now.groups.filter((g) => g.status !== "OK").length;
   $("t-lagging").textContent = String(lagging);
   $("t-lagging").className = "v" + (lagging ? " lagging" : "");
@@ -151,9 +161,10 @@ function render() {
     { color: "#58a6ff", values: series((a, z) => rate(a, z, (s) => s.requests_total)) },
     { color: "#f85149", values: series((a, z) => rate(a, z, (s) => s.errors_total)) },
   ]);
+  const sdk = p50 !== null;
   chart("chart-e2e", [
-    { color: "#3fb950", values: series((a, z) => quantile(0.5, a, z)) },
-    { color: "#d29922", values: series((a, z) => quantile(0.99, a, z)) },
+    { color: "#3fb950", values: series((a, z) => sdk ? quantile(0.5, a, z) : a.lag_age_p50) },
+    { color: "#d29922", values: series((a, z) => sdk ? quantile(0.99, a, z) : a.lag_age_p99) },
   ]);
 }
 
