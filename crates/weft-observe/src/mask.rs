@@ -270,6 +270,95 @@ impl Masker {
     }
 }
 
+/// Data-contract tags that make a field sensitive (Confluent's `confluent:tags`; compared
+/// case-insensitively).
+pub const SENSITIVE_TAGS: &[&str] = &["PII", "SENSITIVE", "PHI", "PCI", "SECRET", "CONFIDENTIAL"];
+
+/// The names of the fields a schema text tags as sensitive: an Avro field or a JSON Schema
+/// property whose `confluent:tags` holds one of [`SENSITIVE_TAGS`], at any depth (nested
+/// records, arrays, `definitions`). Protobuf schemas (not JSON) and texts that do not parse
+/// give none.
+pub fn classified_fields(schema_text: &str) -> Vec<String> {
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(schema_text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk(&json, None, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn is_sensitive_tagged(object: &serde_json::Map<String, serde_json::Value>) -> bool {
+    object
+        .get("confluent:tags")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|tags| {
+            tags.iter().filter_map(serde_json::Value::as_str).any(|t| {
+                SENSITIVE_TAGS
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(t.trim()))
+            })
+        })
+}
+
+/// `name`: the JSON Schema property this value is the schema of, if it is one.
+fn walk(value: &serde_json::Value, name: Option<&str>, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(o) => {
+            if is_sensitive_tagged(o) {
+                // An Avro field names itself; a JSON Schema property is named by its key.
+                let field = if o.contains_key("type")
+                    && o.get("name").is_some_and(|n| n.is_string())
+                    && name.is_none()
+                {
+                    o.get("name").and_then(serde_json::Value::as_str)
+                } else {
+                    name
+                };
+                if let Some(f) = field {
+                    out.push(f.to_owned());
+                }
+            }
+            for (k, v) in o {
+                let child = match k.as_str() {
+                    "properties" | "patternProperties" => {
+                        if let serde_json::Value::Object(props) = v {
+                            for (prop, schema) in props {
+                                walk(schema, Some(prop), out);
+                            }
+                        }
+                        continue;
+                    }
+                    _ => None,
+                };
+                walk(v, child, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                walk(v, None, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Masker {
+    /// Marks the fields `schema_text` tags as sensitive ([`classified_fields`]); returns those
+    /// that were not masked before.
+    pub fn classify_schema(&self, schema_text: &str) -> Vec<String> {
+        classified_fields(schema_text)
+            .into_iter()
+            .filter(|f| {
+                let new = !self.is_sensitive_field(f);
+                self.classify(f);
+                new
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +422,40 @@ mod tests {
         assert_eq!(m.text("see ORD-42"), "see ***");
         let err = Masker::new(["x"], [("bad", "(")]).expect_err("invalid regex");
         assert!(err.to_string().contains("\"bad\""), "{err}");
+    }
+
+    #[test]
+    fn fields_classified_by_schema_tags() {
+        let avro = r#"{"type":"record","name":"Customer","fields":[
+            {"name":"id","type":"long"},
+            {"name":"email","type":"string","confluent:tags":["PII"]},
+            {"name":"address","type":{"type":"record","name":"Address","fields":[
+                {"name":"street","type":"string","confluent:tags":["pii","GDPR"]},
+                {"name":"city","type":"string","confluent:tags":["PUBLIC"]}]}}]}"#;
+        let json_schema = r#"{"type":"object","properties":{
+            "ssn":{"type":"string","confluent:tags":["SENSITIVE"]},
+            "name":{"type":"string"},
+            "cards":{"type":"array","items":{"type":"object","properties":{
+                "pan":{"type":"string","confluent:tags":["PCI"]}}}}}}"#;
+        let cases: [(&str, &[&str]); 4] = [
+            (avro, &["email", "street"]),
+            (json_schema, &["pan", "ssn"]),
+            ("syntax = \"proto3\"; message M { string email = 1; }", &[]),
+            (r#"{"type":"string"}"#, &[]),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(classified_fields(text), expected, "{text}");
+        }
+        let m = Masker::default();
+        assert_eq!(m.field("street", "1 Main St"), "1 Main St");
+        assert_eq!(m.classify_schema(avro), ["email", "street"]);
+        assert_eq!(
+            m.classify_schema(avro),
+            Vec::<String>::new(),
+            "already masked"
+        );
+        assert_eq!(m.field("street", "1 Main St"), MASK);
+        assert_eq!(m.field("city", "Paris"), "Paris");
     }
 
     #[test]
