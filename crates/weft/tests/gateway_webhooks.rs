@@ -294,6 +294,47 @@ fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
             .any(|a| a["outcome"] == "dlq"),
         "{attempts}"
     );
+
+    // The DLQ API shows it for this webhook (none for another id) and redrives it to the
+    // original topic, where the webhook's worker picks it up again; once only.
+    let list = gw
+        .get(&format!(
+            "/v1/dlq/weft.webhooks.dlq/records?webhook_id={id}"
+        ))
+        .json();
+    assert_eq!(
+        list["records"][0]["dead_letter"]["source"], "webhook",
+        "{list}"
+    );
+    assert_eq!(list["records"][0]["dead_letter"]["attempts"], 2, "{list}");
+    let none = gw
+        .get("/v1/dlq/weft.webhooks.dlq/records?webhook_id=wh_other")
+        .json();
+    assert_eq!(none["records"], json!([]), "{none}");
+    let requests = |t: &Target| t.events.iter().filter(|e| e["event"] == "request").count();
+    let before = requests(&target);
+    for expected in [1, 0] {
+        let r = gw.post(
+            "/v1/dlq/weft.webhooks.dlq/redrive",
+            // Its DLQ offset only: the redriven copy fails again and is dead-lettered anew.
+            &json!({"webhook_id": id, "to_offset": 0}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json()["redriven"].as_array().map(Vec::len),
+            Some(expected),
+            "{}",
+            r.text()
+        );
+    }
+    let back = gw
+        .get("/v1/topics/orders/partitions/0/records?offset=1")
+        .json();
+    assert_eq!(back["records"][0]["key"], "o-1", "{back}");
+    assert_eq!(back["records"][0]["headers"]["trace"], "t-1", "{back}");
+    target.wait("the redriven record delivered again", |ev| {
+        ev.iter().filter(|e| e["event"] == "request").count() > before
+    });
 }
 
 #[test]
