@@ -64,6 +64,12 @@ const PIP_PACKAGES: &[PipPackage] = &[
         package: "openapi-spec-validator",
         module: "openapi_spec_validator",
     },
+    // Property-based API testing against the gateway's /openapi.json
+    // (crates/weft/tests/gateway_schemathesis.rs).
+    PipPackage {
+        package: "schemathesis",
+        module: "schemathesis",
+    },
     // kafka-python's codecs: without them it cannot produce or read snappy, lz4, zstd.
     PipPackage {
         package: "python-snappy",
