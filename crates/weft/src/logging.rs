@@ -20,7 +20,6 @@ pub(crate) struct Observability {
     /// The trace exporter; `None` unless an OTLP endpoint is configured.
     pub(crate) tracing: Option<Tracing>,
     /// The masking rules (the registry may classify more fields at run time).
-    #[allow(dead_code)] // handed to the registry when it classifies sensitive fields
     pub(crate) masker: Masker,
     pub(crate) config: weft_observe::Config,
 }
@@ -94,4 +93,42 @@ pub(crate) fn init(
         masker,
         config: config.clone(),
     })
+}
+
+/// How often the registry is checked for new schemas whose fields are tagged as sensitive.
+const CLASSIFY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Masks, from now on, the fields the registry's schemas tag as sensitive (`confluent:tags`
+/// with PII, SENSITIVE, … on an Avro field or a JSON Schema property; see
+/// `weft_observe::mask::classified_fields`): every schema at start, then each new id as it
+/// is registered. Runs until shutdown.
+pub(crate) async fn classify_registry_fields(
+    registry: weft_registry::Registry,
+    masker: Masker,
+    mut shutdown: crate::supervisor::Shutdown,
+) -> anyhow::Result<()> {
+    let mut next = 1i64;
+    let mut tick = tokio::time::interval(CLASSIFY_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.requested() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let max = match registry.max_schema_id().await {
+            Ok(max) => max,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the registry's schema ids for masking");
+                continue;
+            }
+        };
+        while next <= max {
+            // Ids of hard-deleted schemas are gone: nothing to classify.
+            if let Ok(schema) = registry.schema_by_id(next, None).await {
+                for field in masker.classify_schema(&schema.schema) {
+                    tracing::info!(field = %field, schema_id = next, "masking a field the registry classifies as sensitive");
+                }
+            }
+            next += 1;
+        }
+    }
 }
