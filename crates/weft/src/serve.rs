@@ -229,6 +229,11 @@ async fn run_components(
         lag.clone(),
         http_security.http.clone(),
     );
+    // Fields the registry's schemas tag as sensitive are masked in logs and spans (issue 9).
+    let (classified, masker) = (registry.clone(), observability.masker.clone());
+    sup.spawn("mask-classifier", move |shutdown| {
+        crate::logging::classify_registry_fields(classified, masker, shutdown)
+    });
     let http_tls = https.tls();
     sup.spawn("http", move |shutdown| {
         http::serve_with(http_listener, router, http_tls, shutdown)
