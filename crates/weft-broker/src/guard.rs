@@ -269,6 +269,28 @@ pub(crate) fn decode_request(
             version,
             RequestKind::ConsumerGroupDescribe,
         ),
+        // ACL and SCRAM credential administration (handlers/acls.rs).
+        ApiKey::CreateAcls => {
+            decode_as::<CreateAclsRequest>(&mut g, b, version, RequestKind::CreateAcls)
+        }
+        ApiKey::DescribeAcls => {
+            decode_as::<DescribeAclsRequest>(&mut g, b, version, RequestKind::DescribeAcls)
+        }
+        ApiKey::DeleteAcls => {
+            decode_as::<DeleteAclsRequest>(&mut g, b, version, RequestKind::DeleteAcls)
+        }
+        ApiKey::DescribeUserScramCredentials => decode_as::<DescribeUserScramCredentialsRequest>(
+            &mut g,
+            b,
+            version,
+            RequestKind::DescribeUserScramCredentials,
+        ),
+        ApiKey::AlterUserScramCredentials => decode_as::<AlterUserScramCredentialsRequest>(
+            &mut g,
+            b,
+            version,
+            RequestKind::AlterUserScramCredentials,
+        ),
         other => Err(format!("{other:?} is not served")),
     }
 }
