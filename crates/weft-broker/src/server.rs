@@ -287,8 +287,34 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let _active = crate::stats::Occupancy::connection();
     debug!(%peer, protocol = %listener.protocol, "connection opened");
-    let (rd, wr) = stream.into_split();
-    serve_connection(&inner, rd, wr, peer, &listener, &mut shutdown).await;
+    if !listener.protocol.uses_tls() {
+        let (rd, wr) = stream.into_split();
+        serve_connection(&inner, rd, wr, peer, &listener, None, &mut shutdown).await;
+        return;
+    }
+    let Some(tls) = &listener.tls else {
+        warn!(%peer, protocol = %listener.protocol, "tls listener without a certificate; closing connection");
+        return;
+    };
+    let accepted = tokio::select! {
+        r = tls.accept(stream) => r,
+        _ = shutdown.changed() => return,
+    };
+    match accepted {
+        Ok((stream, identity)) => {
+            // Mutual TLS: the certificate's subject is the principal on SSL listeners;
+            // SASL_SSL authenticates with SASL regardless.
+            let principal = identity
+                .filter(|_| !listener.protocol.uses_sasl())
+                .map(|id| id.principal());
+            let (rd, wr) = tokio::io::split(stream);
+            serve_connection(&inner, rd, wr, peer, &listener, principal, &mut shutdown).await;
+        }
+        Err(e) => {
+            // A plaintext client, a bad certificate, a timeout: only this connection ends.
+            info!(%peer, protocol = %listener.protocol, error = %e, "tls handshake failed; closing connection");
+        }
+    }
 }
 
 /// Serves one connection's requests over any transport (TCP, TLS).
@@ -298,6 +324,7 @@ async fn serve_connection<R, W>(
     wr: W,
     peer: SocketAddr,
     listener: &Arc<Listener>,
+    principal: Option<weft_auth::Principal>,
     shutdown: &mut watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send,
@@ -313,7 +340,10 @@ async fn serve_connection<R, W>(
         queue,
         peer,
     ));
-    read_requests(inner, &mut rd, &replies, peer, listener, shutdown).await;
+    read_requests(
+        inner, &mut rd, &replies, peer, listener, principal, shutdown,
+    )
+    .await;
     drop(replies);
     let _ = writer.await;
 }
@@ -325,6 +355,23 @@ pub(crate) trait SendFile {
         &mut self,
         region: &weft_log::FileRegion,
     ) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// TLS: never handed file ranges (its Fetch responses are copied, see `fetch_reply`); if
+/// one came, it would be read into memory and written through the stream.
+impl<S: AsyncRead + AsyncWrite + Send> SendFile for tokio::io::WriteHalf<S> {
+    fn send_file(
+        &mut self,
+        region: &weft_log::FileRegion,
+    ) -> impl Future<Output = std::io::Result<()>> + Send {
+        let r = region.clone();
+        async move {
+            let bytes = tokio::task::spawn_blocking(move || r.read_to_bytes())
+                .await
+                .map_err(std::io::Error::other)??;
+            self.write_all(&bytes).await
+        }
+    }
 }
 
 impl SendFile for tokio::net::tcp::OwnedWriteHalf {
@@ -365,11 +412,15 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
     replies: &mpsc::Sender<Queued>,
     peer: SocketAddr,
     listener: &Arc<Listener>,
+    principal: Option<weft_auth::Principal>,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let idle = inner.config.connections_max_idle;
     let max = inner.config.socket_request_max_bytes;
     let mut session = crate::session::Session::anonymous(peer);
+    if let Some(principal) = principal {
+        session.principal = principal;
+    }
     let mut sasl = SaslConn::new(listener, &inner.config.sasl);
     loop {
         let len = tokio::select! {

@@ -35,6 +35,7 @@ pub(crate) async fn prepare(
 ) -> anyhow::Result<KafkaListeners> {
     let mut listeners = Vec::new();
     let mut seen = Vec::new();
+    let mut tls: Option<weft_tls::Tls> = None;
     for entry in &security.listeners {
         let addr: ListenerAddress = entry
             .parse()
@@ -43,8 +44,14 @@ pub(crate) async fn prepare(
             SecurityProtocol::Plaintext => {
                 bail!("[security] listeners: {entry:?}: the PLAINTEXT listener is kafka_listen")
             }
-            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
-                bail!("[security] listeners: {entry:?}: TLS listeners are not available yet")
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl if tls.is_none() => {
+                let Some(section) = &security.tls else {
+                    bail!(
+                        "[security] listeners: {entry:?} needs [security.tls] (cert_file, key_file)"
+                    )
+                };
+                // One handle for every TLS listener: files checked now, reloaded on change.
+                tls = Some(weft_tls::Tls::from_config(section).context("[security.tls]")?);
             }
             _ => {}
         }
@@ -72,6 +79,7 @@ pub(crate) async fn prepare(
                 protocol: addr.protocol,
                 advertised_host: host,
                 advertised_port: port,
+                tls: addr.protocol.uses_tls().then(|| tls.clone()).flatten(),
             },
         ));
     }

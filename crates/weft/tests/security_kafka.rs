@@ -47,34 +47,68 @@ fn seed_users(dir: &Path, users: &[(&str, &str)]) {
     });
 }
 
-/// A `weft serve` with a SASL_PLAINTEXT listener; `security` is appended to `[security]`.
+/// A `weft serve` with a SASL_PLAINTEXT listener (and others); `security` is appended to
+/// `[security]`.
 struct Sasl {
     dir: tempfile::TempDir,
     server: Server,
     /// The SASL_PLAINTEXT listener.
     sasl: SocketAddr,
+    /// `PROTOCOL://address` of every `[security]` listener, from the `ready` line.
+    listeners: String,
 }
 
 impl Sasl {
     fn start(security: &str) -> Sasl {
+        Sasl::start_with(&["SASL_PLAINTEXT"], security, |_| String::new())
+    }
+
+    /// Listeners of `protocols` on ephemeral ports; `tables` runs on the directory before
+    /// the server starts (certificates) and returns sub-tables such as `[security.tls]`.
+    fn start_with(
+        protocols: &[&str],
+        security: &str,
+        tables: impl FnOnce(&Path) -> String,
+    ) -> Sasl {
         let dir = tempfile::tempdir().expect("tempdir");
         seed_users(dir.path(), &[(USER, PASSWORD), ("bob", "bob-secret")]);
+        let tables = tables(dir.path());
+        let listeners: Vec<String> = protocols
+            .iter()
+            .map(|p| format!("\"{p}://127.0.0.1:0\""))
+            .collect();
         std::fs::write(
             dir.path().join("weft.toml"),
-            format!("[security]\nlisteners = [\"SASL_PLAINTEXT://127.0.0.1:0\"]\n{security}\n"),
+            format!(
+                "[security]\nlisteners = [{}]\n{security}\n{tables}",
+                listeners.join(", ")
+            ),
         )
         .expect("weft.toml");
         let server = Server::start(dir.path());
         let listeners = server
             .ready_field("kafka_listeners")
             .expect("kafka_listeners in the ready line");
-        let sasl = listeners
+        let mut s = Sasl {
+            dir,
+            server,
+            sasl: "0.0.0.0:0".parse().expect("addr"),
+            listeners,
+        };
+        if protocols.contains(&"SASL_PLAINTEXT") {
+            s.sasl = s.addr("SASL_PLAINTEXT");
+        }
+        s
+    }
+
+    /// The bound address of the listener with `protocol`.
+    fn addr(&self, protocol: &str) -> SocketAddr {
+        self.listeners
             .split(',')
-            .find_map(|l| l.strip_prefix("SASL_PLAINTEXT://"))
-            .unwrap_or_else(|| panic!("no SASL_PLAINTEXT listener in {listeners:?}"))
+            .find_map(|l| l.strip_prefix(&format!("{protocol}://")))
+            .unwrap_or_else(|| panic!("no {protocol} listener in {:?}", self.listeners))
             .parse()
-            .expect("listener address");
-        Sasl { dir, server, sasl }
+            .expect("listener address")
     }
 
     fn plain(&self) -> String {
@@ -423,6 +457,151 @@ fn session_lifetime_reauthentication_and_expiry() {
         "an expired session must be closed on its next request"
     );
     drop(s.dir);
+}
+
+/// `weft dev-certs`' generator: a CA and a server certificate for 127.0.0.1 in `dir/certs`,
+/// and the `[security.tls]` table using them.
+fn dev_certs(dir: &Path) -> String {
+    let files = weft_tls::dev::write_dev_certs(
+        &dir.join("certs"),
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+        "client",
+    )
+    .expect("dev certs");
+    format!(
+        "[security.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        files.server_cert.display(),
+        files.server_key.display()
+    )
+}
+
+fn ca_file(s: &Sasl) -> String {
+    s.dir.path().join("certs/ca.pem").display().to_string()
+}
+
+/// librdkafka (the rdkafka crate's build, with OpenSSL) settings for `protocol`.
+fn rdkafka_config(
+    bootstrap: SocketAddr,
+    protocol: &str,
+    mechanism: &str,
+    password: &str,
+    ca: &str,
+) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap.to_string())
+        .set("security.protocol", protocol)
+        .set("sasl.mechanism", mechanism)
+        .set("sasl.username", USER)
+        .set("sasl.password", password)
+        .set("ssl.ca.location", ca)
+        .set("message.timeout.ms", "20000");
+    c
+}
+
+/// Produces `values` to `topic` and reads them back from the beginning, both with `config`.
+fn rdkafka_roundtrip(config: &rdkafka::ClientConfig, topic: &str, values: &[&str]) -> Vec<String> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = config.create().expect("producer");
+    for v in values {
+        producer
+            .send(BaseRecord::<(), str>::to(topic).payload(*v))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(SAFETY).expect("every record acknowledged");
+    let mut c = config.clone();
+    c.set("group.id", format!("{topic}-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + SAFETY;
+    while got.len() < values.len() && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m.expect("message");
+            got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    got
+}
+
+#[test]
+fn rdkafka_scram_sha512_over_sasl_plaintext_and_sasl_ssl() {
+    let s = Sasl::start_with(&["SASL_PLAINTEXT", "SASL_SSL"], "", dev_certs);
+    let ca = ca_file(&s);
+    for (protocol, topic) in [
+        ("SASL_PLAINTEXT", "rd-scram-plain"),
+        ("SASL_SSL", "rd-scram-ssl"),
+    ] {
+        let config = rdkafka_config(s.addr(protocol), protocol, "SCRAM-SHA-512", PASSWORD, &ca);
+        let got = rdkafka_roundtrip(&config, topic, &["a", "b", "c"]);
+        assert_eq!(got, ["a", "b", "c"], "{protocol}");
+        assert_eq!(records_via_plaintext(&s, topic), ["a", "b", "c"]);
+    }
+    // A wrong password over SASL_SSL: refused, nothing written.
+    let config = rdkafka_config(s.addr("SASL_SSL"), "SASL_SSL", "SCRAM-SHA-512", "nope", &ca);
+    let producer: rdkafka::producer::BaseProducer = config.create().expect("producer");
+    producer
+        .send(rdkafka::producer::BaseRecord::<(), str>::to("rd-wrong").payload("x"))
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    let flushed = rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10));
+    assert!(
+        flushed.is_err(),
+        "a producer with a wrong password delivered"
+    );
+    assert!(records_via_plaintext(&s, "rd-wrong").is_empty());
+}
+
+#[test]
+fn tls_listeners_serve_tls_clients_and_refuse_plaintext_ones() {
+    let s = Sasl::start_with(&["SSL", "SASL_SSL"], "", dev_certs);
+    let ca = ca_file(&s);
+    // kcat (the system librdkafka) over SSL.
+    let ssl = s.addr("SSL").to_string();
+    let tls_args = ["-X", "security.protocol=SSL", "-X"];
+    let ca_arg = format!("ssl.ca.location={ca}");
+    let mut produce = tls_args.to_vec();
+    produce.extend([ca_arg.as_str(), "-P", "-t", "over-tls"]);
+    let (ok, out, err) = kcat(&ssl, None, &produce, "secret\n");
+    assert!(ok, "kcat over SSL failed:\n{out}\n{err}");
+    let mut consume = tls_args.to_vec();
+    consume.extend([
+        ca_arg.as_str(),
+        "-C",
+        "-t",
+        "over-tls",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+    ]);
+    let (ok, out, err) = kcat(&ssl, None, &consume, "");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "secret");
+
+    // A plaintext Kafka client on each TLS port: the handshake fails, no Kafka answer, the
+    // connection closes, nothing is written, and the broker keeps serving.
+    for protocol in ["SSL", "SASL_SSL"] {
+        let mut c = Raw::connect(s.addr(protocol));
+        c.send(ApiKey::Produce, 9, &produce_request("plaintext-on-tls"));
+        let mut answer = Vec::new();
+        let _ = c.stream.read_to_end(&mut answer);
+        assert!(
+            answer.first().is_none_or(|b| *b == 0x15),
+            "{protocol}: expected a TLS alert or nothing, got {answer:?}"
+        );
+    }
+    assert!(records_via_plaintext(&s, "plaintext-on-tls").is_empty());
+    let (ok, out, err) = kcat(&ssl, None, &consume, "");
+    assert!(ok, "the SSL listener stopped serving: {err}");
+    assert_eq!(out.trim(), "secret");
 }
 
 // ---- raw protocol client ----

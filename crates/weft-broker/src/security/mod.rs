@@ -6,7 +6,14 @@
 //! address (Metadata answers with the address of the listener the client came through). On
 //! a SASL listener a connection is `User:ANONYMOUS` and may send only ApiVersions,
 //! SaslHandshake and SaslAuthenticate until authentication succeeds; any other request
-//! closes it. On PLAINTEXT and SSL listeners every connection stays `User:ANONYMOUS`.
+//! closes it. On PLAINTEXT listeners every connection stays `User:ANONYMOUS`; on SSL ones
+//! too, unless mutual TLS verified a client certificate: then it is `User:<CN>` (on
+//! SASL_SSL the SASL principal wins, as in Kafka).
+//!
+//! TLS (weft-tls) is negotiated in the connection's own task before any Kafka frame; a
+//! client that does not speak TLS fails the handshake and only its connection closes.
+//! Fetch responses on TLS connections are copied through the TLS stream: `sendfile(2)`
+//! cannot carry encryption done in user space (Kafka makes the same exception).
 
 pub(crate) mod sasl;
 
@@ -110,6 +117,9 @@ pub struct Listener {
     pub protocol: SecurityProtocol,
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// The TLS side of SSL and SASL_SSL listeners (certificate reloaded on change, optional
+    /// mutual TLS). Required for them: a TLS listener without it refuses every connection.
+    pub tls: Option<weft_tls::Tls>,
 }
 
 impl fmt::Debug for Listener {
@@ -118,6 +128,7 @@ impl fmt::Debug for Listener {
             .field("protocol", &self.protocol)
             .field("advertised_host", &self.advertised_host)
             .field("advertised_port", &self.advertised_port)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -129,6 +140,7 @@ impl Listener {
             protocol: SecurityProtocol::Plaintext,
             advertised_host: host.into(),
             advertised_port: port,
+            tls: None,
         }
     }
 }
