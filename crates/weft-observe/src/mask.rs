@@ -348,14 +348,18 @@ impl Masker {
     /// Marks the fields `schema_text` tags as sensitive ([`classified_fields`]); returns those
     /// that were not masked before.
     pub fn classify_schema(&self, schema_text: &str) -> Vec<String> {
-        classified_fields(schema_text)
+        let new: Vec<String> = classified_fields(schema_text)
             .into_iter()
             .filter(|f| {
                 let new = !self.is_sensitive_field(f);
                 self.classify(f);
                 new
             })
-            .collect()
+            .collect();
+        if !new.is_empty() {
+            metrics::counter!("weft_mask_classified_fields_total").increment(new.len() as u64);
+        }
+        new
     }
 }
 

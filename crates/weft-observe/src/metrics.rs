@@ -202,6 +202,10 @@ fn describe() {
         Unit::Seconds,
         "main HTTP listener request latency by route"
     );
+    describe_counter!(
+        "weft_mask_classified_fields_total",
+        "field names masked because a registry schema tags them as sensitive"
+    );
     describe_gauge!(
         "weft_ui_clients",
         "dashboard event streams (SSE) currently open"

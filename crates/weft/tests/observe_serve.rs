@@ -600,6 +600,44 @@ fn spans_reach_an_otlp_receiver_with_parent_child_links() {
     }
 }
 
+/// A field that a registered schema tags as PII (`confluent:tags`) is classified as sensitive
+/// by the running server: counted in `weft_mask_classified_fields_total` and logged by name
+/// (masking by field name itself is covered by weft-observe's unit tests).
+#[test]
+fn fields_the_registry_classifies_as_sensitive_are_masked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--registry-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let schema = r#"{"type":"record","name":"Customer","fields":[{"name":"id","type":"long"},{"name":"loyalty_number","type":"string","confluent:tags":["PII"]}]}"#;
+    let body = serde_json::json!({ "schema": schema }).to_string();
+    let (code, _, answer) = http(
+        server.registry_addr(),
+        "POST",
+        "/subjects/customers-value/versions",
+        &[("content-type", "application/vnd.schemaregistry.v1+json")],
+        &body,
+    );
+    assert_eq!(code, 200, "{answer}");
+    scrape_until(server.http_addr, "counted the classified field", |text| {
+        sample(text, "weft_mask_classified_fields_total", &[]).is_some_and(|v| v >= 1.0)
+    });
+    let lines = terminate(server);
+    assert!(
+        lines.iter().any(
+            |l| l.contains("masking a field the registry classifies as sensitive")
+                && l.contains("loyalty_number")
+        ),
+        "{lines:#?}"
+    );
+}
+
 // ---- OpenMetrics with exemplars ----
 
 /// What Prometheus sends when exemplar storage is on.
