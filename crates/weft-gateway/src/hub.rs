@@ -245,16 +245,20 @@ pub(crate) enum Out {
         record: Arc<Record>,
         id: String,
     },
-    /// Offsets `from..to` of `partition` were not delivered: deleted by retention, or
-    /// skipped because the client was too slow (`reason`).
-    Gap {
-        partition: i32,
-        from: i64,
-        to: i64,
-        id: String,
-        reason: &'static str,
-    },
+    /// Boxed: rare, and every connection's buffer is sized by the largest variant.
+    Gap(Box<Gap>),
     Heartbeat,
+}
+
+/// Offsets `from..to` of `partition` were not delivered: deleted by retention, or skipped
+/// because the client was too slow (`reason`).
+#[derive(Debug)]
+pub(crate) struct Gap {
+    pub(crate) partition: i32,
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+    pub(crate) id: String,
+    pub(crate) reason: &'static str,
 }
 
 /// Client → engine.
@@ -274,7 +278,8 @@ pub(crate) enum Cmd {
 pub(crate) struct Conn {
     pub(crate) rx: mpsc::Receiver<Out>,
     pub(crate) close: Arc<Mutex<Option<Close>>>,
-    pub(crate) cmds: mpsc::Sender<Cmd>,
+    /// Client → engine (WebSocket); `None` for SSE, which has no way back.
+    pub(crate) cmds: Option<mpsc::Sender<Cmd>>,
 }
 
 impl Conn {
@@ -369,9 +374,15 @@ pub(crate) fn open(
     filter: Filter,
     permit: ConnPermit,
     options: ConnOptions,
+    commands: bool,
 ) -> Conn {
     let (out_tx, out_rx) = mpsc::channel(ctx.limits.buffer_events.max(1));
-    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (cmd_tx, cmd_rx) = if commands {
+        let (tx, rx) = mpsc::channel(16);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let close_slot = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&close_slot);
     let acks = options.acks.map(|a| Acks {
@@ -432,7 +443,7 @@ struct Engine {
     positions: Positions,
     filter: Filter,
     out: mpsc::Sender<Out>,
-    cmds: mpsc::Receiver<Cmd>,
+    cmds: Option<mpsc::Receiver<Cmd>>,
     last_activity: Instant,
     /// Set by a catch-up that read something: the live receiver may have lagged meanwhile.
     caught_up: bool,
@@ -463,8 +474,9 @@ impl Engine {
         let expiry = self.expires_at;
         let mut heartbeat = tokio::time::interval(limits.heartbeat);
         heartbeat.tick().await;
-        let mut commits = tokio::time::interval(COMMIT_INTERVAL);
         let committing = self.acks.as_ref().is_some_and(|a| a.group.is_some());
+        // Only connections that commit pay for the timer.
+        let mut commits = committing.then(|| tokio::time::interval(COMMIT_INTERVAL));
         let mut caught_up = true;
         self.caught_up = false;
         loop {
@@ -482,7 +494,7 @@ impl Engine {
                 () = self.out.closed() => return close("client_gone", None),
                 () = &mut lifetime => return close("max_lifetime", retry),
                 () = sleep_until_opt(expiry) => return close("auth_expired", None),
-                cmd = self.cmds.recv() => match cmd {
+                cmd = recv_opt(&mut self.cmds) => match cmd {
                     Some(Cmd::Resume(p)) => {
                         self.last_activity = Instant::now();
                         self.resume(p);
@@ -547,7 +559,7 @@ impl Engine {
                     // the next event, not on a heartbeat.
                     let _ = self.out.try_send(Out::Heartbeat);
                 }
-                _ = commits.tick(), if committing => self.commit().await,
+                () = tick_opt(&mut commits) => self.commit().await,
                 () = tokio::time::sleep_until(idle_at) => {
                     return close("idle_timeout", None);
                 }
@@ -595,13 +607,13 @@ impl Engine {
                     at.insert(*q, *qfrom);
                 }
             }
-            let gap = Out::Gap {
+            let gap = Out::Gap(Box::new(Gap {
                 partition: p,
                 from,
                 to,
                 id: encode(&at),
                 reason: "slow_consumer",
-            };
+            }));
             if self.out.try_send(gap).is_err() {
                 return false;
             }
@@ -742,7 +754,8 @@ impl Engine {
     /// the main loop does not run), at most the idle timeout.
     async fn wait_for_acks(&mut self) -> Result<(), Close> {
         while self.acks.as_ref().is_some_and(Acks::full) {
-            match tokio::time::timeout(self.ctx.limits.idle_timeout, self.cmds.recv()).await {
+            match tokio::time::timeout(self.ctx.limits.idle_timeout, recv_opt(&mut self.cmds)).await
+            {
                 Ok(Some(Cmd::Ack(p))) => {
                     self.last_activity = Instant::now();
                     if let Some(acks) = self.acks.as_mut() {
@@ -802,13 +815,13 @@ impl Engine {
         if next < low {
             self.positions.insert(p, low);
             let id = encode(&self.positions);
-            self.send_waiting(Out::Gap {
+            self.send_waiting(Out::Gap(Box::new(Gap {
                 partition: p,
                 from: next,
                 to: low,
                 id,
                 reason: "deleted_by_retention",
-            })
+            })))
             .await?;
             next = low;
         }
@@ -869,6 +882,25 @@ impl Engine {
             self.positions.insert(p, next);
         }
         Ok(())
+    }
+}
+
+/// The next command, or never without a command channel. (`None` from a channel whose
+/// senders are gone is returned as is.)
+async fn recv_opt(cmds: &mut Option<mpsc::Receiver<Cmd>>) -> Option<Cmd> {
+    match cmds {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick, or never without an interval.
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

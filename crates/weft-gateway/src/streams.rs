@@ -109,6 +109,7 @@ async fn open(
     principal: &Principal,
     resume: Option<&str>,
     options: ConnOptions,
+    commands: bool,
 ) -> Result<Opened, Response> {
     let inner = &gw.0;
     if *inner.shutdown_tx.borrow() {
@@ -197,6 +198,7 @@ async fn open(
         filter,
         permit,
         options,
+        commands,
     );
     Ok(Opened {
         conn,
@@ -271,19 +273,22 @@ fn event_data(topic: &str, out: &Out, format: Format) -> Option<(String, &'stati
             };
             Some((id.clone(), "message", data))
         }
-        Out::Gap {
-            partition,
-            from,
-            to,
-            id,
-            reason,
-        } => Some((
-            id.clone(),
-            "gap",
-            json!({"topic": topic, "partition": partition, "from": from, "to": to,
+        Out::Gap(gap) => {
+            let hub::Gap {
+                partition,
+                from,
+                to,
+                id,
+                reason,
+            } = gap.as_ref();
+            Some((
+                id.clone(),
+                "gap",
+                json!({"topic": topic, "partition": partition, "from": from, "to": to,
                    "missed": to - from, "reason": reason})
-            .to_string(),
-        )),
+                .to_string(),
+            ))
+        }
         Out::Heartbeat => None,
     }
 }
@@ -312,7 +317,17 @@ async fn sse(
         acks: None,
         expires_at: expiry(auth.as_deref()),
     };
-    let opened = match open(&gw, &topic, &q, &principal, last_id.as_deref(), options).await {
+    let opened = match open(
+        &gw,
+        &topic,
+        &q,
+        &principal,
+        last_id.as_deref(),
+        options,
+        false,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -378,7 +393,16 @@ async fn ws(
         acks,
         expires_at: expiry(auth.as_deref()),
     };
-    let opened = open(&gw, &topic, &q, &principal, q.resume.as_deref(), options).await;
+    let opened = open(
+        &gw,
+        &topic,
+        &q,
+        &principal,
+        q.resume.as_deref(),
+        options,
+        true,
+    )
+    .await;
     match opened {
         Ok(o) => {
             let heartbeat = gw.0.config.stream.heartbeat;
@@ -402,7 +426,9 @@ async fn ws(
 
 async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
     let (mut sink, mut incoming) = socket.split();
-    let cmds = o.conn.cmds.clone();
+    let Some(cmds) = o.conn.cmds.clone() else {
+        return;
+    };
     // Client messages: resume, ack, pongs. Anything else is ignored.
     let reader = tokio::spawn(async move {
         while let Some(Ok(msg)) = incoming.next().await {
