@@ -220,6 +220,25 @@ impl JwksFetcher for HttpJwksFetcher {
     }
 }
 
+/// A validator for `[security.jwt]` (JWKS over HTTP, or static keys) for the Kafka
+/// listener's SASL OAUTHBEARER (`kafka_listeners`); `None` without the table. Its JWKS cache
+/// is its own (same rate limits as the HTTP one).
+pub(crate) fn jwt_validator(
+    security: &SecurityConfig,
+) -> anyhow::Result<Option<Arc<weft_auth::jwt::JwtValidator>>> {
+    let Some(section) = &security.jwt else {
+        return Ok(None);
+    };
+    let fetcher = section
+        .jwks_url
+        .as_ref()
+        .map(|u| HttpJwksFetcher::new(u).map(|f| Arc::new(f) as Arc<dyn JwksFetcher>))
+        .transpose()?;
+    Ok(Some(Arc::new(
+        section.validator(fetcher, Arc::new(SystemClock))?,
+    )))
+}
+
 /// The HTTP listener's routes → scopes and ACL checks.
 ///
 /// | route | scope | check |

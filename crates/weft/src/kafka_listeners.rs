@@ -91,7 +91,7 @@ pub(crate) async fn prepare(
         weft_auth::store::migrate(store)
             .await
             .context("cannot prepare the auth tables")?;
-        let mechanisms = if security.sasl_mechanisms.is_empty() {
+        let mechanisms: Vec<Mechanism> = if security.sasl_mechanisms.is_empty() {
             Mechanism::ALL.to_vec()
         } else {
             security
@@ -102,6 +102,14 @@ pub(crate) async fn prepare(
                         .map_err(|e| anyhow::anyhow!("[security] sasl_mechanisms: {e}"))
                 })
                 .collect::<anyhow::Result<_>>()?
+        };
+        // OAUTHBEARER validates the same JWTs as HTTP (`[security.jwt]`).
+        let jwt = match jwt {
+            Some(v) => Some(v),
+            None if mechanisms.contains(&Mechanism::OAuthBearer) => {
+                crate::http_auth::jwt_validator(security)?
+            }
+            None => None,
         };
         let config = SaslConfig {
             mechanisms,
