@@ -521,7 +521,7 @@ where
                 let path = req.uri().path().to_owned();
                 if who.method == AuthMethod::Bearer
                     && let Some(scope) = authz.policy.scope(&method, &path)
-                    && !who.scopes.iter().any(|s| *s == scope)
+                    && !who.scopes.contains(&scope)
                 {
                     debug!(principal = %who.principal, scope, "http request lacks scope");
                     return Ok(challenge(Some(Refusal {

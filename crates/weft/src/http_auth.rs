@@ -368,7 +368,9 @@ mod tests {
             write: Some("gw".into()),
             admin: Some("ad".into()),
         };
-        let cases: &[(Method, &str, &str, Option<(O, ResourceType, &str)>)] = &[
+        /// (method, path, scope, the one check).
+        type Case<'a> = (Method, &'a str, &'a str, Option<(O, ResourceType, &'a str)>);
+        let cases: &[Case<'_>] = &[
             (
                 Method::POST,
                 "/v1/topics/orders/records",
