@@ -170,7 +170,7 @@ mod dashboard_json {
             }
         }
         assert!(exprs.len() > 20, "{exprs:?}");
-        let names = regex::Regex::new(r"\b(?:weft|process)_[a-z_]+").expect("regex");
+        let names = regex::Regex::new(r"\b(?:weft|process)_[a-z0-9_]+").expect("regex");
         for expr in &exprs {
             for m in names.find_iter(expr) {
                 // Histogram series are documented under the histogram's name.
