@@ -7,6 +7,7 @@
 //! starts (one credential per SCRAM mechanism; PLAIN verifies against them).
 
 mod common;
+mod oidc_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -602,6 +603,80 @@ fn tls_listeners_serve_tls_clients_and_refuse_plaintext_ones() {
     let (ok, out, err) = kcat(&ssl, None, &consume, "");
     assert!(ok, "the SSL listener stopped serving: {err}");
     assert_eq!(out.trim(), "secret");
+}
+
+#[test]
+fn oauthbearer_with_librdkafka_oidc_client_credentials() {
+    let issuer = oidc_support::Issuer::start();
+    issuer.add_client("svc-orders", "orders-secret", &[]);
+    let s = Sasl::start_with(&["SASL_PLAINTEXT"], "", |_| issuer.jwt_toml());
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", s.sasl.to_string())
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "OAUTHBEARER")
+        .set("sasl.oauthbearer.method", "oidc")
+        .set("sasl.oauthbearer.client.id", "svc-orders")
+        .set("sasl.oauthbearer.client.secret", "orders-secret")
+        .set("sasl.oauthbearer.token.endpoint.url", issuer.token_url())
+        .set("message.timeout.ms", "20000");
+    let got = rdkafka_roundtrip(&config, "oauth-topic", &["x", "y"]);
+    assert_eq!(got, ["x", "y"]);
+    assert!(
+        issuer.token_requests() >= 1,
+        "the token came from the token endpoint"
+    );
+    assert!(
+        issuer.jwks_fetches() >= 1,
+        "weft validated it against the issuer's JWKS"
+    );
+    assert_eq!(records_via_plaintext(&s, "oauth-topic"), ["x", "y"]);
+}
+
+#[test]
+fn oauthbearer_bad_tokens_are_refused_and_lifetime_follows_the_token() {
+    let issuer = oidc_support::Issuer::start();
+    let s = Sasl::start_with(&["SASL_PLAINTEXT"], "", |_| issuer.jwt_toml());
+    let bearer = |token: &str| format!("n,,\x01auth=Bearer {token}\x01\x01");
+    // A valid token: the session lasts until it expires (KIP-368).
+    issuer.set_lifetime(120);
+    let mut c = Raw::connect(s.sasl);
+    assert_eq!(c.handshake(1, "OAUTHBEARER").error_code, 0);
+    let r = c.authenticate(2, bearer(&issuer.token("svc-a", &[])).as_bytes());
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert!(
+        r.session_lifetime_ms > 0 && r.session_lifetime_ms <= 120_000,
+        "{}",
+        r.session_lifetime_ms
+    );
+    let _: MetadataResponse = c.call(ApiKey::Metadata, 4, &MetadataRequest::default());
+    // Bad tokens: RFC 7628's error JSON, the client's %x01, SASL_AUTHENTICATION_FAILED, close.
+    for (what, token) in [
+        ("expired", issuer.expired("svc-a", &[])),
+        ("wrong issuer", issuer.wrong_issuer("svc-a", &[])),
+        ("forged", issuer.forged("svc-a", &[])),
+        ("alg none", issuer.alg_none("svc-a", &[])),
+    ] {
+        let mut c = Raw::connect(s.sasl);
+        assert_eq!(c.handshake(1, "OAUTHBEARER").error_code, 0);
+        let r = c.authenticate(2, bearer(&token).as_bytes());
+        assert_eq!(r.error_code, 0, "{what}: the error travels as a challenge");
+        let challenge = String::from_utf8_lossy(&r.auth_bytes).into_owned();
+        assert!(challenge.contains("invalid_token"), "{what}: {challenge}");
+        let r = c.authenticate(2, b"\x01");
+        assert_eq!(r.error_code, 58, "{what}");
+        assert!(c.closed(), "{what}: connection must close");
+        // Nothing can be written through such a connection.
+        let mut c = Raw::connect(s.sasl);
+        assert_eq!(c.handshake(1, "OAUTHBEARER").error_code, 0);
+        let _ = c.authenticate(2, bearer(&token).as_bytes());
+        c.send(ApiKey::Produce, 9, &produce_request("oauth-refused"));
+        assert!(
+            c.closed(),
+            "{what}: produce after a refused token must close"
+        );
+    }
+    assert!(records_via_plaintext(&s, "oauth-refused").is_empty());
 }
 
 // ---- raw protocol client ----
