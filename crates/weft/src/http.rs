@@ -471,14 +471,16 @@ pub(crate) async fn serve_registry(
 }
 
 /// axum's serve loop over TLS connections: handshakes run in their own tasks (a slow or
-/// silent client holds up nobody), and a failed one is logged and dropped.
+/// silent client holds up nobody), and a failed one is logged and dropped. Handlers see the
+/// peer address (`ConnectInfo<SocketAddr>`) and, under mutual TLS, the verified client
+/// certificate's [`weft_tls::PeerIdentity`] as a request extension (its `principal()` is
+/// `User:<CN>`).
 async fn serve_tls(
     listener: TcpListener,
     router: Router,
     tls: weft_tls::Tls,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
     let local = listener.local_addr()?;
     let (tx, rx) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
     let accepting = tokio::spawn(accept_tls(listener, tls, tx));
@@ -487,18 +489,50 @@ async fn serve_tls(
         local,
         accepting,
     };
-    // `tap_io` only so axum's `ConnectInfo<SocketAddr>` applies to this listener type.
+    let router = router.layer(axum::middleware::from_fn(tls_peer_extensions));
     axum::serve(
-        listener.tap_io(|_| ()),
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        listener,
+        router.into_make_service_with_connect_info::<TlsPeer>(),
     )
     .with_graceful_shutdown(async move { shutdown.requested().await })
     .await
 }
 
+/// Who is at the other end of a TLS connection.
+#[derive(Debug, Clone)]
+struct TlsPeer {
+    addr: SocketAddr,
+    /// The verified client certificate's subject, under mutual TLS.
+    identity: Option<weft_tls::PeerIdentity>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> TlsPeer {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Puts what the connection knows into each request: `ConnectInfo<SocketAddr>` (as on the
+/// plain listeners: the ACL host check reads it) and the client's `PeerIdentity`, if any.
+async fn tls_peer_extensions(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<TlsPeer>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer.addr));
+    if let Some(identity) = peer.identity {
+        request.extensions_mut().insert(identity);
+    }
+    next.run(request).await
+}
+
 /// Connections whose TLS handshake completed, for axum's serve loop.
 struct TlsListener {
-    incoming: tokio::sync::mpsc::Receiver<(weft_tls::TlsStream<TcpStream>, SocketAddr)>,
+    incoming: tokio::sync::mpsc::Receiver<(weft_tls::TlsStream<TcpStream>, TlsPeer)>,
     local: SocketAddr,
     accepting: tokio::task::JoinHandle<()>,
 }
@@ -511,7 +545,7 @@ impl Drop for TlsListener {
 
 impl axum::serve::Listener for TlsListener {
     type Io = weft_tls::TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = TlsPeer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.incoming.recv().await {
@@ -521,8 +555,11 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
+    fn local_addr(&self) -> std::io::Result<TlsPeer> {
+        Ok(TlsPeer {
+            addr: self.local,
+            identity: None,
+        })
     }
 }
 
@@ -531,7 +568,7 @@ impl axum::serve::Listener for TlsListener {
 async fn accept_tls(
     listener: TcpListener,
     tls: weft_tls::Tls,
-    tx: tokio::sync::mpsc::Sender<(weft_tls::TlsStream<TcpStream>, SocketAddr)>,
+    tx: tokio::sync::mpsc::Sender<(weft_tls::TlsStream<TcpStream>, TlsPeer)>,
 ) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -559,7 +596,11 @@ async fn accept_tls(
         tokio::spawn(async move {
             let _permit = permit;
             match tls.accept(tcp).await {
-                Ok((stream, _identity)) => {
+                Ok((stream, identity)) => {
+                    let peer = TlsPeer {
+                        addr: peer,
+                        identity,
+                    };
                     // Refused only once the server is shutting down.
                     let _ = tx.send((stream, peer)).await;
                 }
@@ -578,6 +619,57 @@ async fn accept_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under mutual TLS a handler sees the client certificate's identity and the peer
+    /// address; curl (OpenSSL) is the client. Without a certificate there is no answer.
+    #[tokio::test]
+    async fn https_handlers_see_the_client_certificate_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = weft_tls::dev::write_dev_certs(dir.path(), &["127.0.0.1".to_owned()], "carol")
+            .expect("dev certs");
+        let section = weft_auth::config::TlsSection {
+            cert_file: Some(files.server_cert.clone()),
+            key_file: Some(files.server_key.clone()),
+            client_ca_file: Some(files.ca_cert.clone()),
+            client_auth: Some("requested".to_owned()),
+        };
+        let tls = weft_tls::Tls::from_config(&section).expect("tls");
+        let router = Router::new().route(
+            "/whoami",
+            get(
+                |identity: Option<axum::Extension<weft_tls::PeerIdentity>>,
+                 axum::extract::ConnectInfo(addr): axum::extract::ConnectInfo<SocketAddr>| async move {
+                    let who = identity.map_or("anonymous".to_owned(), |i| i.principal().to_string());
+                    format!("{who} from {}", addr.ip())
+                },
+            ),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sup = crate::supervisor::Supervisor::new();
+        let server = tokio::spawn(serve_tls(listener, router, tls, sup.shutdown()));
+
+        let curl = move |client: bool| {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = std::process::Command::new("curl");
+                cmd.args(["--silent", "--show-error", "--max-time", "60", "--cacert"])
+                    .arg(&files.ca_cert);
+                if client {
+                    cmd.arg("--cert").arg(&files.client_cert);
+                    cmd.arg("--key").arg(&files.client_key);
+                }
+                let out = cmd
+                    .arg(format!("https://{addr}/whoami"))
+                    .output()
+                    .expect("curl");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+        };
+        assert_eq!(curl(true).await.expect("curl"), "User:carol from 127.0.0.1");
+        assert_eq!(curl(false).await.expect("curl"), "anonymous from 127.0.0.1");
+        server.abort();
+    }
 
     #[test]
     fn connectable_maps_unspecified_to_loopback() {
