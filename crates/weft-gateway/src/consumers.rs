@@ -207,17 +207,21 @@ pub(crate) fn routes() -> Router<Gateway> {
 #[serde(deny_unknown_fields)]
 pub struct CreateConsumer {
     /// Instance name (letters, digits, `.`, `_`, `-`; at most 64); generated when absent.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: Option<String>,
     /// How keys and values are shown: `json` (JSON as JSON, other text as a string,
     /// binary as `{"base64": …}`) or `binary` (always base64).
+    #[schema(value_type = Option<crate::rest::FormatName>)]
     pub format: Option<String>,
     /// Where a partition without a committed offset starts: `earliest` or `latest`
     /// (default).
     #[serde(rename = "auto.offset.reset")]
+    #[schema(pattern = "^(earliest|latest)$")]
     pub auto_offset_reset: Option<String>,
     /// `"true"`: fetched records are committed periodically by the consumer;
     /// `"false"` (default): only `POST …/offsets` commits.
     #[serde(rename = "auto.commit.enable")]
+    #[schema(pattern = "^(true|false)$")]
     pub auto_commit_enable: Option<String>,
     /// Default long-poll wait of a fetch without `timeout`, in ms (default 1000).
     #[serde(rename = "consumer.request.timeout.ms")]

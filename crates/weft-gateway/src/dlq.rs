@@ -59,14 +59,18 @@ pub(crate) fn routes() -> Router<Gateway> {
 #[into_params(parameter_in = Query)]
 pub struct DlqSelection {
     /// Only this DLQ partition.
+    #[param(minimum = 0)]
     pub partition: Option<i32>,
     /// DLQ offsets from (inclusive).
+    #[param(minimum = 0)]
     pub from_offset: Option<i64>,
     /// DLQ offsets to (inclusive).
+    #[param(minimum = 0)]
     pub to_offset: Option<i64>,
     /// Records with exactly this key (UTF-8).
     pub key: Option<String>,
     /// `retryable`, `non-retryable` or `park`.
+    #[param(pattern = "^(retryable|non-retryable|park)$")]
     pub error_class: Option<String>,
     /// Only records dead-lettered by this webhook (`weft-webhook-id`).
     pub webhook_id: Option<String>,
@@ -195,7 +199,8 @@ async fn redriven(kafka: &Kafka, dlq_topic: &str) -> Result<HashSet<(i32, i64)>,
 pub struct ListQuery {
     /// At most this many records (default 100, at most 10000).
     pub max_records: Option<usize>,
-    /// `auto` or `base64`.
+    /// `auto` (or `json`) or `base64` (or `binary`).
+    #[param(value_type = Option<crate::rest::FormatName>)]
     pub format: Option<String>,
 }
 
@@ -282,18 +287,23 @@ pub(crate) async fn list(
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
     /// Only this DLQ partition.
+    #[schema(minimum = 0)]
     pub partition: Option<i32>,
     /// DLQ offsets from (inclusive).
+    #[schema(minimum = 0)]
     pub from_offset: Option<i64>,
     /// DLQ offsets to (inclusive).
+    #[schema(minimum = 0)]
     pub to_offset: Option<i64>,
     /// Records with exactly this key (UTF-8).
     pub key: Option<String>,
     /// `retryable`, `non-retryable` or `park`.
+    #[schema(pattern = "^(retryable|non-retryable|park)$")]
     pub error_class: Option<String>,
     /// Only records dead-lettered by this webhook (`weft-webhook-id`).
     pub webhook_id: Option<String>,
     /// Publish to this topic instead of each record's original topic.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,249}$")]
     pub to: Option<String>,
     /// Only report what would be redriven.
     #[serde(default)]

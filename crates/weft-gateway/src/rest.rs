@@ -145,6 +145,7 @@ pub struct ProduceRecord {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProduceRequest {
+    #[schema(min_items = 1, max_items = 10000)]
     pub records: Vec<ProduceRecord>,
     #[serde(default)]
     pub key_format: PayloadFormat,
@@ -370,7 +371,7 @@ pub(crate) async fn produce(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => {
-                    return Err(ApiError::Kafka(format!("produce to {topic:?}: {e}")));
+                    return Err(produce_error(&topic, &e));
                 }
             }
         };
@@ -381,7 +382,7 @@ pub(crate) async fn produce(
         let delivery = f
             .await
             .map_err(|_| ApiError::Kafka(format!("produce to {topic:?}: delivery canceled")))?
-            .map_err(|(e, _)| ApiError::Kafka(format!("produce to {topic:?}: {e}")))?;
+            .map_err(|(e, _)| produce_error(&topic, &e))?;
         offsets.push(ProducedOffset {
             partition: delivery.partition,
             offset: delivery.offset,
@@ -394,17 +395,48 @@ pub(crate) async fn produce(
     }))
 }
 
+/// The broker's refusals that are the caller's doing are 4xx; the rest is a 502.
+fn produce_error(topic: &str, e: &rdkafka::error::KafkaError) -> ApiError {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match e.rdkafka_error_code() {
+        // Internal topics (`__consumer_offsets`) take no records from clients.
+        Some(Code::InvalidTopic) => ApiError::Unprocessable {
+            message: format!(
+                "topic {topic:?} does not take records from clients (internal or invalid)"
+            ),
+            details: None,
+        },
+        Some(Code::MessageSizeTooLarge | Code::InvalidRecord) => {
+            ApiError::TooLarge(format!("produce to {topic:?}: {e}"))
+        }
+        _ => ApiError::Kafka(format!("produce to {topic:?}: {e}")),
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// First offset to read (default: earliest).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// At most this many records (default 100, at most 10,000).
     pub max_records: Option<usize>,
     /// Long polling: wait up to this long for a first record (default 0, at most 30,000).
+    #[param(maximum = 30000)]
     pub timeout_ms: Option<u64>,
-    /// `auto` or `base64`.
+    /// `auto` (or `json`) or `base64` (or `binary`).
+    #[param(value_type = Option<FormatName>)]
     pub format: Option<String>,
+}
+
+/// How keys and values are shown in JSON (the `format` query parameter).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum FormatName {
+    Auto,
+    Json,
+    Base64,
+    Binary,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -421,7 +453,8 @@ pub struct ReadResponse {
 #[utoipa::path(get, path = "/v1/topics/{topic}/partitions/{partition}/records",
     params(("topic" = String, Path), ("partition" = i32, Path), ReadQuery),
     responses((status = 200, body = ReadResponse), (status = 400, body = Problem),
-        (status = 404, body = Problem), (status = 416, body = Problem)))]
+        (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 502, body = Problem)))]
 pub(crate) async fn read_records(
     State(gw): State<Gateway>,
     Path((topic, partition)): Path<(String, i32)>,
