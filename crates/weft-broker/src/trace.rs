@@ -157,7 +157,9 @@ mod tests {
 
     use super::*;
 
-    fn batch(headers: Vec<(Bytes, Option<Bytes>)>, compression: Compression) -> Vec<u8> {
+    type Headers = Vec<(Bytes, Option<Bytes>)>;
+
+    fn batch(headers: Headers, compression: Compression) -> Vec<u8> {
         let records = vec![
             weft_log::batch::Record {
                 offset: 0,
@@ -190,7 +192,7 @@ mod tests {
     #[test]
     fn traceparent_of_the_first_record() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let cases: Vec<(Vec<(Bytes, Option<Bytes>)>, Compression, Option<&str>)> = vec![
+        let cases: Vec<(Headers, Compression, Option<&str>)> = vec![
             (
                 vec![(Bytes::from_static(b"traceparent"), Some(Bytes::from(tp)))],
                 Compression::None,
