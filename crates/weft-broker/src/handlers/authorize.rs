@@ -647,3 +647,384 @@ pub(crate) fn mask_consumer_group_describe(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The decision table per API: which resources a request keeps and which are answered
+    //! with which error, for a principal holding exactly the ACLs of each case.
+
+    use super::*;
+    use crate::authz::Authorization;
+    use crate::authz::tests::{acl, authorization, session};
+    use kafka_protocol::messages::{GroupId, TopicName};
+    use weft_auth::{Permission, ResourcePattern, ResourceType};
+
+    const ME: &str = "User:alice";
+
+    fn allow(rt: ResourceType, name: &str, op: Operation) -> weft_auth::AclBinding {
+        acl(
+            ResourcePattern::literal(rt, name),
+            ME,
+            op,
+            Permission::Allow,
+        )
+    }
+
+    fn topic(n: &str) -> TopicName {
+        TopicName(str(n))
+    }
+
+    /// Runs `f` with an enabled authoriser holding `acls` for `User:alice`.
+    fn with<T>(acls: Vec<weft_auth::AclBinding>, f: impl FnOnce(Authz<'_>) -> T) -> T {
+        let auth = authorization(acls, &[]);
+        let s = session(ME);
+        f(Authz::new(&auth, &s))
+    }
+
+    #[test]
+    fn produce_needs_write_per_topic() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let req = || {
+            ProduceRequest::default().with_topic_data(
+                ["ok", "ro", "none"]
+                    .iter()
+                    .map(|n| {
+                        TopicProduceData::default()
+                            .with_name(topic(n))
+                            .with_partition_data(vec![
+                                PartitionProduceData::default().with_index(0),
+                                PartitionProduceData::default().with_index(1),
+                            ])
+                    })
+                    .collect(),
+            )
+        };
+        let acls = vec![
+            allow(ResourceType::Topic, "ok", Operation::Write),
+            // READ (and the DESCRIBE it implies) does not grant WRITE.
+            allow(ResourceType::Topic, "ro", Operation::Read),
+        ];
+        let (kept, refused) = with(acls, |az| {
+            let mut r = req();
+            let refused = produce(az, &mut r);
+            (r, refused)
+        });
+        let names: Vec<_> = kept
+            .topic_data
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .collect();
+        assert_eq!(names, ["ok"]);
+        let refused: Vec<_> = refused
+            .iter()
+            .map(|t| {
+                let codes: Vec<_> = t
+                    .partition_responses
+                    .iter()
+                    .map(|p| (p.index, p.error_code))
+                    .collect();
+                (t.name.0.to_string(), codes)
+            })
+            .collect();
+        let code = TOPIC_DENIED.code();
+        assert_eq!(
+            refused,
+            [
+                ("ro".to_owned(), vec![(0, code), (1, code)]),
+                ("none".to_owned(), vec![(0, code), (1, code)])
+            ]
+        );
+        // Authorisation off: nothing refused.
+        let auth = Authorization::disabled();
+        let s = session(ME);
+        let mut r = req();
+        assert!(produce(Authz::new(&auth, &s), &mut r).is_empty());
+        assert_eq!(r.topic_data.len(), 3);
+    }
+
+    #[test]
+    fn topic_admin_gates() {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::delete_records_request::DeleteRecordsTopic;
+        let acls = vec![
+            allow(ResourceType::Topic, "ok", Operation::All),
+            allow(ResourceType::Topic, "ro", Operation::Read),
+        ];
+        with(acls.clone(), |az| {
+            let mut r = CreateTopicsRequest::default().with_topics(
+                ["ok", "ro"]
+                    .iter()
+                    .map(|n| CreatableTopic::default().with_name(topic(n)))
+                    .collect(),
+            );
+            let refused = create_topics(az, &mut r);
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(r.topics[0].name.0.as_str(), "ok");
+            assert_eq!(refused.len(), 1);
+            assert_eq!(
+                (refused[0].name.0.as_str(), refused[0].error_code),
+                ("ro", TOPIC_DENIED.code())
+            );
+
+            let mut r = CreatePartitionsRequest::default().with_topics(
+                ["ok", "ro"]
+                    .iter()
+                    .map(|n| CreatePartitionsTopic::default().with_name(topic(n)))
+                    .collect(),
+            );
+            let refused = create_partitions(az, &mut r);
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(refused[0].name.0.as_str(), "ro");
+
+            let mut r = DeleteRecordsRequest::default().with_topics(
+                ["ok", "ro"]
+                    .iter()
+                    .map(|n| DeleteRecordsTopic::default().with_name(topic(n)))
+                    .collect(),
+            );
+            let refused = delete_records(az, &mut r);
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(refused[0].name.0.as_str(), "ro");
+        });
+        // CREATE on the cluster creates any topic.
+        let mut cluster = acls;
+        cluster.push(allow(
+            ResourceType::Cluster,
+            "kafka-cluster",
+            Operation::Create,
+        ));
+        with(cluster, |az| {
+            let mut r = CreateTopicsRequest::default().with_topics(
+                ["ok", "ro", "new"]
+                    .iter()
+                    .map(|n| CreatableTopic::default().with_name(topic(n)))
+                    .collect(),
+            );
+            assert!(create_topics(az, &mut r).is_empty());
+            assert_eq!(r.topics.len(), 3);
+        });
+    }
+
+    #[test]
+    fn configs_by_resource_type() {
+        use kafka_protocol::messages::alter_configs_request::AlterConfigsResource;
+        let req = || {
+            AlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(CONFIG_TOPIC)
+                    .with_resource_name(str("ok")),
+                AlterConfigsResource::default()
+                    .with_resource_type(CONFIG_TOPIC)
+                    .with_resource_name(str("ro")),
+                AlterConfigsResource::default()
+                    .with_resource_type(CONFIG_BROKER)
+                    .with_resource_name(str("1")),
+            ])
+        };
+        let acls = vec![
+            allow(ResourceType::Topic, "ok", Operation::AlterConfigs),
+            allow(ResourceType::Topic, "ro", Operation::DescribeConfigs),
+        ];
+        let (r, refused) = with(acls, |az| {
+            let mut r = req();
+            let refused = alter_configs(az, &mut r);
+            (r, refused)
+        });
+        assert_eq!(r.resources.len(), 1);
+        let refused: Vec<_> = refused
+            .iter()
+            .map(|x| (x.resource_name.to_string(), x.error_code))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("ro".to_owned(), TOPIC_DENIED.code()),
+                ("1".to_owned(), CLUSTER_DENIED.code())
+            ]
+        );
+        // DescribeConfigs: ALTER_CONFIGS implies DESCRIBE_CONFIGS; nothing leaks when denied.
+        use kafka_protocol::messages::describe_configs_response::{
+            DescribeConfigsResourceResult, DescribeConfigsResult,
+        };
+        let mut resp = DescribeConfigsResponse::default().with_results(
+            ["ok", "none"]
+                .iter()
+                .map(|n| {
+                    DescribeConfigsResult::default()
+                        .with_resource_type(CONFIG_TOPIC)
+                        .with_resource_name(str(*n))
+                        .with_configs(vec![
+                            DescribeConfigsResourceResult::default().with_name(str("retention.ms")),
+                        ])
+                })
+                .collect(),
+        );
+        with(
+            vec![allow(ResourceType::Topic, "ok", Operation::AlterConfigs)],
+            |az| mask_describe_configs(az, &mut resp),
+        );
+        assert_eq!(
+            (resp.results[0].error_code, resp.results[0].configs.len()),
+            (0, 1)
+        );
+        assert_eq!(
+            (resp.results[1].error_code, resp.results[1].configs.len()),
+            (TOPIC_DENIED.code(), 0)
+        );
+    }
+
+    #[test]
+    fn groups_and_commits() {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        let commit = |group: &str| {
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(str(group)))
+                .with_topics(
+                    ["ok", "wo"]
+                        .iter()
+                        .map(|n| {
+                            OffsetCommitRequestTopic::default()
+                                .with_name(topic(n))
+                                .with_partitions(vec![OffsetCommitRequestPartition::default()])
+                        })
+                        .collect(),
+                )
+        };
+        let acls = vec![
+            allow(ResourceType::Group, "g", Operation::Read),
+            allow(ResourceType::Group, "d", Operation::Describe),
+            allow(ResourceType::Topic, "ok", Operation::Read),
+            allow(ResourceType::Topic, "wo", Operation::Write),
+        ];
+        with(acls, |az| {
+            // Group allowed: the topic without READ is refused.
+            let mut r = commit("g");
+            let refused = offset_commit(az, &mut r);
+            assert!(!group_read_denied(az, "g"));
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(refused[0].name.0.as_str(), "wo");
+            assert_eq!(refused[0].partitions[0].error_code, TOPIC_DENIED.code());
+            // DESCRIBE on the group is not READ: every partition GROUP_AUTHORIZATION_FAILED.
+            let mut r = commit("d");
+            let refused = offset_commit(az, &mut r);
+            assert!(group_read_denied(az, "d"));
+            assert!(r.topics.is_empty());
+            assert!(
+                refused
+                    .iter()
+                    .all(|t| t.partitions[0].error_code == GROUP_DENIED.code())
+            );
+            // FindCoordinator: DESCRIBE is enough (implied by READ).
+            for (key, want) in [("g", None), ("d", None), ("x", Some(GROUP_DENIED.code()))] {
+                let mut r = FindCoordinatorRequest::default().with_key(str(key));
+                let got = find_coordinator(az, &mut r, 3).err().map(|e| e.error_code);
+                assert_eq!(got, want, "{key}");
+            }
+            let mut r =
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![str("g"), str("x")]);
+            let refused = find_coordinator(az, &mut r, 4).unwrap_or_default();
+            assert_eq!(r.coordinator_keys, vec![str("g")]);
+            assert_eq!(refused[0].key.as_str(), "x");
+            // DeleteGroups needs DELETE.
+            let mut r = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str("g"))]);
+            let refused = delete_groups(az, &mut r);
+            assert!(r.groups_names.is_empty());
+            assert_eq!(refused[0].error_code, GROUP_DENIED.code());
+            // ListGroups without DESCRIBE on the cluster: only describable groups.
+            use kafka_protocol::messages::list_groups_response::ListedGroup;
+            let mut resp = ListGroupsResponse::default().with_groups(
+                ["g", "d", "x"]
+                    .iter()
+                    .map(|g| ListedGroup::default().with_group_id(GroupId(str(*g))))
+                    .collect(),
+            );
+            mask_list_groups(az, &mut resp);
+            let listed: Vec<_> = resp
+                .groups
+                .iter()
+                .map(|g| g.group_id.0.to_string())
+                .collect();
+            assert_eq!(listed, ["g", "d"]);
+        });
+    }
+
+    #[test]
+    fn list_offsets_and_offset_fetch_hide_undescribable_topics() {
+        use kafka_protocol::messages::list_offsets_response::{
+            ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+        };
+        use kafka_protocol::messages::offset_fetch_response::{
+            OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+        };
+        let acls = vec![
+            allow(ResourceType::Topic, "ok", Operation::Write),
+            allow(ResourceType::Group, "g", Operation::Read),
+        ];
+        with(acls, |az| {
+            let mut resp = ListOffsetsResponse::default().with_topics(
+                ["ok", "no"]
+                    .iter()
+                    .map(|n| {
+                        ListOffsetsTopicResponse::default()
+                            .with_name(topic(n))
+                            .with_partitions(vec![
+                                ListOffsetsPartitionResponse::default().with_offset(42),
+                            ])
+                    })
+                    .collect(),
+            );
+            mask_list_offsets(az, &mut resp);
+            assert_eq!(
+                (
+                    resp.topics[0].partitions[0].error_code,
+                    resp.topics[0].partitions[0].offset
+                ),
+                (0, 42)
+            );
+            assert_eq!(
+                (
+                    resp.topics[1].partitions[0].error_code,
+                    resp.topics[1].partitions[0].offset
+                ),
+                (TOPIC_DENIED.code(), -1)
+            );
+            let fetched = || {
+                OffsetFetchResponse::default().with_topics(
+                    ["ok", "no"]
+                        .iter()
+                        .map(|n| {
+                            OffsetFetchResponseTopic::default()
+                                .with_name(topic(n))
+                                .with_partitions(vec![
+                                    OffsetFetchResponsePartition::default()
+                                        .with_committed_offset(7),
+                                ])
+                        })
+                        .collect(),
+                )
+            };
+            // All topics asked for: the undescribable one is left out.
+            let req = OffsetFetchRequest::default()
+                .with_group_id(GroupId(str("g")))
+                .with_topics(None);
+            let mut resp = fetched();
+            mask_offset_fetch(az, &req, &mut resp, 7);
+            assert_eq!(resp.topics.len(), 1);
+            // Named: answered TOPIC_AUTHORIZATION_FAILED.
+            let req = req.with_topics(Some(vec![]));
+            let mut resp = fetched();
+            mask_offset_fetch(az, &req, &mut resp, 7);
+            assert_eq!(resp.topics[1].partitions[0].error_code, TOPIC_DENIED.code());
+            assert_eq!(resp.topics[1].partitions[0].committed_offset, -1);
+            // A group without DESCRIBE: nothing but the error.
+            let req = OffsetFetchRequest::default().with_group_id(GroupId(str("other")));
+            let mut resp = fetched();
+            mask_offset_fetch(az, &req, &mut resp, 7);
+            assert!(resp.topics.is_empty());
+            assert_eq!(resp.error_code, GROUP_DENIED.code());
+        });
+    }
+}
