@@ -937,7 +937,7 @@ mod tests {
 
     #[test]
     fn partitions_lists() {
-        let ok = parse_partitions("orders:0,my:topic:3").unwrap();
+        let ok = parse_partitions("orders:0,my:topic:3").expect("valid list");
         assert_eq!(ok, vec![("orders".into(), 0), ("my:topic".into(), 3)]);
         for bad in ["", "orders", ":1", "orders:-1", "orders:x", "a:0,"] {
             assert!(parse_partitions(bad).is_err(), "{bad:?} accepted");

@@ -390,10 +390,10 @@ mod tests {
 
     #[test]
     fn env_over_file_over_default() {
-        let c = resolve("", &[]).unwrap();
+        let c = resolve("", &[]).expect("valid");
         assert_eq!(c.stream.heartbeat, Duration::from_secs(15));
         assert_eq!(c.consumers.max_instances, 100);
-        let c = resolve("heartbeat_ms = 200\nmax_consumer_instances = 3", &[]).unwrap();
+        let c = resolve("heartbeat_ms = 200\nmax_consumer_instances = 3", &[]).expect("valid");
         assert_eq!(c.stream.heartbeat, Duration::from_millis(200));
         assert_eq!(c.consumers.max_instances, 3);
         let c = resolve(
@@ -403,21 +403,26 @@ mod tests {
                 ("WEFT_GATEWAY_READERS", ""),
             ],
         )
-        .unwrap();
+        .expect("valid");
         assert_eq!(c.stream.heartbeat, Duration::from_millis(300));
         assert_eq!(c.readers, 2, "an empty variable counts as unset");
-        let c = resolve("", &[("WEFT_GATEWAY_CONSUMER_INSTANCE_TIMEOUT_MS", "1500")]).unwrap();
+        let c =
+            resolve("", &[("WEFT_GATEWAY_CONSUMER_INSTANCE_TIMEOUT_MS", "1500")]).expect("valid");
         assert_eq!(c.consumers.instance_timeout, Duration::from_millis(1500));
     }
 
     #[test]
     fn errors() {
-        let e = resolve("heartbeat = 1", &[]).unwrap_err().to_string();
+        let e = resolve("heartbeat = 1", &[])
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("unknown field"), "{e}");
-        let e = resolve("readers = \"four\"", &[]).unwrap_err().to_string();
+        let e = resolve("readers = \"four\"", &[])
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("invalid type"), "{e}");
         let e = resolve("", &[("WEFT_GATEWAY_READERS", "four")])
-            .unwrap_err()
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("WEFT_GATEWAY_READERS"), "{e}");
     }
