@@ -157,3 +157,47 @@ pub struct SaslSettings {
     /// bounds a session.
     pub max_reauth: Option<Duration>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_addresses() {
+        let check = |s: &str, want: Result<(SecurityProtocol, &str, u16), &str>| {
+            let got: Result<ListenerAddress, String> = s.parse();
+            match (got, want) {
+                (Ok(a), Ok((p, h, port))) => {
+                    assert_eq!((a.protocol, a.host.as_str(), a.port), (p, h, port), "{s}")
+                }
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{s}: {e}"),
+                (got, want) => panic!("{s}: got {got:?}, want {want:?}"),
+            }
+        };
+        use SecurityProtocol::*;
+        check(
+            "PLAINTEXT://127.0.0.1:9092",
+            Ok((Plaintext, "127.0.0.1", 9092)),
+        );
+        check("SSL://[::1]:9093", Ok((Ssl, "::1", 9093)));
+        check(
+            "SASL_PLAINTEXT://0.0.0.0:0",
+            Ok((SaslPlaintext, "0.0.0.0", 0)),
+        );
+        check(
+            "SASL_SSL://kafka.example.com:9095",
+            Ok((SaslSsl, "kafka.example.com", 9095)),
+        );
+        check("sasl_ssl://h:1", Err("unknown security protocol"));
+        check("GSSAPI://h:1", Err("unknown security protocol"));
+        check("SASL_SSL//h:1", Err("not PROTOCOL://HOST:PORT"));
+        check("SSL://h", Err("not PROTOCOL://HOST:PORT"));
+        check("SSL://:9093", Err("not PROTOCOL://HOST:PORT"));
+        check("SSL://h:99999", Err("not PROTOCOL://HOST:PORT"));
+        for p in SecurityProtocol::ALL {
+            assert_eq!(p.as_str().parse::<SecurityProtocol>(), Ok(*p));
+            assert_eq!(p.uses_tls(), p.as_str().contains("SSL"));
+            assert_eq!(p.uses_sasl(), p.as_str().starts_with("SASL"));
+        }
+    }
+}
