@@ -188,6 +188,70 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// A batch that passed [`check`]: everything the log verifies about a batch on its own
+/// (framing, magic, CRC, record framing), so a caller that must look at a batch before
+/// appending it (the broker's idempotence check) does not pay for the CRC twice.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    bytes: &'a [u8],
+    header: BatchHeader,
+}
+
+impl<'a> Checked<'a> {
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
+/// [`validate`], then the checks an append needs that do not depend on the partition's
+/// configuration: at least one record, and for an uncompressed batch the record framing
+/// and count ([`check_uncompressed_framing`]); for a compressed one a `last_offset_delta`
+/// that covers the records (the records themselves are not decompressed).
+pub fn check(batch: &[u8]) -> Result<Checked<'_>, BatchError> {
+    let h = validate(batch)?;
+    if h.records_count == 0 {
+        return Err(BatchError::InconsistentRecords("empty batch".into()));
+    }
+    if h.compression()? == Compression::None {
+        check_uncompressed_framing(batch, &h)?;
+    } else if h.last_offset_delta < h.records_count - 1 {
+        return Err(BatchError::InconsistentRecords(format!(
+            "last_offset_delta {} too small for {} records",
+            h.last_offset_delta, h.records_count
+        )));
+    }
+    Ok(Checked {
+        bytes: batch,
+        header: h,
+    })
+}
+
+/// The first [`HEADER_LEN`] bytes of `batch` as they go to disk: `base_offset` assigned
+/// and, when `log_append_time` is given, the LogAppendTime attribute and max timestamp set
+/// and the CRC recomputed (over this header and the unchanged records that follow it). The
+/// records are not copied: the append writes this header and `batch[HEADER_LEN..]` with
+/// one vectored write.
+pub fn stored_header(
+    batch: &[u8],
+    base_offset: u64,
+    log_append_time: Option<i64>,
+) -> [u8; HEADER_LEN] {
+    let mut head = [0u8; HEADER_LEN];
+    head.copy_from_slice(&batch[..HEADER_LEN]);
+    set_base_offset(&mut head, base_offset);
+    if let Some(now_ms) = log_append_time {
+        let attrs = be_i16(&head, 21) | ATTR_LOG_APPEND_TIME;
+        head[21..23].copy_from_slice(&attrs.to_be_bytes());
+        head[35..43].copy_from_slice(&now_ms.to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head[CRC_START..]), &batch[HEADER_LEN..]);
+        head[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    head
+}
+
 /// Writes `base_offset` into a batch; the CRC does not cover it.
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -603,6 +667,63 @@ mod tests {
         let h = validate(&b).expect("valid");
         assert!(h.is_log_append_time());
         assert_eq!(records(&b).expect("decode")[0].timestamp, 99);
+    }
+
+    #[test]
+    fn stored_header_matches_rewriting_the_whole_batch() {
+        let b = build(
+            BuildOptions::default(),
+            &[rec(0, "k", Some("v")), rec(1, "k2", None)],
+        )
+        .expect("build");
+        for lat in [None, Some(99)] {
+            let mut whole = b.clone();
+            set_base_offset(&mut whole, 4711);
+            if let Some(t) = lat {
+                set_log_append_time(&mut whole, t);
+            }
+            let head = stored_header(&b, 4711, lat);
+            assert_eq!(&head[..], &whole[..HEADER_LEN], "{lat:?}");
+            let mut stored = head.to_vec();
+            stored.extend_from_slice(&b[HEADER_LEN..]);
+            let h = validate(&stored).expect("valid");
+            assert_eq!(
+                (h.base_offset, h.is_log_append_time()),
+                (4711, lat.is_some())
+            );
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_append_refuses() {
+        let good = build(BuildOptions::default(), &[rec(0, "k", Some("v"))]).expect("build");
+        assert_eq!(check(&good).expect("good").header().records_count, 1);
+        let empty = build(BuildOptions::default(), &[]).expect("build");
+        assert!(matches!(
+            check(&empty),
+            Err(BatchError::InconsistentRecords(_))
+        ));
+        // One record claimed, two present: CRC recomputed so only the framing is wrong.
+        let two = build(
+            BuildOptions::default(),
+            &[rec(0, "a", Some("1")), rec(1, "b", Some("2"))],
+        )
+        .expect("build");
+        let mut lie = two.clone();
+        lie[57..61].copy_from_slice(&1i32.to_be_bytes());
+        let crc = compute_crc(&lie);
+        lie[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            check(&lie),
+            Err(BatchError::InconsistentRecords(_))
+        ));
+        let mut bad_crc = good.clone();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 1;
+        assert!(matches!(
+            check(&bad_crc),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]

@@ -22,6 +22,10 @@ use crate::segment::{
     prealloc_entries,
 };
 
+/// How long a flush owed after [`Partition::append_unsynced`] may stay undone before the
+/// log's flusher thread runs it.
+const EVERY_BATCH_STRAGGLER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Where a successful append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -31,6 +35,10 @@ pub struct AppendInfo {
     /// Set when the partition stamps LogAppendTime.
     pub log_append_time: Option<i64>,
     pub records: u32,
+    /// Under [`Durability::EveryBatch`], after [`Partition::append_unsynced`]: the caller
+    /// owes a [`Partition::flush`] before it treats the batch as durable. Always false
+    /// after `append` and `append_checked`, which have flushed.
+    pub flush_owed: bool,
 }
 
 /// A byte range of a segment file holding whole batches, for zero-copy sends.
@@ -348,7 +356,8 @@ impl Partition {
         *lock(&self.flush_hint) = Some(f);
     }
 
-    /// Whether group commit wants a flush now, judged by age of the oldest unflushed append.
+    /// Whether the flusher thread should flush now: group commit judged by the age of the
+    /// oldest unflushed append; under `EveryBatch`, a flush left owed for too long.
     pub(crate) fn flush_due(&self) -> bool {
         let w = lock(&self.writer);
         match (self.config().durability, w.first_unflushed) {
@@ -359,7 +368,11 @@ impl Partition {
                 },
                 Some(t),
             ) => t.elapsed().as_millis() as u64 >= interval_ms || w.unflushed_bytes >= max_bytes,
-            (Durability::Os, _) | (Durability::EveryBatch, _) | (_, None) => false,
+            // A flush owed after `append_unsynced` that its caller never ran (the broker
+            // drops it when the connection closes before the answer): a safety net so the
+            // durable offset does not wait for the next append.
+            (Durability::EveryBatch, Some(t)) => t.elapsed() >= EVERY_BATCH_STRAGGLER,
+            (Durability::Os, _) | (_, None) => false,
         }
     }
 
@@ -375,21 +388,48 @@ impl Partition {
     /// The batch is validated first (framing, magic, CRC, record count, size, keys on a
     /// compacted partition); a refused batch changes nothing. Returns once the batch is
     /// readable and, under [`Durability::EveryBatch`], on stable storage.
+    ///
+    /// `batch` is not modified: the copy on disk gets the assigned offset (and, under
+    /// LogAppendTime, the time and a new CRC) in its header, which is written separately
+    /// from the records. (The `&mut` is historical: the batch used to be rewritten in
+    /// place; callers need not change.)
     pub fn append(&self, batch: &mut [u8]) -> Result<AppendInfo> {
+        let max = self.config().max_message_bytes;
+        if batch.len() > max {
+            return Err(Error::MessageTooLarge {
+                size: batch.len(),
+                max,
+            });
+        }
+        self.append_checked(&batch::check(batch)?)
+    }
+
+    /// [`Partition::append`] of a batch the caller has already run through
+    /// [`batch::check`]; the checks that depend on the partition's configuration (size,
+    /// keys on a compacted partition) are made here.
+    pub fn append_checked(&self, checked: &batch::Checked<'_>) -> Result<AppendInfo> {
+        let mut info = self.append_unsynced(checked)?;
+        if info.flush_owed {
+            self.flush()?;
+            info.flush_owed = false;
+        }
+        Ok(info)
+    }
+
+    /// [`Partition::append_checked`] without the fsync that [`Durability::EveryBatch`]
+    /// makes before returning: the batch is readable, and the caller owes a
+    /// [`Partition::flush`] before it treats the batch as durable under that policy. The
+    /// broker uses this to start the next request's append while this one's fsync runs,
+    /// and to let one fsync cover the appends of several requests. The other policies
+    /// behave exactly as with `append_checked`.
+    pub fn append_unsynced(&self, checked: &batch::Checked<'_>) -> Result<AppendInfo> {
         let config = self.config();
+        let (batch, h) = (checked.bytes(), checked.header());
         if batch.len() > config.max_message_bytes {
             return Err(Error::MessageTooLarge {
                 size: batch.len(),
                 max: config.max_message_bytes,
             });
-        }
-        let h = batch::validate(batch)?;
-        if h.records_count == 0 {
-            return Err(crate::error::BatchError::InconsistentRecords("empty batch".into()).into());
-        }
-        let compressed = h.compression()? != batch::Compression::None;
-        if !compressed {
-            batch::check_uncompressed_framing(batch, &h)?;
         }
         if config.cleanup_policy.compacts() && !h.is_control() {
             // Keys live inside the (possibly compressed) records: decode to check them.
@@ -397,12 +437,6 @@ impl Partition {
             if records.iter().any(|r| r.key.is_none()) {
                 return Err(Error::KeylessRecordInCompactedLog);
             }
-        } else if compressed && h.last_offset_delta < h.records_count - 1 {
-            return Err(crate::error::BatchError::InconsistentRecords(format!(
-                "last_offset_delta {} too small for {} records",
-                h.last_offset_delta, h.records_count
-            ))
-            .into());
         }
         let now = self.clock.now_ms();
         let info = {
@@ -416,7 +450,7 @@ impl Partition {
             if w.closed {
                 return Err(Error::Closed);
             }
-            let info = match self.append_locked(batch, &h, &config, now) {
+            let info = match self.append_locked(batch, h, &config, now) {
                 Ok(info) => info,
                 Err(e) => {
                     // A failed write leaves the file in an unknown state past the visible
@@ -436,28 +470,24 @@ impl Partition {
             }
             info
         };
-        if config.durability == Durability::EveryBatch {
-            self.flush()?;
-        }
         Ok(info)
     }
 
     fn append_locked(
         &self,
-        batch: &mut [u8],
+        batch: &[u8],
         h: &BatchHeader,
         config: &LogConfig,
         now: i64,
     ) -> Result<AppendInfo> {
         let base_offset = self.log_end_offset();
-        batch::set_base_offset(batch, base_offset);
         let mut max_timestamp = h.max_timestamp;
         let mut log_append_time = None;
         if config.timestamp_type == TimestampType::LogAppendTime {
-            batch::set_log_append_time(batch, now);
             max_timestamp = now;
             log_append_time = Some(now);
         }
+        let head = batch::stored_header(batch, base_offset, log_append_time);
         let last_offset = base_offset + h.last_offset_delta as u64;
         let mut active = self.active();
         if self.should_roll(
@@ -470,9 +500,7 @@ impl Partition {
             active = self.roll_locked(base_offset, config, now)?;
         }
         let pos = active.size();
-        #[cfg(test)]
-        segment::failpoint::check("write", &active.log_path)?;
-        active.file.write_all_at(batch, pos).at(&active.log_path)?;
+        active.write_all_at(&[&head, &batch[batch::HEADER_LEN..]], pos)?;
         {
             let mut idx = active.indexes();
             if idx.bytes_since_entry >= config.index_interval_bytes && pos > 0 {
@@ -503,6 +531,7 @@ impl Partition {
             max_timestamp,
             log_append_time,
             records: h.records_count as u32,
+            flush_owed: config.durability == Durability::EveryBatch,
         })
     }
 

@@ -219,6 +219,80 @@ fn durability_policies_move_the_durable_offset() {
 }
 
 #[test]
+fn the_callers_buffer_is_not_rewritten_and_the_stored_copy_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clk = clock(555_000);
+    for lat in [false, true] {
+        let mut cfg = small_config(1 << 20);
+        if lat {
+            cfg.timestamp_type = TimestampType::LogAppendTime;
+        }
+        let p = open(&dir.path().join(lat.to_string()), cfg, &clk);
+        let first = make_batch(&[rec(Some(b"a"), Some(b"1"), 7)], Compression::None);
+        let mut second = make_batch(
+            &[rec(Some(b"b"), Some(b"2"), 8), rec(Some(b"c"), None, 9)],
+            Compression::None,
+        );
+        p.append(&mut first.clone()).expect("append");
+        let sent = second.clone();
+        let info = p.append(&mut second).expect("append");
+        assert_eq!((info.base_offset, info.last_offset), (1, 2));
+        assert_eq!(second, sent, "the caller's bytes are left alone");
+        let stored = p.read_bytes(1, 1 << 20).expect("read");
+        let h = batch::validate(&stored).expect("the stored copy has a valid CRC");
+        assert_eq!(h.base_offset, 1);
+        assert_eq!(h.is_log_append_time(), lat);
+        assert_eq!(&stored[batch::HEADER_LEN..], &sent[batch::HEADER_LEN..]);
+        let ts: Vec<i64> = read_all(&p, 1).iter().map(|r| r.timestamp).collect();
+        assert_eq!(ts, if lat { vec![555_000; 2] } else { vec![8, 9] });
+    }
+}
+
+#[test]
+fn an_unsynced_append_owes_a_flush_under_every_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clk = clock(1);
+    let mut cfg = small_config(1 << 20);
+    cfg.durability = Durability::EveryBatch;
+    let b = make_batch(&[rec(Some(b"k"), Some(b"v"), 1)], Compression::None);
+    let checked = batch::check(&b).expect("valid");
+
+    let p = open(&dir.path().join("a"), cfg.clone(), &clk);
+    let info = p.append_unsynced(&checked).expect("append");
+    assert!(info.flush_owed);
+    assert_eq!(p.log_end_offset(), 1, "readable at once");
+    assert_eq!(p.durable_offset(), 0, "not durable before the flush");
+    assert_eq!(p.flush().expect("flush"), 1);
+    assert_eq!(p.durable_offset(), 1);
+    let info = p.append_checked(&checked).expect("append");
+    assert!(!info.flush_owed);
+    assert_eq!(p.durable_offset(), 2, "append_checked flushes itself");
+
+    // Other policies owe nothing.
+    cfg.durability = Durability::Os;
+    let p = open(&dir.path().join("b"), cfg.clone(), &clk);
+    assert!(!p.append_unsynced(&checked).expect("append").flush_owed);
+
+    // A flush owed and never run: the Log's flusher thread runs it.
+    cfg.durability = Durability::EveryBatch;
+    let log = Log::open(&dir.path().join("log"), cfg.clone()).expect("log");
+    let p = log
+        .create_partition(&TopicPartition::new("t", 0), cfg)
+        .expect("create");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    p.set_durable_listener(Box::new(move |o| {
+        let _ = tx.lock().expect("lock").send(o);
+    }));
+    assert!(p.append_unsynced(&checked).expect("append").flush_owed);
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the flusher runs the forgotten flush");
+    assert_eq!(got, 1);
+    log.close().expect("close");
+}
+
+#[test]
 fn retention_by_time_bytes_and_log_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clk = clock(10_000);
