@@ -418,3 +418,171 @@ fn certificates_rotate_without_a_restart() {
 
     stop(server);
 }
+
+// ---- the Kafka listener over TLS (SSL), with kcat (Debian's librdkafka + OpenSSL) ----
+
+/// kcat against `bootstrap` over SSL trusting `ca`, presenting `client` (cert, key) if given;
+/// `input` goes to its stdin. (success, stdout, stderr)
+fn kcat_ssl(
+    bootstrap: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    args: &[&str],
+    input: &str,
+) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut cmd = Command::new("kcat");
+    // `cargo test` may point LD_LIBRARY_PATH at rdkafka-sys's own librdkafka: kcat must load
+    // the system library it was built against.
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .args(["-b", bootstrap, "-X", "security.protocol=ssl"])
+        // A producer that cannot deliver gives up after this instead of the 5 minutes default.
+        .args(["-X", "message.timeout.ms=20000"])
+        .args(["-X", &format!("ssl.ca.location={}", path(ca))]);
+    if let Some((cert, key)) = client {
+        cmd.args(["-X", &format!("ssl.certificate.location={}", path(cert))])
+            .args(["-X", &format!("ssl.key.location={}", path(key))]);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat (Debian package kcat) must be installed");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("kcat stdin");
+    let out = child.wait_with_output().expect("kcat");
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `weft serve` with an SSL Kafka listener; `security` goes into `[security]`, `tls_extra`
+/// into `[security.tls]`. Returns the server and the SSL listener's address.
+fn serve_kafka_ssl(
+    dir: &Path,
+    certs: &Path,
+    security: &str,
+    tls_extra: &str,
+) -> (Server, SocketAddr) {
+    let config = format!(
+        r#"[security]
+listeners = ["SSL://127.0.0.1:0"]
+{security}
+
+[security.tls]
+cert_file = "{cert}"
+key_file = "{key}"
+{tls_extra}
+"#,
+        cert = path(&certs.join("server.pem")),
+        key = path(&certs.join("server.key")),
+    );
+    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
+    let server = Server::start_with(
+        dir,
+        &["--config", "weft.toml", "--kafka-listen", "127.0.0.1:0"],
+    );
+    let listeners = server
+        .ready_field("kafka_listeners")
+        .expect("kafka_listeners in the ready line");
+    let ssl = listeners
+        .split(',')
+        .find_map(|l| l.strip_prefix("SSL://"))
+        .unwrap_or_else(|| panic!("no SSL listener in {listeners:?}"))
+        .parse()
+        .expect("SSL listener address");
+    (server, ssl)
+}
+
+/// Mutual TLS on the Kafka SSL listener: the client certificate's CN is the principal the
+/// ACLs see. alice is a super-user, bob is not: both are let in by the handshake, only alice
+/// may write. Without a certificate, or with one from an untrusted CA, the handshake fails.
+#[test]
+fn kafka_mutual_tls_client_certificate_is_the_principal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (certs, _) = dev_certs(dir.path(), &["--client-name", "alice"]);
+    // bob's certificate comes from a second CA; the server trusts both.
+    let bob_dir = tempfile::tempdir().expect("tempdir");
+    let (bob, _) = dev_certs(bob_dir.path(), &["--client-name", "bob"]);
+    let stranger_dir = tempfile::tempdir().expect("tempdir");
+    let (stranger, _) = dev_certs(stranger_dir.path(), &["--client-name", "alice"]);
+    let bundle = dir.path().join("client-cas.pem");
+    let cas = std::fs::read_to_string(certs.join("ca.pem")).expect("ca")
+        + &std::fs::read_to_string(bob.join("ca.pem")).expect("ca");
+    std::fs::write(&bundle, cas).expect("bundle");
+
+    let (server, ssl) = serve_kafka_ssl(
+        dir.path(),
+        &certs,
+        // ANONYMOUS: weft serve's own clients on the plaintext listener.
+        r#"authorization = true
+super_users = ["User:alice", "User:ANONYMOUS"]"#,
+        &format!(
+            "client_ca_file = \"{}\"\nclient_auth = \"required\"",
+            path(&bundle)
+        ),
+    );
+    let ssl = ssl.to_string();
+    let ca = certs.join("ca.pem");
+    let alice = (certs.join("client.pem"), certs.join("client.key"));
+    let alice = Some((alice.0.as_path(), alice.1.as_path()));
+    let bob = (bob.join("client.pem"), bob.join("client.key"));
+    let bob = Some((bob.0.as_path(), bob.1.as_path()));
+    let stranger = (stranger.join("client.pem"), stranger.join("client.key"));
+    let stranger = Some((stranger.0.as_path(), stranger.1.as_path()));
+    let consume = ["-C", "-t", "mtls", "-o", "beginning", "-e", "-q"];
+
+    let (ok, out, err) = kcat_ssl(&ssl, &ca, alice, &["-P", "-t", "mtls"], "from-alice\n");
+    assert!(ok, "alice could not produce:\n{out}\n{err}");
+    let (ok, out, err) = kcat_ssl(&ssl, &ca, alice, &consume, "");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "from-alice");
+
+    // bob gets through the handshake but is not authorised to write.
+    let (ok, out, err) = kcat_ssl(&ssl, &ca, bob, &["-P", "-t", "mtls"], "from-bob\n");
+    assert!(!ok, "bob produced without an ACL:\n{out}");
+    assert!(
+        err.contains("Topic authorization failed"),
+        "bob's error should be an authorisation failure: {err}"
+    );
+
+    // No certificate, or one from a CA the server does not trust: no session at all.
+    for (who, client) in [("no certificate", None), ("stranger", stranger)] {
+        let (ok, out, _) = kcat_ssl(&ssl, &ca, client, &["-P", "-t", "mtls"], "x\n");
+        assert!(!ok, "{who} produced:\n{out}");
+    }
+    // Nothing but alice's record was written.
+    let (ok, out, err) = kcat_ssl(&ssl, &ca, alice, &consume, "");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "from-alice");
+    stop(server);
+}
+
+/// The Kafka SSL listener picks up rotated files too: the next client sees the new
+/// certificate, clients trusting only the old CA no longer connect.
+#[test]
+fn kafka_ssl_listener_rotates_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (certs, _) = dev_certs(dir.path(), &[]);
+    let old_ca = dir.path().join("old-ca.pem");
+    std::fs::copy(certs.join("ca.pem"), &old_ca).expect("keep the old CA");
+    let (server, ssl) = serve_kafka_ssl(dir.path(), &certs, "", "");
+    let bootstrap = ssl.to_string();
+    let metadata = ["-L"];
+
+    let (ok, _, err) = kcat_ssl(&bootstrap, &old_ca, None, &metadata, "");
+    assert!(ok, "{err}");
+
+    dev_certs(dir.path(), &[]);
+    let new_cert = std::fs::read_to_string(certs.join("server.pem")).expect("server.pem");
+    assert_eq!(pem_body(&served_certificate(ssl)), pem_body(&new_cert));
+    let (ok, _, err) = kcat_ssl(&bootstrap, &certs.join("ca.pem"), None, &metadata, "");
+    assert!(ok, "{err}");
+    let (ok, _, _) = kcat_ssl(&bootstrap, &old_ca, None, &metadata, "");
+    assert!(!ok, "a client trusting only the old CA still connected");
+    stop(server);
+}
