@@ -421,9 +421,10 @@ pub struct ReadQuery {
     pub offset: Option<i64>,
     /// At most this many records (default 100, at most 10,000).
     pub max_records: Option<usize>,
-    /// Long polling: wait up to this long for a first record (default 0, at most 30,000).
-    #[param(maximum = 30000)]
-    pub timeout_ms: Option<u64>,
+    /// Long polling: wait up to this long for a first record (default 0; more than 30,000
+    /// is taken as 30,000).
+    #[param(minimum = 0)]
+    pub timeout_ms: Option<i64>,
     /// `auto` (or `json`) or `base64` (or `binary`).
     #[param(value_type = Option<FormatName>)]
     pub format: Option<String>,
@@ -483,7 +484,13 @@ pub(crate) async fn read_records(
         });
     }
     let max = q.max_records.unwrap_or(100).clamp(1, 10_000);
-    let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0).min(30_000));
+    let timeout_ms = q.timeout_ms.unwrap_or(0);
+    if timeout_ms < 0 {
+        return Err(ApiError::BadRequest(format!(
+            "timeout_ms {timeout_ms} is negative"
+        )));
+    }
+    let wait = Duration::from_millis(timeout_ms.unsigned_abs().min(30_000));
     let read = kafka
         .read(
             &topic,
