@@ -258,7 +258,7 @@ fn json_body<T>(
 }
 
 /// Creates a consumer instance in `group` (a new member once it subscribes and fetches).
-#[utoipa::path(post, path = "/v1/consumers/{group}", params(("group" = String, Path)),
+#[utoipa::path(post, path = "/v1/consumers/{group}", operation_id = "create_consumer", params(("group" = String, Path)),
     request_body = CreateConsumer,
     responses((status = 200, body = CreatedConsumer), (status = 400, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem),

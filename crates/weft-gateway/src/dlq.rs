@@ -233,7 +233,7 @@ fn letter_json(l: &DeadLetter) -> Value {
 }
 
 /// Records of a DLQ topic with their failure envelope and whether they were redriven.
-#[utoipa::path(get, path = "/v1/dlq/{topic}/records",
+#[utoipa::path(get, path = "/v1/dlq/{topic}/records", operation_id = "list_dlq_records",
     params(("topic" = String, Path), DlqSelection, ListQuery),
     responses((status = 200, body = DlqList), (status = 400, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem),
@@ -341,7 +341,7 @@ pub struct RedriveResponse {
 /// Re-publishes selected DLQ records to their original topic (or `to`) with their key,
 /// value and headers plus the redrive markers; each is marked on `<dlq>.redriven` once
 /// the broker acknowledged it, so a record is redriven once (here or by `weft dlq`).
-#[utoipa::path(post, path = "/v1/dlq/{topic}/redrive", params(("topic" = String, Path)),
+#[utoipa::path(post, path = "/v1/dlq/{topic}/redrive", operation_id = "redrive_dlq", params(("topic" = String, Path)),
     request_body = RedriveRequest,
     responses((status = 200, body = RedriveResponse), (status = 400, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem),
