@@ -83,6 +83,20 @@ pub(crate) async fn prepare(
             },
         ));
     }
+    // weft serve's own Kafka clients are User:ANONYMOUS on kafka_listen: with authorisation
+    // on they are denied unless that principal is a super-user (or holds ACLs). Not granted
+    // silently: whoever reaches kafka_listen would get it too (keep it on loopback then).
+    if security.authorization
+        && !security.allow_if_no_acls
+        && !security.super_users.iter().any(|u| u == "User:ANONYMOUS")
+    {
+        tracing::warn!(
+            "[security] authorization is on and User:ANONYMOUS is not a super-user: weft serve's \
+             own Kafka clients (gateway, lag sampler, outbox, event store) connect to kafka_listen \
+             as User:ANONYMOUS and need ACLs, or add \"User:ANONYMOUS\" to super_users with \
+             kafka_listen on loopback"
+        );
+    }
     let max_reauth = security
         .connections_max_reauth_ms
         .filter(|ms| *ms > 0)
