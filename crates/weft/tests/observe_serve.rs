@@ -810,6 +810,8 @@ let err = ""; chrome.stderr.on("data", (d) => { err += d; });
       updates: (window.weft || { updates: 0 }).updates,
       conn: document.getElementById("conn") ? document.getElementById("conn").textContent : "",
       records: document.getElementById("t-records") ? document.getElementById("t-records").textContent : "",
+      e2e: document.getElementById("t-e2e") ? document.getElementById("t-e2e").textContent : "",
+      e2eLabel: document.getElementById("k-e2e") ? document.getElementById("k-e2e").textContent : "",
       groups: rows("#groups tbody tr").map((r) => ({ group: r.dataset.group, status: r.dataset.status, lag: Number(r.dataset.lag) })),
       topics: rows("#topics tbody tr").map((r) => ({ topic: r.dataset.topic, rate: r.dataset.rate === "" ? null : Number(r.dataset.rate) })),
     };
@@ -966,6 +968,15 @@ fn dashboard_shows_live_numbers_and_the_lagging_group_first() {
     assert!(
         orders["rate"].as_f64().expect("rate") > 0.0,
         "throughput shown: {result}"
+    );
+    // No SDK consumer in weft serve: the e2e tile shows the lag monitor's lag age instead,
+    // and says so.
+    assert!(
+        last["e2eLabel"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("lag age"))
+            && last["e2e"].as_str().is_some_and(|v| v.contains(" / ")),
+        "the e2e tile shows lag age p50 / p99: {result}"
     );
     let png = std::fs::read(&shot).expect("screenshot saved");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
