@@ -10,14 +10,13 @@
 //! [`inject_headers`]/[`extract_headers`] carry a context in Kafka record headers.
 //!
 //! # Broker spans
-//! The broker creates one span per request it handles, named after the Kafka API, with the
-//! OpenTelemetry semantic-convention fields (`otel.kind = "server"`,
-//! `messaging.system = "kafka"`, `messaging.operation.type`, `messaging.destination.name` for a
-//! single-topic request), e.g.
-//! [`kafka_request_span`]`("Produce", "send")` entered (`.instrument()`) around the handler
-//! — `Span::none()` while traces are off, so the hot path pays one atomic load. A record's
-//! producer context can be attached as a *link* (a batch holds records of many traces) with
-//! [`link_from_headers`].
+//! The broker (which depends on neither this crate nor OpenTelemetry) opens plain `tracing`
+//! spans for Produce and Fetch in `weft_broker::trace`, with the semantic-convention fields
+//! (`otel.kind = "server"`, `messaging.system = "kafka"`, …). `weft serve` switches them on when
+//! traces are exported by installing [`set_remote_parent`] as the broker's hook, which makes a
+//! produce span the child of its first record's W3C `traceparent`. [`kafka_request_span`] and
+//! [`link_from_headers`] remain for other Kafka-facing components that may depend on this
+//! crate; [`current_headers`] gives non-SDK producers (the gateway) the context to inject.
 
 use std::time::Duration;
 
