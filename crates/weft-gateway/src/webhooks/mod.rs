@@ -6,9 +6,12 @@
 //! (delivered, or sent to the DLQ after the last attempt): at-least-once across restarts.
 //! With ordering `key`, records of one key go one at a time in offset order while other
 //! keys proceed; with `none`, all go concurrently. Every target has its own circuit breaker
-//! (open after consecutive failures, half-open after a cool-down) and bulkhead (a bound on
-//! requests in flight), so a slow or dead target only ever delays its own worker. A target
-//! that has failed without a single success for `disable_after` is disabled.
+//! (`weft_resilience::Breaker`, named `webhook:<id>`: open after `breaker_failures`
+//! consecutive failures, one probe after a cool-down; its state is the
+//! `weft_breaker_state` gauge) and bulkhead (a bound on requests in flight), so a slow or
+//! dead target only ever delays its own worker. Retries follow a
+//! `weft_resilience::RetryPolicy` (exponential, full jitter). A target that has failed
+//! without a single success for `disable_after` is disabled.
 
 pub mod api;
 pub mod sign;
@@ -29,6 +32,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{info, warn};
+use weft_resilience::{BreakerConfig, RetryPolicy};
 use weft_store::Store;
 
 use crate::Gateway;
@@ -211,7 +215,8 @@ impl Webhooks {
             spec: row.spec.clone(),
             secrets: Mutex::new(row.secrets.clone()),
             bulkhead: Semaphore::new(self.config.bulkhead.max(1)),
-            breaker: Mutex::new(Breaker::default()),
+            breaker: breaker_for(id, &self.config),
+            failing_since: Mutex::new(None),
             rate: Mutex::new(Instant::now()),
         });
         let mut position = row.position.clone();
@@ -309,11 +314,13 @@ impl Webhooks {
         .to_string();
         let mut attempt: u32 = 0;
         let mut first_failure: Option<i64> = None;
+        let mut delays = retry_policy(&self.config).schedule();
         loop {
             attempt += 1;
-            target.wait_breaker().await;
+            let permit = target.wait_breaker().await;
             target.wait_rate().await;
             let outcome = self.send(target, &message_id, &body).await;
+            permit.record(!outcome.0);
             let now = weft_store::now_ms();
             let (success, status, detail, latency) = outcome;
             let last = !success && attempt >= self.config.max_attempts;
@@ -338,11 +345,11 @@ impl Webhooks {
             }
             if success {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
-                target.on_result(true, &self.config);
+                target.on_result(true);
                 return true;
             }
             first_failure.get_or_insert(now);
-            let failing_since = target.on_result(false, &self.config);
+            let failing_since = target.on_result(false);
             if failing_since.elapsed() >= self.config.disable_after {
                 let reason = format!(
                     "failing without success for {:?}; last: {}",
@@ -373,7 +380,7 @@ impl Webhooks {
                 .await;
                 return true;
             }
-            tokio::time::sleep(backoff(&self.config, attempt)).await;
+            tokio::time::sleep(delays.next().unwrap_or(self.config.backoff_max)).await;
         }
     }
 
@@ -481,15 +488,30 @@ impl Webhooks {
     }
 }
 
-/// Exponential backoff with ±20 % jitter.
-fn backoff(config: &WebhookConfig, attempt: u32) -> Duration {
-    let base = config.backoff_base.as_millis() as u64;
-    let exp = base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
-    let capped = exp.min(config.backoff_max.as_millis() as u64);
-    let mut b = [0u8; 2];
-    sign::fill_random(&mut b);
-    let r = u64::from(u16::from_le_bytes(b)) % 401; // 0..=400 → −20 %..+20 %
-    Duration::from_millis(capped * (800 + r) / 1000)
+/// The retry schedule of one delivery: exponential from `backoff_base`, doubled per
+/// attempt up to `backoff_max`, full jitter (AWS "Exponential Backoff And Jitter").
+fn retry_policy(config: &WebhookConfig) -> RetryPolicy {
+    RetryPolicy::default()
+        .with_initial_delay(config.backoff_base)
+        .with_multiplier(2.0)
+        .with_max_delay(config.backoff_max)
+        .with_max_attempts(config.max_attempts.max(1))
+        .with_max_elapsed(Duration::from_secs(365 * 24 * 3600))
+}
+
+/// A target's breaker: a window of `breaker_failures` calls that all failed opens it (=
+/// that many consecutive failures), one probe after `breaker_cooldown`.
+fn breaker_for(id: &str, config: &WebhookConfig) -> weft_resilience::Breaker {
+    let n = config.breaker_failures.max(1);
+    let mut c = BreakerConfig::new(format!("webhook:{id}"));
+    c.failure_rate_threshold = 1.0;
+    c.window_size = n;
+    c.minimum_calls = n;
+    c.wait_in_open = config.breaker_cooldown;
+    c.permitted_calls_in_half_open = 1;
+    // Slowness is judged by the delivery timeout (a timed-out call is a failure).
+    c.slow_call_duration = config.timeout.saturating_mul(2);
+    weft_resilience::Breaker::new(c)
 }
 
 struct Target {
@@ -497,24 +519,28 @@ struct Target {
     spec: Spec,
     secrets: Mutex<Vec<String>>,
     bulkhead: Semaphore,
-    breaker: Mutex<Breaker>,
+    breaker: weft_resilience::Breaker,
+    /// First failure since the last success.
+    failing_since: Mutex<Option<Instant>>,
     /// Earliest time of the next request under the rate limit.
     rate: Mutex<Instant>,
 }
 
-#[derive(Default)]
-struct Breaker {
-    consecutive_failures: u32,
-    open_until: Option<Instant>,
-    /// First failure since the last success.
-    failing_since: Option<Instant>,
-}
-
 impl Target {
-    async fn wait_breaker(&self) {
-        let until = self.breaker.lock().ok().and_then(|b| b.open_until);
-        if let Some(u) = until {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(u)).await;
+    /// Waits until the breaker admits a call (open: until it probes again; half-open with
+    /// the probe taken: briefly, then asks again).
+    async fn wait_breaker(&self) -> weft_resilience::breaker::Permit {
+        loop {
+            match self.breaker.try_acquire() {
+                Ok(permit) => return permit,
+                Err(open) => {
+                    let wait = open
+                        .retry_after
+                        .unwrap_or(Duration::from_millis(20))
+                        .max(Duration::from_millis(1));
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 
@@ -534,22 +560,17 @@ impl Target {
         tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
     }
 
-    /// Updates the breaker; returns since when the target has been failing (now on success).
-    fn on_result(&self, success: bool, config: &WebhookConfig) -> Instant {
+    /// Returns since when the target has been failing without a success (now on success).
+    fn on_result(&self, success: bool) -> Instant {
         let now = Instant::now();
-        let Ok(mut b) = self.breaker.lock() else {
+        let Ok(mut since) = self.failing_since.lock() else {
             return now;
         };
         if success {
-            *b = Breaker::default();
+            *since = None;
             return now;
         }
-        b.consecutive_failures += 1;
-        let since = *b.failing_since.get_or_insert(now);
-        if b.consecutive_failures >= config.breaker_failures {
-            b.open_until = Some(now + config.breaker_cooldown);
-        }
-        since
+        *since.get_or_insert(now)
     }
 }
 
@@ -569,4 +590,51 @@ pub(crate) async fn start_position(
         p.insert(info.partition, if earliest { low } else { high });
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_resilience::BreakerState;
+
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_failures_only() {
+        let config = WebhookConfig {
+            breaker_failures: 3,
+            ..WebhookConfig::default()
+        };
+        let b = breaker_for("wh_x", &config);
+        let call = |failure: bool| {
+            b.try_acquire().expect("closed").record(failure);
+        };
+        // Failures interrupted by a success never open it.
+        for failure in [true, true, false, true, true] {
+            call(failure);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        call(true);
+        assert_eq!(b.state(), BreakerState::Open);
+        let open = b.try_acquire().expect_err("open");
+        assert!(
+            open.retry_after
+                .is_some_and(|d| d <= config.breaker_cooldown)
+        );
+    }
+
+    #[test]
+    fn retries_are_bounded_and_capped() {
+        let config = WebhookConfig {
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(300),
+            ..WebhookConfig::default()
+        };
+        let delays: Vec<Duration> = retry_policy(&config).schedule().collect();
+        assert_eq!(delays.len(), 4, "one delay between each of 5 attempts");
+        assert!(
+            delays.iter().all(|d| *d <= config.backoff_max),
+            "{delays:?}"
+        );
+    }
 }
