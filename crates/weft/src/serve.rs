@@ -153,6 +153,13 @@ async fn run_components(
     let mut sup = Supervisor::new();
     let mut listeners = vec![("http", http_addr)];
     listeners.extend(kafka_addr.map(|addr| ("kafka", addr)));
+    // The `[security]` Kafka listeners are probed too (`listener:kafka-sasl_ssl`…).
+    listeners.extend(
+        kafka
+            .iter()
+            .flat_map(|(ls, _, _)| ls.iter().skip(1))
+            .filter_map(|(l, spec)| Some((spec.protocol.check_name(), l.local_addr().ok()?))),
+    );
     listeners.push(("registry", registry_addr));
     let kafka_log = Arc::clone(&log);
     let state = AppState::new(listeners, settings.data_dir.clone(), log, sup.shutdown());

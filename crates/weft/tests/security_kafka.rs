@@ -289,6 +289,10 @@ fn kcat_plain_produce_and_consume_and_metadata_names_the_sasl_listener() {
     );
     assert!(ok, "kcat consume failed:\n{err}");
     assert_eq!(out.lines().collect::<Vec<_>>(), ["one", "two"]);
+    // /readyz probes the SASL listener too.
+    let (status, body) = common::http_get(s.server.http_addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("listener:kafka-sasl_plaintext"), "{body}");
     // Metadata through the SASL listener advertises the SASL listener, not kafka_listen.
     let (ok, out, err) = kcat(&bootstrap, auth, &["-L", "-J"], "");
     assert!(ok, "kcat -L failed:\n{err}");

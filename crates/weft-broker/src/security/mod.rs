@@ -51,6 +51,16 @@ impl SecurityProtocol {
         }
     }
 
+    /// The listener's name in health checks (`/readyz`): `kafka-sasl_ssl`…
+    pub fn check_name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "kafka-plaintext",
+            SecurityProtocol::Ssl => "kafka-ssl",
+            SecurityProtocol::SaslPlaintext => "kafka-sasl_plaintext",
+            SecurityProtocol::SaslSsl => "kafka-sasl_ssl",
+        }
+    }
+
     /// Connections authenticate with SASL before anything else.
     pub fn uses_sasl(self) -> bool {
         matches!(
