@@ -723,6 +723,43 @@ fn librdkafka_reauthenticates_before_the_session_expires() {
     );
 }
 
+#[test]
+fn kafka_python_reauthenticates_with_scram() {
+    // kafka-python implements KIP-368 too: a producer outliving several 2 s sessions.
+    let s = Sasl::start("connections_max_reauth_ms = 2000");
+    let script = r#"
+import logging, sys, time
+from kafka import KafkaProducer
+logging.basicConfig(level=logging.ERROR)
+p = KafkaProducer(bootstrap_servers=sys.argv[1], security_protocol="SASL_PLAINTEXT",
+                  sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=sys.argv[2],
+                  sasl_plain_password=sys.argv[3], bootstrap_timeout_ms=20000)
+for i in range(6):
+    p.send("kp-reauth", str(i).encode()).get(timeout=60)
+    time.sleep(0.7)
+p.close()
+print("sent")
+"#;
+    let (ok, out, err) =
+        run(Command::new("python3").args(["-c", script, &s.sasl.to_string(), USER, PASSWORD]));
+    assert!(
+        ok && out.trim() == "sent",
+        "kafka-python failed:\n{out}\n{err}"
+    );
+    assert_eq!(records_via_plaintext(&s, "kp-reauth").len(), 6);
+    let mut server = s.server;
+    server.kill().expect("kill");
+    let (_, lines) = server.wait();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("sasl authentication succeeded") && l.contains(r#""reauth":true"#)),
+        "no re-authentication logged:\n{}",
+        lines.join("\n")
+    );
+    assert!(!lines.iter().any(|l| l.contains("SASL session expired")));
+}
+
 // ---- raw protocol client ----
 
 struct Raw {
