@@ -8,8 +8,8 @@
 //! keys proceed; with `none`, all go concurrently. Every target has its own circuit breaker
 //! (`weft_resilience::Breaker`, named `webhook:<id>`: open after `breaker_failures`
 //! consecutive failures, one probe after a cool-down; its state is the
-//! `weft_breaker_state` gauge) and bulkhead (a bound on requests in flight), so a slow or
-//! dead target only ever delays its own worker. Retries follow a
+//! `weft_breaker_state` gauge) and bulkhead (`weft_resilience::Bulkhead`: a bound on
+//! requests in flight), so a slow or dead target only ever delays its own worker. Retries follow a
 //! `weft_resilience::RetryPolicy` (exponential, full jitter). A target that has failed
 //! without a single success for `disable_after` is disabled.
 
@@ -30,9 +30,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
-use weft_resilience::{BreakerConfig, RetryPolicy};
+use weft_resilience::{BreakerConfig, BulkheadConfig, RetryPolicy};
 use weft_store::Store;
 
 use crate::Gateway;
@@ -214,7 +214,7 @@ impl Webhooks {
             id: id.to_owned(),
             spec: row.spec.clone(),
             secrets: Mutex::new(row.secrets.clone()),
-            bulkhead: Semaphore::new(self.config.bulkhead.max(1)),
+            bulkhead: bulkhead_for(id, &self.config),
             breaker: breaker_for(id, &self.config),
             failing_since: Mutex::new(None),
             rate: Mutex::new(Instant::now()),
@@ -391,7 +391,10 @@ impl Webhooks {
         message_id: &str,
         body: &str,
     ) -> (bool, u16, String, i64) {
-        let _permit = target.bulkhead.acquire().await;
+        let _permit = match target.bulkhead.acquire().await {
+            Ok(p) => p,
+            Err(full) => return (false, 0, full.to_string(), 0),
+        };
         let timestamp = weft_store::now_ms() / 1000;
         let secrets = target.secrets.lock().map(|s| s.clone()).unwrap_or_default();
         let signature = sign::signature(&secrets, message_id, timestamp, body.as_bytes());
@@ -499,6 +502,16 @@ fn retry_policy(config: &WebhookConfig) -> RetryPolicy {
         .with_max_elapsed(Duration::from_secs(365 * 24 * 3600))
 }
 
+/// A target's bulkhead: `bulkhead` requests in flight; the others wait their turn (the
+/// queue is bounded by the records of one read batch, far below its limit).
+fn bulkhead_for(id: &str, config: &WebhookConfig) -> weft_resilience::Bulkhead {
+    let mut c = BulkheadConfig::new(format!("webhook:{id}"));
+    c.max_concurrent = config.bulkhead.max(1);
+    c.max_queue = 100_000;
+    c.max_wait = None;
+    weft_resilience::Bulkhead::new(c)
+}
+
 /// A target's breaker: a window of `breaker_failures` calls that all failed opens it (=
 /// that many consecutive failures), one probe after `breaker_cooldown`.
 fn breaker_for(id: &str, config: &WebhookConfig) -> weft_resilience::Breaker {
@@ -518,7 +531,7 @@ struct Target {
     id: String,
     spec: Spec,
     secrets: Mutex<Vec<String>>,
-    bulkhead: Semaphore,
+    bulkhead: weft_resilience::Bulkhead,
     breaker: weft_resilience::Breaker,
     /// First failure since the last success.
     failing_since: Mutex<Option<Instant>>,
