@@ -42,6 +42,9 @@ struct Outcome {
     /// batches were appended: an AlterConfigs arriving before the answer must not let the
     /// broker acknowledge a batch appended under a stricter policy before it is durable.
     waits_for_fsync: bool,
+    /// Under the `batch` policy the append did not fsync (so that this request's fsync
+    /// overlaps the next request's append): the answer waits for a flush of the partition.
+    flush_owed: bool,
     /// Produce v8+ `record_errors`: (record index, message).
     record_errors: Vec<(i32, String)>,
 }
@@ -56,6 +59,7 @@ impl Outcome {
             log_append_time: -1,
             log_start: -1,
             waits_for_fsync: false,
+            flush_owed: false,
             record_errors: Vec::new(),
         }
     }
@@ -71,6 +75,15 @@ impl Outcome {
 
 /// Appends every batch in `records` to the partition. Blocking.
 fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
+    let mut flush_owed = false;
+    let mut o = append_each(h, records, now, &mut flush_owed);
+    // Even when a later batch is refused, the earlier ones are in the log: flush them so
+    // that the durable offset (what consumers see) does not wait for the next produce.
+    o.flush_owed = flush_owed;
+    o
+}
+
+fn append_each(h: &PartitionHandle, records: &Bytes, now: i64, flush_owed: &mut bool) -> Outcome {
     let mut table = lock(&h.producers);
     // Read once, under the producers lock that serializes appends to this partition.
     let waits_for_fsync = h.acks_all_waits_for_fsync();
@@ -122,13 +135,16 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
             };
             return Outcome::error(codes::produce_error(&e), e.to_string());
         }
-        let hdr = match weft_log::batch::validate(slice) {
-            Ok(hdr) => hdr,
+        // One pass over the bytes (CRC, record framing) serves both the idempotence check
+        // and the append, which writes the records straight from the request frame.
+        let checked = match weft_log::batch::check(slice) {
+            Ok(checked) => checked,
             Err(e) => {
                 let e = weft_log::Error::from(e);
                 return Outcome::error(codes::produce_error(&e), e.to_string());
             }
         };
+        let hdr = checked.header();
         if hdr.is_transactional() || hdr.is_control() {
             return Outcome::error(
                 ResponseError::InvalidTxnState,
@@ -159,34 +175,36 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
                 debug!(topic = %h.tp.topic, partition = h.tp.partition, producer_id = id.producer_id, seq = id.first_seq, first_offset, "duplicate batch acknowledged with its original offset");
                 base.get_or_insert(first_offset);
                 last = Some(last_offset);
+                // The original may still wait for its flush: the answer to the retry must not
+                // overtake it.
+                *flush_owed |= last_offset >= h.log.durable_offset()
+                    && h.log.config().durability == weft_log::Durability::EveryBatch;
             }
-            Check::Append => {
-                let mut buf = slice.to_vec();
-                match h.log.append(&mut buf) {
-                    Ok(info) => {
-                        let stats = h.stats();
-                        stats.bytes_in.increment(buf.len() as u64);
-                        stats.records_in.increment(u64::from(info.records));
-                        table.record(&id, info.base_offset, info.last_offset, now);
-                        base.get_or_insert(info.base_offset);
-                        last = Some(info.last_offset);
-                        if let Some(t) = info.log_append_time {
-                            append_time = t;
-                        }
-                    }
-                    Err(e) => {
-                        let code = codes::produce_error(&e);
-                        if code == ResponseError::KafkaStorageError
-                            || code == ResponseError::UnknownServerError
-                        {
-                            warn!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "append failed");
-                        } else {
-                            debug!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "batch refused");
-                        }
-                        return Outcome::error(code, e.to_string());
+            Check::Append => match h.log.append_unsynced(&checked) {
+                Ok(info) => {
+                    *flush_owed |= info.flush_owed;
+                    let stats = h.stats();
+                    stats.bytes_in.increment(slice.len() as u64);
+                    stats.records_in.increment(u64::from(info.records));
+                    table.record(&id, info.base_offset, info.last_offset, now);
+                    base.get_or_insert(info.base_offset);
+                    last = Some(info.last_offset);
+                    if let Some(t) = info.log_append_time {
+                        append_time = t;
                     }
                 }
-            }
+                Err(e) => {
+                    let code = codes::produce_error(&e);
+                    if code == ResponseError::KafkaStorageError
+                        || code == ResponseError::UnknownServerError
+                    {
+                        warn!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "append failed");
+                    } else {
+                        debug!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "batch refused");
+                    }
+                    return Outcome::error(code, e.to_string());
+                }
+            },
         }
     }
     Outcome {
@@ -197,6 +215,7 @@ fn append_batches(h: &PartitionHandle, records: &Bytes, now: i64) -> Outcome {
         log_append_time: append_time,
         log_start: h.log.log_start_offset() as i64,
         waits_for_fsync,
+        flush_owed: false,
         record_errors: Vec::new(),
     }
 }
@@ -313,7 +332,16 @@ pub(crate) async fn produce(
                                 (Some(h), Some(records)) => match refused.remove(&(ti, pi)) {
                                     Some(r) => Outcome::refused(r),
                                     None => {
-                                        let o = append_batches(h, &records, now);
+                                        let mut o = append_batches(h, &records, now);
+                                        if o.flush_owed && acks == 0 {
+                                            // Nobody waits for an answer: flush before the
+                                            // next request is read, as an append that
+                                            // fsyncs itself would.
+                                            o.flush_owed = false;
+                                            if let Err(e) = h.log.flush() {
+                                                warn!(topic = %h.tp.topic, partition = h.tp.partition, error = %e, "flush failed");
+                                            }
+                                        }
                                         if o.last_offset.is_some() {
                                             h.wake_waiters();
                                         }
@@ -385,7 +413,42 @@ async fn schema_refusals(inner: &Inner, work: &Work) -> HashMap<(usize, usize), 
 
 type Results = Vec<(String, Vec<(i32, Option<Arc<PartitionHandle>>, Outcome)>)>;
 
+/// Runs the flushes the appends owe (`batch` policy), one blocking task per partition so
+/// that partitions sync in parallel, and answers a failed flush with its error. This runs
+/// when the response's turn comes on the connection, while later requests are already
+/// being appended: one fsync then covers everything appended to the partition so far
+/// (concurrent flushes share it).
+async fn flush_owed(results: &mut Results) {
+    let mut flushes = Vec::new();
+    for (ti, (_, outcomes)) in results.iter().enumerate() {
+        for (pi, (_, h, o)) in outcomes.iter().enumerate() {
+            if let (Some(h), true) = (h, o.flush_owed) {
+                let log = Arc::clone(&h.log);
+                flushes.push((ti, pi, tokio::task::spawn_blocking(move || log.flush())));
+            }
+        }
+    }
+    for (ti, pi, task) in flushes {
+        let failed = match task.await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(Outcome::error(codes::produce_error(&e), e.to_string())),
+            Err(e) => Some(Outcome::error(
+                ResponseError::KafkaStorageError,
+                format!("flush task failed: {e}"),
+            )),
+        };
+        if let Some(failed) = failed {
+            let (_, h, o) = &mut results[ti].1[pi];
+            if let Some(h) = h {
+                warn!(topic = %h.tp.topic, partition = h.tp.partition, error = failed.message.as_deref().unwrap_or_default(), "flush failed");
+            }
+            *o = failed;
+        }
+    }
+}
+
 async fn respond(mut results: Results, acks: i16, timeout_ms: i32) -> ProduceResponse {
+    flush_owed(&mut results).await;
     if acks == -1 {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
