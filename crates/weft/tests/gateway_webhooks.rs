@@ -295,6 +295,15 @@ fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
         "{attempts}"
     );
 
+    // The target's breaker (weft-resilience) is on /metrics under the webhook's id.
+    let metrics = gw.get("/metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weft_breaker_state{") && l.contains(&format!("webhook:{id}"))),
+        "{metrics}"
+    );
+
     // The DLQ API shows it for this webhook (none for another id) and redrives it to the
     // original topic, where the webhook's worker picks it up again; once only.
     let list = gw
