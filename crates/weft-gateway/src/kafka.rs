@@ -74,6 +74,7 @@ pub(crate) struct Kafka {
     /// One client per consumer group that WebSocket acknowledgements commit to (a
     /// client's `group.id` is fixed at creation); at most `MAX_GROUP_CLIENTS`.
     group_clients: std::sync::Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    fallback: Arc<Fallback>,
 }
 
 /// Group clients kept; beyond this the cache starts over (they are cheap to recreate).
@@ -115,6 +116,7 @@ impl Kafka {
             meta: Arc::new(meta),
             reader_permits: Arc::new(Semaphore::new(readers.max(1))),
             group_clients: std::sync::Mutex::new(HashMap::new()),
+            fallback: Arc::new(Fallback::new(bootstrap)),
         })
     }
 
@@ -252,7 +254,7 @@ impl Kafka {
         topic: &str,
         partition: i32,
     ) -> Result<(i64, i64), ApiError> {
-        watermarks_of(&self.meta, &self.bootstrap, topic, partition)
+        watermarks_of(&self.meta, &self.fallback, topic, partition)
     }
 
     /// (low, high) watermarks of one partition.
@@ -263,8 +265,8 @@ impl Kafka {
     ) -> Result<(i64, i64), ApiError> {
         let meta = Arc::clone(&self.meta);
         let topic = topic.to_owned();
-        let bootstrap = self.bootstrap.clone();
-        blocking(move || watermarks_of(&meta, &bootstrap, &topic, partition)).await
+        let fallback = Arc::clone(&self.fallback);
+        blocking(move || watermarks_of(&meta, &fallback, &topic, partition)).await
     }
 
     /// The first offset of each partition with a timestamp ≥ `ms` (the high watermark when
@@ -428,14 +430,63 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
 }
 
+/// The fresh metadata client of [`watermarks_of`]'s fallback, shared by every query that
+/// needs it at the same time: a burst of stream opens on a busy broker (each timing out on
+/// the shared client) must not create one librdkafka client — threads, buffers — each.
+struct Fallback {
+    bootstrap: String,
+    /// The client and its generation (to discard only the one that failed).
+    client: std::sync::Mutex<Option<(Arc<BaseConsumer>, u64)>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl Fallback {
+    fn new(bootstrap: &str) -> Fallback {
+        Fallback {
+            bootstrap: bootstrap.to_owned(),
+            client: std::sync::Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self) -> Result<(Arc<BaseConsumer>, u64), ApiError> {
+        let mut slot = self
+            .client
+            .lock()
+            .map_err(|_| ApiError::Internal("metadata fallback poisoned".into()))?;
+        if let Some((c, g)) = slot.as_ref() {
+            return Ok((Arc::clone(c), *g));
+        }
+        let c: BaseConsumer = reader_config(&self.bootstrap)
+            .create()
+            .map_err(|e| ApiError::Kafka(format!("cannot create metadata client: {e}")))?;
+        let g = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let c = Arc::new(c);
+        *slot = Some((Arc::clone(&c), g));
+        Ok((c, g))
+    }
+
+    /// Drops generation `g` if it is still the current client: the next query starts fresh.
+    fn discard(&self, g: u64) {
+        if let Ok(mut slot) = self.client.lock()
+            && slot.as_ref().is_some_and(|(_, cur)| *cur == g)
+        {
+            *slot = None;
+        }
+    }
+}
+
 /// (low, high) watermarks of one partition through the shared metadata client. librdkafka
 /// can sit on such a query until it times out when that client's cache does not know a topic
 /// created a moment ago (seen right after CreateTopics, even across metadata refreshes); a
 /// fresh client, which starts from a full metadata request, answers at once. So: one short
-/// attempt on the shared client, then short attempts on a fresh one, within `META_TIMEOUT`.
+/// attempt on the shared client, then short attempts on a fresh one (shared by concurrent
+/// fallbacks, replaced when it fails too), within `META_TIMEOUT`.
 fn watermarks_of(
     meta: &BaseConsumer,
-    bootstrap: &str,
+    fallback: &Fallback,
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64), ApiError> {
@@ -447,14 +498,16 @@ fn watermarks_of(
     if let Ok(w) = meta.fetch_watermarks(topic, partition, attempt) {
         return Ok(w);
     }
-    let fresh: BaseConsumer = reader_config(bootstrap)
-        .create()
-        .map_err(|e| ApiError::Kafka(format!("cannot create metadata client: {e}")))?;
     loop {
+        let (fresh, generation) = fallback.get()?;
         match fresh.fetch_watermarks(topic, partition, attempt) {
             Ok(w) => return Ok(w),
-            Err(e) if std::time::Instant::now() + attempt >= deadline => return Err(failed(e)),
-            Err(_) => {}
+            Err(e) => {
+                fallback.discard(generation);
+                if std::time::Instant::now() + attempt >= deadline {
+                    return Err(failed(e));
+                }
+            }
         }
     }
 }
