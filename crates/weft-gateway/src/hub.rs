@@ -312,6 +312,8 @@ pub(crate) struct ConnOptions {
     pub(crate) acks: Option<AckOptions>,
     /// The caller's credentials expire then: the stream closes with `auth_expired`.
     pub(crate) expires_at: Option<std::time::SystemTime>,
+    /// The client sends commands (WebSocket: resume, ack); SSE has no way back.
+    pub(crate) commands: bool,
 }
 
 #[derive(Debug)]
@@ -374,10 +376,9 @@ pub(crate) fn open(
     filter: Filter,
     permit: ConnPermit,
     options: ConnOptions,
-    commands: bool,
 ) -> Conn {
     let (out_tx, out_rx) = mpsc::channel(ctx.limits.buffer_events.max(1));
-    let (cmd_tx, cmd_rx) = if commands {
+    let (cmd_tx, cmd_rx) = if options.commands {
         let (tx, rx) = mpsc::channel(16);
         (Some(tx), Some(rx))
     } else {

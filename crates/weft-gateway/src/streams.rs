@@ -109,7 +109,6 @@ async fn open(
     principal: &Principal,
     resume: Option<&str>,
     options: ConnOptions,
-    commands: bool,
 ) -> Result<Opened, Response> {
     let inner = &gw.0;
     if *inner.shutdown_tx.borrow() {
@@ -198,7 +197,6 @@ async fn open(
         filter,
         permit,
         options,
-        commands,
     );
     Ok(Opened {
         conn,
@@ -316,18 +314,9 @@ async fn sse(
     let options = ConnOptions {
         acks: None,
         expires_at: expiry(auth.as_deref()),
+        commands: false,
     };
-    let opened = match open(
-        &gw,
-        &topic,
-        &q,
-        &principal,
-        last_id.as_deref(),
-        options,
-        false,
-    )
-    .await
-    {
+    let opened = match open(&gw, &topic, &q, &principal, last_id.as_deref(), options).await {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -392,17 +381,9 @@ async fn ws(
     let options = ConnOptions {
         acks,
         expires_at: expiry(auth.as_deref()),
+        commands: true,
     };
-    let opened = open(
-        &gw,
-        &topic,
-        &q,
-        &principal,
-        q.resume.as_deref(),
-        options,
-        true,
-    )
-    .await;
+    let opened = open(&gw, &topic, &q, &principal, q.resume.as_deref(), options).await;
     match opened {
         Ok(o) => {
             let heartbeat = gw.0.config.stream.heartbeat;
