@@ -24,6 +24,7 @@ use super::{ClientArgs, REQUEST_TIMEOUT, describe_code, describe_error};
 
 mod gateway;
 mod groups;
+mod produce_raw;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -37,6 +38,9 @@ pub(crate) struct BenchArgs {
 enum Mode {
     /// Producer throughput and acknowledgement latency
     Produce(Load),
+    /// The broker's side of producer throughput: one prebuilt Produce request sent over and
+    /// over (a client that costs almost nothing per byte), with CPU time per byte
+    ProduceRaw(produce_raw::RawArgs),
     /// Consumer throughput (fills a fresh topic first unless --topic names one)
     Consume(Load),
     /// End-to-end latency (send to receive) at a fixed rate
@@ -90,9 +94,29 @@ struct Load {
     idempotence: bool,
 }
 
+impl Load {
+    /// Defaults, with this topic and partition count (for `ensure_topic`).
+    fn for_topic(topic: Option<String>, partitions: i32) -> Load {
+        Load {
+            topic,
+            records: 0,
+            record_size: 8,
+            partitions,
+            acks: "1".to_owned(),
+            rate: None,
+            batch_size: None,
+            batch_messages: None,
+            linger_ms: None,
+            compression: "none".to_owned(),
+            idempotence: false,
+        }
+    }
+}
+
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     super::blocking(move || match args.mode {
         Mode::Produce(load) => bench_produce(&args.client, &load),
+        Mode::ProduceRaw(raw) => produce_raw::bench_produce_raw(&args.client, &raw),
         Mode::Consume(load) => bench_consume(&args.client, &load),
         Mode::E2e(load) => bench_e2e(&args.client, &load),
         Mode::Groups(g) => groups::bench_groups(&args.client, &g),
@@ -291,12 +315,22 @@ fn bench_produce(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
     );
     let producer = producer(client, load)?;
     epoch();
+    let cpu0 = produce_raw::cpu_seconds("self")?;
     let start = Instant::now();
     send_all(&producer, &topic, load, load.rate)?;
     let elapsed = start.elapsed();
     let acks = producer.context();
     let ok = acks.ok.load(Ordering::Relaxed);
     print_throughput("produce", ok, ok * load.record_size, elapsed);
+    // The client's CPU per payload byte (librdkafka's threads included), to set beside the
+    // broker's (`produce-raw --broker-pid`, or the broker's /proc/<pid>/stat): what the
+    // client costs on a machine where both share the cores.
+    let per_byte = |s: f64| s * 1e9 / (ok * load.record_size).max(1) as f64;
+    let cpu = produce_raw::cpu_seconds("self")? - cpu0;
+    println!(
+        "client CPU: {cpu:.2} s ({:.3} ns per payload byte)",
+        per_byte(cpu)
+    );
     if let Ok(h) = acks.latency.lock()
         && let Some(h) = h.as_ref()
     {
