@@ -559,6 +559,9 @@ pub(crate) async fn describe_user_scram_credentials(
     DescribeUserScramCredentialsResponse::default().with_results(results)
 }
 
+/// One user's checked changes: mechanisms to delete, credentials to store.
+type UserChanges = (Vec<ScramMechanism>, Vec<(ScramMechanism, ScramCredential)>);
+
 /// What AlterUserScramCredentials does to one user: deletions and upsertions, or the
 /// error that refuses all of that user's changes (Kafka refuses a user's changes together).
 pub(crate) async fn alter_user_scram_credentials(
@@ -609,38 +612,64 @@ pub(crate) async fn alter_user_scram_credentials(
         let dels: Vec<_> = r.deletions.iter().filter(|d| &d.name == user).collect();
         let ups: Vec<_> = r.upsertions.iter().filter(|u| &u.name == user).collect();
         // Checked for the whole user before anything of it is written.
-        let check = || -> Result<(Vec<ScramMechanism>, Vec<(ScramMechanism, ScramCredential)>), (ResponseError, String)> {
+        let check = || -> Result<UserChanges, (ResponseError, String)> {
             if name.is_empty() {
-                return Err((ResponseError::UnacceptableCredential, "empty user name".into()));
+                return Err((
+                    ResponseError::UnacceptableCredential,
+                    "empty user name".into(),
+                ));
             }
             let mut mechs: Vec<i8> = Vec::new();
-            for m in dels.iter().map(|d| d.mechanism).chain(ups.iter().map(|u| u.mechanism)) {
+            for m in dels
+                .iter()
+                .map(|d| d.mechanism)
+                .chain(ups.iter().map(|u| u.mechanism))
+            {
                 if mechs.contains(&m) {
                     return Err((
                         ResponseError::DuplicateResource,
-                        format!("a user credential cannot be altered twice in the same request: {name}"),
+                        format!(
+                            "a user credential cannot be altered twice in the same request: {name}"
+                        ),
                     ));
                 }
                 mechs.push(m);
             }
             let mech = |code: i8| {
                 scram_mechanism_of(code).ok_or_else(|| {
-                    (ResponseError::UnsupportedSaslMechanism, format!("unknown SCRAM mechanism {code}"))
+                    (
+                        ResponseError::UnsupportedSaslMechanism,
+                        format!("unknown SCRAM mechanism {code}"),
+                    )
                 })
             };
-            let d = dels.iter().map(|d| mech(d.mechanism)).collect::<Result<Vec<_>, _>>()?;
+            let d = dels
+                .iter()
+                .map(|d| mech(d.mechanism))
+                .collect::<Result<Vec<_>, _>>()?;
             let u = ups
                 .iter()
                 .map(|u| {
                     let m = mech(u.mechanism)?;
                     let iterations = u32::try_from(u.iterations).map_err(|_| {
-                        (ResponseError::UnacceptableCredential, format!("iterations {}", u.iterations))
+                        (
+                            ResponseError::UnacceptableCredential,
+                            format!("iterations {}", u.iterations),
+                        )
                     })?;
                     if u.salted_password.is_empty() {
-                        return Err((ResponseError::UnacceptableCredential, "empty salted password".into()));
+                        return Err((
+                            ResponseError::UnacceptableCredential,
+                            "empty salted password".into(),
+                        ));
                     }
-                    let cred = ScramCredential::from_salted_password(m, &u.salted_password, &u.salt, iterations)
-                        .map_err(|e| (ResponseError::UnacceptableCredential, e.to_string()))?;
+                    let cred = ScramCredential::from_salted_password(
+                        m,
+                        &u.salted_password,
+                        &u.salt,
+                        iterations,
+                    )
+                    .map_err(|e| (ResponseError::UnacceptableCredential, e.to_string()))?;
                     Ok((m, cred))
                 })
                 .collect::<Result<Vec<_>, _>>()?;

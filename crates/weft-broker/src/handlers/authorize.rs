@@ -332,7 +332,7 @@ pub(crate) fn find_coordinator(
     az: Authz<'_>,
     r: &mut FindCoordinatorRequest,
     version: i16,
-) -> Result<Vec<Coordinator>, FindCoordinatorResponse> {
+) -> Result<Vec<Coordinator>, Box<FindCoordinatorResponse>> {
     let denied = |key: &str| -> Option<ResponseError> {
         match r.key_type {
             0 => (!az.group(Operation::Describe, key)).then_some(GROUP_DENIED),
@@ -347,11 +347,13 @@ pub(crate) fn find_coordinator(
     };
     if version < 4 {
         return match denied(r.key.as_str()) {
-            Some(e) => Err(FindCoordinatorResponse::default()
-                .with_error_code(e.code())
-                .with_node_id((-1).into())
-                .with_host(str(""))
-                .with_port(-1)),
+            Some(e) => Err(Box::new(
+                FindCoordinatorResponse::default()
+                    .with_error_code(e.code())
+                    .with_node_id((-1).into())
+                    .with_host(str(""))
+                    .with_port(-1),
+            )),
             None => Ok(Vec::new()),
         };
     }

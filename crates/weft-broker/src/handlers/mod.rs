@@ -122,7 +122,7 @@ pub(crate) async fn handle(
         }
         RequestKind::FindCoordinator(mut r) => {
             match authorize::find_coordinator(az, &mut r, version) {
-                Err(denied) => ResponseKind::FindCoordinator(denied),
+                Err(denied) => ResponseKind::FindCoordinator(*denied),
                 Ok(refused) => {
                     let mut resp = groups::find_coordinator(inner, r, version);
                     resp.coordinators.extend(refused);
