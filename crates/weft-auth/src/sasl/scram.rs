@@ -407,7 +407,17 @@ impl ScramServer {
                 return Err(ScramError::InvalidEncoding);
             }
         }
-        if !bool::from(r.as_bytes().ct_eq(nonce.as_bytes())) {
+        // librdkafka before 2.6.1 (still Debian bookworm's kcat) sends the client nonce twice,
+        // `r=<client nonce><client nonce><server nonce>` (confluentinc/librdkafka#4895); Kafka
+        // 3.8.1–3.9 accepted that form and so do we — exactly that form, nothing looser. The
+        // proof still covers the message as sent.
+        let client_nonce = nonce
+            .strip_suffix(self.server_nonce.as_str())
+            .unwrap_or_default();
+        let doubled = format!("{client_nonce}{nonce}");
+        let exact = r.as_bytes().ct_eq(nonce.as_bytes());
+        let legacy = r.as_bytes().ct_eq(doubled.as_bytes());
+        if !bool::from(exact | legacy) {
             return Err(ScramError::NonceMismatch);
         }
         let proof = B64.decode(proof).map_err(|_| ScramError::InvalidEncoding)?;

@@ -249,3 +249,44 @@ fn salted_password_from_the_admin_api_gives_the_same_credential() {
         Err(CredentialError::Iterations)
     );
 }
+
+/// librdkafka < 2.6.1 repeats the client nonce in client-final (`r=<c><c><s>`) and proves
+/// over that message; that exact form is accepted, any other variation is not.
+#[test]
+fn librdkafka_doubled_client_nonce_is_accepted_and_nothing_looser() {
+    let mech = ScramMechanism::Sha512;
+    let cred = ScramCredential::derive(mech, "pw", b"salt", 4096);
+    let bare = "n=u,r=CLI";
+    let final_with = |r: &str, password: &str| {
+        let mut s = ScramServer::with_nonce(mech, "SRV".into());
+        s.client_first(format!("n,,{bare}").as_bytes())
+            .expect("first");
+        let sf =
+            String::from_utf8(s.server_first(Some(&cred)).expect("server-first")).expect("utf8");
+        let salted = mech.hi(password.as_bytes(), b"salt", 4096);
+        let client_key = mech.hmac(&salted, &[b"Client Key"]);
+        let without_proof = format!("c=biws,r={r}");
+        let auth = format!("{bare},{sf},{without_proof}");
+        let sig = mech.hmac(&mech.hash(&client_key), &[auth.as_bytes()]);
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(k, s)| k ^ s).collect();
+        s.client_final(format!("{without_proof},p={}", B64.encode(proof)).as_bytes())
+    };
+    assert!(final_with("CLISRV", "pw").is_ok(), "the standard form");
+    let ok = final_with("CLICLISRV", "pw").expect("librdkafka's doubled form");
+    assert_eq!(ok.principal, Principal::user("u"));
+    assert_eq!(
+        final_with("CLICLISRV", "bad"),
+        Err(ScramError::InvalidProof),
+        "the doubled form still needs the right proof"
+    );
+    for r in [
+        "CLICLICLISRV",
+        "SRVCLI",
+        "CLISRVSRV",
+        "CLI",
+        "SRV",
+        "CLICLI",
+    ] {
+        assert_eq!(final_with(r, "pw"), Err(ScramError::NonceMismatch), "{r}");
+    }
+}
