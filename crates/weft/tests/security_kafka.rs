@@ -271,16 +271,16 @@ fn kafka_python_plain_and_scram_produce_and_consume() {
 }
 
 #[test]
-fn kcat_plain_produce_and_consume_and_metadata_names_the_sasl_listener() {
-    // PLAIN, not SCRAM: Debian's kcat links librdkafka 2.0.2, whose SCRAM client-final
-    // repeats the client nonce (fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895);
-    // weft-auth checks the nonce strictly, as Kafka 4 does. SCRAM with librdkafka is
-    // covered by the rdkafka crate's newer build.
+fn kcat_scram_and_plain_produce_and_consume_and_metadata_names_the_sasl_listener() {
+    // Debian's kcat links librdkafka 2.0.2, whose SCRAM client-final repeats the client nonce
+    // (fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895); weft-auth accepts exactly
+    // that form, as Kafka 3.8.1–3.9 did. Produce with SCRAM-SHA-512, consume with PLAIN.
     let s = Sasl::start("");
     let bootstrap = s.sasl.to_string();
+    let scram = Some(("SCRAM-SHA-512", USER, PASSWORD));
     let auth = Some(("PLAIN", USER, PASSWORD));
-    let (ok, out, err) = kcat(&bootstrap, auth, &["-P", "-t", "kcat-scram"], "one\ntwo\n");
-    assert!(ok, "kcat produce failed:\n{out}\n{err}");
+    let (ok, out, err) = kcat(&bootstrap, scram, &["-P", "-t", "kcat-scram"], "one\ntwo\n");
+    assert!(ok, "kcat produce (SCRAM-SHA-512) failed:\n{out}\n{err}");
     let (ok, out, err) = kcat(
         &bootstrap,
         auth,
