@@ -13,7 +13,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
-/// Debian packages, each with the command whose presence means it is installed.
+/// Debian packages, each with the command (or absolute file path) whose presence means it is
+/// installed.
 const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         package: "kcat",
@@ -28,6 +29,16 @@ const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         package: "openssl",
         command: "openssl",
+    },
+    // librdkafka as the security tests build it (rdkafka features `ssl`, `curl`: SCRAM,
+    // SASL_SSL, OAUTHBEARER OIDC). A path: the header whose presence means it is installed.
+    AptPackage {
+        package: "libssl-dev",
+        command: "/usr/include/openssl/ssl.h",
+    },
+    AptPackage {
+        package: "libcurl4-openssl-dev",
+        command: "curl-config",
     },
     // Headless browser for the /ui dashboard test (crates/weft/tests/observe_serve.rs),
     // driven over the DevTools protocol by a Node script (no npm package, no download).
@@ -562,6 +573,9 @@ fn npm_name(spec: &str) -> &str {
 }
 
 fn on_path(command: &str) -> bool {
+    if command.starts_with('/') {
+        return Path::new(command).is_file();
+    }
     let Some(path) = std::env::var_os("PATH") else {
         return false;
     };
