@@ -176,8 +176,8 @@ async fn run_components(
     // listener; its own limits come from WEFT_GATEWAY_* variables until they become flags.
     let gateway = match &lag_bootstrap {
         Some(bootstrap) => {
-            let mut config = weft_gateway::Config::new(bootstrap.clone())
-                .with_settings(&settings.gateway)?;
+            let mut config =
+                weft_gateway::Config::new(bootstrap.clone()).with_settings(&settings.gateway)?;
             config.registry_url = Some(format!("http://{registry_client}"));
             let gateway = weft_gateway::Gateway::open(config, registry.store().clone())
                 .await

@@ -71,6 +71,14 @@ fn instructions(
     } else {
         host.to_owned()
     };
+    // A listener binds an IP address; clients are told the certificate's first name.
+    let bind = hosts
+        .iter()
+        .find_map(|h| h.parse::<std::net::IpAddr>().ok())
+        .map_or("127.0.0.1".to_owned(), |ip| match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        });
     format!(
         r#"Wrote a development CA and certificates:
   {ca}  CA certificate (what clients trust)
@@ -83,7 +91,9 @@ weft.toml:
 
 [security]
 # a TLS Kafka listener beside the plaintext kafka_listen (SASL_SSL://… for SASL over TLS)
-listeners = ["SSL://{host}:9093"]
+listeners = ["SSL://{bind}:9093"]
+# what Metadata tells clients: a name the server certificate covers
+advertised_listeners = ["SSL://{host}:9093"]
 
 [security.tls]
 cert_file = "{cert}"
@@ -126,8 +136,27 @@ mod tests {
             "--cacert /c/ca.pem https://[::1]:8080/healthz",
             "ssl.certificate.location=/c/client.pem",
             "CN=alice (principal User:alice)",
+            "listeners = [\"SSL://[::1]:9093\"]",
+            "advertised_listeners = [\"SSL://[::1]:9093\"]",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn the_kafka_listener_binds_an_ip_and_advertises_the_certificate_name() {
+        let files = weft_tls::dev::DevCertFiles::in_dir(Path::new("/c"));
+        let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let text = instructions(&files, &hosts, "alice");
+        assert!(
+            text.contains("listeners = [\"SSL://127.0.0.1:9093\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("advertised_listeners = [\"SSL://localhost:9093\"]"),
+            "{text}"
+        );
+        let only_names = instructions(&files, &["weft.local".to_owned()], "alice");
+        assert!(only_names.contains("listeners = [\"SSL://127.0.0.1:9093\"]"));
     }
 }
