@@ -25,7 +25,7 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use utoipa::{IntoParams, ToSchema};
 use weft_resilience::ErrorClass;
@@ -215,23 +215,6 @@ pub struct DlqList {
     pub truncated: bool,
 }
 
-fn letter_json(l: &DeadLetter) -> Value {
-    json!({
-        "original_topic": l.original_topic,
-        "original_partition": l.original_partition,
-        "original_offset": l.original_offset,
-        "original_timestamp": l.original_timestamp,
-        "consumer_group": l.consumer_group,
-        "source": l.source,
-        "error_class": l.error_class.as_str(),
-        "error_message": l.error_message,
-        "attempts": l.attempts,
-        "first_failure": l.first_failure,
-        "last_failure": l.last_failure,
-        "redrive_count": l.redrive_count,
-    })
-}
-
 /// Records of a DLQ topic with their failure envelope and whether they were redriven.
 #[utoipa::path(get, path = "/v1/dlq/{topic}/records", operation_id = "list_dlq_records",
     params(("topic" = String, Path), DlqSelection, ListQuery),
@@ -266,7 +249,7 @@ pub(crate) async fn list(
         }
         let mut v = record_json(&topic, r, format);
         match DeadLetter::parse(&headers) {
-            Ok(l) => v["dead_letter"] = letter_json(&l),
+            Ok(l) => v["dead_letter"] = l.to_json(),
             Err(e) => {
                 v["dead_letter"] = Value::Null;
                 v["envelope_error"] = Value::String(e.to_string());

@@ -241,6 +241,25 @@ fn replaced_by_envelope(key: &str) -> bool {
 }
 
 impl DeadLetter {
+    /// The envelope as a JSON object (`weft dlq list --format json` and the gateway's
+    /// `/v1/dlq/{topic}/records`): the fields by name, the error class as its header value.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "original_topic": self.original_topic,
+            "original_partition": self.original_partition,
+            "original_offset": self.original_offset,
+            "original_timestamp": self.original_timestamp,
+            "consumer_group": self.consumer_group,
+            "source": self.source,
+            "error_class": self.error_class.as_str(),
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "first_failure": self.first_failure,
+            "last_failure": self.last_failure,
+            "redrive_count": self.redrive_count,
+        })
+    }
+
     /// A builder for the record at `topic`/`partition`/`offset`: class `non-retryable`,
     /// empty message, 1 attempt, failures now, no timestamp or group until set.
     pub fn builder(topic: impl Into<String>, partition: i32, offset: i64) -> DeadLetterBuilder {

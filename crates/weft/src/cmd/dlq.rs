@@ -477,20 +477,7 @@ fn inspect(
                 .map(|h| serde_json::json!({ "key": h.key, "value": lossy(h.value.as_deref()) }))
                 .collect();
             let envelope = match &envelope {
-                Ok(l) => serde_json::json!({
-                    "original_topic": l.original_topic,
-                    "original_partition": l.original_partition,
-                    "original_offset": l.original_offset,
-                    "original_timestamp": l.original_timestamp,
-                    "consumer_group": l.consumer_group,
-                    "source": l.source,
-                    "error_class": l.error_class.as_str(),
-                    "error_message": l.error_message,
-                    "attempts": l.attempts,
-                    "first_failure": l.first_failure,
-                    "last_failure": l.last_failure,
-                    "redrive_count": l.redrive_count,
-                }),
+                Ok(l) => l.to_json(),
                 Err(e) => serde_json::json!({ "error": e.to_string() }),
             };
             println!(
