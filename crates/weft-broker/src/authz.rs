@@ -304,37 +304,21 @@ pub(crate) mod tests {
         use ResourceType::Topic;
         let lit = |n: &str| ResourcePattern::literal(Topic, n);
         let pre = |n: &str| ResourcePattern::prefixed(Topic, n);
+        let allow = |p| acl(p, "User:alice", Write, Allow);
+        let deny = |p| acl(p, "User:alice", Write, Deny);
         let cases: Vec<(Vec<AclBinding>, bool)> = vec![
             (vec![], false),
-            (vec![acl(lit("orders"), "User:alice", Write, Allow)], true),
+            (vec![allow(lit("orders"))], true),
             (vec![acl(lit("orders"), "User:alice", All, Allow)], true),
             (vec![acl(lit("orders"), "User:*", Write, Allow)], true),
             (vec![acl(lit("orders"), "User:alice", Read, Allow)], false),
             (vec![acl(lit("orders"), "User:bob", Write, Allow)], false),
+            (vec![allow(lit("orders")), deny(lit("orders"))], false),
+            (vec![allow(lit("orders")), deny(pre("ord"))], false),
+            (vec![allow(pre("orders-")), deny(pre("orders-eu"))], true),
             (
                 vec![
-                    acl(lit("orders"), "User:alice", Write, Allow),
-                    acl(lit("orders"), "User:alice", Write, Deny),
-                ],
-                false,
-            ),
-            (
-                vec![
-                    acl(lit("orders"), "User:alice", Write, Allow),
-                    acl(pre("ord"), "User:alice", Write, Deny),
-                ],
-                false,
-            ),
-            (
-                vec![
-                    acl(pre("orders-"), "User:alice", Write, Allow),
-                    acl(pre("orders-eu"), "User:alice", Write, Deny),
-                ],
-                true,
-            ),
-            (
-                vec![
-                    acl(pre("orders-"), "User:alice", Write, Allow),
+                    allow(pre("orders-")),
                     acl(lit(WILDCARD), "User:*", Write, Deny),
                 ],
                 false,

@@ -231,31 +231,43 @@ fn kafka_filters(f: &AclFilter) -> Vec<AclFilter> {
 
 // ---- handlers ----
 
-pub(crate) async fn create_acls(az: Authz<'_>, r: CreateAclsRequest) -> CreateAclsResponse {
-    let all = |e: ResponseError, m: &str| {
-        CreateAclsResponse::default().with_results(
-            r.creations
-                .iter()
-                .map(|_| {
-                    AclCreationResult::default()
-                        .with_error_code(e.code())
-                        .with_error_message(msg(m))
-                })
-                .collect(),
-        )
-    };
-    let Some(store) = az.auth.acl_store() else {
-        return all(
-            ResponseError::SecurityDisabled,
-            "no ACL store is configured",
-        );
-    };
-    if !az.cluster(Operation::Alter) {
-        return all(
+const NO_ACL_STORE: &str = "no ACL store is configured";
+const NO_SCRAM_STORE: &str = "no credential store is configured";
+
+/// Why a whole request is refused: its error and message.
+type Refusal = (ResponseError, &'static str);
+
+/// `store` once the principal may `op` the cluster; else what refuses the whole request
+/// (SECURITY_DISABLED with `missing` when there is no store, checked first).
+fn admit<S>(
+    az: Authz<'_>,
+    store: Option<S>,
+    missing: &'static str,
+    op: Operation,
+) -> Result<S, Refusal> {
+    let store = store.ok_or((ResponseError::SecurityDisabled, missing))?;
+    if !az.cluster(op) {
+        return Err((
             ResponseError::ClusterAuthorizationFailed,
             "Authorization failed.",
-        );
+        ));
     }
+    Ok(store)
+}
+
+pub(crate) async fn create_acls(az: Authz<'_>, r: CreateAclsRequest) -> CreateAclsResponse {
+    let store = match admit(az, az.auth.acl_store(), NO_ACL_STORE, Operation::Alter) {
+        Ok(store) => store,
+        Err((e, m)) => {
+            let each = |_| {
+                AclCreationResult::default()
+                    .with_error_code(e.code())
+                    .with_error_message(msg(m))
+            };
+            return CreateAclsResponse::default()
+                .with_results(r.creations.iter().map(each).collect());
+        }
+    };
     let parsed: Vec<Result<AclBinding, String>> = r
         .creations
         .iter()
@@ -344,18 +356,10 @@ pub(crate) async fn describe_acls(
             .with_error_code(e.code())
             .with_error_message(msg(m))
     };
-    let Some(store) = az.auth.acl_store() else {
-        return err(
-            ResponseError::SecurityDisabled,
-            "no ACL store is configured".into(),
-        );
+    let store = match admit(az, az.auth.acl_store(), NO_ACL_STORE, Operation::Describe) {
+        Ok(store) => store,
+        Err((e, m)) => return err(e, m.into()),
     };
-    if !az.cluster(Operation::Describe) {
-        return err(
-            ResponseError::ClusterAuthorizationFailed,
-            "Authorization failed.".into(),
-        );
-    }
     let f = match filter(
         r.resource_type_filter,
         r.resource_name_filter.as_ref().map(|s| s.as_str()),
@@ -382,30 +386,18 @@ pub(crate) async fn describe_acls(
 }
 
 pub(crate) async fn delete_acls(az: Authz<'_>, r: DeleteAclsRequest) -> DeleteAclsResponse {
-    let all = |e: ResponseError, m: &str| {
-        DeleteAclsResponse::default().with_filter_results(
-            r.filters
-                .iter()
-                .map(|_| {
-                    DeleteAclsFilterResult::default()
-                        .with_error_code(e.code())
-                        .with_error_message(msg(m))
-                })
-                .collect(),
-        )
+    let store = match admit(az, az.auth.acl_store(), NO_ACL_STORE, Operation::Alter) {
+        Ok(store) => store,
+        Err((e, m)) => {
+            let each = |_| {
+                DeleteAclsFilterResult::default()
+                    .with_error_code(e.code())
+                    .with_error_message(msg(m))
+            };
+            return DeleteAclsResponse::default()
+                .with_filter_results(r.filters.iter().map(each).collect());
+        }
     };
-    let Some(store) = az.auth.acl_store() else {
-        return all(
-            ResponseError::SecurityDisabled,
-            "no ACL store is configured",
-        );
-    };
-    if !az.cluster(Operation::Alter) {
-        return all(
-            ResponseError::ClusterAuthorizationFailed,
-            "Authorization failed.",
-        );
-    }
     let mut results = Vec::with_capacity(r.filters.len());
     let mut removed_any = false;
     for f in &r.filters {
@@ -484,18 +476,15 @@ pub(crate) async fn describe_user_scram_credentials(
             .with_error_code(e.code())
             .with_error_message(msg(m))
     };
-    let Some(store) = az.auth.scram_store() else {
-        return err(
-            ResponseError::SecurityDisabled,
-            "no credential store is configured".into(),
-        );
+    let store = match admit(
+        az,
+        az.auth.scram_store(),
+        NO_SCRAM_STORE,
+        Operation::Describe,
+    ) {
+        Ok(store) => store,
+        Err((e, m)) => return err(e, m.into()),
     };
-    if !az.cluster(Operation::Describe) {
-        return err(
-            ResponseError::ClusterAuthorizationFailed,
-            "Authorization failed.".into(),
-        );
-    }
     let stored = match store.describe().await {
         Ok(s) => s,
         Err(e) => {
@@ -586,26 +575,14 @@ pub(crate) async fn alter_user_scram_credentials(
             None => res,
         }
     };
-    let all = |e: ResponseError, m: &str| {
-        AlterUserScramCredentialsResponse::default().with_results(
-            users
-                .iter()
-                .map(|u| result(u, Some((e, m.to_owned()))))
-                .collect(),
-        )
+    let store = match admit(az, az.auth.scram_store(), NO_SCRAM_STORE, Operation::Alter) {
+        Ok(store) => store,
+        Err((e, m)) => {
+            let each = |u| result(u, Some((e, m.to_owned())));
+            return AlterUserScramCredentialsResponse::default()
+                .with_results(users.iter().map(each).collect());
+        }
     };
-    let Some(store) = az.auth.scram_store() else {
-        return all(
-            ResponseError::SecurityDisabled,
-            "no credential store is configured",
-        );
-    };
-    if !az.cluster(Operation::Alter) {
-        return all(
-            ResponseError::ClusterAuthorizationFailed,
-            "Authorization failed.",
-        );
-    }
     let mut results = Vec::with_capacity(users.len());
     for user in &users {
         let name = user.as_str();

@@ -43,6 +43,11 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response, offset_commit_response, offset_delete_response,
     produce_response::{PartitionProduceResponse, TopicProduceResponse},
 };
+use kafka_protocol::messages::{
+    delete_records_request::DeleteRecordsPartition,
+    offset_commit_request::OffsetCommitRequestPartition,
+    offset_delete_request::OffsetDeleteRequestPartition, produce_request::PartitionProduceData,
+};
 use weft_auth::Operation;
 
 use super::str;
@@ -70,42 +75,78 @@ fn config_denied(az: Authz<'_>, op: Operation, rtype: i8, name: &str) -> Option<
 
 // ---- gated: the refused part never reaches the handler ----
 
+/// Takes out of `items` each item `refused` builds a refused entry for, keeping the rest in
+/// order, and returns those entries in request order.
+fn split_refused<T, R>(items: &mut Vec<T>, mut refused: impl FnMut(&T) -> Option<R>) -> Vec<R> {
+    let mut out = Vec::new();
+    items.retain(|t| match refused(t) {
+        Some(r) => {
+            out.push(r);
+            false
+        }
+        None => true,
+    });
+    out
+}
+
+/// `Some(entry())` when `op` on topic `name` is refused.
+fn topic_refused<R>(
+    az: Authz<'_>,
+    op: Operation,
+    name: &str,
+    entry: impl FnOnce() -> R,
+) -> Option<R> {
+    (!az.topic(op, name)).then(entry)
+}
+
+/// `<name>(resp, refused)`: the handler's response with the refused entries appended to
+/// `resp.<field>`.
+macro_rules! answer {
+    ($($name:ident: $resp:ty, $entry:ty, $field:ident;)*) => {$(
+        pub(crate) fn $name(mut resp: $resp, refused: Vec<$entry>) -> $resp {
+            resp.$field.extend(refused);
+            resp
+        }
+    )*};
+}
+
+answer! {
+    produce_answer: ProduceResponse, TopicProduceResponse, responses;
+    create_topics_answer: CreateTopicsResponse, CreatableTopicResult, topics;
+    delete_topics_answer: DeleteTopicsResponse, DeletableTopicResult, responses;
+    create_partitions_answer: CreatePartitionsResponse, CreatePartitionsTopicResult, results;
+    delete_records_answer: DeleteRecordsResponse, DeleteRecordsTopicResult, topics;
+    alter_configs_answer:
+        AlterConfigsResponse, alter_configs_response::AlterConfigsResourceResponse, responses;
+    incremental_alter_configs_answer:
+        IncrementalAlterConfigsResponse,
+        incremental_alter_configs_response::AlterConfigsResourceResponse,
+        responses;
+    offset_commit_answer:
+        OffsetCommitResponse, offset_commit_response::OffsetCommitResponseTopic, topics;
+    delete_groups_answer: DeleteGroupsResponse, DeletableGroupResult, results;
+    offset_delete_answer:
+        OffsetDeleteResponse, offset_delete_response::OffsetDeleteResponseTopic, topics;
+}
+
 /// Produce: WRITE on each topic; the partitions of refused topics are answered
 /// TOPIC_AUTHORIZATION_FAILED (and nothing is appended).
 pub(crate) fn produce(az: Authz<'_>, r: &mut ProduceRequest) -> Vec<TopicProduceResponse> {
-    let mut refused = Vec::new();
-    r.topic_data.retain(|t| {
-        if az.topic(Operation::Write, t.name.0.as_str()) {
-            return true;
-        }
-        refused.push(
+    split_refused(&mut r.topic_data, |t| {
+        topic_refused(az, Operation::Write, t.name.0.as_str(), || {
+            let partition = |p: &PartitionProduceData| {
+                PartitionProduceResponse::default()
+                    .with_index(p.index)
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1)
+            };
             TopicProduceResponse::default()
                 .with_name(t.name.clone())
-                .with_partition_responses(
-                    t.partition_data
-                        .iter()
-                        .map(|p| {
-                            PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_error_code(TOPIC_DENIED.code())
-                                .with_base_offset(-1)
-                                .with_log_append_time_ms(-1)
-                                .with_log_start_offset(-1)
-                        })
-                        .collect(),
-                ),
-        );
-        false
-    });
-    refused
-}
-
-pub(crate) fn produce_answer(
-    mut resp: ProduceResponse,
-    refused: Vec<TopicProduceResponse>,
-) -> ProduceResponse {
-    resp.responses.extend(refused);
-    resp
+                .with_partition_responses(t.partition_data.iter().map(partition).collect())
+        })
+    })
 }
 
 /// CreateTopics: CREATE on the cluster, or else on each topic.
@@ -116,31 +157,17 @@ pub(crate) fn create_topics(
     if !az.auth.enabled() || az.cluster(Operation::Create) {
         return Vec::new();
     }
-    let mut refused = Vec::new();
-    r.topics.retain(|t| {
-        if az.topic(Operation::Create, t.name.0.as_str()) {
-            return true;
-        }
-        refused.push(
+    split_refused(&mut r.topics, |t| {
+        topic_refused(az, Operation::Create, t.name.0.as_str(), || {
             CreatableTopicResult::default()
                 .with_name(t.name.clone())
                 .with_error_code(TOPIC_DENIED.code())
                 .with_error_message(Some(str("Authorization failed.")))
                 .with_topic_config_error_code(TOPIC_DENIED.code())
                 .with_num_partitions(-1)
-                .with_replication_factor(-1),
-        );
-        false
-    });
-    refused
-}
-
-pub(crate) fn create_topics_answer(
-    mut resp: CreateTopicsResponse,
-    refused: Vec<CreatableTopicResult>,
-) -> CreateTopicsResponse {
-    resp.topics.extend(refused);
-    resp
+                .with_replication_factor(-1)
+        })
+    })
 }
 
 /// DeleteTopics: DELETE on each topic (named, or by id from v6).
@@ -149,47 +176,28 @@ pub(crate) fn delete_topics(
     az: Authz<'_>,
     r: &mut DeleteTopicsRequest,
 ) -> Vec<DeletableTopicResult> {
-    let mut refused = Vec::new();
-    let denied = |name: &str| !az.topic(Operation::Delete, name);
-    r.topic_names.retain(|n| {
-        if !denied(n.0.as_str()) {
-            return true;
-        }
-        refused.push(
+    let mut refused = split_refused(&mut r.topic_names, |n| {
+        topic_refused(az, Operation::Delete, n.0.as_str(), || {
             DeletableTopicResult::default()
                 .with_name(Some(n.clone()))
-                .with_error_code(TOPIC_DENIED.code()),
-        );
-        false
+                .with_error_code(TOPIC_DENIED.code())
+        })
     });
-    r.topics.retain(|t| {
+    refused.extend(split_refused(&mut r.topics, |t| {
         let name = match &t.name {
             Some(n) => Some(n.0.to_string()),
             None => inner.topics.get_by_id(t.topic_id).map(|t| t.name.clone()),
         };
         // An unknown id is left to the handler (UNKNOWN_TOPIC_ID): there is nothing to
         // protect and nothing to leak.
-        let Some(name) = name else { return true };
-        if !denied(&name) {
-            return true;
-        }
-        refused.push(
+        topic_refused(az, Operation::Delete, name.as_deref()?, || {
             DeletableTopicResult::default()
                 .with_name(t.name.clone())
                 .with_topic_id(t.topic_id)
-                .with_error_code(TOPIC_DENIED.code()),
-        );
-        false
-    });
+                .with_error_code(TOPIC_DENIED.code())
+        })
+    }));
     refused
-}
-
-pub(crate) fn delete_topics_answer(
-    mut resp: DeleteTopicsResponse,
-    refused: Vec<DeletableTopicResult>,
-) -> DeleteTopicsResponse {
-    resp.responses.extend(refused);
-    resp
 }
 
 /// CreatePartitions: ALTER on each topic.
@@ -197,27 +205,13 @@ pub(crate) fn create_partitions(
     az: Authz<'_>,
     r: &mut CreatePartitionsRequest,
 ) -> Vec<CreatePartitionsTopicResult> {
-    let mut refused = Vec::new();
-    r.topics.retain(|t| {
-        if az.topic(Operation::Alter, t.name.0.as_str()) {
-            return true;
-        }
-        refused.push(
+    split_refused(&mut r.topics, |t| {
+        topic_refused(az, Operation::Alter, t.name.0.as_str(), || {
             CreatePartitionsTopicResult::default()
                 .with_name(t.name.clone())
-                .with_error_code(TOPIC_DENIED.code()),
-        );
-        false
-    });
-    refused
-}
-
-pub(crate) fn create_partitions_answer(
-    mut resp: CreatePartitionsResponse,
-    refused: Vec<CreatePartitionsTopicResult>,
-) -> CreatePartitionsResponse {
-    resp.results.extend(refused);
-    resp
+                .with_error_code(TOPIC_DENIED.code())
+        })
+    })
 }
 
 /// DeleteRecords: DELETE on each topic.
@@ -225,37 +219,19 @@ pub(crate) fn delete_records(
     az: Authz<'_>,
     r: &mut DeleteRecordsRequest,
 ) -> Vec<DeleteRecordsTopicResult> {
-    let mut refused = Vec::new();
-    r.topics.retain(|t| {
-        if az.topic(Operation::Delete, t.name.0.as_str()) {
-            return true;
-        }
-        refused.push(
+    split_refused(&mut r.topics, |t| {
+        topic_refused(az, Operation::Delete, t.name.0.as_str(), || {
+            let partition = |p: &DeleteRecordsPartition| {
+                DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(-1)
+                    .with_error_code(TOPIC_DENIED.code())
+            };
             DeleteRecordsTopicResult::default()
                 .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            DeleteRecordsPartitionResult::default()
-                                .with_partition_index(p.partition_index)
-                                .with_low_watermark(-1)
-                                .with_error_code(TOPIC_DENIED.code())
-                        })
-                        .collect(),
-                ),
-        );
-        false
-    });
-    refused
-}
-
-pub(crate) fn delete_records_answer(
-    mut resp: DeleteRecordsResponse,
-    refused: Vec<DeleteRecordsTopicResult>,
-) -> DeleteRecordsResponse {
-    resp.topics.extend(refused);
-    resp
+                .with_partitions(t.partitions.iter().map(partition).collect())
+        })
+    })
 }
 
 /// AlterConfigs: ALTER_CONFIGS on each topic / the cluster.
@@ -263,33 +239,20 @@ pub(crate) fn alter_configs(
     az: Authz<'_>,
     r: &mut AlterConfigsRequest,
 ) -> Vec<alter_configs_response::AlterConfigsResourceResponse> {
-    let mut refused = Vec::new();
-    r.resources.retain(|res| {
-        let Some(e) = config_denied(
+    split_refused(&mut r.resources, |res| {
+        let e = config_denied(
             az,
             Operation::AlterConfigs,
             res.resource_type,
-            res.resource_name.as_str(),
-        ) else {
-            return true;
-        };
-        refused.push(
+            &res.resource_name,
+        )?;
+        Some(
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(e.code())
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone()),
-        );
-        false
-    });
-    refused
-}
-
-pub(crate) fn alter_configs_answer(
-    mut resp: AlterConfigsResponse,
-    refused: Vec<alter_configs_response::AlterConfigsResourceResponse>,
-) -> AlterConfigsResponse {
-    resp.responses.extend(refused);
-    resp
+        )
+    })
 }
 
 /// IncrementalAlterConfigs: ALTER_CONFIGS on each topic / the cluster.
@@ -297,33 +260,21 @@ pub(crate) fn incremental_alter_configs(
     az: Authz<'_>,
     r: &mut IncrementalAlterConfigsRequest,
 ) -> Vec<incremental_alter_configs_response::AlterConfigsResourceResponse> {
-    let mut refused = Vec::new();
-    r.resources.retain(|res| {
-        let Some(e) = config_denied(
+    use incremental_alter_configs_response::AlterConfigsResourceResponse;
+    split_refused(&mut r.resources, |res| {
+        let e = config_denied(
             az,
             Operation::AlterConfigs,
             res.resource_type,
-            res.resource_name.as_str(),
-        ) else {
-            return true;
-        };
-        refused.push(
-            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            &res.resource_name,
+        )?;
+        Some(
+            AlterConfigsResourceResponse::default()
                 .with_error_code(e.code())
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone()),
-        );
-        false
-    });
-    refused
-}
-
-pub(crate) fn incremental_alter_configs_answer(
-    mut resp: IncrementalAlterConfigsResponse,
-    refused: Vec<incremental_alter_configs_response::AlterConfigsResourceResponse>,
-) -> IncrementalAlterConfigsResponse {
-    resp.responses.extend(refused);
-    resp
+        )
+    })
 }
 
 /// FindCoordinator: DESCRIBE on the group (key type 0) or transactional id (1). Before v4
@@ -333,8 +284,9 @@ pub(crate) fn find_coordinator(
     r: &mut FindCoordinatorRequest,
     version: i16,
 ) -> Result<Vec<Coordinator>, Box<FindCoordinatorResponse>> {
+    let key_type = r.key_type;
     let denied = |key: &str| -> Option<ResponseError> {
-        match r.key_type {
+        match key_type {
             0 => (!az.group(Operation::Describe, key)).then_some(GROUP_DENIED),
             1 => (!az.allowed(
                 Operation::Describe,
@@ -357,22 +309,17 @@ pub(crate) fn find_coordinator(
             None => Ok(Vec::new()),
         };
     }
-    let mut refused = Vec::new();
-    let keys = std::mem::take(&mut r.coordinator_keys);
-    for k in keys {
-        match denied(k.as_str()) {
-            Some(e) => refused.push(
-                Coordinator::default()
-                    .with_key(k)
-                    .with_node_id((-1).into())
-                    .with_host(str(""))
-                    .with_port(-1)
-                    .with_error_code(e.code()),
-            ),
-            None => r.coordinator_keys.push(k),
-        }
-    }
-    Ok(refused)
+    Ok(split_refused(&mut r.coordinator_keys, |k| {
+        let e = denied(k.as_str())?;
+        Some(
+            Coordinator::default()
+                .with_key(k.clone())
+                .with_node_id((-1).into())
+                .with_host(str(""))
+                .with_port(-1)
+                .with_error_code(e.code()),
+        )
+    }))
 }
 
 /// OffsetCommit: READ on the group (else every partition GROUP_AUTHORIZATION_FAILED), then
@@ -381,34 +328,28 @@ pub(crate) fn offset_commit(
     az: Authz<'_>,
     r: &mut OffsetCommitRequest,
 ) -> Vec<offset_commit_response::OffsetCommitResponseTopic> {
+    use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
     let group_ok = az.group(Operation::Read, r.group_id.0.as_str());
-    let mut refused = Vec::new();
-    r.topics.retain(|t| {
+    split_refused(&mut r.topics, |t| {
         let error = if !group_ok {
             GROUP_DENIED
         } else if !az.topic(Operation::Read, t.name.0.as_str()) {
             TOPIC_DENIED
         } else {
-            return true;
+            return None;
         };
-        refused.push(
-            offset_commit_response::OffsetCommitResponseTopic::default()
+        let partition = |p: &OffsetCommitRequestPartition| {
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(error.code())
+        };
+        Some(
+            OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
                 .with_topic_id(t.topic_id)
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            offset_commit_response::OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(error.code())
-                        })
-                        .collect(),
-                ),
-        );
-        false
-    });
-    refused
+                .with_partitions(t.partitions.iter().map(partition).collect()),
+        )
+    })
 }
 
 /// Whether an OffsetCommit is left with nothing to do after [`offset_commit`] took every
@@ -418,40 +359,18 @@ pub(crate) fn group_read_denied(az: Authz<'_>, group: &str) -> bool {
     !az.group(Operation::Read, group)
 }
 
-pub(crate) fn offset_commit_answer(
-    mut resp: OffsetCommitResponse,
-    refused: Vec<offset_commit_response::OffsetCommitResponseTopic>,
-) -> OffsetCommitResponse {
-    resp.topics.extend(refused);
-    resp
-}
-
 /// DeleteGroups: DELETE on each group.
 pub(crate) fn delete_groups(
     az: Authz<'_>,
     r: &mut DeleteGroupsRequest,
 ) -> Vec<DeletableGroupResult> {
-    let mut refused = Vec::new();
-    r.groups_names.retain(|g| {
-        if az.group(Operation::Delete, g.0.as_str()) {
-            return true;
-        }
-        refused.push(
+    split_refused(&mut r.groups_names, |g| {
+        (!az.group(Operation::Delete, g.0.as_str())).then(|| {
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
-                .with_error_code(GROUP_DENIED.code()),
-        );
-        false
-    });
-    refused
-}
-
-pub(crate) fn delete_groups_answer(
-    mut resp: DeleteGroupsResponse,
-    refused: Vec<DeletableGroupResult>,
-) -> DeleteGroupsResponse {
-    resp.results.extend(refused);
-    resp
+                .with_error_code(GROUP_DENIED.code())
+        })
+    })
 }
 
 /// OffsetDelete: DELETE on the group (`Err`: the whole answer), then READ on each topic.
@@ -459,39 +378,22 @@ pub(crate) fn offset_delete(
     az: Authz<'_>,
     r: &mut OffsetDeleteRequest,
 ) -> Result<Vec<offset_delete_response::OffsetDeleteResponseTopic>, OffsetDeleteResponse> {
+    use offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
     if !az.group(Operation::Delete, r.group_id.0.as_str()) {
         return Err(OffsetDeleteResponse::default().with_error_code(GROUP_DENIED.code()));
     }
-    let mut refused = Vec::new();
-    r.topics.retain(|t| {
-        if az.topic(Operation::Read, t.name.0.as_str()) {
-            return true;
-        }
-        refused.push(
-            offset_delete_response::OffsetDeleteResponseTopic::default()
+    Ok(split_refused(&mut r.topics, |t| {
+        topic_refused(az, Operation::Read, t.name.0.as_str(), || {
+            let partition = |p: &OffsetDeleteRequestPartition| {
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(TOPIC_DENIED.code())
+            };
+            OffsetDeleteResponseTopic::default()
                 .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            offset_delete_response::OffsetDeleteResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(TOPIC_DENIED.code())
-                        })
-                        .collect(),
-                ),
-        );
-        false
-    });
-    Ok(refused)
-}
-
-pub(crate) fn offset_delete_answer(
-    mut resp: OffsetDeleteResponse,
-    refused: Vec<offset_delete_response::OffsetDeleteResponseTopic>,
-) -> OffsetDeleteResponse {
-    resp.topics.extend(refused);
-    resp
+                .with_partitions(t.partitions.iter().map(partition).collect())
+        })
+    }))
 }
 
 /// ConsumerGroupHeartbeat: READ on the group, DESCRIBE on every subscribed topic named
