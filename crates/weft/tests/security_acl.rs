@@ -83,22 +83,7 @@ fn python(script: &str, bootstrap: &str) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 with kafka-python (cargo xtask test installs it)");
-    let status = common::wait_with_limit(&mut child, "kafka-python");
-    let mut out = String::new();
-    let mut err = String::new();
-    use std::io::Read as _;
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
+    let (status, out, err) = common::wait_with_output(&mut child, "kafka-python");
     assert!(status.success(), "kafka-python failed:\n{out}\n{err}");
     out.lines().map(str::to_owned).collect()
 }

@@ -125,21 +125,7 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
         .spawn()
         .expect("spawn");
     drop(child.stdin.take());
-    let status = common::wait_with_limit(&mut child, "client");
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
+    let (status, out, err) = common::wait_with_output(&mut child, "client");
     (status.success(), out, err)
 }
 
@@ -165,28 +151,8 @@ fn kcat(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .expect("kcat (Debian package kcat) must be installed");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("kcat stdin");
-    let status = common::wait_with_limit(&mut child, "kcat");
-    let mut out = String::new();
-    let mut err = String::new();
-    let _ = child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out);
-    let _ = child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err);
+    let mut child = common::spawn_kcat(&mut cmd, input);
+    let (status, out, err) = common::wait_with_output(&mut child, "kcat");
     (status.success(), out, err)
 }
 

@@ -430,7 +430,6 @@ fn kcat_ssl(
     args: &[&str],
     input: &str,
 ) -> (bool, String, String) {
-    use std::io::Write as _;
     let mut cmd = Command::new("kcat");
     // `cargo test` may point LD_LIBRARY_PATH at rdkafka-sys's own librdkafka: kcat must load
     // the system library it was built against.
@@ -443,19 +442,11 @@ fn kcat_ssl(
         cmd.args(["-X", &format!("ssl.certificate.location={}", path(cert))])
             .args(["-X", &format!("ssl.key.location={}", path(key))]);
     }
-    let mut child = cmd
-        .args(args)
+    cmd.args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kcat (Debian package kcat) must be installed");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("kcat stdin");
+        .stderr(std::process::Stdio::piped());
+    let child = common::spawn_kcat(&mut cmd, input);
     let out = child.wait_with_output().expect("kcat");
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }

@@ -248,6 +248,35 @@ pub(crate) fn wait_with_limit(child: &mut Child, what: &str) -> ExitStatus {
     }
 }
 
+/// Waits for `child` (see [`wait_with_limit`]), then reads its piped stdout and stderr
+/// (lossy UTF-8): (status, stdout, stderr).
+pub(crate) fn wait_with_output(child: &mut Child, what: &str) -> (ExitStatus, String, String) {
+    let status = wait_with_limit(child, what);
+    let out = read_all(child.stdout.take().expect("stdout"));
+    let err = read_all(child.stderr.take().expect("stderr"));
+    (status, out, err)
+}
+
+fn read_all(mut stream: impl Read) -> String {
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).expect("read child output");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Spawns kcat from `cmd` (stdin piped) and writes `input` to its stdin, then closes it.
+pub(crate) fn spawn_kcat(cmd: &mut Command, input: &str) -> Child {
+    let mut child = cmd
+        .spawn()
+        .expect("kcat (Debian package kcat) must be installed");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("kcat stdin");
+    child
+}
+
 /// The string value of a top-level `"key":"value"` in a JSON log line.
 pub(crate) fn json_field(line: &str, key: &str) -> Option<String> {
     let key = format!(r#""{key}":""#);
