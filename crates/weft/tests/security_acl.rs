@@ -29,14 +29,7 @@ fn seed_acls(dir: &Path, acls: &[AclBinding]) {
 
 /// Seeds `acls` and SCRAM-SHA-512 users `(name, password)` into `dir/data/state.db`.
 fn seed(dir: &Path, acls: &[AclBinding], users: &[(&str, &str)]) {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let store = weft_store::Store::open(&weft_store::sqlite_url(&data.join("state.db")))
-            .await
-            .expect("open state store");
-        weft_auth::store::migrate(&store).await.expect("migrate");
+    common::seed_state(dir, async |store| {
         if !acls.is_empty() {
             weft_auth::store::AclStore::new(store.clone())
                 .add(acls)
@@ -50,7 +43,6 @@ fn seed(dir: &Path, acls: &[AclBinding], users: &[(&str, &str)]) {
                 .expect("credential");
             scram.upsert(user, mech, &cred).await.expect("seed user");
         }
-        store.close().await;
     });
 }
 

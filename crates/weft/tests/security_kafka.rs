@@ -29,14 +29,7 @@ const PASSWORD: &str = "alice-secret";
 
 /// Seeds `users` (name, password) with both SCRAM mechanisms into `dir/data/state.db`.
 fn seed_users(dir: &Path, users: &[(&str, &str)]) {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let store = weft_store::Store::open(&weft_store::sqlite_url(&data.join("state.db")))
-            .await
-            .expect("open state store");
-        weft_auth::store::migrate(&store).await.expect("migrate");
+    common::seed_state(dir, async |store| {
         let scram = weft_auth::store::ScramStore::new(store.clone());
         for (user, password) in users {
             for mech in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
@@ -44,7 +37,6 @@ fn seed_users(dir: &Path, users: &[(&str, &str)]) {
                 scram.upsert(user, mech, &cred).await.expect("upsert");
             }
         }
-        store.close().await;
     });
 }
 

@@ -277,6 +277,22 @@ pub(crate) fn spawn_kcat(cmd: &mut Command, input: &str) -> Child {
     child
 }
 
+/// Opens (creating it) and migrates `dir/data/state.db`, runs `seed` on the store, closes it:
+/// ACLs and SCRAM users for a `weft serve` started on `dir` afterwards.
+pub(crate) fn seed_state(dir: &Path, seed: impl AsyncFnOnce(weft_store::Store)) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = weft_store::Store::open(&weft_store::sqlite_url(&data.join("state.db")))
+            .await
+            .expect("open state store");
+        weft_auth::store::migrate(&store).await.expect("migrate");
+        seed(store.clone()).await;
+        store.close().await;
+    });
+}
+
 /// The string value of a top-level `"key":"value"` in a JSON log line.
 pub(crate) fn json_field(line: &str, key: &str) -> Option<String> {
     let key = format!(r#""{key}":""#);
