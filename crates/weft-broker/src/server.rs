@@ -346,6 +346,27 @@ async fn serve_connection<R, W>(
     .await;
     drop(replies);
     let _ = writer.await;
+    linger(&mut rd).await;
+}
+
+/// Lingering close: the writer has sent every answer and shut its side; the peer may have
+/// pipelined more bytes behind the request that ended the connection (a SASL client does).
+/// Closing with those bytes unread makes the kernel answer with RST, which can destroy the
+/// last answer still on its way to the peer (a refused login would then look like a lost
+/// connection). So read and discard until the peer closes too, for at most a second and
+/// 1 MiB.
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
+    let drain = async {
+        let mut sink = [0u8; 8192];
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// A transport that can send a segment file range: `sendfile(2)` on plain TCP, a read into
@@ -383,6 +404,9 @@ impl SendFile for tokio::net::tcp::OwnedWriteHalf {
         send_file(stream, region)
     }
 }
+
+/// How long a connection stays open after answering a refused authentication.
+const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
 
 /// Replies a connection may have queued before it stops reading requests.
 const MAX_IN_FLIGHT: usize = 16;
@@ -495,6 +519,12 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
         if let Some(reason) = close {
             // The writer sends what is queued (the refusal) before it closes.
             warn!(%peer, reason, "closing connection");
+            if answered {
+                // Kafka's `connection.failed.authentication.delay.ms` (100 ms): the refusal
+                // reaches the client well before the close (some clients drop a response
+                // that arrives together with the FIN), and guessing passwords gets slower.
+                tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+            }
             return;
         }
         if answered {
