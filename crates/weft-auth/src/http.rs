@@ -147,7 +147,19 @@ pub enum AuthMethod {
     Basic,
     /// No credentials, on a public route or with anonymous access allowed.
     Anonymous,
+    /// `weft serve`'s own credential (crate::internal) from a loopback peer: the principal
+    /// `User:weft-internal`, no scope needed (its rights come from being a super-user).
+    Internal,
+    /// No `Authorization`, but a client certificate the TLS handshake verified
+    /// ([`ClientCertificate`]): `User:<CN>`, rights from the ACLs as for HTTP Basic.
+    ClientCertificate,
 }
+
+/// A request extension the TLS edge inserts when mutual TLS verified the client's
+/// certificate: the principal it maps to (`User:<CN>`, as on the Kafka SSL listeners).
+/// [`AuthLayer`] uses it when the request carries no `Authorization`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub Principal);
 
 impl Authenticated {
     fn anonymous() -> Authenticated {
@@ -244,6 +256,10 @@ impl HttpAuthenticator for StoreAuthenticator {
                 scope: None,
             });
         };
+        // weft serve's own user never authenticates with stored credentials.
+        if crate::internal::is_reserved(user) {
+            return Err(refused("invalid user name or password"));
+        }
         match store.verify_password(user, password).await {
             Ok(true) => Ok(Principal::user(user)),
             Ok(false) => Err(refused("invalid user name or password")),
@@ -272,6 +288,9 @@ pub struct AuthOptions {
     /// Overwrite this header with the authenticated principal's name (the gateway reads its
     /// caller from `x-weft-principal`; a client must not be able to choose it).
     pub principal_header: Option<HeaderName>,
+    /// `weft serve`'s own credential: `Authorization: Bearer <secret>` from a loopback peer
+    /// is `User:weft-internal`, checked (in constant time) before any JWT validation.
+    pub internal: Option<crate::InternalCredential>,
 }
 
 impl Default for AuthOptions {
@@ -283,6 +302,7 @@ impl Default for AuthOptions {
             query_token: false,
             public_paths: Vec::new(),
             principal_header: None,
+            internal: None,
         }
     }
 }
@@ -488,7 +508,47 @@ where
                 c.response()
             };
             let public = options.public_paths.iter().any(|p| p == req.uri().path());
+            let client_cert = req.extensions().get::<ClientCertificate>().cloned();
             let result = match presented(&req, &options) {
+                // weft serve's own clients: before JWT validation, loopback peers only.
+                Presented::Bearer(t)
+                    if !public
+                        && options
+                            .internal
+                            .as_ref()
+                            .is_some_and(|c| c.verify_token(&t)) =>
+                {
+                    if is_loopback_peer(&req) {
+                        Ok(Authenticated {
+                            principal: crate::internal::internal_principal(),
+                            expires_at: None,
+                            scopes: Vec::new(),
+                            method: AuthMethod::Internal,
+                        })
+                    } else {
+                        Err(Refusal {
+                            error: BearerError::InvalidToken,
+                            description: "the internal credential is accepted from loopback only"
+                                .into(),
+                            scope: None,
+                        })
+                    }
+                }
+                Presented::None if !public && client_cert.is_some() => {
+                    match client_cert.map(|c| c.0) {
+                        Some(p) if !crate::internal::is_reserved(p.name()) => Ok(Authenticated {
+                            principal: p,
+                            expires_at: None,
+                            scopes: Vec::new(),
+                            method: AuthMethod::ClientCertificate,
+                        }),
+                        _ => Err(Refusal {
+                            error: BearerError::InvalidToken,
+                            description: "the client certificate names a reserved principal".into(),
+                            scope: None,
+                        }),
+                    }
+                }
                 Presented::None if options.allow_anonymous || public => {
                     Ok(Authenticated::anonymous())
                 }
@@ -555,6 +615,13 @@ where
             inner.call(req).await
         })
     }
+}
+
+/// Whether the request came from a loopback address (`ConnectInfo`; unknown → no).
+fn is_loopback_peer<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().to_canonical().is_loopback())
 }
 
 /// The caller's IP for ACL host matching: axum's `ConnectInfo` when the server provides it,

@@ -8,11 +8,13 @@
 //! edge provides, time comes from a [`Clock`]. ACLs and SCRAM credentials live in the state
 //! store ([`store`], migration component `auth`).
 //!
-//! Not yet wired into the broker, registry or gateway listeners (issue 8 follows up).
+//! [`internal`]: `weft serve`'s own principal (`User:weft-internal`) and its per-process
+//! secret, for the process's own Kafka and HTTP clients.
 
 pub mod acl;
 pub mod config;
 pub mod http;
+pub mod internal;
 pub mod jwt;
 pub mod principal;
 pub mod sasl;
@@ -23,6 +25,7 @@ pub use acl::{
     Permission, ResourcePattern, ResourceType,
 };
 pub use config::SecurityConfig;
+pub use internal::{INTERNAL_USER, InternalCredential};
 pub use principal::{Principal, PrincipalMapping};
 
 /// Seconds since the Unix epoch, injected so token expiry and rate limits are tested without

@@ -74,10 +74,22 @@ pub enum MappingError {
     MissingClaim(String),
     #[error("the token carries none of the scopes that map to a principal")]
     NoMappedScope,
+    /// `User:weft-internal` belongs to `weft serve` itself (crate::internal); a token
+    /// cannot claim it.
+    #[error("the token maps to the reserved principal User:{0}")]
+    Reserved(String),
 }
 
 impl PrincipalMapping {
     pub fn map(&self, claims: &Map<String, Value>) -> Result<Principal, MappingError> {
+        let principal = self.map_unchecked(claims)?;
+        if crate::internal::is_reserved(principal.name()) {
+            return Err(MappingError::Reserved(principal.name().to_owned()));
+        }
+        Ok(principal)
+    }
+
+    fn map_unchecked(&self, claims: &Map<String, Value>) -> Result<Principal, MappingError> {
         match self {
             PrincipalMapping::Subject => string_claim(claims, "sub"),
             PrincipalMapping::Claim(c) => string_claim(claims, c),
@@ -167,5 +179,11 @@ mod tests {
         let none = claims(json!({"sub": "s"}));
         assert_eq!(by_scope.map(&none), Err(MappingError::NoMappedScope));
         assert_eq!(scopes(&c), vec!["read", "write", "admin"]);
+        // weft serve's own principal cannot come from a token, whichever way it maps.
+        let forged = claims(json!({"sub": "weft-internal", "scope": "read"}));
+        let reserved = Err(MappingError::Reserved("weft-internal".into()));
+        assert_eq!(PrincipalMapping::Subject.map(&forged), reserved);
+        let to_internal = PrincipalMapping::Scopes(vec![("read".into(), "weft-internal".into())]);
+        assert_eq!(to_internal.map(&forged), reserved);
     }
 }

@@ -70,6 +70,7 @@ async fn plain_scram_and_oauthbearer_exchanges() {
             mechanisms: Mechanism::ALL.to_vec(),
             credentials: Some(creds.clone()),
             jwt: Some(validator()),
+            internal: None,
         });
 
         // PLAIN: right password, wrong password, unknown user (same message).
@@ -155,16 +156,56 @@ async fn plain_scram_and_oauthbearer_exchanges() {
             mechanisms: vec![Mechanism::Plain, Mechanism::OAuthBearer],
             credentials: Some(creds.clone()),
             jwt: None,
+            internal: None,
         });
         assert_eq!(plain_only.offered(), vec![Mechanism::Plain]);
         assert!(SaslSession::start(plain_only.clone(), "SCRAM-SHA-512").is_err());
         assert!(SaslSession::start(plain_only, "OAUTHBEARER").is_err());
+
+        // weft serve's internal listener: PLAIN with the process's credential only; the
+        // store's users are refused there even with their right password.
+        let internal = weft_auth::InternalCredential::from_secret("s3cret-internal");
+        let internal_only = Arc::new(SaslConfig {
+            mechanisms: vec![Mechanism::Plain],
+            credentials: None,
+            jwt: None,
+            internal: Some(internal),
+        });
+        assert_eq!(internal_only.offered(), vec![Mechanism::Plain]);
+        assert!(SaslSession::start(internal_only.clone(), "SCRAM-SHA-512").is_err());
+        for (msg, ok) in [
+            (&b"\0weft-internal\0s3cret-internal"[..], true),
+            (b"\0weft-internal\0wrong", false),
+            (b"\0alice\0alice-pw", false),
+        ] {
+            let mut s = SaslSession::start(internal_only.clone(), "PLAIN").expect("offered");
+            match s.step(msg).await {
+                SaslStep::Success { principal, .. } => {
+                    assert!(ok, "{msg:?} accepted");
+                    assert_eq!(principal.to_string(), "User:weft-internal");
+                }
+                other => assert!(!ok, "{msg:?} refused: {other:?}"),
+            }
+        }
+        // Elsewhere the reserved user never authenticates, even with stored credentials.
+        for mech in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+            let c = ScramCredential::generate(mech, "pw", 4096).expect("credential");
+            creds
+                .upsert("weft-internal", mech, &c)
+                .await
+                .expect("upsert");
+        }
+        let mut s = SaslSession::start(config.clone(), "PLAIN").expect("offered");
+        assert!(failed(&s.step(b"\0weft-internal\0pw").await).contains("invalid user"));
+        let mut s = SaslSession::start(config.clone(), "SCRAM-SHA-256").expect("offered");
+        assert!(failed(&s.step(b"n,,n=weft-internal,r=abcdefgh").await).contains("invalid user"));
 
         // HTTP Basic against the same users.
         let http = StoreAuthenticator {
             jwt: Some(validator()),
             credentials: Some(creds.clone()),
         };
+        assert!(http.basic("weft-internal", "pw").await.is_err(), "reserved");
         assert_eq!(
             http.basic("alice", "alice-pw").await,
             Ok(Principal::user("alice"))

@@ -445,7 +445,11 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
     if let Some(principal) = principal {
         session.principal = principal;
     }
-    let mut sasl = SaslConn::new(listener, &inner.config.sasl);
+    // A listener's own SASL settings win (weft serve's internal listener).
+    let mut sasl = SaslConn::new(
+        listener,
+        listener.sasl.as_ref().unwrap_or(&inner.config.sasl),
+    );
     loop {
         let len = tokio::select! {
             r = tokio::time::timeout(idle, rd.read_i32()) => match r {

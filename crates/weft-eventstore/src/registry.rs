@@ -72,6 +72,9 @@ pub trait SchemaLookup: Send + Sync + 'static {
 /// A registry's Confluent-compatible REST API (`GET /subjects/{s}/versions/{v|latest}`).
 pub struct HttpSchemaLookup {
     base: String,
+    /// Sent as `Authorization` (`weft serve`'s internal credential when the registry
+    /// requires authentication).
+    authorization: Option<hyper::header::HeaderValue>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -80,8 +83,21 @@ impl HttpSchemaLookup {
     pub fn new(base: &str) -> HttpSchemaLookup {
         HttpSchemaLookup {
             base: base.trim_end_matches('/').to_owned(),
+            authorization: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
+    }
+
+    /// Sends `Authorization: <value>` with every lookup (an invalid header value is
+    /// ignored; the registry then answers 401, reported as unavailable).
+    pub fn with_authorization(mut self, value: &str) -> HttpSchemaLookup {
+        self.authorization = hyper::header::HeaderValue::from_str(value)
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        self
     }
 
     /// The registry listening on `addr` (an unspecified address is reached on localhost).
@@ -120,8 +136,12 @@ impl SchemaLookup for HttpSchemaLookup {
                 self.base,
                 encode_segment(subject)
             );
-            let req = hyper::Request::get(&url)
-                .header("accept", "application/vnd.schemaregistry.v1+json")
+            let mut req = hyper::Request::get(&url)
+                .header("accept", "application/vnd.schemaregistry.v1+json");
+            if let Some(v) = &self.authorization {
+                req = req.header(hyper::header::AUTHORIZATION, v.clone());
+            }
+            let req = req
                 .body(Full::new(Bytes::new()))
                 .map_err(|e| LookupError::Unavailable(format!("bad URL {url}: {e}")))?;
             let res = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))

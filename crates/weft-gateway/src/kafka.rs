@@ -3,7 +3,7 @@
 //! the number of HTTP connections.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -80,11 +80,67 @@ pub(crate) struct Kafka {
 /// Group clients kept; beyond this the cache starts over (they are cheap to recreate).
 const MAX_GROUP_CLIENTS: usize = 64;
 
+/// librdkafka properties every gateway client of one cluster gets, applied after the
+/// gateway's own (security settings: `security.protocol`, `sasl.*`, `ssl.*`). `Debug`
+/// masks the values of secret keys.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientProperties(pub Vec<(String, String)>);
+
+impl ClientProperties {
+    /// Whether `key`'s value is a secret (passwords, private keys, JAAS configs).
+    pub fn is_secret(key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        k.contains("password")
+            || k.contains("secret")
+            || k == "sasl.jaas.config"
+            || k == "ssl.key.pem"
+            || k == "ssl_key"
+    }
+}
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown = if ClientProperties::is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
+/// Bootstrap servers → the properties of that cluster's clients. Keyed by bootstrap so
+/// every place that builds a client from a bootstrap string ([`base_config`]) gets them
+/// without threading them through (several gateways in one process stay independent as
+/// long as their bootstraps differ).
+static PROPERTIES: LazyLock<RwLock<HashMap<String, ClientProperties>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// Registers the client properties of the cluster at `bootstrap` (`Gateway::open` does).
+pub(crate) fn register_properties(bootstrap: &str, properties: &ClientProperties) {
+    let mut map = PROPERTIES.write().unwrap_or_else(PoisonError::into_inner);
+    if properties.0.is_empty() {
+        map.remove(bootstrap);
+    } else {
+        map.insert(bootstrap.to_owned(), properties.clone());
+    }
+}
+
 pub(crate) fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("client.id", "weft-gateway")
         .set("log_level", "3");
+    let map = PROPERTIES.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(properties) = map.get(bootstrap) {
+        for (k, v) in &properties.0 {
+            c.set(k, v);
+        }
+    }
     c
 }
 

@@ -101,6 +101,16 @@ impl Default for StreamLimits {
     }
 }
 
+/// A secret string whose `Debug` is `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The gateway's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -108,6 +118,11 @@ pub struct Config {
     pub bootstrap: String,
     /// Base URL of the schema registry's Confluent API (`http://host:port`).
     pub registry_url: Option<String>,
+    /// The `Authorization` header value sent to the registry (`weft serve`: its internal
+    /// credential once the registry requires authentication). `Debug` does not show it.
+    pub registry_authorization: Option<Redacted>,
+    /// librdkafka properties added to every Kafka client of the gateway (security).
+    pub kafka_properties: kafka::ClientProperties,
     /// Largest accepted request body (413 above).
     pub max_body_bytes: usize,
     /// Pooled catch-up / read-by-offset readers (Kafka clients).
@@ -125,6 +140,8 @@ impl Config {
         Config {
             bootstrap: bootstrap.into(),
             registry_url: None,
+            registry_authorization: None,
+            kafka_properties: kafka::ClientProperties::default(),
             max_body_bytes: 1 << 20,
             readers: 4,
             fanout_capacity: 8192,
@@ -293,14 +310,15 @@ pub(crate) struct Inner {
 impl Gateway {
     /// Creates the Kafka clients and applies the gateway's migrations to `store`.
     pub async fn open(config: Config, store: weft_store::Store) -> Result<Gateway> {
+        kafka::register_properties(&config.bootstrap, &config.kafka_properties);
         let kafka = Arc::new(
             kafka::Kafka::new(&config.bootstrap, config.readers)
                 .map_err(|e| Error::Kafka(e.to_string()))?,
         );
-        let registry = config
-            .registry_url
-            .as_deref()
-            .map(registry::RegistryClient::new);
+        let registry = config.registry_url.as_deref().map(|url| {
+            registry::RegistryClient::new(url)
+                .with_authorization(config.registry_authorization.as_ref().map(|r| &r.0))
+        });
         let (shutdown_tx, _) = watch::channel(false);
         let webhooks =
             webhooks::Webhooks::open(store, config.webhooks.clone(), Arc::clone(&kafka)).await?;

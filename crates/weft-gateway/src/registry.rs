@@ -26,6 +26,8 @@ pub(crate) struct Loaded {
 #[derive(Clone)]
 pub(crate) struct RegistryClient {
     base: String,
+    /// Sent as `Authorization` on every request (`weft serve`'s internal credential).
+    authorization: Option<hyper::header::HeaderValue>,
     client: Client<HttpConnector, Empty<Bytes>>,
     cache: Arc<Mutex<HashMap<i32, Arc<Loaded>>>>,
 }
@@ -43,16 +45,35 @@ impl RegistryClient {
     pub(crate) fn new(base: &str) -> RegistryClient {
         RegistryClient {
             base: base.trim_end_matches('/').to_owned(),
+            authorization: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
             cache: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Adds `Authorization: <value>` to every request (a value that is not a valid header
+    /// is ignored; the registry then answers 401, which is reported).
+    pub(crate) fn with_authorization(mut self, value: Option<&String>) -> RegistryClient {
+        self.authorization = value.and_then(|v| {
+            let mut v = hyper::header::HeaderValue::from_str(v).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
+        self
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> Result<(u16, serde_json::Value), ApiError> {
         let uri: hyper::Uri = format!("{}{path}", self.base)
             .parse()
             .map_err(|e| ApiError::Registry(format!("registry url: {e}")))?;
-        let response = tokio::time::timeout(Duration::from_secs(10), self.client.get(uri))
+        let mut request = hyper::Request::get(uri);
+        if let Some(v) = &self.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, v.clone());
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| ApiError::Registry(format!("registry request: {e}")))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
             .await
             .map_err(|_| ApiError::Registry("registry did not answer within 10 s".into()))?
             .map_err(|e| ApiError::Registry(format!("registry unreachable: {e}")))?;

@@ -13,8 +13,11 @@
 //! - OffsetFetch with every topic (`Topics` null): v8+ with many groups per request, else
 //!   one request per group (v2..v7).
 //!
-//! Plaintext only (no TLS/SASL): the sampler keeps librdkafka for secured clusters.
-//! Response frames are bounded ([`MAX_FRAME`]).
+//! PLAINTEXT, or SASL_PLAINTEXT with the PLAIN mechanism (SaslHandshake v1, then
+//! SaslAuthenticate, right after ApiVersions on each connection) — what `weft serve`'s
+//! internal listener speaks. No TLS, SCRAM or OAUTHBEARER: for those [`access`] says so and
+//! the sampler keeps one librdkafka handle per group instead. Response frames are bounded
+//! ([`MAX_FRAME`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -24,8 +27,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, FindCoordinatorRequest, GroupId, OffsetFetchRequest,
-    OffsetFetchResponse, RequestHeader, ResponseHeader,
-    offset_fetch_request::OffsetFetchRequestGroup,
+    OffsetFetchResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest, offset_fetch_request::OffsetFetchRequestGroup,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tracing::{debug, warn};
@@ -46,6 +49,76 @@ const GROUP_ID_NOT_FOUND: i16 = 69;
 /// `(topic, partition) → committed offset` of one group.
 pub(crate) type Committed = Vec<((String, i32), i64)>;
 
+/// SASL PLAIN credentials (RFC 4616). The password never reaches a log or an error.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct PlainCredentials {
+    pub(crate) username: String,
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for PlainCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PlainCredentials {
+    /// The PLAIN message: no authorisation id, NUL, user, NUL, password.
+    fn message(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(2 + self.username.len() + self.password.len());
+        m.push(0);
+        m.extend_from_slice(self.username.as_bytes());
+        m.push(0);
+        m.extend_from_slice(self.password.as_bytes());
+        m
+    }
+}
+
+/// How [`OffsetClient`] can reach a cluster, from the librdkafka properties the other
+/// clients use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Access {
+    Plaintext,
+    SaslPlain(PlainCredentials),
+    /// Not spoken here (the reason, for the log).
+    Unsupported(String),
+}
+
+/// Reads `security.protocol`, `sasl.mechanism(s)`, `sasl.username` and `sasl.password`
+/// (names and values as librdkafka takes them, case-insensitive values).
+pub(crate) fn access(properties: &[(String, String)]) -> Access {
+    let get = |key: &str| {
+        properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let protocol = get("security.protocol").unwrap_or("plaintext");
+    if protocol.eq_ignore_ascii_case("plaintext") {
+        return Access::Plaintext;
+    }
+    if !protocol.eq_ignore_ascii_case("sasl_plaintext") {
+        return Access::Unsupported(format!("security.protocol {protocol}"));
+    }
+    let mechanism = get("sasl.mechanism")
+        .or_else(|| get("sasl.mechanisms"))
+        .unwrap_or("GSSAPI");
+    if !mechanism.eq_ignore_ascii_case("PLAIN") {
+        return Access::Unsupported(format!("sasl.mechanism {mechanism}"));
+    }
+    match (get("sasl.username"), get("sasl.password")) {
+        (Some(u), Some(p)) => Access::SaslPlain(PlainCredentials {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        }),
+        _ => Access::Unsupported("sasl.mechanism PLAIN without sasl.username/sasl.password".into()),
+    }
+}
+
 /// One connection to one broker, with the versions it advertised.
 struct Conn {
     stream: TcpStream,
@@ -55,7 +128,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(addr: &str, timeout: Duration) -> Result<Conn> {
+    fn open(addr: &str, timeout: Duration, sasl: Option<&PlainCredentials>) -> Result<Conn> {
         let io = |e: std::io::Error| Error::Protocol(format!("{addr}: {e}"));
         let mut last = None;
         let mut stream = None;
@@ -95,7 +168,45 @@ impl Conn {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(credentials) = sasl {
+            conn.authenticate(addr, credentials)?;
+        }
         Ok(conn)
+    }
+
+    /// SaslHandshake v1 (PLAIN) then one SaslAuthenticate (v0–v2) with the PLAIN message.
+    fn authenticate(&mut self, addr: &str, credentials: &PlainCredentials) -> Result<()> {
+        let handshake = self
+            .version(ApiKey::SaslHandshake, 1, 1)
+            .ok_or_else(|| Error::Protocol(format!("{addr}: SaslHandshake v1 not supported")))?;
+        let r = self.request(
+            handshake,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )?;
+        if r.error_code != NONE {
+            let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(Error::Protocol(format!(
+                "{addr}: SaslHandshake PLAIN refused (error {}; the broker offers {offered:?})",
+                r.error_code
+            )));
+        }
+        let v = self
+            .version(ApiKey::SaslAuthenticate, 0, 2)
+            .ok_or_else(|| Error::Protocol(format!("{addr}: SaslAuthenticate not supported")))?;
+        let r = self.request(
+            v,
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(credentials.message())),
+        )?;
+        if r.error_code != NONE {
+            return Err(Error::Protocol(format!(
+                "{addr}: SASL PLAIN authentication of {:?} failed (error {}): {}",
+                credentials.username,
+                r.error_code,
+                r.error_message.as_ref().map_or("", |m| m.as_str())
+            )));
+        }
+        debug!(broker = %addr, user = %credentials.username, "sasl plain authenticated");
+        Ok(())
     }
 
     /// The highest version of `key` both sides speak, within `[min, max]`.
@@ -186,6 +297,8 @@ pub(crate) struct OffsetClient {
     /// Highest versions to use (lower in tests, to exercise the per-group paths).
     max_find_coordinator: i16,
     max_offset_fetch: i16,
+    /// SASL_PLAINTEXT with PLAIN on every connection; `None`: PLAINTEXT.
+    sasl: Option<PlainCredentials>,
 }
 
 impl OffsetClient {
@@ -195,9 +308,13 @@ impl OffsetClient {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                let s = s
-                    .strip_prefix("PLAINTEXT://")
-                    .or_else(|| s.strip_prefix("plaintext://"))
+                let s = ["PLAINTEXT://", "SASL_PLAINTEXT://"]
+                    .iter()
+                    .find_map(|p| {
+                        s.get(..p.len())
+                            .filter(|head| head.eq_ignore_ascii_case(p))
+                            .map(|_| &s[p.len()..])
+                    })
                     .unwrap_or(s);
                 if s.rsplit_once(':')
                     .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -215,7 +332,14 @@ impl OffsetClient {
             coordinators: HashMap::new(),
             max_find_coordinator: 4,
             max_offset_fetch: 9,
+            sasl: None,
         }
+    }
+
+    /// Authenticates every connection with SASL PLAIN (a SASL_PLAINTEXT listener).
+    pub(crate) fn with_sasl_plain(mut self, credentials: PlainCredentials) -> Self {
+        self.sasl = Some(credentials);
+        self
     }
 
     #[cfg(test)]
@@ -276,7 +400,7 @@ impl OffsetClient {
     /// The connection to `addr`, opened if needed.
     fn conn(&mut self, addr: &str) -> Result<&mut Conn> {
         if !self.conns.contains_key(addr) {
-            let c = Conn::open(addr, self.timeout)?;
+            let c = Conn::open(addr, self.timeout, self.sasl.as_ref())?;
             self.conns.insert(addr.to_owned(), c);
         }
         self.conns
@@ -590,6 +714,90 @@ mod tests {
     fn single_group_responses_report_the_top_level_error() {
         let r = OffsetFetchResponse::default().with_error_code(GROUP_ID_NOT_FOUND);
         assert_eq!(single_group(r), Err(GROUP_ID_NOT_FOUND));
+    }
+
+    #[test]
+    fn access_from_client_properties() {
+        let plain = |u: &str, p: &str| {
+            Access::SaslPlain(PlainCredentials {
+                username: u.into(),
+                password: p.into(),
+            })
+        };
+        let unsupported = |why: &str| Access::Unsupported(why.into());
+        // (properties, expected)
+        let cases: Vec<(Vec<(&str, &str)>, Access)> = vec![
+            (vec![], Access::Plaintext),
+            (vec![("security.protocol", "PLAINTEXT")], Access::Plaintext),
+            (vec![("client.id", "x")], Access::Plaintext),
+            (
+                vec![
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanism", "PLAIN"),
+                    ("sasl.username", "u"),
+                    ("sasl.password", "p"),
+                ],
+                plain("u", "p"),
+            ),
+            (
+                vec![
+                    ("security.protocol", "sasl_plaintext"),
+                    ("sasl.mechanisms", "plain"),
+                    ("sasl.username", "u"),
+                    ("sasl.password", "old"),
+                    ("sasl.password", "new"),
+                ],
+                plain("u", "new"),
+            ),
+            (
+                vec![("security.protocol", "SSL")],
+                unsupported("security.protocol SSL"),
+            ),
+            (
+                vec![
+                    ("security.protocol", "SASL_SSL"),
+                    ("sasl.mechanism", "PLAIN"),
+                ],
+                unsupported("security.protocol SASL_SSL"),
+            ),
+            (
+                vec![
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanism", "SCRAM-SHA-512"),
+                ],
+                unsupported("sasl.mechanism SCRAM-SHA-512"),
+            ),
+            (
+                vec![("security.protocol", "SASL_PLAINTEXT")],
+                unsupported("sasl.mechanism GSSAPI"),
+            ),
+            (
+                vec![
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanism", "PLAIN"),
+                    ("sasl.username", "u"),
+                ],
+                unsupported("sasl.mechanism PLAIN without sasl.username/sasl.password"),
+            ),
+        ];
+        for (props, want) in cases {
+            let props: Vec<(String, String)> = props
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            assert_eq!(access(&props), want, "{props:?}");
+        }
+        let c = PlainCredentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert_eq!(c.message(), b"\0u\0hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let client = OffsetClient::new(
+            "SASL_PLAINTEXT://h:1,sasl_plaintext://g:2",
+            Duration::from_secs(1),
+        );
+        assert_eq!(client.bootstrap, vec!["h:1", "g:2"]);
     }
 
     /// Against the real broker, both the batched path (FindCoordinator v4, OffsetFetch v8+)

@@ -7,9 +7,9 @@
 //! 3. ListOffsets (latest, read_uncommitted), batched: the log end offset of each partition;
 //! 4. FindCoordinator and OffsetFetch for every group at once through [`OffsetClient`] (one
 //!    connection per coordinator, OffsetFetch v8 with many groups per request), which never
-//!    joins a group or disturbs its members; on clusters that need TLS/SASL
-//!    (`security.protocol` other than plaintext) one never-subscribing librdkafka consumer
-//!    handle per group instead;
+//!    joins a group or disturbs its members (PLAINTEXT, or SASL_PLAINTEXT with PLAIN as on
+//!    `weft serve`'s internal listener); on clusters that need TLS, SCRAM or OAUTHBEARER
+//!    one never-subscribing librdkafka consumer handle per group instead;
 //! 5. for each lagging partition whose committed offset changed since the last round, one
 //!    small fetch at the committed offset by a consumer that only assigns partitions: the
 //!    timestamp of the oldest unconsumed record (kept, so a stuck group costs no fetch).
@@ -26,10 +26,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::eval::{Config, GroupObservation, GroupView, Monitor, PartitionObservation, Round};
-use crate::offsets::OffsetClient;
+use crate::offsets::{self, Access, OffsetClient};
 use crate::{Error, Result};
 
 /// Where and how to sample.
@@ -181,8 +181,8 @@ struct Sampler {
     admin: BaseConsumer,
     /// Reads one record at a committed offset; only ever assigns.
     reader: BaseConsumer,
-    /// Committed offsets of every group over plaintext Kafka-protocol connections; `None`
-    /// when the cluster needs TLS/SASL, which it does not speak.
+    /// Committed offsets of every group over Kafka-protocol connections (PLAINTEXT or
+    /// SASL_PLAINTEXT/PLAIN); `None` when the cluster needs something else.
     offsets: Option<OffsetClient>,
     /// Secured clusters only: one handle per group for OffsetFetch (librdkafka fetches
     /// offsets of the group named in the client's configuration); none of them subscribes.
@@ -207,12 +207,21 @@ impl Sampler {
                 ("queued.min.messages", "1"),
             ],
         )?;
-        let plaintext = config
-            .properties
-            .iter()
-            .all(|(k, v)| k != "security.protocol" || v.eq_ignore_ascii_case("plaintext"));
-        let offsets =
-            plaintext.then(|| OffsetClient::new(&config.bootstrap, config.request_timeout));
+        let client = || OffsetClient::new(&config.bootstrap, config.request_timeout);
+        let offsets = match offsets::access(&config.properties) {
+            Access::Plaintext => Some(client()),
+            Access::SaslPlain(credentials) => Some(client().with_sasl_plain(credentials)),
+            Access::Unsupported(why) => {
+                // Still sampled, only with more client handles.
+                info!(
+                    unsupported = %why,
+                    "consumer lag: the batched offset client speaks PLAINTEXT and \
+                     SASL_PLAINTEXT/PLAIN only; committed offsets are read through one \
+                     librdkafka handle per group"
+                );
+                None
+            }
+        };
         Ok(Sampler {
             config,
             admin,

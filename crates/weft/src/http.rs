@@ -61,16 +61,21 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on an already bound listener until shutdown is requested.
+/// Serves `router` on an already bound listener until shutdown is requested. Handlers see
+/// the peer address (`ConnectInfo<SocketAddr>`: ACL host checks and the internal
+/// credential's loopback check read it).
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.requested().await })
-        .await
-        .context("http server stopped")
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.requested().await })
+    .await
+    .context("http server stopped")
 }
 
 #[derive(Serialize)]
@@ -525,6 +530,10 @@ async fn tls_peer_extensions(
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(peer.addr));
     if let Some(identity) = peer.identity {
+        // What `[security.http]` authentication reads (weft-auth knows nothing of TLS).
+        request
+            .extensions_mut()
+            .insert(weft_auth::http::ClientCertificate(identity.principal()));
         request.extensions_mut().insert(identity);
     }
     next.run(request).await

@@ -7,6 +7,12 @@
 //! `basic = true`) except `/healthz` and `/readyz` (and `/metrics` with `metrics_public`);
 //! bearer tokens need the route group's scope; with `authorization = true` the ACLs decide
 //! (403). Route → resource tables: [`GatewayPolicy`] here, `weft_registry::auth` there.
+//!
+//! Besides tokens and passwords, both listeners accept `weft serve`'s internal credential
+//! (`Authorization: Bearer <secret>` from a loopback peer: `User:weft-internal`, a
+//! super-user; its own registry clients send it) and, under `[security.http] tls` with
+//! client certificates, a verified certificate without `Authorization` (`User:<CN>`, the
+//! Kafka SSL listeners' mapping). ACL host checks see the peer's IP.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,10 +51,13 @@ pub(crate) struct HttpSecurity {
 
 /// Builds the layers from `[security]`. `authorizer`: the one shared with the Kafka
 /// listener when it has one; otherwise one is built here and reloaded from the store.
+/// `internal`: the process's own credential (its principal must be among `security`'s
+/// super-users for it to be allowed anything under authorisation).
 pub(crate) async fn build(
     security: &SecurityConfig,
     store: &weft_store::Store,
     authorizer: Option<Arc<Authorizer>>,
+    internal: &weft_auth::InternalCredential,
 ) -> anyhow::Result<HttpSecurity> {
     security.validate()?;
     let http = &security.http;
@@ -94,6 +103,7 @@ pub(crate) async fn build(
         query_token,
         public_paths,
         principal_header: Some(PRINCIPAL_HEADER),
+        internal: Some(internal.clone()),
     };
     let mut public = vec!["/healthz".to_owned(), "/readyz".to_owned()];
     if http.metrics_public {

@@ -2,10 +2,14 @@
 //! `advertised.listeners`, `sasl.enabled.mechanisms`, `connections.max.reauth.ms`).
 //!
 //! `kafka_listen` is always the PLAINTEXT listener; `[security] listeners` adds SSL,
-//! SASL_PLAINTEXT and SASL_SSL ones. `weft serve`'s own Kafka clients (gateway, lag sampler,
-//! outbox relay…) connect to `kafka_listen` (the plaintext loopback listener by default),
-//! where connections are `User:ANONYMOUS`; with authorisation on, that principal must be a
-//! super-user or hold ACLs for them to keep working (see the notes of issue 8).
+//! SASL_PLAINTEXT and SASL_SSL ones. Connections on `kafka_listen` are `User:ANONYMOUS`,
+//! which has no rights under authorisation unless ACLs grant them.
+//!
+//! `weft serve`'s own Kafka clients (gateway, lag sampler, outbox relay) use
+//! `kafka_listen` while security is off. With authorisation or a SASL listener on, they
+//! use [`internal`]: a SASL_PLAINTEXT listener on `127.0.0.1:0`, advertised as its bound
+//! address, that accepts only the process's [`InternalCredential`] over PLAIN
+//! (`User:weft-internal`, a super-user) — Kafka's inter-broker listener, in effect.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +17,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tracing::info;
-use weft_auth::SecurityConfig;
 use weft_auth::jwt::JwtValidator;
 use weft_auth::sasl::Mechanism;
 use weft_auth::sasl::session::SaslConfig;
 use weft_auth::store::ScramStore;
+use weft_auth::{InternalCredential, SecurityConfig};
 use weft_broker::security::{Listener, ListenerAddress, SaslSettings, SecurityProtocol};
 
 /// The extra listeners, bound, and the SASL settings of the broker.
@@ -80,22 +84,9 @@ pub(crate) async fn prepare(
                 advertised_host: host,
                 advertised_port: port,
                 tls: addr.protocol.uses_tls().then(|| tls.clone()).flatten(),
+                sasl: None,
             },
         ));
-    }
-    // weft serve's own Kafka clients are User:ANONYMOUS on kafka_listen: with authorisation
-    // on they are denied unless that principal is a super-user (or holds ACLs). Not granted
-    // silently: whoever reaches kafka_listen would get it too (keep it on loopback then).
-    if security.authorization
-        && !security.allow_if_no_acls
-        && !security.super_users.iter().any(|u| u == "User:ANONYMOUS")
-    {
-        tracing::warn!(
-            "[security] authorization is on and User:ANONYMOUS is not a super-user: weft serve's \
-             own Kafka clients (gateway, lag sampler, outbox, event store) connect to kafka_listen \
-             as User:ANONYMOUS and need ACLs, or add \"User:ANONYMOUS\" to super_users with \
-             kafka_listen on loopback"
-        );
     }
     let max_reauth = security
         .connections_max_reauth_ms
@@ -129,6 +120,7 @@ pub(crate) async fn prepare(
             mechanisms,
             credentials: Some(ScramStore::new(store.clone())),
             jwt,
+            internal: None,
         };
         info!(mechanisms = ?config.offered().iter().map(|m| m.as_str()).collect::<Vec<_>>(), "kafka sasl mechanisms");
         SaslSettings {
@@ -142,6 +134,62 @@ pub(crate) async fn prepare(
         }
     };
     Ok(KafkaListeners { listeners, sasl })
+}
+
+/// Whether `weft serve`'s own clients need [`internal`]: authorisation is on (anonymous
+/// clients have no rights) or a SASL listener exists.
+pub(crate) fn needs_internal(security: &SecurityConfig) -> bool {
+    security.authorization
+        || security.listeners.iter().any(|l| {
+            l.parse::<ListenerAddress>()
+                .is_ok_and(|a| a.protocol.uses_sasl())
+        })
+}
+
+/// The internal listener: SASL_PLAINTEXT on `127.0.0.1:0` (loopback only, whatever the
+/// other listeners bind), advertised as the address it bound, with its own SASL settings:
+/// PLAIN against `credential` and nothing else.
+pub(crate) async fn internal(
+    credential: &InternalCredential,
+) -> anyhow::Result<(TcpListener, Listener)> {
+    let socket = crate::serve::bind(
+        "kafka internal",
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+    )
+    .await?;
+    let bound = socket
+        .local_addr()
+        .context("kafka internal listener has no address")?;
+    let config = SaslConfig {
+        mechanisms: vec![Mechanism::Plain],
+        credentials: None,
+        jwt: None,
+        internal: Some(credential.clone()),
+    };
+    let listener = Listener {
+        protocol: SecurityProtocol::SaslPlaintext,
+        advertised_host: bound.ip().to_string(),
+        advertised_port: bound.port(),
+        tls: None,
+        sasl: Some(SaslSettings {
+            config: Some(Arc::new(config)),
+            max_reauth: None,
+        }),
+    };
+    Ok((socket, listener))
+}
+
+/// librdkafka properties of a client of the internal listener.
+pub(crate) fn internal_client_properties(credential: &InternalCredential) -> Vec<(String, String)> {
+    [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "PLAIN"),
+        ("sasl.username", credential.username()),
+        ("sasl.password", credential.secret()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
 }
 
 /// The `advertised_listeners` entry of `protocol`, if any.

@@ -42,6 +42,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         registry_listen = %settings.registry_listen,
         database = settings.database.as_deref().map(weft_store::redact),
         kafka_bootstrap = settings.kafka_bootstrap.as_deref(),
+        // Secret values (sasl.password…) show as <redacted>.
+        kafka_client = ?settings.kafka_client,
         "starting"
     );
 
@@ -91,6 +93,15 @@ async fn run_components(
     registry: weft_registry::Registry,
     observability: &logging::Observability,
 ) -> anyhow::Result<()> {
+    // weft serve's own identity (weft_auth::internal): `User:weft-internal` with a secret
+    // drawn now, kept in memory only, never logged. It is a super-user; its Kafka clients
+    // use the internal listener and its HTTP clients send it as a bearer token.
+    let internal = weft_auth::InternalCredential::generate();
+    let mut security = settings.security.clone();
+    security
+        .super_users
+        .push(weft_auth::internal::internal_principal().to_string());
+    let security = &security;
     let http_listener = bind("http", settings.http_listen).await?;
     let http_addr = http_listener
         .local_addr()
@@ -118,15 +129,14 @@ async fn run_components(
             // `[security]` authorisation: ACLs and SCRAM users in the state store, reloaded
             // every second (changes from other processes sharing a PostgreSQL store).
             config.authorization = weft_broker::Authorization::open(
-                &settings.security,
+                security,
                 registry.store().clone(),
                 std::time::Duration::from_secs(1),
             )
             .await
             .context("cannot set up kafka authorization")?;
             // `[security] listeners` (SASL_PLAINTEXT…) beside this PLAINTEXT one.
-            let extra =
-                crate::kafka_listeners::prepare(&settings.security, registry.store(), None).await?;
+            let extra = crate::kafka_listeners::prepare(security, registry.store(), None).await?;
             config.sasl = extra.sasl;
             let mut listeners = vec![(
                 listener,
@@ -136,15 +146,36 @@ async fn run_components(
                 ),
             )];
             listeners.extend(extra.listeners);
-            Some((listeners, addr, config))
+            // With authorisation or SASL on, weft serve's own clients get their own
+            // loopback SASL_PLAINTEXT listener (the internal credential only); it is last.
+            let internal_addr = if crate::kafka_listeners::needs_internal(security) {
+                let (socket, spec) = crate::kafka_listeners::internal(&internal).await?;
+                let addr = socket
+                    .local_addr()
+                    .context("kafka internal listener has no address")?;
+                listeners.push((socket, spec));
+                Some(addr)
+            } else {
+                None
+            };
+            Some((listeners, addr, config, internal_addr))
         }
     };
-    let kafka_addr: Option<SocketAddr> = kafka.as_ref().map(|(_, addr, _)| *addr);
-    // `PROTOCOL://address` of the `[security] listeners`, as bound (for the `ready` line).
+    let kafka_addr: Option<SocketAddr> = kafka.as_ref().map(|(_, addr, _, _)| *addr);
+    let kafka_internal: Option<SocketAddr> = kafka.as_ref().and_then(|(_, _, _, i)| *i);
+    // `PROTOCOL://address` of the `[security] listeners`, as bound (for the `ready` line;
+    // the internal listener, with its own SASL settings, is not one of them).
+    let configured = |ls: &[(TcpListener, weft_broker::security::Listener)]| {
+        ls.iter()
+            .skip(1)
+            .filter(|(_, spec)| spec.sasl.is_none())
+            .filter_map(|(l, spec)| Some((spec.protocol, l.local_addr().ok()?)))
+            .collect::<Vec<_>>()
+    };
     let kafka_listeners: Vec<String> = kafka
         .iter()
-        .flat_map(|(listeners, _, _)| listeners.iter().skip(1))
-        .filter_map(|(l, spec)| Some(format!("{}://{}", spec.protocol, l.local_addr().ok()?)))
+        .flat_map(|(listeners, _, _, _)| configured(listeners))
+        .map(|(protocol, addr)| format!("{protocol}://{addr}"))
         .collect();
 
     // Handlers go in before `ready` so a signal sent right after it is not lost.
@@ -157,20 +188,33 @@ async fn run_components(
     listeners.extend(
         kafka
             .iter()
-            .flat_map(|(ls, _, _)| ls.iter().skip(1))
-            .filter_map(|(l, spec)| Some((spec.protocol.check_name(), l.local_addr().ok()?))),
+            .flat_map(|(ls, _, _, _)| configured(ls))
+            .map(|(protocol, addr)| (protocol.check_name(), addr)),
     );
+    listeners.extend(kafka_internal.map(|addr| ("kafka-internal", addr)));
     listeners.push(("registry", registry_addr));
     let kafka_log = Arc::clone(&log);
     let state = AppState::new(listeners, settings.data_dir.clone(), log, sup.shutdown());
     // Consumer lag, sampled through the Kafka protocol from the cluster in use: the embedded
     // broker's advertised address, or the external cluster.
     let lag = weft_lag::Lag::new(settings.lag);
-    let lag_bootstrap = match (&settings.kafka_bootstrap, kafka_addr) {
-        (Some(external), _) => Some(external.clone()),
-        (None, Some(addr)) => Some(settings.kafka_advertised_or(addr)),
-        (None, None) => None,
+    // Where and how weft serve's own Kafka clients connect: the external cluster with the
+    // `[kafka_client]` properties, the internal listener with the internal credential, or
+    // the embedded broker's plaintext listener while security is off.
+    let (lag_bootstrap, client_properties) = match (&settings.kafka_bootstrap, kafka_internal) {
+        (Some(external), _) => (Some(external.clone()), settings.kafka_client.0.clone()),
+        (None, Some(internal_addr)) => (
+            Some(internal_addr.to_string()),
+            crate::kafka_listeners::internal_client_properties(&internal),
+        ),
+        (None, None) => (
+            kafka_addr.map(|addr| settings.kafka_advertised_or(addr)),
+            Vec::new(),
+        ),
     };
+    // `[security.http] require_auth`: the registry wants credentials from serve's own
+    // clients too; they send the internal one (accepted from loopback only).
+    let registry_authorization = security.http.require_auth.then(|| internal.bearer_header());
     // The real-time gateway (REST, SSE, WebSocket, webhooks; crates/weft-gateway): a Kafka
     // client of the cluster in use that reaches the registry by its URL, mounted on the HTTP
     // listener; its own limits come from WEFT_GATEWAY_* variables until they become flags.
@@ -179,6 +223,10 @@ async fn run_components(
             let mut config =
                 weft_gateway::Config::new(bootstrap.clone()).with_settings(&settings.gateway)?;
             config.registry_url = Some(format!("http://{registry_client}"));
+            config.registry_authorization =
+                registry_authorization.clone().map(weft_gateway::Redacted);
+            config.kafka_properties =
+                weft_gateway::kafka::ClientProperties(client_properties.clone());
             let gateway = weft_gateway::Gateway::open(config, registry.store().clone())
                 .await
                 .context("cannot start the gateway")?;
@@ -200,9 +248,11 @@ async fn run_components(
         .await
         .context("cannot prepare the event store's tables")?;
     // Event types bound to a registry subject look their schema up in this registry.
-    events.set_schema_lookup(Arc::new(weft_eventstore::HttpSchemaLookup::for_addr(
-        registry_client,
-    )));
+    let mut lookup = weft_eventstore::HttpSchemaLookup::for_addr(registry_client);
+    if let Some(authorization) = &registry_authorization {
+        lookup = lookup.with_authorization(authorization);
+    }
+    events.set_schema_lookup(Arc::new(lookup));
     let router = router.merge(weft_eventstore::http::router(events.clone()));
     // Reclaims what stream metadata and deletes hide, every 5 minutes, in small batches.
     sup.spawn("eventstore", move |mut shutdown| async move {
@@ -220,9 +270,9 @@ async fn run_components(
     // layered when `require_auth` is off.
     let shared_authorizer = kafka
         .as_ref()
-        .map(|(_, _, config)| config.authorization.authorizer().clone());
+        .map(|(_, _, config, _)| config.authorization.authorizer().clone());
     let http_security =
-        crate::http_auth::build(&settings.security, registry.store(), shared_authorizer).await?;
+        crate::http_auth::build(security, registry.store(), shared_authorizer, &internal).await?;
     if let Some((acls, authorizer)) = http_security.reload.clone() {
         sup.spawn("http-acls", move |mut shutdown| {
             crate::http_auth::run_acl_reloader(acls, authorizer, async move {
@@ -253,13 +303,14 @@ async fn run_components(
                 .context("gateway stopped")
         });
     }
-    if let Some((listeners, _, config)) = kafka {
+    if let Some((listeners, _, config, _)) = kafka {
         sup.spawn("kafka", move |shutdown| {
             run_kafka(config, kafka_log, listeners, shutdown)
         });
     }
     if let Some(bootstrap) = lag_bootstrap {
-        let config = weft_lag::SamplerConfig::new(bootstrap, settings.lag);
+        let mut config = weft_lag::SamplerConfig::new(bootstrap, settings.lag);
+        config.properties = client_properties.clone();
         sup.spawn("lag", move |mut shutdown| async move {
             lag.run(config, async move { shutdown.requested().await })
                 .await
@@ -268,7 +319,14 @@ async fn run_components(
     }
 
     if !settings.outbox.sources.is_empty() {
-        let config = settings.outbox.clone();
+        let mut config = settings.outbox.clone();
+        // Sources publishing to the cluster in use connect as serve's other clients do
+        // (a source's own `kafka` keys win).
+        for source in config.sources.iter_mut().filter(|s| s.bootstrap.is_none()) {
+            for (k, v) in &client_properties {
+                source.kafka.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         sup.spawn("outbox", move |mut shutdown| async move {
             weft_outbox::run(config, outbox_bootstrap, outbox, async move {
                 shutdown.requested().await
@@ -288,6 +346,8 @@ async fn run_components(
         registry_addr = %registry_addr,
         kafka_addr = kafka_addr.map(tracing::field::display),
         kafka_listeners = %kafka_listeners.join(","),
+        // Loopback, SASL PLAIN with the in-memory internal credential only.
+        kafka_internal = kafka_internal.map(tracing::field::display),
         data_dir = %settings.data_dir.display(),
         node_id = settings.node_id,
         "ready"

@@ -4,7 +4,10 @@
 //! environment variable `WEFT_<NAME>`, then `weft.toml`, then the built-in default. The config
 //! file is `--config`, else `$WEFT_CONFIG`, else `./weft.toml` when it exists. Keys in the file
 //! are the flag names in snake_case (`data_dir = "…"`); a `[log]` table holds the default
-//! settings of new partitions (`segment_bytes`, `retention_ms`, `durability`, …).
+//! settings of new partitions (`segment_bytes`, `retention_ms`, `durability`, …). With an
+//! external cluster (`kafka_bootstrap`), a `[kafka_client]` table holds the librdkafka
+//! properties (`security.protocol`, `sasl.*`, `ssl.*`…) of every Kafka client `weft serve`
+//! itself runs (gateway, lag sampler, outbox relay); secret values never reach a log.
 //!
 //! Resolution is a pure function of (flags, environment, file text) so that the precedence
 //! rules are tested without touching the process environment.
@@ -143,6 +146,10 @@ struct FileConfig {
     /// `WEFT_GATEWAY_<KEY>` variable wins over it, applied by `weft_gateway::Config`).
     #[serde(default)]
     gateway: weft_gateway::Settings,
+    /// `[kafka_client]`: librdkafka properties of `weft serve`'s own clients of an external
+    /// cluster.
+    #[serde(default)]
+    kafka_client: BTreeMap<String, toml::Value>,
 }
 
 /// The `[broker]` table of `weft.toml`: Kafka broker-level settings.
@@ -206,6 +213,9 @@ pub(crate) struct Settings {
     pub(crate) security: weft_auth::SecurityConfig,
     /// The `[gateway]` table of `weft.toml`.
     pub(crate) gateway: weft_gateway::Settings,
+    /// The `[kafka_client]` table: properties of the internal clients of an external
+    /// cluster (empty with the embedded broker). `Debug` masks secrets.
+    pub(crate) kafka_client: weft_gateway::kafka::ClientProperties,
     /// Consumer-lag sampling interval and window (`weft-lag`), already validated.
     pub(crate) lag: weft_lag::Config,
     /// The config file that was read, if any.
@@ -291,6 +301,8 @@ impl Settings {
             },
             security: f.security,
             gateway: f.gateway,
+            kafka_client: kafka_client_properties(&f.kafka_client)
+                .context("invalid [kafka_client] table")?,
             lag: weft_lag::Config {
                 interval: std::time::Duration::from_millis(
                     pick("lag_interval_ms", a.lag_interval_ms, env, f.lag_interval_ms)?
@@ -319,6 +331,12 @@ impl Settings {
             bail!(
                 "broker.group_consumer_heartbeat_interval_ms must be at least 1 and below \
                  broker.group_consumer_session_timeout_ms"
+            );
+        }
+        if !settings.kafka_client.0.is_empty() && settings.kafka_bootstrap.is_none() {
+            bail!(
+                "[kafka_client] is for an external cluster (kafka_bootstrap); the embedded \
+                 broker's own clients use its internal listener"
             );
         }
         if settings.broker.num_partitions < 1 {
@@ -362,6 +380,27 @@ impl Settings {
         }
         Ok(c)
     }
+}
+
+/// `[kafka_client]` values as librdkafka takes them: strings, or integers and booleans
+/// written bare. `bootstrap.servers` is `kafka_bootstrap`.
+fn kafka_client_properties(
+    table: &BTreeMap<String, toml::Value>,
+) -> anyhow::Result<weft_gateway::kafka::ClientProperties> {
+    let mut out = Vec::with_capacity(table.len());
+    for (key, value) in table {
+        if key == "bootstrap.servers" {
+            bail!("bootstrap.servers is set by kafka_bootstrap");
+        }
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => bail!("{key}: expected a string, found {}", other.type_str()),
+        };
+        out.push((key.clone(), value));
+    }
+    Ok(weft_gateway::kafka::ClientProperties(out))
 }
 
 fn set_log_key(c: &mut LogConfig, key: &str, value: &toml::Value) -> anyhow::Result<()> {
@@ -618,6 +657,63 @@ mod tests {
                 err.contains(fragment),
                 "{toml:?}: {err:?} lacks {fragment:?}"
             );
+        }
+    }
+
+    #[test]
+    fn kafka_client_table() {
+        let s = resolve(
+            &[],
+            &[],
+            "kafka_bootstrap = 'k:9092'\n[kafka_client]\n'security.protocol' = 'SASL_SSL'\n\
+             'sasl.mechanism' = 'SCRAM-SHA-512'\n'sasl.username' = 'weft'\n\
+             'sasl.password' = 'hunter2'\n'ssl.ca.location' = '/ca.pem'\n\
+             'socket.keepalive.enable' = true\n'message.max.bytes' = 2000000",
+        )
+        .expect("valid");
+        let got: Vec<(&str, &str)> = s
+            .kafka_client
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("message.max.bytes", "2000000"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.password", "hunter2"),
+                ("sasl.username", "weft"),
+                ("security.protocol", "SASL_SSL"),
+                ("socket.keepalive.enable", "true"),
+                ("ssl.ca.location", "/ca.pem"),
+            ]
+        );
+        // Neither the settings' Debug nor an error shows the password.
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("sasl.username"),
+            "{shown}"
+        );
+        // (weft.toml, a fragment the error must contain)
+        let cases: &[(&str, &str)] = &[
+            (
+                "[kafka_client]\n'sasl.username' = 'x'",
+                "for an external cluster",
+            ),
+            (
+                "kafka_bootstrap = 'k:1'\n[kafka_client]\n'bootstrap.servers' = 'x'",
+                "set by kafka_bootstrap",
+            ),
+            (
+                "kafka_bootstrap = 'k:1'\n[kafka_client]\n'sasl.password' = ['hunter2']",
+                "expected a string, found array",
+            ),
+        ];
+        for (toml, fragment) in cases {
+            let err = format!("{:#}", resolve(&[], &[], toml).expect_err(toml));
+            assert!(err.contains(fragment), "{toml}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
         }
     }
 

@@ -25,6 +25,10 @@ pub struct SaslConfig {
     pub credentials: Option<ScramStore>,
     /// Needed for OAUTHBEARER.
     pub jwt: Option<Arc<JwtValidator>>,
+    /// `weft serve`'s internal listener: PLAIN checks this credential and nothing else (the
+    /// SCRAM store's users are refused there). `None` elsewhere, where the reserved user
+    /// `weft-internal` is refused instead (crate::internal).
+    pub internal: Option<crate::InternalCredential>,
 }
 
 impl SaslConfig {
@@ -36,6 +40,7 @@ impl SaslConfig {
             .copied()
             .filter(|m| match m {
                 Mechanism::OAuthBearer => self.jwt.is_some(),
+                Mechanism::Plain => self.credentials.is_some() || self.internal.is_some(),
                 _ => self.credentials.is_some(),
             })
             .collect()
@@ -133,6 +138,21 @@ impl SaslSession {
                     Ok(r) => r,
                     Err(e) => return fail(&format!("authentication failed: {e}")),
                 };
+                if let Some(internal) = &self.config.internal {
+                    if internal.verify(&req.username, &req.password) {
+                        return SaslStep::Success {
+                            principal: crate::internal::internal_principal(),
+                            response: Vec::new(),
+                            expires_at: None,
+                        };
+                    }
+                    info!(mechanism, user = %req.username, "internal sasl authentication failed");
+                    return fail(BAD_CREDENTIALS);
+                }
+                if crate::internal::is_reserved(&req.username) {
+                    info!(mechanism, user = %req.username, "reserved user refused");
+                    return fail(BAD_CREDENTIALS);
+                }
                 let Some(store) = &self.config.credentials else {
                     return fail(UNAVAILABLE);
                 };
@@ -157,6 +177,11 @@ impl SaslSession {
                     Ok(f) => f,
                     Err(e) => return fail(&format!("authentication failed: {e}")),
                 };
+                // Never a stored credential for weft serve's own user, even if one exists.
+                if crate::internal::is_reserved(&first.username) {
+                    info!(mechanism, user = %first.username, "reserved user refused");
+                    return fail(BAD_CREDENTIALS);
+                }
                 let Some(store) = &self.config.credentials else {
                     return fail(UNAVAILABLE);
                 };

@@ -130,6 +130,10 @@ pub struct Listener {
     /// The TLS side of SSL and SASL_SSL listeners (certificate reloaded on change, optional
     /// mutual TLS). Required for them: a TLS listener without it refuses every connection.
     pub tls: Option<weft_tls::Tls>,
+    /// This listener's own SASL settings instead of the broker's (`BrokerConfig::sasl`), as
+    /// Kafka's `listener.name.<name>.sasl.*`: `weft serve`'s internal listener accepts only
+    /// its own credential there.
+    pub sasl: Option<SaslSettings>,
 }
 
 impl fmt::Debug for Listener {
@@ -139,6 +143,7 @@ impl fmt::Debug for Listener {
             .field("advertised_host", &self.advertised_host)
             .field("advertised_port", &self.advertised_port)
             .field("tls", &self.tls.is_some())
+            .field("own_sasl", &self.sasl.is_some())
             .finish()
     }
 }
@@ -151,6 +156,7 @@ impl Listener {
             advertised_host: host.into(),
             advertised_port: port,
             tls: None,
+            sasl: None,
         }
     }
 }

@@ -86,6 +86,7 @@ impl SaslConn {
                     mechanisms: Vec::new(),
                     credentials: None,
                     jwt: None,
+                    internal: None,
                 })
             })
         });

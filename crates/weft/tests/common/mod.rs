@@ -41,6 +41,8 @@ pub(crate) struct Server {
     ready: String,
     /// Every stderr line after `ready`, until the process closes stderr.
     rest: mpsc::Receiver<String>,
+    /// The stderr lines before `ready`.
+    early: Vec<String>,
 }
 
 impl Server {
@@ -86,6 +88,7 @@ impl Server {
                         kafka_addr,
                         ready: line,
                         rest: lines,
+                        early: seen,
                     };
                 }
                 Ok(line) => seen.push(line),
@@ -110,6 +113,11 @@ impl Server {
             .unwrap_or_else(|| panic!("no registry_addr in {}", self.ready))
             .parse()
             .expect("registry_addr is an address")
+    }
+
+    /// The stderr lines logged before `ready` (start-up).
+    pub(crate) fn early_lines(&self) -> &[String] {
+        &self.early
     }
 
     /// A field of the `ready` line (e.g. `kafka_listeners`).
