@@ -428,6 +428,9 @@ struct Queued {
     /// When it entered the reply queue.
     queued_at: Instant,
     reply: Outgoing,
+    /// The request's Produce/Fetch span (disabled when spans are off): the latency
+    /// histograms are recorded inside it, so their OpenMetrics exemplars carry its trace.
+    span: tracing::Span,
 }
 
 async fn read_requests<R: AsyncRead + Unpin + Send>(
@@ -474,14 +477,10 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
             warn!(%peer, len, "request frame shorter than a request header; closing connection");
             return;
         }
-        // Memory grows with the bytes that actually arrive, not with the length a peer
-        // claims: a prefix of 100 MiB followed by nothing costs little.
-        let mut frame = Vec::with_capacity((len as usize).min(64 * 1024));
-        let mut body = (&mut *rd).take(len as u64);
-        match tokio::time::timeout(idle, body.read_to_end(&mut frame)).await {
-            Ok(Ok(n)) if n == len as usize => {}
-            Ok(Ok(n)) => {
-                warn!(%peer, len, received = n, "connection closed in the middle of a request frame");
+        let frame = match tokio::time::timeout(idle, read_frame(&mut *rd, len as usize)).await {
+            Ok(Ok(frame)) if frame.len() == len as usize => frame,
+            Ok(Ok(frame)) => {
+                warn!(%peer, len, received = frame.len(), "connection closed in the middle of a request frame");
                 return;
             }
             Ok(Err(e)) => {
@@ -492,9 +491,9 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
                 warn!(%peer, len, "request frame incomplete after the idle timeout; closing connection");
                 return;
             }
-        }
+        };
         let read_at = Instant::now();
-        let frame = Bytes::from(frame);
+        let frame = frame.freeze();
         let api = if sasl.expects_raw() {
             "SaslAuthenticate"
         } else {
@@ -515,6 +514,7 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
                 read_at,
                 queued_at: Instant::now(),
                 reply: Box::pin(async move { Ok(Wire::Frame(bytes)) }),
+                span: tracing::Span::none(),
             };
             if replies.send(queued).await.is_err() {
                 return;
@@ -535,12 +535,13 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
             continue;
         }
         match handle_frame(inner, &session, listener, frame).await {
-            Ok(Some(reply)) => {
+            Ok(Some((reply, span))) => {
                 let queued = Queued {
                     api,
                     read_at,
                     queued_at: Instant::now(),
                     reply,
+                    span,
                 };
                 if replies.send(queued).await.is_err() {
                     return;
@@ -555,6 +556,26 @@ async fn read_requests<R: AsyncRead + Unpin + Send>(
     }
 }
 
+/// Reads a request body of `len` bytes (fewer if the peer closes first). Memory grows with
+/// the bytes that actually arrive, not with the length a peer claims: a prefix of 100 MiB
+/// followed by nothing costs 64 KiB. Once the first 64 KiB have arrived the rest is reserved
+/// at once, so a large produce is received into one buffer without re-copying (growing by
+/// doubling copied up to the whole request again), and it is not zeroed first.
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, len: usize) -> std::io::Result<BytesMut> {
+    const FIRST: usize = 64 * 1024;
+    let mut frame = BytesMut::with_capacity(len.min(FIRST));
+    while frame.len() < len {
+        if frame.len() == frame.capacity() {
+            frame.reserve(len - frame.len());
+        }
+        let want = (len - frame.len()) as u64;
+        if (&mut *rd).take(want).read_buf(&mut frame).await? == 0 {
+            break;
+        }
+    }
+    Ok(frame)
+}
+
 async fn write_replies<W: AsyncWrite + SendFile + Unpin + Send>(
     mut wr: BufWriter<W>,
     mut queue: mpsc::Receiver<Queued>,
@@ -562,7 +583,8 @@ async fn write_replies<W: AsyncWrite + SendFile + Unpin + Send>(
 ) {
     while let Some(q) = queue.recv().await {
         let picked = Instant::now();
-        crate::stats::queue(q.api, picked - q.queued_at);
+        q.span
+            .in_scope(|| crate::stats::queue(q.api, picked - q.queued_at));
         let wire = match q.reply.await {
             Ok(wire) => wire,
             Err(Close(reason)) => {
@@ -573,10 +595,12 @@ async fn write_replies<W: AsyncWrite + SendFile + Unpin + Send>(
         let ready = Instant::now();
         // Processing: from the frame read to the response complete, without the time in the
         // queue (counted above).
-        crate::stats::processing(
-            q.api,
-            (ready - q.read_at).saturating_sub(picked - q.queued_at),
-        );
+        q.span.in_scope(|| {
+            crate::stats::processing(
+                q.api,
+                (ready - q.read_at).saturating_sub(picked - q.queued_at),
+            )
+        });
         let sent = match wire {
             Wire::Frame(bytes) => wr.write_all(&bytes).await,
             Wire::Parts(parts) => write_parts(&mut wr, parts).await,
@@ -590,7 +614,8 @@ async fn write_replies<W: AsyncWrite + SendFile + Unpin + Send>(
             debug!(%peer, "peer went away before its response was written");
             return;
         }
-        crate::stats::send(q.api, ready.elapsed());
+        q.span
+            .in_scope(|| crate::stats::send(q.api, ready.elapsed()));
     }
     let _ = wr.flush().await;
     let _ = wr.shutdown().await;
@@ -675,7 +700,7 @@ pub(crate) async fn handle_frame(
     session: &crate::session::Session,
     listener: &Listener,
     frame: Bytes,
-) -> std::result::Result<Option<Outgoing>, Close> {
+) -> std::result::Result<Option<(Outgoing, tracing::Span)>, Close> {
     let (raw_key, raw_version) = (be_i16(&frame, 0), be_i16(&frame, 2));
     let decoded = match decode_frame(frame) {
         Ok(d) => d,
@@ -701,11 +726,19 @@ pub(crate) async fn handle_frame(
             };
             crate::stats::request(raw_key, raw_version, error);
             let bytes = encode(api, version, correlation_id, &response).map(Wire::Frame);
-            Ok(Some(Box::pin(async move { bytes })))
+            Ok(Some((
+                Box::pin(async move { bytes }),
+                tracing::Span::none(),
+            )))
         }
         Decoded::Encoded(bytes) => {
             crate::stats::request(raw_key, raw_version, "unsupported_version");
-            Ok(bytes.map(|b| Box::pin(async move { Ok(Wire::Frame(b)) }) as Outgoing))
+            Ok(bytes.map(|b| {
+                (
+                    Box::pin(async move { Ok(Wire::Frame(b)) }) as Outgoing,
+                    tracing::Span::none(),
+                )
+            }))
         }
         Decoded::Request {
             header,
@@ -714,25 +747,25 @@ pub(crate) async fn handle_frame(
             request,
         } => {
             let correlation_id = header.correlation_id;
-            let reply = crate::trace::handle(inner, session, &header, request).await;
+            let (reply, span) = crate::trace::handle(inner, session, &header, request).await;
             let outcome = if matches!(reply, Some(handlers::Reply::Close(_))) {
                 "closed"
             } else {
                 "none"
             };
             crate::stats::request(raw_key, raw_version, outcome);
-            match reply {
-                None => Ok(None),
+            let outgoing: Outgoing = match reply {
+                None => return Ok(None),
                 Some(handlers::Reply::Now(mut response)) => {
                     advertise_listener(inner, listener, &mut response);
                     let bytes = encode(api, version, correlation_id, &response).map(Wire::Frame);
-                    Ok(Some(Box::pin(async move { bytes })))
+                    Box::pin(async move { bytes })
                 }
-                Some(handlers::Reply::Close(close)) => Err(close),
-                Some(handlers::Reply::Later(pending)) => Ok(Some(Box::pin(async move {
+                Some(handlers::Reply::Close(close)) => return Err(close),
+                Some(handlers::Reply::Later(pending)) => Box::pin(async move {
                     encode(api, version, correlation_id, &pending.await).map(Wire::Frame)
-                }))),
-                Some(handlers::Reply::Fetch(response, regions)) => Ok(Some(Box::pin(fetch_reply(
+                }),
+                Some(handlers::Reply::Fetch(response, regions)) => Box::pin(fetch_reply(
                     version,
                     correlation_id,
                     *response,
@@ -740,8 +773,9 @@ pub(crate) async fn handle_frame(
                     // TLS encrypts in user space: sendfile(2) cannot carry it, the records
                     // are copied (as Kafka does on SSL listeners).
                     !listener.protocol.uses_tls(),
-                )))),
-            }
+                )),
+            };
+            Ok(Some((outgoing, span)))
         }
     }
 }

@@ -15,6 +15,8 @@
 //!   its connection's reply queue behind earlier requests (responses leave in order).
 //! - `weft_broker_response_send_seconds{api}`: writing the response to the socket
 //!   (buffered bytes and `sendfile` ranges), until the kernel took the last byte.
+//!   The three latency histograms of a Produce or Fetch are recorded inside its span (when
+//!   spans are on), so the OpenMetrics exposition's exemplars carry the request's trace id.
 //! - `weft_broker_bytes_in_total{topic}`, `weft_broker_records_in_total{topic}`: appended
 //!   record-batch bytes and records (duplicates of idempotent retries not counted).
 //! - `weft_broker_bytes_out_total{topic}`: record bytes in Fetch responses;

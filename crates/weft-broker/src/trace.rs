@@ -11,8 +11,9 @@
 //! the switch: until it is installed (traces off) requests are handled without a span, at
 //! the cost of one atomic load, and no record is looked at.
 //!
-//! A Produce span lasts until the answer is ready (acks=all: until the data is durable); a
-//! Fetch span until the fetch returns (long polls included).
+//! A span lasts until its response has been sent (acks=all: after the data is durable;
+//! Fetch: long polls included); the connection's writer records the request's queue,
+//! processing and send histograms inside it, so their exemplars name its trace.
 
 use std::sync::{Arc, OnceLock};
 
@@ -39,15 +40,19 @@ pub fn installed() -> bool {
     PARENT_HOOK.get().is_some()
 }
 
-/// [`handlers::handle`] inside a Produce or Fetch span when spans are on.
+/// [`handlers::handle`] inside a Produce or Fetch span when spans are on, and that span
+/// (disabled when spans are off or for other APIs). The caller keeps the span until the
+/// response is sent and records the request's latency histograms inside it, so their
+/// OpenMetrics exemplars carry its trace id.
 pub(crate) async fn handle(
     inner: &Arc<Inner>,
     session: &crate::session::Session,
     header: &RequestHeader,
     request: RequestKind,
-) -> Option<Reply> {
+) -> (Option<Reply>, tracing::Span) {
     let Some(hook) = PARENT_HOOK.get() else {
-        return handlers::handle(inner, session, header, request).await;
+        let reply = handlers::handle(inner, session, header, request).await;
+        return (reply, tracing::Span::none());
     };
     let span = match &request {
         RequestKind::Produce(r) => produce_span(r, *hook),
@@ -55,16 +60,20 @@ pub(crate) async fn handle(
         _ => tracing::Span::none(),
     };
     if span.is_disabled() {
-        return handlers::handle(inner, session, header, request).await;
+        let reply = handlers::handle(inner, session, header, request).await;
+        return (reply, span);
     }
     let reply = handlers::handle(inner, session, header, request)
         .instrument(span.clone())
         .await;
-    match reply {
-        // acks=all: the span ends when the answer is ready.
-        Some(Reply::Later(pending)) => Some(Reply::Later(Box::pin(pending.instrument(span)))),
+    let reply = match reply {
+        // acks=all: the answer is produced inside the span.
+        Some(Reply::Later(pending)) => {
+            Some(Reply::Later(Box::pin(pending.instrument(span.clone()))))
+        }
         other => other,
-    }
+    };
+    (reply, span)
 }
 
 /// The one topic a request names, if it names exactly one (by name: v13+ requests name

@@ -706,6 +706,24 @@ fn openmetrics_with_trace_exemplars_parses_with_the_prometheus_parser() {
         "",
     );
     assert_eq!(code, 200, "{body}");
+    // A record produced through the gateway in another trace: the gateway carries the
+    // context in a `traceparent` record header, the broker's Produce span joins it, and the
+    // broker's latency histograms are recorded inside that span.
+    let produce_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (code, _, body) = http(
+        addr,
+        "POST",
+        "/v1/topics/exemplars/records",
+        &[
+            ("content-type", "application/json"),
+            (
+                "traceparent",
+                &format!("00-{produce_trace}-00f067aa0ba902b7-01"),
+            ),
+        ],
+        r#"{"records":[{"value":"traced"}]}"#,
+    );
+    assert_eq!(code, 200, "{body}");
 
     // Without asking, the 0.0.4 text format as before.
     let plain = scrape(addr);
@@ -748,6 +766,17 @@ fn openmetrics_with_trace_exemplars_parses_with_the_prometheus_parser() {
         Some(16),
         "{traced}"
     );
+    for histogram in [
+        "weft_broker_request_processing_seconds_bucket",
+        "weft_broker_response_send_seconds_bucket",
+    ] {
+        assert!(
+            exemplars.iter().any(|e| e["sample"] == histogram
+                && e["labels"]["api"] == "Produce"
+                && e["exemplar"]["trace_id"] == produce_trace),
+            "no {histogram} exemplar with the produce's trace id: {exemplars:#?}"
+        );
+    }
     // Every exemplar names a trace (requests without a caller's context start their own).
     for e in exemplars {
         let id = e["exemplar"]["trace_id"].as_str().unwrap_or("");
