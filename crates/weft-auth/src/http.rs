@@ -350,8 +350,66 @@ pub struct Authorization {
     pub policy: Arc<dyn HttpPolicy>,
 }
 
+/// The caller's rights, a request extension [`AuthLayer`] inserts when it enforces ACLs
+/// (with an [`Authorization`]): for handlers that decide per item, beyond the route's
+/// [`Check`]s — a list filtered to what the caller may see, an object readable through any
+/// of several resources. Absent without authorisation: handlers then allow everything
+/// ([`Permissions::allows_in`] does that for an `Option`).
+#[derive(Clone)]
+pub struct Permissions {
+    authorizer: Arc<Authorizer>,
+    principal: Principal,
+    host: String,
+}
+
+impl fmt::Debug for Permissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permissions")
+            .field("principal", &self.principal)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Permissions {
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        principal: Principal,
+        host: impl Into<String>,
+    ) -> Permissions {
+        Permissions {
+            authorizer,
+            principal,
+            host: host.into(),
+        }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Whether the caller may do `operation` on `(resource_type, name)` (the shared
+    /// [`Authorizer`]: super-users, deny wins, cached; a denial is logged).
+    pub fn allows(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        self.authorizer
+            .authorize(&self.principal, &self.host, operation, resource_type, name)
+            .is_allowed()
+    }
+
+    /// [`Permissions::allows`] where `None` (no authorisation on this listener) allows.
+    pub fn allows_in(
+        permissions: Option<&Permissions>,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        permissions.is_none_or(|p| p.allows(operation, resource_type, name))
+    }
+}
+
 /// Authenticates every request and inserts its [`Principal`] and [`Authenticated`] as
-/// extensions; with an [`Authorization`], also enforces scopes and ACLs (403).
+/// extensions; with an [`Authorization`], also enforces scopes and ACLs (403) and inserts
+/// the caller's [`Permissions`].
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<dyn HttpAuthenticator>,
@@ -591,6 +649,11 @@ where
                     })));
                 }
                 let host = peer_host(&req);
+                req.extensions_mut().insert(Permissions::new(
+                    authz.authorizer.clone(),
+                    who.principal.clone(),
+                    host.clone(),
+                ));
                 for check in authz.policy.checks(&method, &path) {
                     let decision = authz.authorizer.authorize(
                         &who.principal,

@@ -13,17 +13,29 @@
 //! | `GET /config`, `/mode`, `/review/config` | DESCRIBE_CONFIGS cluster |
 //! | `PUT/DELETE /config`, `/mode`, `/review/config` | ALTER_CONFIGS cluster |
 //! | `POST /proposals/{id}/approve|reject` | ALTER cluster |
-//! | `GET /`, `/subjects`, `/schemas/…`, `/contexts`, `/proposals…` | authenticated only |
+//! | `GET /`, `/schemas/types`, `/contexts` | authenticated only |
 //!
-//! The last row is a known gap: Confluent's authoriser filters the subject list and checks
-//! READ on a subject holding a schema id; here any authenticated principal may list subject
-//! names and read schemas by id.
+//! Routes whose answer spans several subjects are decided inside the handlers, per item,
+//! with the [`Permissions`] the auth layer puts in the request (Confluent's authoriser does
+//! the same: lists are filtered, not refused):
+//!
+//! | route | decision |
+//! |---|---|
+//! | `GET /subjects` (`deleted`, `deletedOnly`, `subjectPrefix`) | only subjects the caller may DESCRIBE (implied by READ, WRITE, DELETE, ALTER) |
+//! | `GET /schemas` | only versions of subjects the caller may READ |
+//! | `GET /schemas/ids/{id}`, `…/schema`, `…/subjects`, `…/versions` | READ on at least one subject holding the id (soft-deleted ones count), else 403 40301; unknown ids stay 404; `subjects`/`versions` list only subjects the caller may DESCRIBE |
+//! | `GET /proposals` | only proposals for subjects the caller may READ |
+//! | `GET /proposals/{id}` | READ on the proposal's subject, else 403 40301 |
+//!
+//! `GET /contexts` lists only the default context `.`, which every caller has: nothing to
+//! filter until contexts exist. Super-users see everything; with authorisation off (no
+//! [`Permissions`], or an authoriser that is disabled) nothing is filtered.
 
 use axum::body::Body;
 use axum::http::{Method, Response, StatusCode, header};
 use serde_json::json;
-use weft_auth::acl::CLUSTER_NAME;
-use weft_auth::http::{Check, HttpPolicy};
+use weft_auth::acl::{CLUSTER_NAME, WILDCARD};
+use weft_auth::http::{Check, HttpPolicy, Permissions};
 use weft_auth::{Operation, Principal, ResourceType};
 
 /// The registry's [`HttpPolicy`]; `read_scope`/`write_scope` from `[security.http.scopes]`.
@@ -62,6 +74,56 @@ impl HttpPolicy for RegistryPolicy {
         );
         r
     }
+}
+
+/// Whether the caller may see `subject` in a list (DESCRIBE, which READ, WRITE, DELETE and
+/// ALTER imply).
+pub(crate) fn may_see(p: Option<&Permissions>, subject: &str) -> bool {
+    Permissions::allows_in(p, Operation::Describe, ResourceType::Subject, subject)
+}
+
+/// Whether the caller may read `subject`'s schemas.
+pub(crate) fn may_read(p: Option<&Permissions>, subject: &str) -> bool {
+    Permissions::allows_in(p, Operation::Read, ResourceType::Subject, subject)
+}
+
+/// `subjects` without those the caller may not see (order kept).
+pub(crate) fn visible(p: Option<&Permissions>, mut subjects: Vec<String>) -> Vec<String> {
+    if p.is_some() {
+        subjects.retain(|s| may_see(p, s));
+    }
+    subjects
+}
+
+/// Whether the caller may read a schema held by `holders`: READ on at least one of them.
+/// A schema no subject holds any more (every version using it permanently deleted) needs
+/// READ on every subject: the literal `*` ACL, a super-user, or no authorisation.
+pub(crate) fn may_read_any<'a>(
+    p: Option<&Permissions>,
+    holders: impl IntoIterator<Item = &'a str>,
+) -> bool {
+    let Some(p) = p else { return true };
+    let mut holders = holders.into_iter().peekable();
+    if holders.peek().is_none() {
+        return may_read(Some(p), WILDCARD);
+    }
+    holders.any(|s| may_read(Some(p), s))
+}
+
+/// Confluent's 403 for a schema id none of whose subjects the caller may read.
+pub(crate) fn schema_denied(p: Option<&Permissions>, id: i64) -> crate::Error {
+    let who = p.map_or_else(|| "the caller".to_owned(), |p| p.principal().to_string());
+    crate::Error::Forbidden(format!(
+        "{who} is denied operation read on every subject holding schema id {id}"
+    ))
+}
+
+/// Confluent's 403 for a subject the caller may not read.
+pub(crate) fn subject_denied(p: Option<&Permissions>, subject: &str) -> crate::Error {
+    let who = p.map_or_else(|| "the caller".to_owned(), |p| p.principal().to_string());
+    crate::Error::Forbidden(format!(
+        "{who} is denied operation read on subject: {subject}"
+    ))
 }
 
 fn is_read(method: &Method) -> bool {
@@ -225,6 +287,109 @@ mod tests {
         for (m, p, e) in cases {
             check(m, p, e);
         }
+    }
+
+    use std::sync::Arc;
+    use weft_auth::{AclBinding, Authorizer, AuthorizerConfig, Permission, ResourcePattern};
+
+    /// alice: READ on prefix `a-` but not `a-secret` (a literal deny), WRITE on `w-only`;
+    /// everyone: DESCRIBE on `public`; bob: READ on every subject (literal `*`); root is a
+    /// super-user; carol has nothing of her own.
+    fn authorizer(enabled: bool) -> Arc<Authorizer> {
+        let a = Authorizer::new(AuthorizerConfig {
+            enabled,
+            super_users: [Principal::user("root")].into_iter().collect(),
+            allow_if_no_acls: false,
+        });
+        let acl = |pattern, who: &str, op, perm| AclBinding::new(pattern, who, op, perm);
+        use Operation as O;
+        use Permission::{Allow, Deny};
+        use ResourcePattern as R;
+        use ResourceType::Subject as S;
+        a.add([
+            acl(R::prefixed(S, "a-"), "User:alice", O::Read, Allow),
+            acl(R::literal(S, "a-secret"), "User:alice", O::Read, Deny),
+            acl(R::literal(S, "w-only"), "User:alice", O::Write, Allow),
+            acl(R::literal(S, "public"), "User:*", O::Describe, Allow),
+            acl(R::literal(S, WILDCARD), "User:bob", O::Read, Allow),
+        ]);
+        Arc::new(a)
+    }
+
+    fn permissions(who: Option<&str>, enabled: bool) -> Option<Permissions> {
+        who.map(|w| Permissions::new(authorizer(enabled), Principal::user(w), "127.0.0.1"))
+    }
+
+    const SUBJECTS: [&str; 5] = ["a-1", "a-secret", "b-1", "w-only", "public"];
+
+    #[test]
+    fn subject_lists_are_filtered_to_what_the_caller_may_describe() {
+        // (caller, authorisation on, visible subjects); `None`: no authorisation layer.
+        let cases: &[(Option<&str>, bool, &[&str])] = &[
+            // A deny on READ leaves DESCRIBE (implied by the prefixed READ) alone, as in
+            // Kafka: alice sees `a-secret` listed but cannot read it (next test).
+            (
+                Some("alice"),
+                true,
+                &["a-1", "a-secret", "w-only", "public"],
+            ),
+            (Some("bob"), true, &SUBJECTS),
+            (Some("carol"), true, &["public"]),
+            (Some("root"), true, &SUBJECTS),
+            (Some("carol"), false, &SUBJECTS),
+            (None, true, &SUBJECTS),
+        ];
+        for (who, enabled, want) in cases {
+            let p = permissions(*who, *enabled);
+            let got = visible(p.as_ref(), SUBJECTS.iter().map(|s| s.to_string()).collect());
+            assert_eq!(got, *want, "{who:?} enabled={enabled}");
+        }
+    }
+
+    #[test]
+    fn schema_ids_need_read_on_one_holder() {
+        // (caller, holders of the id, readable)
+        let cases: &[(Option<&str>, &[&str], bool)] = &[
+            (Some("alice"), &["a-1"], true),
+            (Some("alice"), &["b-1"], false),
+            (Some("alice"), &["b-1", "a-1"], true),
+            (Some("alice"), &["a-secret"], false),
+            // WRITE and DESCRIBE do not imply READ.
+            (Some("alice"), &["w-only"], false),
+            (Some("carol"), &["public"], false),
+            // An id no subject holds any more: READ on every subject only.
+            (Some("alice"), &[], false),
+            (Some("bob"), &[], true),
+            (Some("root"), &[], true),
+            (Some("root"), &["b-1"], true),
+            (Some("bob"), &["b-1"], true),
+            (None, &[], true),
+            (None, &["b-1"], true),
+        ];
+        for (who, holders, want) in cases {
+            let p = permissions(*who, true);
+            assert_eq!(
+                may_read_any(p.as_ref(), holders.iter().copied()),
+                *want,
+                "{who:?} {holders:?}"
+            );
+        }
+        let off = permissions(Some("carol"), false);
+        assert!(may_read_any(off.as_ref(), ["b-1"]));
+    }
+
+    #[test]
+    fn denials_carry_confluents_code_and_the_principal() {
+        let p = permissions(Some("alice"), true);
+        let e = schema_denied(p.as_ref(), 7);
+        assert_eq!((e.http_status(), e.error_code()), (403, 40301));
+        assert_eq!(
+            e.to_string(),
+            "User:alice is denied operation read on every subject holding schema id 7"
+        );
+        let e = subject_denied(p.as_ref(), "b-1");
+        assert_eq!(e.error_code(), 40301);
+        assert!(e.to_string().contains("subject: b-1"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum Error {
     InvalidMode,
     #[error("{0}")]
     NotPermitted(String),
+    /// The ACLs deny the caller (`auth.rs`'s per-item decisions).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     ReferenceExists(String),
     #[error("The specified subject '{0}' is not valid.")]
@@ -83,6 +86,7 @@ impl Error {
             Error::CompatibilityNotConfigured(_) => 40408,
             Error::ModeNotConfigured(_) => 40409,
             Error::ProposalNotFound(_) => 40410,
+            Error::Forbidden(_) => 40301,
             // Confluent answers incompatibility with the bare HTTP status as its code.
             Error::Incompatible(_) => 409,
             Error::InvalidSchema(_) => 42201,

@@ -7,7 +7,7 @@ use std::future::Future;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing::{error, warn};
+use weft_auth::http::Permissions;
 use weft_schema::{CompatibilityLevel, SchemaType};
+
+use crate::auth;
 
 use crate::{
     Error, Mode, Reference, Registry, SchemaInput, SchemaOutput, VersionOutput, VersionSpec,
@@ -60,6 +63,7 @@ pub fn router_with_auth(registry: Registry, auth: Option<weft_auth::http::AuthLa
             "/subjects/{subject}/versions/{version}/referencedby",
             get(referenced_by),
         )
+        .route("/schemas", get(list_schemas))
         .route("/schemas/types", get(schema_types))
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(schema_text_by_id))
@@ -224,10 +228,52 @@ fn id_body(s: &SchemaOutput) -> SchemaBody<'_> {
 
 type Params = Query<HashMap<String, String>>;
 
+/// The caller's rights when the listener authorises (`auth.rs`'s per-item decisions).
+type Perms = Option<Extension<Permissions>>;
+
+fn perms(p: &Perms) -> Option<&Permissions> {
+    p.as_ref().map(|Extension(p)| p)
+}
+
+/// 404 for an unknown id; 403 (40301) unless the caller may read a subject holding it
+/// (soft-deleted ones included: their schemas stay readable by id).
+async fn readable_id(r: &Registry, id: i64, p: Option<&Permissions>) -> Result<(), Error> {
+    if p.is_none() {
+        return Ok(());
+    }
+    let mut holders: Vec<String> = r
+        .schema_uses(id, true)
+        .await?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    holders.dedup();
+    if auth::may_read_any(p, holders.iter().map(String::as_str)) {
+        Ok(())
+    } else {
+        Err(auth::schema_denied(p, id))
+    }
+}
+
 /// A boolean query flag; clients send `true`, `True` (Python) or `1`.
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     q.get(name)
         .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// `offset`/`limit` paging (Confluent 7.x): `items` from `offset`, at most `limit` of them
+/// (all when `limit` is negative or absent). Applied after authorisation filtering, so pages
+/// are pages of what the caller may see.
+fn page<T>(q: &HashMap<String, String>, items: Vec<T>) -> Result<Vec<T>, Error> {
+    let number = |name: &str, default: i64| -> Result<i64, Error> {
+        q.get(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| Error::BadRequest(format!("{name} must be an integer, not {v:?}")))
+        })
+    };
+    let offset = usize::try_from(number("offset", 0)?).unwrap_or(0);
+    let limit = usize::try_from(number("limit", -1)?).unwrap_or(usize::MAX);
+    Ok(items.into_iter().skip(offset).take(limit).collect())
 }
 
 /// The body as JSON of type `T`: 413 over the limit, 400 when it is not JSON, 422 when it is
@@ -287,7 +333,7 @@ async fn root() -> Response {
     ok(&json!({}))
 }
 
-async fn list_subjects(State(r): State<Registry>, Query(q): Params) -> ApiResult {
+async fn list_subjects(State(r): State<Registry>, p: Perms, Query(q): Params) -> ApiResult {
     let deleted = flag(&q, "deleted") || flag(&q, "deletedOnly");
     let mut subjects = r
         .subjects(deleted, q.get("subjectPrefix").map(String::as_str))
@@ -296,7 +342,7 @@ async fn list_subjects(State(r): State<Registry>, Query(q): Params) -> ApiResult
         let live = r.subjects(false, None).await?;
         subjects.retain(|s| !live.contains(s));
     }
-    Ok(ok(&subjects))
+    Ok(ok(&page(&q, auth::visible(perms(&p), subjects))?))
 }
 
 async fn lookup(
@@ -389,6 +435,24 @@ async fn delete_version(
         .await?))
 }
 
+/// `GET /schemas?subjectPrefix=&deleted=&latestOnly=&offset=&limit=` (Confluent 7.x): the
+/// versions of the subjects the caller may READ; `offset`/`limit` page over those.
+async fn list_schemas(State(r): State<Registry>, p: Perms, Query(q): Params) -> ApiResult {
+    let p = perms(&p);
+    let deleted = flag(&q, "deleted");
+    let subjects: Vec<String> = r
+        .subjects(deleted, q.get("subjectPrefix").map(String::as_str))
+        .await?
+        .into_iter()
+        .filter(|s| auth::may_read(p, s))
+        .collect();
+    let all = r
+        .schemas(&subjects, deleted, flag(&q, "latestOnly"))
+        .await?;
+    let shown = page(&q, all)?;
+    Ok(ok(&shown.iter().map(version_body).collect::<Vec<_>>()))
+}
+
 async fn schema_types() -> Response {
     ok(&["JSON", "PROTOBUF", "AVRO"])
 }
@@ -396,9 +460,11 @@ async fn schema_types() -> Response {
 async fn schema_by_id(
     State(r): State<Registry>,
     Path(id): Path<String>,
+    p: Perms,
     Query(q): Params,
 ) -> ApiResult {
     let id = schema_id(&id)?;
+    readable_id(&r, id, perms(&p)).await?;
     let s = r
         .schema_by_id(id, q.get("subject").map(String::as_str))
         .await?;
@@ -417,9 +483,11 @@ async fn schema_by_id(
 async fn schema_text_by_id(
     State(r): State<Registry>,
     Path(id): Path<String>,
+    p: Perms,
     Query(q): Params,
 ) -> ApiResult {
     let id = schema_id(&id)?;
+    readable_id(&r, id, perms(&p)).await?;
     let s = r
         .schema_by_id(id, q.get("subject").map(String::as_str))
         .await?;
@@ -429,9 +497,11 @@ async fn schema_text_by_id(
 async fn schema_subjects(
     State(r): State<Registry>,
     Path(id): Path<String>,
+    p: Perms,
     Query(q): Params,
 ) -> ApiResult {
     let id = schema_id(&id)?;
+    readable_id(&r, id, perms(&p)).await?;
     let mut subjects: Vec<String> = r
         .schema_uses(id, flag(&q, "deleted"))
         .await?
@@ -439,22 +509,26 @@ async fn schema_subjects(
         .map(|(s, _)| s)
         .collect();
     subjects.dedup();
-    Ok(ok(&subjects))
+    Ok(ok(&page(&q, auth::visible(perms(&p), subjects))?))
 }
 
 async fn schema_versions(
     State(r): State<Registry>,
     Path(id): Path<String>,
+    p: Perms,
     Query(q): Params,
 ) -> ApiResult {
     let id = schema_id(&id)?;
+    let p = perms(&p);
+    readable_id(&r, id, p).await?;
     let uses: Vec<Value> = r
         .schema_uses(id, flag(&q, "deleted"))
         .await?
         .into_iter()
+        .filter(|(subject, _)| auth::may_see(p, subject))
         .map(|(subject, version)| json!({ "subject": subject, "version": version }))
         .collect();
-    Ok(ok(&uses))
+    Ok(ok(&page(&q, uses)?))
 }
 
 #[derive(Deserialize)]

@@ -270,6 +270,41 @@ impl Registry {
         Ok(storage::referrers(&mut c, subject, row.version, false).await?)
     }
 
+    /// `GET /schemas`: the versions of `subjects` (live ones; soft-deleted too with
+    /// `deleted`), by subject then version; with `latest_only` each subject's last shown
+    /// version. Subjects without such versions are skipped.
+    pub async fn schemas(
+        &self,
+        subjects: &[String],
+        deleted: bool,
+        latest_only: bool,
+    ) -> Result<Vec<VersionOutput>> {
+        let mut c = self.conn().await?;
+        let mut out = Vec::new();
+        for subject in subjects {
+            let rows: Vec<VersionRow> = storage::versions(&mut c, subject)
+                .await?
+                .into_iter()
+                .filter(|v| deleted || !v.deleted)
+                .collect();
+            let shown = if latest_only {
+                rows.last().map_or(&rows[..0], std::slice::from_ref)
+            } else {
+                &rows[..]
+            };
+            for row in shown {
+                let schema = load_schema(&mut c, row.schema_id).await?;
+                out.push(VersionOutput {
+                    subject: subject.clone(),
+                    version: row.version,
+                    deleted: row.deleted,
+                    schema: output(schema),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     // ---- schemas by id ----
 
     /// `GET /schemas/ids/{id}`. In Confluent's registry `subject` only selects the schema

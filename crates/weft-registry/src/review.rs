@@ -27,7 +27,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
+use weft_auth::http::Permissions;
 use weft_store::sqlx::{self, AnyConnection, Row};
 use weft_store::{Migration, Store};
 
@@ -685,10 +686,13 @@ fn proposal_id(raw: &str) -> Result<i64, Error> {
     raw.parse().map_err(|_| Error::ProposalNotFound(-1))
 }
 
+/// Proposals carry schema text: listed only for subjects the caller may READ.
 async fn list(
     State(r): State<Registry>,
+    p: Option<Extension<Permissions>>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, Error> {
+    let p = p.as_ref().map(|Extension(p)| p);
     let status = match q.get("status") {
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             Error::Unprocessable(format!(
@@ -702,15 +706,26 @@ async fn list(
         .await?;
     Ok(answer(
         StatusCode::OK,
-        &Value::Array(all.iter().map(Proposal::json).collect()),
+        &Value::Array(
+            all.iter()
+                .filter(|x| crate::auth::may_read(p, &x.subject))
+                .map(Proposal::json)
+                .collect(),
+        ),
     ))
 }
 
-async fn one(State(r): State<Registry>, Path(id): Path<String>) -> Result<Response, Error> {
-    Ok(answer(
-        StatusCode::OK,
-        &r.proposal(proposal_id(&id)?).await?.json(),
-    ))
+async fn one(
+    State(r): State<Registry>,
+    p: Option<Extension<Permissions>>,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let p = p.as_ref().map(|Extension(p)| p);
+    let proposal = r.proposal(proposal_id(&id)?).await?;
+    if !crate::auth::may_read(p, &proposal.subject) {
+        return Err(crate::auth::subject_denied(p, &proposal.subject));
+    }
+    Ok(answer(StatusCode::OK, &proposal.json()))
 }
 
 async fn approve(

@@ -53,12 +53,25 @@ impl Api {
     }
 
     pub(crate) async fn serve(registry: Registry) -> Api {
+        Api::serve_with_auth(registry, None).await
+    }
+
+    /// [`Api::serve`] behind an authentication (and authorisation) layer.
+    pub(crate) async fn serve_with_auth(
+        registry: Registry,
+        auth: Option<weft_auth::http::AuthLayer>,
+    ) -> Api {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(weft_registry::serve(listener, registry.clone(), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(weft_registry::serve_with_auth(
+            listener,
+            registry.clone(),
+            auth,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Api {
             addr,
             registry,
