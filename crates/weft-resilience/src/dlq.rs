@@ -47,6 +47,14 @@
 //! What was redriven is recorded as a record on the compacted topic `<dlq>.redriven`, keyed
 //! by [`redrive_marker_key`] (`<dlq topic>/<partition>/<offset>`), value a
 //! [`RedriveMarker`]. A record whose key is there is not redriven again ([`decide`]).
+//! A redrive collects the decisions in a [`Plan`], checks that every target exists, then
+//! for each record to go builds a [`Republish`] (headers with the markers), publishes it
+//! and writes its marker — `weft dlq redrive` and the gateway do only that I/O.
+//!
+//! A record can also be redriven to something that is not a topic: the gateway re-delivers
+//! a webhook dead letter to its one subscription (not to every reader of the original
+//! topic). Its marker then names the target `webhook:<subscription id>`, at partition and
+//! offset -1.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -799,6 +807,147 @@ impl RedriveMarker {
     }
 }
 
+/// The headers of the record as it was before it was dead-lettered: `headers` without the
+/// envelope [`DeadLetter::to_headers`] appended (nor retry headers), the redrive markers
+/// kept. A caller that appended headers of its own after the envelope (the gateway's
+/// `weft-webhook-id`) removes those itself.
+pub fn without_envelope(headers: &[Header]) -> Vec<Header> {
+    headers
+        .iter()
+        .filter(|h| !replaced_by_envelope(&h.key))
+        .cloned()
+        .collect()
+}
+
+/// Why a selected record is not redriven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// A marker says it was redriven already.
+    AlreadyRedriven,
+    /// No explicit target and its envelope does not parse.
+    NoTarget(Error),
+}
+
+/// The decisions for the records of one redrive, collected: `T` is whatever the caller
+/// needs to publish a record later (the record itself, an index).
+#[derive(Debug)]
+pub struct Plan<T> {
+    /// Records to re-publish, with their target, in the order added.
+    pub redrive: Vec<(T, String)>,
+    /// Selected records that are not redriven, and why.
+    pub skipped: Vec<(T, Skip)>,
+}
+
+impl<T> Default for Plan<T> {
+    fn default() -> Self {
+        Plan {
+            redrive: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+}
+
+impl<T> Plan<T> {
+    /// Files `item` under its [`decide`] decision (a record not selected is dropped).
+    pub fn add(&mut self, item: T, decision: Decision) {
+        match decision {
+            Decision::Redrive { target } => self.redrive.push((item, target)),
+            Decision::AlreadyRedriven => self.skipped.push((item, Skip::AlreadyRedriven)),
+            Decision::NoTarget(e) => self.skipped.push((item, Skip::NoTarget(e))),
+            Decision::NotSelected => {}
+        }
+    }
+
+    /// Every target of the records to re-publish, once each: they must all exist before
+    /// anything is published.
+    pub fn targets(&self) -> std::collections::BTreeSet<&str> {
+        self.redrive.iter().map(|(_, t)| t.as_str()).collect()
+    }
+}
+
+/// One record to re-publish: the headers to send it with (the DLQ record's, plus the
+/// redrive markers), then, once the broker acknowledged it, the marker to write on
+/// `<dlq>.redriven` under [`Republish::marker_key`]. The caller does the I/O in that
+/// order (publish, then mark): a crash between the two redrives the record again later,
+/// never loses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Republish {
+    /// The DLQ topic the record is on.
+    pub dlq_topic: String,
+    /// Its partition there.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+    /// Where it goes: a topic, or for the gateway's webhook redrive `webhook:<id>`.
+    pub target: String,
+    /// When the redrive happens (ms).
+    pub at: i64,
+    /// The headers to publish it with.
+    pub headers: Vec<Header>,
+}
+
+impl Republish {
+    /// `record` of `dlq_topic` going to `target` at `at` (ms).
+    pub fn new(dlq_topic: &str, record: &DlqRecord<'_>, target: String, at: i64) -> Self {
+        Republish {
+            dlq_topic: dlq_topic.to_owned(),
+            partition: record.partition,
+            offset: record.offset,
+            headers: redrive_headers(
+                record.headers,
+                dlq_topic,
+                record.partition,
+                record.offset,
+                at,
+            ),
+            target,
+            at,
+        }
+    }
+
+    /// The key of its marker ([`redrive_marker_key`]).
+    pub fn marker_key(&self) -> String {
+        redrive_marker_key(&self.dlq_topic, self.partition, self.offset)
+    }
+
+    /// The marker's value once the record landed at `partition`/`offset` of the target
+    /// (-1/-1 for a target that is not a topic).
+    pub fn marker(&self, partition: i32, offset: i64) -> Vec<u8> {
+        RedriveMarker {
+            target_topic: self.target.clone(),
+            target_partition: partition,
+            target_offset: offset,
+            redriven_at: self.at,
+        }
+        .encode()
+    }
+
+    /// What to say when publishing it failed after `done` others were redriven.
+    pub fn publish_failed(&self, done: usize, error: &dyn std::fmt::Display) -> String {
+        format!(
+            "cannot publish {}/{}/{} to {:?} after {done} redriven: {error}",
+            self.dlq_topic, self.partition, self.offset, self.target
+        )
+    }
+
+    /// What to say when it was published to `partition`/`offset` of the target but its
+    /// marker could not be written on `markers`.
+    pub fn mark_failed(
+        &self,
+        markers: &str,
+        partition: i32,
+        offset: i64,
+        error: &dyn std::fmt::Display,
+    ) -> String {
+        format!(
+            "published {} to {}/{partition}/{offset} but cannot record it on {markers:?}: \
+             {error} (it may be redriven again)",
+            self.marker_key(),
+            self.target
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1417,5 +1566,81 @@ mod tests {
         for bad in [&b""[..], b"1|x|1|1|t", b"1|1|1|1|", b"1|1|1", &[0xff]] {
             assert!(RedriveMarker::decode(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn without_envelope_gives_back_the_original_headers() {
+        let original = vec![
+            Header::new("trace", "t-1"),
+            Header::new(REDRIVE_COUNT, "1"),
+            Header {
+                key: "null".into(),
+                value: None,
+            },
+        ];
+        let dead = letter().to_headers(&original);
+        assert_eq!(without_envelope(&dead), original);
+        let retried = letter().to_retry_headers(&original, 2, 9);
+        assert_eq!(without_envelope(&retried), original);
+        assert_eq!(without_envelope(&[]), vec![]);
+    }
+
+    #[test]
+    fn a_plan_files_decisions_and_names_each_target_once() {
+        let mut plan = Plan::default();
+        let to = |t: &str| Decision::Redrive { target: t.into() };
+        plan.add(1, to("b"));
+        plan.add(2, Decision::NotSelected);
+        plan.add(3, Decision::AlreadyRedriven);
+        plan.add(4, to("a"));
+        plan.add(5, to("b"));
+        plan.add(6, Decision::NoTarget(Error::MissingHeader(ERROR_CLASS)));
+        assert_eq!(
+            plan.redrive,
+            vec![(1, "b".to_owned()), (4, "a".into()), (5, "b".into())]
+        );
+        assert_eq!(
+            plan.skipped,
+            vec![
+                (3, Skip::AlreadyRedriven),
+                (6, Skip::NoTarget(Error::MissingHeader(ERROR_CLASS)))
+            ]
+        );
+        assert_eq!(plan.targets().into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn republish_carries_the_markers_and_its_marker_record() {
+        let headers = letter().to_headers(&[Header::new("weft-message-id", "m-1")]);
+        let r = Republish::new(
+            "orders.dlq",
+            &record(2, 40, Some(b"k"), &headers),
+            "orders".into(),
+            111,
+        );
+        assert_eq!(
+            r.headers,
+            redrive_headers(&headers, "orders.dlq", 2, 40, 111)
+        );
+        assert_eq!(r.marker_key(), "orders.dlq/2/40");
+        assert_eq!(
+            RedriveMarker::decode(&r.marker(1, 99)),
+            Ok(RedriveMarker {
+                target_topic: "orders".into(),
+                target_partition: 1,
+                target_offset: 99,
+                redriven_at: 111,
+            })
+        );
+        let hook = Republish {
+            target: "webhook:wh_1".into(),
+            ..r.clone()
+        };
+        assert_eq!(hook.marker(-1, -1), b"1|111|-1|-1|webhook:wh_1");
+        assert!(r.publish_failed(3, &"boom").contains("orders.dlq/2/40"));
+        assert!(
+            r.mark_failed("orders.dlq.redriven", 1, 99, &"boom")
+                .contains("orders/1/99")
+        );
     }
 }
