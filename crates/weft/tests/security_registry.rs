@@ -1,0 +1,240 @@
+//! The registry's per-subject authorisation end to end: a real `weft serve` with
+//! `[security] authorization = true` and `[security.http] require_auth = true`, JWTs from the
+//! test OIDC issuer (tests/oidc_support), subject ACLs in the state store. A principal with
+//! READ on the prefix `a-` lists only `a-*` subjects — over raw HTTP and through Confluent's
+//! Python `SchemaRegistryClient` — gets 403 (40301) on a schema id only `b-*` subjects hold
+//! and 200 on an id an `a-*` subject shares.
+
+mod common;
+mod oidc_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use common::Server;
+use oidc_support::Issuer;
+use serde_json::{Value, json};
+use weft_auth::store::AclStore;
+use weft_auth::{AclBinding, Operation, Permission, ResourcePattern, ResourceType};
+
+const SCOPES: [&str; 2] = ["registry-read", "registry-write"];
+
+/// `weft serve` with authentication and authorisation on, `admin` a super-user.
+fn serve(dir: &Path, issuer: &Issuer) -> Server {
+    let config = format!(
+        r#"[security]
+authorization = true
+# The gateway's own Kafka client connects anonymously on the PLAINTEXT listener.
+super_users = ["User:admin", "User:ANONYMOUS"]
+
+{}jwks_min_refresh_secs = 3600
+
+[security.http]
+require_auth = true
+
+[security.http.scopes]
+registry_read = "registry-read"
+registry_write = "registry-write"
+"#,
+        issuer.jwt_toml()
+    );
+    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
+    Server::start_with(
+        dir,
+        &["--config", "weft.toml", "--kafka-listen", "127.0.0.1:0"],
+    )
+}
+
+/// One HTTP/1.1 request with a bearer token: (status, body as JSON, or as a JSON string).
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(common::SAFETY)).expect("timeout");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {out}"));
+    let text = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+    (status, json)
+}
+
+fn record(name: &str) -> String {
+    json!({ "type": "record", "name": name, "fields": [{ "name": "id", "type": "long" }] })
+        .to_string()
+}
+
+/// Confluent's SchemaRegistryClient with a static bearer token: `get_subjects()`, then
+/// `get_schema(id)` for each id (`{"ok": schema}` or the SchemaRegistryError's status and
+/// code), as one JSON line.
+const SR_SCRIPT: &str = r#"
+import json, sys
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+url, token = sys.argv[1:3]
+ids = [int(i) for i in sys.argv[3:]]
+sr = SchemaRegistryClient({"url": url, "bearer.auth.credentials.source": "STATIC_TOKEN",
+                           "bearer.auth.token": token, "bearer.auth.logical.cluster": "weft"})
+out = {"subjects": sr.get_subjects(), "prefixed": sr.get_subjects(subject_prefix="b-"),
+       "ids": {}}
+for i in ids:
+    try:
+        out["ids"][str(i)] = {"ok": json.loads(sr.get_schema(i).schema_str)["name"]}
+    except SchemaRegistryError as e:
+        out["ids"][str(i)] = {"status": e.http_status_code, "code": e.error_code}
+print(json.dumps(out))
+"#;
+
+fn sr_client(registry: SocketAddr, token: &str, ids: &[i64]) -> Value {
+    let output = Command::new("python3")
+        .args(["-c", SR_SCRIPT])
+        .arg(format!("http://{registry}"))
+        .arg(token)
+        .args(ids.iter().map(i64::to_string))
+        .output()
+        .expect("run python3 (cargo xtask test installs confluent-kafka)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn subject_lists_and_schema_ids_follow_subject_acls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuer = Issuer::start();
+    common::seed_state(dir.path(), async |store| {
+        let read_a = AclBinding::new(
+            ResourcePattern::prefixed(ResourceType::Subject, "a-"),
+            "User:alice",
+            Operation::Read,
+            Permission::Allow,
+        );
+        AclStore::new(store).add(&[read_a]).await.expect("acl");
+    });
+    let server = serve(dir.path(), &issuer);
+    let registry = server.registry_addr();
+    let admin = issuer.token("admin", &SCOPES);
+    let alice = issuer.token("alice", &SCOPES);
+
+    let register = |subject: &str, name: &str| -> i64 {
+        let (status, body) = call(
+            registry,
+            "POST",
+            &format!("/subjects/{subject}/versions"),
+            &admin,
+            Some(&json!({ "schema": record(name) })),
+        );
+        assert_eq!(status, 200, "register {subject}: {body}");
+        body["id"].as_i64().expect("id")
+    };
+    let a_only = register("a-orders", "A");
+    let shared = register("a-shared", "S");
+    assert_eq!(register("b-shared", "S"), shared);
+    let b_only = register("b-payments", "B");
+
+    // Raw HTTP: the filtered list, 403 on the b-only id, 200 on the shared one.
+    let (status, body) = call(registry, "GET", "/subjects", &alice, None);
+    assert_eq!((status, body), (200, json!(["a-orders", "a-shared"])));
+    let (status, body) = call(registry, "GET", "/subjects", &admin, None);
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!(["a-orders", "a-shared", "b-payments", "b-shared"])
+        )
+    );
+    for suffix in ["", "/schema", "/subjects", "/versions"] {
+        let (status, body) = call(
+            registry,
+            "GET",
+            &format!("/schemas/ids/{b_only}{suffix}"),
+            &alice,
+            None,
+        );
+        assert_eq!(
+            (status, body["error_code"].clone()),
+            (403, json!(40301)),
+            "{suffix}: {body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("User:alice"),
+            "{body}"
+        );
+    }
+    let (status, body) = call(
+        registry,
+        "GET",
+        &format!("/schemas/ids/{shared}/subjects"),
+        &alice,
+        None,
+    );
+    assert_eq!((status, body), (200, json!(["a-shared"])));
+    let (status, body) = call(registry, "GET", "/schemas/ids/9999", &alice, None);
+    assert_eq!((status, body["error_code"].clone()), (404, json!(40403)));
+    let (status, body) = call(registry, "GET", "/schemas", &alice, None);
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<&str> = body
+        .as_array()
+        .expect("schemas")
+        .iter()
+        .filter_map(|s| s["subject"].as_str())
+        .collect();
+    assert_eq!(listed, ["a-orders", "a-shared"]);
+
+    // Confluent's Python client sees the same.
+    let got = sr_client(registry, &alice, &[a_only, shared, b_only]);
+    assert_eq!(got["subjects"], json!(["a-orders", "a-shared"]), "{got}");
+    assert_eq!(got["prefixed"], json!([]), "{got}");
+    assert_eq!(
+        got["ids"][a_only.to_string()],
+        json!({ "ok": "A" }),
+        "{got}"
+    );
+    assert_eq!(
+        got["ids"][shared.to_string()],
+        json!({ "ok": "S" }),
+        "{got}"
+    );
+    assert_eq!(
+        got["ids"][b_only.to_string()],
+        json!({ "status": 403, "code": 40301 }),
+        "{got}"
+    );
+    let got = sr_client(registry, &admin, &[b_only]);
+    assert_eq!(
+        got["subjects"],
+        json!(["a-orders", "a-shared", "b-payments", "b-shared"]),
+        "{got}"
+    );
+    assert_eq!(
+        got["ids"][b_only.to_string()],
+        json!({ "ok": "B" }),
+        "{got}"
+    );
+}
