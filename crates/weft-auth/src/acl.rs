@@ -8,7 +8,7 @@
 //!    prefixed deny beats a literal allow);
 //! 3. otherwise a matching **allow** allows: for the operation itself or `All`, and the
 //!    implications Kafka has — `Describe` is allowed by `Read`, `Write`, `Delete` or
-//!    `Alter`; `DescribeConfigs` by `AlterConfigs`;
+//!    `Alter`; `DescribeConfigs` by `AlterConfigs` (nothing implies `IdempotentWrite`);
 //! 4. otherwise the request is denied (default deny), unless no ACL at all matches the
 //!    resource and `allow_if_no_acls` is set (Kafka's `allow.everyone.if.no.acl.found`).
 //!
@@ -29,10 +29,10 @@ use tracing::info;
 use crate::Principal;
 
 macro_rules! named_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vm])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -99,6 +99,10 @@ named_enum!(
         Describe = "describe",
         DescribeConfigs = "describe-configs",
         AlterConfigs = "alter-configs",
+        /// Kafka's IDEMPOTENT_WRITE, on the cluster only: an idempotent producer without a
+        /// transactional id may get a producer id (InitProducerId). Since Kafka 3.0
+        /// (KIP-679) WRITE on any topic is accepted instead.
+        IdempotentWrite = "idempotent-write",
         All = "all",
     }
 );
@@ -173,6 +177,8 @@ pub enum InvalidAcl {
     ClusterName,
     #[error("host is empty")]
     EmptyHost,
+    #[error("operation {0} applies to the cluster only")]
+    ClusterOnly(Operation),
 }
 
 impl AclBinding {
@@ -209,6 +215,12 @@ impl AclBinding {
         }
         if self.host.is_empty() {
             return Err(InvalidAcl::EmptyHost);
+        }
+        // As kafka-acls refuses it: an IDEMPOTENT_WRITE on a topic or group is never asked.
+        if self.operation == Operation::IdempotentWrite
+            && self.pattern.resource_type != ResourceType::Cluster
+        {
+            return Err(InvalidAcl::ClusterOnly(self.operation));
         }
         Ok(())
     }
@@ -301,6 +313,7 @@ fn granting(op: Operation) -> &'static [Operation] {
         Delete => &[Delete, All],
         Alter => &[Alter, All],
         AlterConfigs => &[AlterConfigs, All],
+        IdempotentWrite => &[IdempotentWrite, All],
         All => &[All],
     }
 }
@@ -472,6 +485,25 @@ impl Authorizer {
             .collect();
         out.sort();
         out
+    }
+
+    /// The settings this authoriser was built with.
+    pub fn config(&self) -> &AuthorizerConfig {
+        &self.config
+    }
+
+    /// Like [`Authorizer::authorize`] but a denial is not logged: for a check with a
+    /// fallback, which logs only if the fallback denies too (Kafka's `logIfDenied = false`,
+    /// as KafkaApis asks IDEMPOTENT_WRITE before WRITE on any topic).
+    pub fn authorize_quietly(
+        &self,
+        principal: &Principal,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Decision {
+        self.decide(principal, host, operation, resource_type, name)
     }
 
     /// Decides `operation` on `(resource_type, name)` for `principal` connecting from

@@ -205,9 +205,29 @@ impl<'a> Authz<'a> {
         self.allowed(op, ResourceType::Cluster, CLUSTER_NAME)
     }
 
+    /// Whether an idempotent producer without a transactional id may get a producer id
+    /// (InitProducerId), as KafkaApis decides it: IDEMPOTENT_WRITE on the cluster, else
+    /// (Kafka 3.0+, KIP-679) WRITE on any topic. The first check is quiet (Kafka's
+    /// `logIfDenied = false`): a denial is logged only when the fallback denies too.
+    pub(crate) fn idempotent_producer(&self) -> bool {
+        if !self.auth.enabled {
+            return true;
+        }
+        let cluster = self.auth.authorizer.authorize_quietly(
+            &self.session.principal,
+            &self.host(),
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        );
+        cluster.is_allowed() || self.any_topic(Operation::Write)
+    }
+
     /// Kafka's `authorizeByResourceType` (KIP-679): whether some topic exists, or could,
     /// that the principal may do `op` on — an allow ACL for the principal (or `User:*`)
-    /// and host whose pattern no deny ACL of the principal covers. What an idempotent
+    /// and host whose pattern no deny ACL of the principal covers. With
+    /// `allow_if_no_acls` (`allow.everyone.if.no.acl.found`) anything short of a deny of
+    /// every topic (literal `*`) allows, as in Kafka's `AclAuthorizer`. What an idempotent
     /// producer's InitProducerId needs (WRITE on any topic) when it lacks IDEMPOTENT_WRITE
     /// on the cluster.
     pub(crate) fn any_topic(&self, op: Operation) -> bool {
@@ -230,6 +250,12 @@ impl<'a> Authz<'a> {
             .filter(applies)
             .filter(|a| a.permission == Permission::Deny)
             .collect();
+        let deny_all = denies
+            .iter()
+            .any(|d| d.pattern.pattern_type == PatternType::Literal && d.pattern.name == WILDCARD);
+        if self.auth.authorizer.config().allow_if_no_acls && !deny_all {
+            return true;
+        }
         let denied = |name: &str, prefixed: bool| {
             denies.iter().any(|d| match d.pattern.pattern_type {
                 PatternType::Literal => {
@@ -335,5 +361,156 @@ pub(crate) mod tests {
         assert!(Authz::new(&auth, &s).any_topic(Write), "super-user");
         let off = Authorization::disabled();
         assert!(Authz::new(&off, &s).any_topic(Write), "authorisation off");
+    }
+
+    /// `allow.everyone.if.no.acl.found`: Kafka's `authorizeByResourceType` allows unless a
+    /// deny of every topic (literal `*`) applies.
+    #[test]
+    fn any_topic_with_allow_if_no_acls() {
+        use Operation::*;
+        use Permission::*;
+        use ResourceType::Topic;
+        let cases: Vec<(Vec<AclBinding>, bool)> = vec![
+            (vec![], true),
+            (
+                vec![acl(
+                    ResourcePattern::literal(Topic, "t"),
+                    "User:bob",
+                    Write,
+                    Allow,
+                )],
+                true,
+            ),
+            (
+                vec![acl(
+                    ResourcePattern::prefixed(Topic, "t"),
+                    "User:alice",
+                    Write,
+                    Deny,
+                )],
+                true,
+            ),
+            (
+                vec![acl(
+                    ResourcePattern::literal(Topic, WILDCARD),
+                    "User:alice",
+                    Write,
+                    Deny,
+                )],
+                false,
+            ),
+            (
+                vec![acl(
+                    ResourcePattern::literal(Topic, WILDCARD),
+                    "User:*",
+                    All,
+                    Deny,
+                )],
+                false,
+            ),
+        ];
+        for (acls, want) in cases {
+            let config = AuthorizerConfig {
+                enabled: true,
+                allow_if_no_acls: true,
+                ..AuthorizerConfig::default()
+            };
+            let auth = Authorization::with_authorizer(config, None, None);
+            auth.authorizer.replace(acls.clone(), 1);
+            let s = session("User:alice");
+            assert_eq!(Authz::new(&auth, &s).any_topic(Write), want, "{acls:?}");
+        }
+    }
+
+    /// InitProducerId without a transactional id, KafkaApis' decision: IDEMPOTENT_WRITE on
+    /// the cluster OR WRITE on any topic (KIP-679).
+    #[test]
+    fn idempotent_producer_needs_idempotent_write_or_write_on_a_topic() {
+        use Operation::*;
+        use Permission::*;
+        use ResourceType::{Cluster, Topic};
+        let cluster = || ResourcePattern::literal(Cluster, CLUSTER_NAME);
+        let topic = || ResourcePattern::literal(Topic, "orders");
+        let alice = |p, op, perm| acl(p, "User:alice", op, perm);
+        let cases: Vec<(&str, Vec<AclBinding>, bool)> = vec![
+            ("nothing", vec![], false),
+            (
+                "idempotent-write",
+                vec![alice(cluster(), IdempotentWrite, Allow)],
+                true,
+            ),
+            (
+                "all on the cluster",
+                vec![alice(cluster(), All, Allow)],
+                true,
+            ),
+            ("write on a topic", vec![alice(topic(), Write, Allow)], true),
+            (
+                "both",
+                vec![
+                    alice(cluster(), IdempotentWrite, Allow),
+                    alice(topic(), Write, Allow),
+                ],
+                true,
+            ),
+            // An OR: a deny of one path leaves the other.
+            (
+                "idempotent-write denied, write on a topic",
+                vec![
+                    alice(cluster(), IdempotentWrite, Deny),
+                    alice(topic(), Write, Allow),
+                ],
+                true,
+            ),
+            (
+                "idempotent-write, write on every topic denied",
+                vec![
+                    alice(cluster(), IdempotentWrite, Allow),
+                    alice(ResourcePattern::literal(Topic, WILDCARD), Write, Deny),
+                ],
+                true,
+            ),
+            (
+                "idempotent-write allowed and denied",
+                vec![
+                    alice(cluster(), IdempotentWrite, Allow),
+                    alice(cluster(), All, Deny),
+                ],
+                false,
+            ),
+            (
+                "write on the cluster is not idempotent-write",
+                vec![alice(cluster(), Write, Allow)],
+                false,
+            ),
+            (
+                "alter on the cluster",
+                vec![alice(cluster(), Alter, Allow)],
+                false,
+            ),
+            ("read on a topic", vec![alice(topic(), Read, Allow)], false),
+            (
+                "bob's idempotent-write",
+                vec![acl(cluster(), "User:bob", IdempotentWrite, Allow)],
+                false,
+            ),
+            (
+                "everyone's idempotent-write",
+                vec![acl(cluster(), "User:*", IdempotentWrite, Allow)],
+                true,
+            ),
+        ];
+        let s = session("User:alice");
+        for (name, acls, want) in cases {
+            let auth = authorization(acls, &[]);
+            assert_eq!(Authz::new(&auth, &s).idempotent_producer(), want, "{name}");
+        }
+        let auth = authorization(vec![], &["User:alice"]);
+        assert!(Authz::new(&auth, &s).idempotent_producer(), "super-user");
+        let off = Authorization::disabled();
+        assert!(
+            Authz::new(&off, &s).idempotent_producer(),
+            "authorisation off"
+        );
     }
 }

@@ -396,7 +396,90 @@ fn names_round_trip() {
         "transactional-id".parse::<ResourceType>(),
         Ok(TransactionalId)
     );
-    assert!("idempotent-write".parse::<Operation>().is_err());
+    assert_eq!("IDEMPOTENT_WRITE".parse::<Operation>(), Ok(IdempotentWrite));
+    assert!("cluster-action".parse::<Operation>().is_err());
+}
+
+/// IDEMPOTENT_WRITE on the cluster: granted by itself or `All`, by nothing else (Kafka's
+/// `AclAuthorizer` implies no operation from it nor it from any), denied by a deny of itself
+/// or of `All`; and it grants nothing but itself.
+#[test]
+fn idempotent_write_decisions() {
+    let cluster = || ResourcePattern::literal(Cluster, CLUSTER_NAME);
+    let one = |op, perm| acl(cluster(), "User:alice", op, perm);
+    const ALLOW: Decision = Decision::AllowedByAcl;
+    const NONE: Decision = Decision::DeniedNoMatch;
+    const DENY: Decision = Decision::DeniedByAcl;
+    let cases: Vec<(Vec<AclBinding>, Operation, Decision)> = vec![
+        (vec![], IdempotentWrite, NONE),
+        (vec![one(IdempotentWrite, Allow)], IdempotentWrite, ALLOW),
+        (vec![one(All, Allow)], IdempotentWrite, ALLOW),
+        (
+            vec![acl(cluster(), "User:*", IdempotentWrite, Allow)],
+            IdempotentWrite,
+            ALLOW,
+        ),
+        (vec![one(Write, Allow)], IdempotentWrite, NONE),
+        (vec![one(Alter, Allow)], IdempotentWrite, NONE),
+        (vec![one(Create, Allow)], IdempotentWrite, NONE),
+        (
+            vec![one(IdempotentWrite, Allow), one(IdempotentWrite, Deny)],
+            IdempotentWrite,
+            DENY,
+        ),
+        (
+            vec![one(IdempotentWrite, Allow), one(All, Deny)],
+            IdempotentWrite,
+            DENY,
+        ),
+        // A deny of another operation does not touch it.
+        (
+            vec![one(IdempotentWrite, Allow), one(Write, Deny)],
+            IdempotentWrite,
+            ALLOW,
+        ),
+        // It grants nothing else, not even DESCRIBE on the cluster.
+        (vec![one(IdempotentWrite, Allow)], Describe, NONE),
+        (vec![one(IdempotentWrite, Allow)], Write, NONE),
+        (vec![one(IdempotentWrite, Allow)], Alter, NONE),
+        // Another principal's grant is not alice's.
+        (
+            vec![acl(cluster(), "User:bob", IdempotentWrite, Allow)],
+            IdempotentWrite,
+            NONE,
+        ),
+    ];
+    for (acls, op, expected) in cases {
+        check(&acls, op, Cluster, CLUSTER_NAME, expected);
+    }
+    // Through the authoriser (its cache included) and without a denial log.
+    let auth = Authorizer::new(AuthorizerConfig {
+        enabled: true,
+        ..AuthorizerConfig::default()
+    });
+    auth.replace(vec![one(IdempotentWrite, Allow)], 1);
+    let p = alice();
+    let ask = |op| auth.authorize_quietly(&p, "10.0.0.1", op, Cluster, CLUSTER_NAME);
+    assert_eq!(ask(IdempotentWrite), Decision::AllowedByAcl);
+    assert_eq!(ask(Alter), Decision::DeniedNoMatch);
+    assert_eq!(
+        auth.authorize(&p, "10.0.0.1", IdempotentWrite, Cluster, CLUSTER_NAME),
+        Decision::AllowedByAcl
+    );
+}
+
+#[test]
+fn idempotent_write_is_a_cluster_operation() {
+    let on = |pattern| acl(pattern, "User:alice", IdempotentWrite, Allow).validate();
+    assert_eq!(on(ResourcePattern::literal(Cluster, CLUSTER_NAME)), Ok(()));
+    for pattern in [
+        ResourcePattern::literal(Topic, "t"),
+        ResourcePattern::prefixed(Topic, "t"),
+        ResourcePattern::literal(Group, "*"),
+        ResourcePattern::literal(TransactionalId, "tx"),
+    ] {
+        assert_eq!(on(pattern), Err(InvalidAcl::ClusterOnly(IdempotentWrite)));
+    }
 }
 
 // ---- properties ----

@@ -89,6 +89,7 @@ pub(crate) fn operation_code(o: Operation) -> i8 {
         Operation::Describe => 8,
         Operation::DescribeConfigs => 10,
         Operation::AlterConfigs => 11,
+        Operation::IdempotentWrite => 12,
     }
 }
 
@@ -717,6 +718,7 @@ mod tests {
         for o in Operation::ALL {
             assert_eq!(operation_of(operation_code(*o)), Some(*o));
         }
+        assert_eq!(operation_of(12), Some(Operation::IdempotentWrite));
         for p in PatternType::ALL {
             assert_eq!(pattern_of(pattern_code(*p)), Some(*p));
         }
@@ -724,7 +726,7 @@ mod tests {
             assert_eq!(permission_of(permission_code(*p)), Some(*p));
         }
         // ANY, MATCH, UNKNOWN and codes Weft has no operation for are not bindings.
-        for bad in [0, 1, 9, 12, 13, 14, 99] {
+        for bad in [0, 1, 9, 13, 14, 99] {
             assert_eq!(operation_of(bad), None, "{bad}");
         }
         assert_eq!(pattern_of(ANY), None);

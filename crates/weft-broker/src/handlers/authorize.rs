@@ -17,9 +17,9 @@
 //! id; Join/Sync/Heartbeat/Leave, ConsumerGroupHeartbeat READ group; OffsetCommit READ group
 //! then READ topic; OffsetFetch, DescribeGroups, ConsumerGroupDescribe DESCRIBE group;
 //! ListGroups DESCRIBE cluster or else only groups with DESCRIBE; DeleteGroups DELETE group;
-//! OffsetDelete DELETE group then READ topic; InitProducerId (no transactional id) WRITE on
-//! any topic (KIP-679); DescribeLogDirs DESCRIBE cluster; the ACL and SCRAM APIs ALTER /
-//! DESCRIBE cluster (in `acls.rs`).
+//! OffsetDelete DELETE group then READ topic; InitProducerId (no transactional id)
+//! IDEMPOTENT_WRITE cluster or else WRITE on any topic (KIP-679); DescribeLogDirs DESCRIBE
+//! cluster; the ACL and SCRAM APIs ALTER / DESCRIBE cluster (in `acls.rs`).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{

@@ -282,9 +282,8 @@ pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
 /// wrote) or whose epoch is exhausted gets a fresh id, as Kafka answers non-transactional
 /// producers.
 ///
-/// Authorisation (Kafka 3.x, KIP-679): an idempotent producer needs WRITE on some topic
-/// (Kafka also accepts IDEMPOTENT_WRITE on the cluster, an operation Weft's ACL model does
-/// not have); else CLUSTER_AUTHORIZATION_FAILED.
+/// Authorisation (KafkaApis, Kafka 3.x): IDEMPOTENT_WRITE on the cluster or (KIP-679)
+/// WRITE on any topic; else CLUSTER_AUTHORIZATION_FAILED.
 async fn init_producer_id(
     inner: &Arc<Inner>,
     az: Authz<'_>,
@@ -295,7 +294,7 @@ async fn init_producer_id(
         warn!("InitProducerId with a transactional id: transactions are not supported yet");
         return resp.with_error_code(ResponseError::InvalidRequest.code());
     }
-    if !az.any_topic(Operation::Write) {
+    if !az.idempotent_producer() {
         return resp
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
             .with_producer_id((-1).into())
