@@ -11,7 +11,10 @@
 //! like the CLI's, so a key lands on the partition the SDK would pick) is the gateway's.
 //!
 //! The webhook DLQ (`weft.webhooks.dlq`) is a DLQ topic like any other: its records carry
-//! the envelope (source `webhook`) and `weft-webhook-id`; `webhook_id` selects them.
+//! the envelope (source `webhook`) and `weft-webhook-id`; `webhook_id` selects them. Redriving
+//! them here re-publishes to the original topic, so every reader of it sees them again;
+//! `POST /v1/webhooks/{id}/redrive` (`webhooks::api::redrive`) re-delivers to the one
+//! subscription instead, through [`plan`] and [`mark`] below.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -30,7 +33,7 @@ use tokio::sync::Semaphore;
 use utoipa::{IntoParams, ToSchema};
 use weft_resilience::ErrorClass;
 use weft_resilience::dlq::{
-    self, DeadLetter, Decision, DlqRecord, Header, RedriveMarker, Selection, TopicNaming,
+    self, DeadLetter, DlqRecord, Header, Plan, Republish, Selection, Skip, TopicNaming,
 };
 
 use crate::Gateway;
@@ -39,12 +42,30 @@ use crate::position::{Format, record_json};
 use crate::problem::{ApiError, Problem};
 
 /// Redrives run one at a time: each reads the markers, then publishes and marks; two at
-/// once could both see a record unmarked.
-pub(crate) struct Redrives(Semaphore);
+/// once could both see a record unmarked. A webhook redrive marks each record only after
+/// its delivery settled, in the background: until then its DLQ position is in `delivering`
+/// and another redrive skips it.
+pub(crate) struct Redrives {
+    one_at_a_time: Semaphore,
+    pub(crate) delivering: std::sync::Mutex<HashSet<(String, i32, i64)>>,
+}
 
 impl Default for Redrives {
     fn default() -> Self {
-        Redrives(Semaphore::new(1))
+        Redrives {
+            one_at_a_time: Semaphore::new(1),
+            delivering: std::sync::Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl Redrives {
+    /// Waits for the other redrives to finish.
+    pub(crate) async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.one_at_a_time
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unavailable("gateway is shutting down".into()))
     }
 }
 
@@ -55,29 +76,35 @@ pub(crate) fn routes() -> Router<Gateway> {
 }
 
 /// Which DLQ records (all criteria must hold).
+/// The query of `GET …/records` and, flattened, the body of both redrive routes: one list
+/// of fields, so the two cannot drift.
 #[derive(Debug, Default, Clone, Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
 pub struct DlqSelection {
     /// Only this DLQ partition.
     #[param(minimum = 0)]
+    #[schema(minimum = 0)]
     pub partition: Option<i32>,
     /// DLQ offsets from (inclusive).
     #[param(minimum = 0)]
+    #[schema(minimum = 0)]
     pub from_offset: Option<i64>,
     /// DLQ offsets to (inclusive).
     #[param(minimum = 0)]
+    #[schema(minimum = 0)]
     pub to_offset: Option<i64>,
     /// Records with exactly this key (UTF-8).
     pub key: Option<String>,
     /// `retryable`, `non-retryable` or `park`.
     #[param(pattern = "^(retryable|non-retryable|park)$")]
+    #[schema(pattern = "^(retryable|non-retryable|park)$")]
     pub error_class: Option<String>,
     /// Only records dead-lettered by this webhook (`weft-webhook-id`).
     pub webhook_id: Option<String>,
 }
 
 impl DlqSelection {
-    fn selection(&self) -> Result<Selection, ApiError> {
+    pub(crate) fn selection(&self) -> Result<Selection, ApiError> {
         let error_class = self
             .error_class
             .as_deref()
@@ -112,14 +139,16 @@ impl DlqSelection {
         })
     }
 
-    fn matches_webhook(&self, headers: &[Header]) -> bool {
+    pub(crate) fn matches_webhook(&self, headers: &[Header]) -> bool {
         self.webhook_id.as_deref().is_none_or(|id| {
-            dlq::last_header(headers, "weft-webhook-id").and_then(Header::value_str) == Some(id)
+            dlq::last_header(headers, crate::webhooks::WEBHOOK_ID_HEADER)
+                .and_then(Header::value_str)
+                == Some(id)
         })
     }
 }
 
-fn headers_of(r: &Record) -> Vec<Header> {
+pub(crate) fn headers_of(r: &Record) -> Vec<Header> {
     r.headers
         .iter()
         .map(|(k, v)| Header {
@@ -129,7 +158,7 @@ fn headers_of(r: &Record) -> Vec<Header> {
         .collect()
 }
 
-fn view<'a>(r: &'a Record, headers: &'a [Header]) -> DlqRecord<'a> {
+pub(crate) fn view<'a>(r: &'a Record, headers: &'a [Header]) -> DlqRecord<'a> {
     DlqRecord {
         partition: r.partition,
         offset: r.offset,
@@ -140,7 +169,7 @@ fn view<'a>(r: &'a Record, headers: &'a [Header]) -> DlqRecord<'a> {
 }
 
 /// Every record of `topic` up to its end as of now (`None` when the topic does not exist).
-async fn read_all(kafka: &Kafka, topic: &str) -> Result<Option<Vec<Record>>, ApiError> {
+pub(crate) async fn read_all(kafka: &Kafka, topic: &str) -> Result<Option<Vec<Record>>, ApiError> {
     let partitions = match kafka.partitions(topic).await {
         Ok(p) => p,
         Err(ApiError::TopicNotFound(_)) => return Ok(None),
@@ -174,7 +203,10 @@ async fn read_all(kafka: &Kafka, topic: &str) -> Result<Option<Vec<Record>>, Api
 }
 
 /// `(partition, offset)` of the records of `dlq_topic` with a redrive marker.
-async fn redriven(kafka: &Kafka, dlq_topic: &str) -> Result<HashSet<(i32, i64)>, ApiError> {
+pub(crate) async fn redriven(
+    kafka: &Kafka,
+    dlq_topic: &str,
+) -> Result<HashSet<(i32, i64)>, ApiError> {
     let markers = TopicNaming::default().redriven_topic(dlq_topic);
     let mut done = HashSet::new();
     for r in read_all(kafka, &markers).await?.unwrap_or_default() {
@@ -267,30 +299,43 @@ pub(crate) async fn list(
 
 /// What to redrive and where.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
-    /// Only this DLQ partition.
-    #[schema(minimum = 0)]
-    pub partition: Option<i32>,
-    /// DLQ offsets from (inclusive).
-    #[schema(minimum = 0)]
-    pub from_offset: Option<i64>,
-    /// DLQ offsets to (inclusive).
-    #[schema(minimum = 0)]
-    pub to_offset: Option<i64>,
-    /// Records with exactly this key (UTF-8).
-    pub key: Option<String>,
-    /// `retryable`, `non-retryable` or `park`.
-    #[schema(pattern = "^(retryable|non-retryable|park)$")]
-    pub error_class: Option<String>,
-    /// Only records dead-lettered by this webhook (`weft-webhook-id`).
-    pub webhook_id: Option<String>,
+    #[serde(flatten)]
+    pub select: DlqSelection,
     /// Publish to this topic instead of each record's original topic.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,249}$")]
     pub to: Option<String>,
     /// Only report what would be redriven.
     #[serde(default)]
     pub dry_run: bool,
+    /// Anything else: refused (`deny_unknown_fields` does not mix with `flatten`).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// A JSON body, with serde's refusals as problems (422 for a body of the wrong shape).
+pub(crate) fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| match e {
+        axum::extract::rejection::JsonRejection::JsonDataError(e) => ApiError::Unprocessable {
+            message: e.body_text(),
+            details: None,
+        },
+        other => ApiError::BadRequest(other.body_text()),
+    })
+}
+
+/// Refuses a body with fields outside its schema (collected by a flattened map).
+pub(crate) fn refuse_unknown(unknown: &BTreeMap<String, Value>) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        None => Ok(()),
+        Some(field) => Err(ApiError::Unprocessable {
+            message: format!("unknown field `{field}`"),
+            details: None,
+        }),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -310,6 +355,20 @@ pub struct Skipped {
     pub partition: i32,
     pub offset: i64,
     pub reason: String,
+}
+
+impl Skipped {
+    /// `already_redriven`, or `no target (…)` followed by `hint`.
+    pub(crate) fn new(r: &Record, skip: &Skip, hint: &str) -> Skipped {
+        Skipped {
+            partition: r.partition,
+            offset: r.offset,
+            reason: match skip {
+                Skip::AlreadyRedriven => "already_redriven".into(),
+                Skip::NoTarget(e) => format!("no target ({e}); {hint}"),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -334,71 +393,24 @@ pub(crate) async fn redrive(
     Path(topic): Path<String>,
     body: Result<Json<RedriveRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RedriveResponse>, ApiError> {
-    let req = body.map(|Json(b)| b).map_err(|e| match e {
-        axum::extract::rejection::JsonRejection::JsonDataError(e) => ApiError::Unprocessable {
-            message: e.body_text(),
-            details: None,
-        },
-        other => ApiError::BadRequest(other.body_text()),
-    })?;
-    let select = DlqSelection {
-        partition: req.partition,
-        from_offset: req.from_offset,
-        to_offset: req.to_offset,
-        key: req.key.clone(),
-        error_class: req.error_class.clone(),
-        webhook_id: req.webhook_id.clone(),
-    };
-    let selection = select.selection()?;
+    let req = json_body(body)?;
+    refuse_unknown(&req.unknown)?;
     if let Some(to) = &req.to {
         dlq::validate_topic_name(to).map_err(|e| ApiError::Unprocessable {
             message: format!("to: {e}"),
             details: None,
         })?;
     }
-    let _one_at_a_time =
-        gw.0.redrives
-            .0
-            .acquire()
-            .await
-            .map_err(|_| ApiError::Unavailable("gateway is shutting down".into()))?;
+    let _turn = gw.0.redrives.turn().await?;
     let kafka = &gw.0.kafka;
-    let records = read_all(kafka, &topic)
-        .await?
-        .ok_or_else(|| ApiError::TopicNotFound(topic.clone()))?;
-    let done = redriven(kafka, &topic).await?;
-    let now = weft_store::now_ms();
-    let mut plan: Vec<(&Record, Vec<Header>, String)> = Vec::new();
-    let mut skipped = Vec::new();
-    for r in &records {
-        let headers = headers_of(r);
-        if !select.matches_webhook(&headers) {
-            continue;
-        }
-        match dlq::decide(
-            &view(r, &headers),
-            &selection,
-            &done,
-            req.to.as_deref(),
-            now,
-        ) {
-            Decision::Redrive { target } => plan.push((r, headers, target)),
-            Decision::AlreadyRedriven => skipped.push(Skipped {
-                partition: r.partition,
-                offset: r.offset,
-                reason: "already_redriven".into(),
-            }),
-            Decision::NoTarget(e) => skipped.push(Skipped {
-                partition: r.partition,
-                offset: r.offset,
-                reason: format!("no target ({e}); give `to`"),
-            }),
-            Decision::NotSelected => {}
-        }
-    }
+    let (records, plan) = plan(&gw, &topic, &req.select, req.to.as_deref()).await?;
+    let skipped = plan
+        .skipped
+        .iter()
+        .map(|(i, skip)| Skipped::new(&records[*i].0, skip, "give `to`"))
+        .collect();
     // Every target must exist before anything is published.
-    let targets: BTreeMap<&str, ()> = plan.iter().map(|(_, _, t)| (t.as_str(), ())).collect();
-    for t in targets.keys() {
+    for t in plan.targets() {
         match kafka.partitions(t).await {
             Ok(_) => {}
             Err(ApiError::TopicNotFound(_)) => {
@@ -416,10 +428,11 @@ pub(crate) async fn redrive(
         return Ok(Json(RedriveResponse {
             dry_run: true,
             redriven: plan
+                .redrive
                 .into_iter()
-                .map(|(r, _, target)| Redriven {
-                    partition: r.partition,
-                    offset: r.offset,
+                .map(|(i, target)| Redriven {
+                    partition: records[i].0.partition,
+                    offset: records[i].0.offset,
                     target,
                     target_partition: None,
                     target_offset: None,
@@ -429,7 +442,7 @@ pub(crate) async fn redrive(
         }));
     }
     let markers = TopicNaming::default().redriven_topic(&topic);
-    if !plan.is_empty() {
+    if !plan.redrive.is_empty() {
         ensure_marker_topic(kafka.bootstrap(), &markers).await?;
     }
     let producer: FutureProducer = base_config(kafka.bootstrap())
@@ -440,57 +453,29 @@ pub(crate) async fn redrive(
         .create()
         .map_err(|e| ApiError::Kafka(format!("cannot create the redrive producer: {e}")))?;
     let mut redriven = Vec::new();
-    for (r, headers, target) in plan {
-        let at = weft_store::now_ms();
-        let headers = dlq::redrive_headers(&headers, &topic, r.partition, r.offset, at);
+    for (i, target) in plan.redrive {
+        let (r, headers) = &records[i];
+        let out = Republish::new(&topic, &view(r, headers), target, weft_store::now_ms());
         let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&target).headers(kafka_headers(&headers));
+            FutureRecord::to(&out.target).headers(kafka_headers(&out.headers));
         if let Some(k) = r.key.as_deref() {
             record = record.key(k);
         }
         if let Some(v) = r.value.as_deref() {
             record = record.payload(v);
         }
-        let delivery = producer
+        let (partition, offset) = producer
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| {
-                ApiError::Kafka(format!(
-                    "cannot publish {topic}/{}/{} to {target:?} after {} redriven: {e}",
-                    r.partition,
-                    r.offset,
-                    redriven.len()
-                ))
-            })?;
-        let marker = RedriveMarker {
-            target_topic: target.clone(),
-            target_partition: delivery.partition,
-            target_offset: delivery.offset,
-            redriven_at: at,
-        }
-        .encode();
-        let key = dlq::redrive_marker_key(&topic, r.partition, r.offset);
-        producer
-            .send(
-                FutureRecord::to(&markers)
-                    .key(key.as_bytes())
-                    .payload(&marker),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| {
-                ApiError::Kafka(format!(
-                    "published {key} to {target}/{}/{} but cannot record it on {markers:?}: {e} \
-                     (it may be redriven again)",
-                    delivery.partition, delivery.offset
-                ))
-            })?;
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(e, _)| ApiError::Kafka(out.publish_failed(redriven.len(), &e)))?;
+        mark(&producer, &markers, &out, partition, offset).await?;
         redriven.push(Redriven {
             partition: r.partition,
             offset: r.offset,
-            target,
-            target_partition: Some(delivery.partition),
-            target_offset: Some(delivery.offset),
+            target: out.target,
+            target_partition: Some(partition),
+            target_offset: Some(offset),
         });
     }
     tracing::info!(topic, redriven = redriven.len(), "dlq redrive");
@@ -499,6 +484,73 @@ pub(crate) async fn redrive(
         redriven,
         skipped,
     }))
+}
+
+/// A DLQ record with its headers (as `weft_resilience::dlq` sees them).
+pub(crate) type DlqEntry = (Record, Vec<Header>);
+
+/// Reads DLQ `topic` and its markers and decides for every record: the plan refers to
+/// the records by index. Without `to`, a record's target is its original topic. A record
+/// a webhook redrive is still delivering counts as redriven.
+pub(crate) async fn plan(
+    gw: &Gateway,
+    topic: &str,
+    select: &DlqSelection,
+    to: Option<&str>,
+) -> Result<(Vec<DlqEntry>, Plan<usize>), ApiError> {
+    let selection = select.selection()?;
+    let kafka = &gw.0.kafka;
+    let records: Vec<DlqEntry> = read_all(kafka, topic)
+        .await?
+        .ok_or_else(|| ApiError::TopicNotFound(topic.to_owned()))?
+        .into_iter()
+        .map(|r| {
+            let headers = headers_of(&r);
+            (r, headers)
+        })
+        .filter(|(_, headers)| select.matches_webhook(headers))
+        .collect();
+    let mut done = redriven(kafka, topic).await?;
+    if let Ok(delivering) = gw.0.redrives.delivering.lock() {
+        done.extend(
+            delivering
+                .iter()
+                .filter(|(t, _, _)| t == topic)
+                .map(|(_, p, o)| (*p, *o)),
+        );
+    }
+    let now = weft_store::now_ms();
+    let mut plan = Plan::default();
+    for (i, (r, headers)) in records.iter().enumerate() {
+        plan.add(
+            i,
+            dlq::decide(&view(r, headers), &selection, &done, to, now),
+        );
+    }
+    Ok((records, plan))
+}
+
+/// Writes the marker of `out`, re-published at `partition`/`offset` of its target, on
+/// `markers`.
+pub(crate) async fn mark(
+    producer: &FutureProducer,
+    markers: &str,
+    out: &Republish,
+    partition: i32,
+    offset: i64,
+) -> Result<(), ApiError> {
+    let key = out.marker_key();
+    let value = out.marker(partition, offset);
+    producer
+        .send(
+            FutureRecord::to(markers)
+                .key(key.as_bytes())
+                .payload(&value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| ApiError::Kafka(out.mark_failed(markers, partition, offset, &e)))
 }
 
 fn kafka_headers(headers: &[Header]) -> OwnedHeaders {
@@ -511,7 +563,7 @@ fn kafka_headers(headers: &[Header]) -> OwnedHeaders {
 }
 
 /// Creates the compacted marker topic if it does not exist yet (as `weft dlq` does).
-async fn ensure_marker_topic(bootstrap: &str, name: &str) -> Result<(), ApiError> {
+pub(crate) async fn ensure_marker_topic(bootstrap: &str, name: &str) -> Result<(), ApiError> {
     let admin: AdminClient<DefaultClientContext> = base_config(bootstrap)
         .create()
         .map_err(|e| ApiError::Kafka(format!("cannot create an admin client: {e}")))?;

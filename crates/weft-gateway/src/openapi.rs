@@ -27,6 +27,7 @@ use crate::Gateway;
         crate::webhooks::api::rotate,
         crate::webhooks::api::enable,
         crate::webhooks::api::attempts,
+        crate::webhooks::api::redrive,
         crate::consumers::create,
         crate::consumers::delete_instance,
         crate::consumers::subscribe,

@@ -1,7 +1,8 @@
 //! Webhooks against a real `weft serve` and a Python target that verifies every signature
 //! with the `standardwebhooks` package (an independent implementation): retries until a
 //! flaky target recovers (each record delivered once, per-key order kept), a hanging
-//! target does not delay another, and the DLQ after the last attempt.
+//! target does not delay another, the DLQ after the last attempt, and a dead letter redriven
+//! to its one subscription.
 
 mod common;
 mod gateway_support;
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use gateway_support::{Gw, eventually};
+use gateway_support::{Gw, eventually, request};
 use serde_json::{Value, json};
 
 /// 32 bytes of 0x2a as a Standard Webhooks secret.
@@ -26,6 +27,7 @@ secret = sys.argv[1]
 wh = Webhook(secret)
 seen = {}
 lock = threading.Lock()
+state = {"down": True}  # /sometimes fails until a GET /up
 
 def out(**kw):
     with lock:
@@ -53,7 +55,7 @@ class H(BaseHTTPRequestHandler):
             code = 401
         elif self.path == "/flaky" and n <= 2:
             code = 500
-        elif self.path == "/dead":
+        elif self.path == "/dead" or (self.path == "/sometimes" and state["down"]):
             code = 500
         elif self.path == "/hang":
             time.sleep(600)
@@ -66,6 +68,13 @@ class H(BaseHTTPRequestHandler):
         if code < 300:
             out(event="delivered", path=self.path, id=mid, key=record.get("key"),
                 value=record.get("value"))
+
+    def do_GET(self):
+        if self.path == "/up":
+            state["down"] = False
+        self.send_response(204)
+        self.send_header("content-length", "0")
+        self.end_headers()
 
 srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
 out(event="listening", port=srv.server_address[1])
@@ -344,6 +353,163 @@ fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
     target.wait("the redriven record delivered again", |ev| {
         ev.iter().filter(|e| e["event"] == "request").count() > before
     });
+}
+
+/// `POST /v1/webhooks/{id}/redrive`: a dead letter goes back to its subscription alone —
+/// once, signed (verified by `standardwebhooks`) under the webhook-id of the first
+/// attempts — never to the topic, so another subscription and a plain reader of the topic
+/// see it once; it is marked, and a second redrive does nothing.
+#[test]
+fn a_dead_letter_redriven_to_its_webhook_reaches_it_alone_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(
+        dir.path(),
+        &[("WEBHOOK_ATTEMPTS", "2"), ("WEBHOOK_BACKOFF_MS", "10")],
+        0,
+    );
+    gw.create_topic("orders", 1, &[]);
+    gw.create_topic("weft.webhooks.dlq", 1, &[]);
+    let mut target = Target::start();
+    let id = subscribe(&gw, "orders", &target.url("/sometimes"), "key");
+    subscribe(&gw, "orders", &target.url("/fast"), "key");
+    let r = gw.post(
+        "/v1/topics/orders/records",
+        &json!({"records": [{"key": "o-1", "value": {"total": 5}, "headers": {"trace": "t-1"}}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    target.wait("two failed attempts", |ev| {
+        ev.iter()
+            .filter(|e| e["event"] == "request" && e["path"] == "/sometimes")
+            .count()
+            >= 2
+    });
+    let webhook_id = target
+        .of("request", "/sometimes")
+        .next()
+        .and_then(|e| e["id"].as_str())
+        .expect("webhook-id")
+        .to_owned();
+    let records = |gw: &Gw| {
+        gw.get(&format!(
+            "/v1/dlq/weft.webhooks.dlq/records?webhook_id={id}"
+        ))
+        .json()["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let dead = eventually("the dead letter", || {
+        let r = records(&gw);
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["redriven"], false);
+
+    // Refusals, then a dry run that sends nothing.
+    let r = gw.post("/v1/webhooks/wh_nope/redrive", &json!({}));
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = gw.post(
+        &format!("/v1/webhooks/{id}/redrive"),
+        &json!({"webhook_id": "wh_other"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = gw.post(
+        &format!("/v1/webhooks/{id}/redrive"),
+        &json!({"to": "orders"}),
+    );
+    assert_eq!(r.status, 422, "unknown field: {}", r.text());
+    let dry = gw.post(
+        &format!("/v1/webhooks/{id}/redrive"),
+        &json!({"dry_run": true}),
+    );
+    assert_eq!(dry.status, 200, "{}", dry.text());
+    assert_eq!(
+        dry.json()["redriven"],
+        json!([{"partition": 0, "offset": 0, "target": format!("webhook:{id}")}])
+    );
+    assert_eq!(
+        records(&gw)[0]["redriven"],
+        false,
+        "a dry run marks nothing"
+    );
+
+    // The target recovers; the redrive re-delivers in the background.
+    let up = request(
+        format!("127.0.0.1:{}", target.port).parse().expect("addr"),
+        "GET",
+        "/up",
+        &[],
+        None,
+    );
+    assert_eq!(up.status, 204);
+    let r = gw.post(&format!("/v1/webhooks/{id}/redrive"), &json!({}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        r.json()["redriven"],
+        json!([{"partition": 0, "offset": 0, "target": format!("webhook:{id}")}])
+    );
+    target.wait("the redelivery", |ev| {
+        ev.iter()
+            .any(|e| e["event"] == "delivered" && e["path"] == "/sometimes")
+    });
+    let delivered: Vec<&Value> = target.of("delivered", "/sometimes").collect();
+    assert_eq!(delivered[0]["id"], webhook_id.as_str(), "same webhook-id");
+    assert_eq!(delivered[0]["key"], "o-1");
+    assert_eq!(delivered[0]["value"], json!({"total": 5}));
+    assert!(
+        target
+            .of("request", "/sometimes")
+            .all(|e| e["verified"] == true),
+        "every signature verified by standardwebhooks: {:#?}",
+        target.events
+    );
+    eventually("the dead letter marked redriven", || {
+        (records(&gw)[0]["redriven"] == true).then_some(())
+    });
+
+    // A second redrive does nothing.
+    let again = gw.post(&format!("/v1/webhooks/{id}/redrive"), &json!({}));
+    assert_eq!(again.status, 202, "{}", again.text());
+    assert_eq!(again.json()["redriven"], json!([]), "{}", again.text());
+    assert_eq!(
+        again.json()["skipped"],
+        json!([{"partition": 0, "offset": 0, "reason": "already_redriven"}])
+    );
+    // Nothing went back to the topic: a plain reader sees the one record, and so does the
+    // other subscription — a later record of the same key (in key order after any copy)
+    // arrives after exactly one delivery of the first.
+    let read = gw
+        .get("/v1/topics/orders/partitions/0/records?offset=0&timeout_ms=200")
+        .json();
+    assert_eq!(read["records"].as_array().map(Vec::len), Some(1), "{read}");
+    gw.produce("orders", &[(Some("o-1"), json!(2), None)]);
+    target.wait("the later record at both targets", |ev| {
+        ["/fast", "/sometimes"].iter().all(|p| {
+            ev.iter()
+                .any(|e| e["event"] == "delivered" && e["path"] == *p && e["value"] == 2)
+        })
+    });
+    let fast: Vec<Value> = target
+        .of("delivered", "/fast")
+        .map(|e| e["value"].clone())
+        .collect();
+    assert_eq!(fast, [json!({"total": 5}), json!(2)]);
+    let first: Vec<&Value> = target
+        .of("delivered", "/sometimes")
+        .filter(|e| e["id"] == webhook_id.as_str())
+        .collect();
+    assert_eq!(first.len(), 1, "delivered once: {:#?}", target.events);
+    // The redelivery has its own attempt history; the DLQ holds only the first letter.
+    let attempts = gw.get(&format!("/v1/webhooks/{id}/attempts")).json();
+    let outcomes: Vec<&str> = attempts["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter(|a| a["message_id"] == webhook_id.as_str())
+        .map(|a| a["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(outcomes, ["success", "dlq", "failure"], "most recent first");
+    assert_eq!(records(&gw).len(), 1);
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! `/v1/webhooks`: subscriptions, secret rotation, enable, delivery attempts.
+//! `/v1/webhooks`: subscriptions, secret rotation, enable, delivery attempts, redrive of
+//! dead letters to the one subscription.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,12 +9,14 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use weft_store::sqlx;
 
 use super::store::{self, Attempt, Row1, Spec};
-use super::{sign, start_position};
+use super::{DLQ_TOPIC, Redelivery, sign, start_position};
 use crate::Gateway;
+use crate::dlq::{DlqSelection, RedriveResponse, Redriven, Skipped};
 use crate::position::Filter;
 use crate::problem::{ApiError, Problem};
 
@@ -24,6 +27,7 @@ pub(crate) fn routes() -> Router<Gateway> {
         .route("/webhooks/{id}/secrets", post(rotate))
         .route("/webhooks/{id}/enable", post(enable))
         .route("/webhooks/{id}/attempts", get(attempts))
+        .route("/webhooks/{id}/redrive", post(redrive))
 }
 
 /// A new subscription.
@@ -309,4 +313,115 @@ pub(crate) async fn attempts(
         .await
         .map_err(store_err)?;
     Ok(Json(AttemptList { attempts }))
+}
+
+/// Which dead letters of this subscription to re-deliver to it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RedriveWebhook {
+    /// Which records of `weft.webhooks.dlq` (`webhook_id`, if given, must be this one).
+    #[serde(flatten)]
+    pub select: DlqSelection,
+    /// Only report what would be re-delivered.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Anything else: refused.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// Re-delivers this subscription's dead letters (from `weft.webhooks.dlq`) to it alone, in
+/// the background: each record as first delivered (same `webhook-id` and body), signed
+/// with the current secrets, with the current headers and a new attempt history (see
+/// `…/attempts`); after the last failed attempt it is dead-lettered again. Nothing is
+/// re-published to the topic, so its other readers see nothing twice. Each record is
+/// marked on `weft.webhooks.dlq.redriven` once its delivery settled and is then never
+/// redriven again (here, by `/v1/dlq/…/redrive` or `weft dlq redrive`); until then it is
+/// skipped as `already_redriven` too. 202 with the records taken; 200 for a dry run.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/redrive", operation_id = "redrive_webhook",
+    params(("id" = String, Path)), request_body = RedriveWebhook,
+    responses((status = 202, body = RedriveResponse), (status = 200, body = RedriveResponse),
+        (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem),
+        (status = 502, body = Problem)))]
+pub(crate) async fn redrive(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    body: Result<Json<RedriveWebhook>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<RedriveResponse>), ApiError> {
+    let mut req = crate::dlq::json_body(body)?;
+    crate::dlq::refuse_unknown(&req.unknown)?;
+    if let Some(other) = req.select.webhook_id.as_ref().filter(|w| **w != id) {
+        return Err(ApiError::Unprocessable {
+            message: format!("webhook_id {other:?} is not this webhook ({id:?})"),
+            details: None,
+        });
+    }
+    req.select.webhook_id = Some(id.clone());
+    let row = find(&gw, &id).await?;
+    if !row.enabled {
+        return Err(ApiError::Conflict(format!(
+            "webhook {id:?} is disabled ({}); enable it before redriving to it",
+            row.disabled_reason.as_deref().unwrap_or("no reason given")
+        )));
+    }
+    let _turn = gw.0.redrives.turn().await?;
+    let (records, plan) = crate::dlq::plan(&gw, DLQ_TOPIC, &req.select, None).await?;
+    let mut skipped: Vec<Skipped> = plan
+        .skipped
+        .iter()
+        .map(|(i, skip)| Skipped::new(&records[*i].0, skip, "not a webhook dead letter"))
+        .collect();
+    let at = weft_store::now_ms();
+    let mut items = Vec::new();
+    for (i, original_topic) in plan.redrive {
+        let (r, headers) = &records[i];
+        // `decide` found the envelope readable (no `to`), so this parses.
+        let letter = weft_resilience::dlq::DeadLetter::parse(headers);
+        match letter {
+            Ok(l) if original_topic == row.spec.topic => {
+                items.push(Redelivery::new(r, headers, &l, &id, at));
+            }
+            Ok(_) | Err(_) => skipped.push(Skipped {
+                partition: r.partition,
+                offset: r.offset,
+                reason: format!(
+                    "dead-lettered from topic {original_topic:?}, not this webhook's {:?}",
+                    row.spec.topic
+                ),
+            }),
+        }
+    }
+    let redriven = items
+        .iter()
+        .map(|item| Redriven {
+            partition: item.out.partition,
+            offset: item.out.offset,
+            target: item.out.target.clone(),
+            target_partition: None,
+            target_offset: None,
+        })
+        .collect();
+    let answer = |dry_run| RedriveResponse {
+        dry_run,
+        redriven,
+        skipped,
+    };
+    if req.dry_run {
+        return Ok((StatusCode::OK, Json(answer(true))));
+    }
+    if !items.is_empty() {
+        let markers = weft_resilience::dlq::TopicNaming::default().redriven_topic(DLQ_TOPIC);
+        crate::dlq::ensure_marker_topic(gw.0.kafka.bootstrap(), &markers).await?;
+        if let Ok(mut d) = gw.0.redrives.delivering.lock() {
+            d.extend(
+                items
+                    .iter()
+                    .map(|it| (it.out.dlq_topic.clone(), it.out.partition, it.out.offset)),
+            );
+        }
+        tracing::info!(webhook = id, records = items.len(), "webhook redrive");
+        gw.0.webhooks.redeliver(gw.clone(), &row, items);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer(false))))
 }

@@ -12,6 +12,13 @@
 //! requests in flight), so a slow or dead target only ever delays its own worker. Retries follow a
 //! `weft_resilience::RetryPolicy` (exponential, full jitter). A target that has failed
 //! without a single success for `disable_after` is disabled.
+//!
+//! A dead letter of a subscription can be re-delivered to that subscription alone
+//! ([`Webhooks::redeliver`], `POST /v1/webhooks/{id}/redrive`): the record as first
+//! delivered (same `webhook-id` and body, so receivers dedupe), signed with the current
+//! secrets and sent with the current headers through the same breaker and bulkhead, with a
+//! new attempt history; once it settled it is marked redriven on `weft.webhooks.dlq.redriven`
+//! like any DLQ redrive. Nothing is re-published to the subscription's topic.
 
 pub mod api;
 pub mod sign;
@@ -43,6 +50,9 @@ pub use store::{Attempt, Spec};
 
 /// The topic failed deliveries go to, with the SDK's `weft-dlq-*` envelope headers.
 pub const DLQ_TOPIC: &str = "weft.webhooks.dlq";
+
+/// The header naming the subscription on its dead letters (after the envelope).
+pub const WEBHOOK_ID_HEADER: &str = "weft-webhook-id";
 
 /// Delivery settings.
 #[derive(Debug, Clone)]
@@ -89,6 +99,9 @@ pub(crate) struct Webhooks {
     client: HttpClient,
     /// Running workers: id → stop switch.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Each subscription's target (breaker, bulkhead, secrets), shared by its worker and
+    /// its redrives.
+    targets: Mutex<HashMap<String, Arc<Target>>>,
     /// Subscriptions created after start: the manager starts their workers.
     new_tx: mpsc::UnboundedSender<String>,
     new_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
@@ -112,6 +125,7 @@ impl Webhooks {
             config,
             kafka,
             running: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::new()),
             new_tx,
             new_rx: Mutex::new(Some(new_rx)),
             delivered: AtomicU64::new(0),
@@ -162,11 +176,81 @@ impl Webhooks {
         let _ = self.new_tx.send(id.to_owned());
     }
 
-    /// Stops the worker of `id` if it runs.
+    /// Stops the worker of `id` if it runs (the subscription is going away).
     pub(crate) fn stop(&self, id: &str) {
         if let Some(s) = self.running.lock().ok().and_then(|mut r| r.remove(id)) {
             let _ = s.send(true);
         }
+        if let Ok(mut t) = self.targets.lock() {
+            t.remove(id);
+        }
+    }
+
+    /// The target of subscription `row`, with the row's secrets.
+    fn target(&self, row: &store::Row1) -> Arc<Target> {
+        let fresh = || {
+            Arc::new(Target {
+                id: row.id.clone(),
+                spec: row.spec.clone(),
+                secrets: Mutex::new(row.secrets.clone()),
+                bulkhead: bulkhead_for(&row.id, &self.config),
+                breaker: breaker_for(&row.id, &self.config),
+                failing_since: Mutex::new(None),
+                rate: Mutex::new(Instant::now()),
+            })
+        };
+        let target = match self.targets.lock() {
+            Ok(mut map) => Arc::clone(map.entry(row.id.clone()).or_insert_with(fresh)),
+            Err(_) => fresh(),
+        };
+        if let Ok(mut s) = target.secrets.lock() {
+            s.clone_from(&row.secrets);
+        }
+        target
+    }
+
+    /// Re-delivers `items`, dead letters of subscription `row`, one after the other in the
+    /// background (each as [`Webhooks::deliver_one`] does: retries, and the DLQ again after
+    /// the last attempt), and marks each once it settled. A record not settled (the
+    /// subscription got disabled meanwhile) stays unmarked, to be redriven again. Each
+    /// item's DLQ position leaves `gw`'s delivering set when done with.
+    pub(crate) fn redeliver(
+        self: &Arc<Self>,
+        gw: Gateway,
+        row: &store::Row1,
+        items: Vec<Redelivery>,
+    ) {
+        let me = Arc::clone(self);
+        let target = self.target(row);
+        tokio::spawn(async move {
+            let markers = weft_resilience::dlq::TopicNaming::default().redriven_topic(DLQ_TOPIC);
+            for item in items {
+                let out = &item.out;
+                if me.deliver_one(&target, &item.record).await {
+                    match crate::dlq::mark(&me.kafka.producer, &markers, out, -1, -1).await {
+                        Ok(()) => info!(
+                            webhook = target.id,
+                            dlq_partition = out.partition,
+                            dlq_offset = out.offset,
+                            "webhook dead letter redriven"
+                        ),
+                        Err(e) => {
+                            warn!(webhook = target.id, error = %e, "webhook redrive not marked")
+                        }
+                    }
+                } else {
+                    warn!(
+                        webhook = target.id,
+                        dlq_partition = out.partition,
+                        dlq_offset = out.offset,
+                        "webhook disabled during a redrive; the dead letter stays unmarked"
+                    );
+                }
+                if let Ok(mut d) = gw.0.redrives.delivering.lock() {
+                    d.remove(&(out.dlq_topic.clone(), out.partition, out.offset));
+                }
+            }
+        });
     }
 
     fn spawn_worker(self: &Arc<Self>, id: String, mut shutdown: watch::Receiver<bool>) {
@@ -210,15 +294,7 @@ impl Webhooks {
             row.spec.filter_key.as_deref(),
             row.spec.filter_headers.as_deref(),
         )?;
-        let target = Arc::new(Target {
-            id: id.to_owned(),
-            spec: row.spec.clone(),
-            secrets: Mutex::new(row.secrets.clone()),
-            bulkhead: bulkhead_for(id, &self.config),
-            breaker: breaker_for(id, &self.config),
-            failing_since: Mutex::new(None),
-            rate: Mutex::new(Instant::now()),
-        });
+        let target = self.target(&row);
         let mut position = row.position.clone();
         let topic = row.spec.topic.clone();
         loop {
@@ -470,7 +546,7 @@ impl Webhooks {
             letter = letter.timestamp(ts);
         }
         let mut all = letter.build().to_headers(&original);
-        all.push(DlqHeader::new("weft-webhook-id", target.id.clone()));
+        all.push(DlqHeader::new(WEBHOOK_ID_HEADER, target.id.clone()));
         let mut headers = OwnedHeaders::new_with_capacity(all.len());
         for h in &all {
             headers = headers.insert(Header {
@@ -487,6 +563,51 @@ impl Webhooks {
         }
         if let Err((e, _)) = self.kafka.producer.send(rec, Duration::from_secs(10)).await {
             warn!(webhook = target.id, error = %e, "cannot write to the webhook DLQ");
+        }
+    }
+}
+
+/// A dead letter to re-deliver: the record as it was first delivered, and its redrive
+/// (position on the DLQ, marker).
+pub(crate) struct Redelivery {
+    pub(crate) record: Record,
+    pub(crate) out: weft_resilience::dlq::Republish,
+}
+
+impl Redelivery {
+    /// The dead letter `r` (headers `headers`, envelope `letter`) of `DLQ_TOPIC` going to
+    /// subscription `id` at `at` (ms).
+    pub(crate) fn new(
+        r: &Record,
+        headers: &[weft_resilience::dlq::Header],
+        letter: &weft_resilience::dlq::DeadLetter,
+        id: &str,
+        at: i64,
+    ) -> Redelivery {
+        let mut original = weft_resilience::dlq::without_envelope(headers);
+        // `to_dlq` appends the subscription's id after the envelope.
+        if original.last().is_some_and(|h| h.key == WEBHOOK_ID_HEADER) {
+            original.pop();
+        }
+        Redelivery {
+            record: Record {
+                partition: letter.original_partition,
+                offset: letter.original_offset,
+                timestamp: letter.original_timestamp,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: original
+                    .into_iter()
+                    .map(|h| (h.key, h.value.map(Bytes::from)))
+                    .collect(),
+                rendered: Default::default(),
+            },
+            out: weft_resilience::dlq::Republish::new(
+                DLQ_TOPIC,
+                &crate::dlq::view(r, headers),
+                format!("webhook:{id}"),
+                at,
+            ),
         }
     }
 }
