@@ -34,7 +34,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use weft_resilience::ErrorClass;
 use weft_resilience::dlq::{
-    self, DeadLetter, Decision, DlqRecord, Header, RedriveMarker, Selection, TopicNaming,
+    self, DeadLetter, DlqRecord, Header, Plan, Republish, Selection, Skip, TopicNaming,
 };
 
 use super::{ClientArgs, REQUEST_TIMEOUT, describe_code, describe_error};
@@ -533,12 +533,6 @@ fn inspect(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One selected record and what to do with it.
-struct Planned {
-    record: Record,
-    decision: Decision,
-}
-
 async fn redrive(
     client: &ClientArgs,
     naming: &TopicNaming,
@@ -561,34 +555,24 @@ async fn redrive(
             select.clone(),
             to.map(str::to_owned),
         );
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Planned>, Vec<String>)> {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Plan<Record>, Vec<String>)> {
             let done = redriven(&client, &naming, &topic)?;
             let selection = select.selection();
             let consumer = reader(&client)?;
             let now = now_ms();
-            let mut plan = Vec::new();
+            let mut plan = Plan::default();
             read_topic(&consumer, &client, &topic, |record| {
                 let decision = dlq::decide(&record.view(), &selection, &done, to.as_deref(), now);
-                if decision != Decision::NotSelected {
-                    plan.push(Planned { record, decision });
-                }
+                plan.add(record, decision);
                 Ok(())
             })?;
             // Every target must exist before anything is published.
             let mut missing = Vec::new();
-            let targets: HashSet<&str> = plan
-                .iter()
-                .filter_map(|p| match &p.decision {
-                    Decision::Redrive { target } => Some(target.as_str()),
-                    _ => None,
-                })
-                .collect();
-            for target in targets {
+            for target in plan.targets() {
                 if partitions(&consumer, &client, target)?.is_none() {
                     missing.push(target.to_owned());
                 }
             }
-            missing.sort();
             Ok((plan, missing))
         })
         .await
@@ -596,24 +580,22 @@ async fn redrive(
     };
     let (plan, missing) = plan;
 
-    let mut to_send = Vec::new();
     let (mut already, mut no_target) = (0usize, 0usize);
-    for p in plan {
-        let position = dlq::redrive_marker_key(topic, p.record.partition, p.record.offset);
-        match &p.decision {
-            Decision::Redrive { target } => {
-                println!("redrive {position} -> {target}");
-                to_send.push(p);
-            }
-            Decision::AlreadyRedriven => {
+    for (r, target) in &plan.redrive {
+        let position = dlq::redrive_marker_key(topic, r.partition, r.offset);
+        println!("redrive {position} -> {target}");
+    }
+    for (r, skip) in &plan.skipped {
+        let position = dlq::redrive_marker_key(topic, r.partition, r.offset);
+        match skip {
+            Skip::AlreadyRedriven => {
                 println!("skip {position}: already redriven");
                 already += 1;
             }
-            Decision::NoTarget(e) => {
+            Skip::NoTarget(e) => {
                 println!("skip {position}: no target ({e}); use --to");
                 no_target += 1;
             }
-            Decision::NotSelected => {}
         }
     }
     if !missing.is_empty() {
@@ -625,7 +607,7 @@ async fn redrive(
     if !execute {
         eprintln!(
             "dry run: {} record(s) would be redriven, {already} already redriven, {no_target} without target; add --execute to publish",
-            to_send.len()
+            plan.redrive.len()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -642,56 +624,32 @@ async fn redrive(
         .create()
         .context("creating the producer")?;
     let mut sent = 0usize;
-    for p in &to_send {
-        let Decision::Redrive { target } = &p.decision else {
-            continue;
-        };
-        let r = &p.record;
-        let at = now_ms();
-        let headers = dlq::redrive_headers(&r.headers, topic, r.partition, r.offset, at);
+    for (r, target) in plan.redrive {
+        let out = Republish::new(topic, &r.view(), target, now_ms());
         let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(target).headers(kafka_headers(&headers));
+            FutureRecord::to(&out.target).headers(kafka_headers(&out.headers));
         if let Some(key) = r.key.as_deref() {
             record = record.key(key);
         }
         if let Some(value) = r.value.as_deref() {
             record = record.payload(value);
         }
-        let delivery = producer
+        let (partition, offset) = producer
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| {
-                anyhow::anyhow!(
-                    "cannot publish {topic}/{}/{} to {target:?} after {sent} redriven: {}",
-                    r.partition,
-                    r.offset,
-                    describe_error(&e)
-                )
-            })?;
-        let marker = RedriveMarker {
-            target_topic: target.clone(),
-            target_partition: delivery.partition,
-            target_offset: delivery.offset,
-            redriven_at: at,
-        }
-        .encode();
-        let key = dlq::redrive_marker_key(topic, r.partition, r.offset);
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(e, _)| anyhow::anyhow!(out.publish_failed(sent, &describe_error(&e))))?;
+        let key = out.marker_key();
         producer
             .send(
                 FutureRecord::to(&markers)
                     .key(key.as_bytes())
-                    .payload(&marker),
+                    .payload(&out.marker(partition, offset)),
                 Duration::from_secs(30),
             )
             .await
             .map_err(|(e, _)| {
-                anyhow::anyhow!(
-                    "published {key} to {target}/{}/{} but cannot record it on {markers:?}: {} \
-                     (it may be redriven again)",
-                    delivery.partition,
-                    delivery.offset,
-                    describe_error(&e)
-                )
+                anyhow::anyhow!(out.mark_failed(&markers, partition, offset, &describe_error(&e)))
             })?;
         sent += 1;
     }
