@@ -13,6 +13,11 @@
 //! (over `max_bytes`) are kept for the next fetch, never dropped. An instance unused for
 //! `instance_timeout` is closed (it leaves the group) by [`Consumers::reap`]; at most
 //! `max_instances` exist at once (429 beyond).
+//!
+//! Instances live in this process's memory, as the Confluent proxy's do: after a restart
+//! of `weft serve` an old instance URL answers 404 (a problem body naming the instance),
+//! and a new instance in the same group resumes from the offsets the group committed —
+//! the commits are the group's, in Kafka, not the instance's.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -101,11 +106,7 @@ impl Consumers {
             .map_err(|_| ApiError::Internal("consumer registry poisoned".into()))?
             .get(&(group.to_owned(), id.to_owned()))
             .cloned();
-        let instance = found.ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "consumer instance {id:?} of group {group:?} does not exist (or expired)"
-            ))
-        })?;
+        let instance = found.ok_or_else(|| not_found(group, id))?;
         instance.touch();
         Ok(instance)
     }
@@ -155,6 +156,18 @@ impl Consumers {
             close(i).await;
         }
     }
+}
+
+/// The 404 of an unknown instance (Confluent's 40403). Instances live in memory, like the
+/// Confluent proxy's: one created before `weft serve` restarted is gone, and the message
+/// says what to do instead.
+fn not_found(group: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "consumer instance {id:?} of group {group:?} does not exist: it was deleted, expired \
+         unused, or created before the gateway restarted (instances are not kept across \
+         restarts); create a new instance in the group, it resumes from the group's \
+         committed offsets"
+    ))
 }
 
 impl Instance {
@@ -410,11 +423,10 @@ pub(crate) async fn delete_instance(
     State(gw): State<Gateway>,
     Path((group, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let instance = gw.0.consumers.remove(&group, &id).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "consumer instance {id:?} of group {group:?} does not exist (or expired)"
-        ))
-    })?;
+    let instance =
+        gw.0.consumers
+            .remove(&group, &id)
+            .ok_or_else(|| not_found(&group, &id))?;
     close(instance).await;
     info!(group, instance = id, "consumer instance deleted");
     Ok(StatusCode::NO_CONTENT)

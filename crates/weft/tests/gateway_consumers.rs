@@ -276,3 +276,101 @@ fn instances_are_bounded_and_expire_with_limits_from_weft_toml_and_env() {
             .is_some_and(|id| id.starts_with("rest-"))
     );
 }
+
+/// Fetches from instance `base` until `n` records came, as (partition, offset).
+fn fetch(gw: &Gw, base: &str, n: usize) -> Vec<(i64, i64)> {
+    let mut seen = Vec::new();
+    eventually(&format!("{n} records from {base}"), || {
+        let r = gw.get(&format!("{base}/records?timeout=200"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        for rec in r.json().as_array().cloned().expect("array") {
+            seen.push((
+                rec["partition"].as_i64().expect("p"),
+                rec["offset"].as_i64().expect("o"),
+            ));
+        }
+        (seen.len() >= n).then_some(())
+    });
+    seen
+}
+
+/// Instances live in memory (as the Confluent proxy's): after `weft serve` is killed and
+/// restarted on the same data dir, the old instance URL is a 404 naming it, and a new
+/// instance in the group reads from the group's committed offsets — nothing committed
+/// comes again, nothing after the commits is lost.
+#[test]
+fn after_a_restart_the_old_instance_is_gone_and_a_new_one_resumes_from_the_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[], 0);
+    gw.create_topic("orders", 2, &[]);
+    let batch = |from: i64, to: i64| -> Vec<(Option<&str>, Value, Option<i32>)> {
+        (from..to)
+            .map(|i| (None, json!({"n": i}), Some((i % 2) as i32)))
+            .collect()
+    };
+    gw.produce("orders", &batch(0, 6));
+    let old = "/v1/consumers/g1/instances/a";
+    let r = gw.post(
+        "/v1/consumers/g1",
+        &json!({"name": "a", "auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.post(
+        &format!("{old}/subscription"),
+        &json!({"topics": ["orders"]}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(fetch(&gw, old, 6).len(), 6);
+    let r = post_raw(&gw, &format!("{old}/offsets"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let committed = gw
+        .get(&format!("{old}/offsets?partitions=orders:0,orders:1"))
+        .json();
+    assert_eq!(committed["offsets"][0]["offset"], 3, "{committed}");
+    assert_eq!(committed["offsets"][1]["offset"], 3, "{committed}");
+    // Produced, never fetched: must come to the next instance.
+    gw.produce("orders", &batch(6, 10));
+
+    drop(gw); // SIGKILL: the instance gets no chance to leave the group
+    let gw = Gw::start(dir.path(), &[], 0);
+    for r in [
+        gw.get(&format!("{old}/records?timeout=100")),
+        post_raw(&gw, &format!("{old}/offsets"), ""),
+        gw.get(&format!("{old}/subscription")),
+        delete(&gw, old),
+    ] {
+        problem(&r, 404, "not_found");
+        let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            message.contains(r#""a""#)
+                && message.contains(r#""g1""#)
+                && message.contains("restarted"),
+            "{message}"
+        );
+    }
+    gw.produce("orders", &batch(10, 12));
+    let new = "/v1/consumers/g1/instances/b";
+    let r = gw.post(
+        "/v1/consumers/g1",
+        &json!({"name": "b", "auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = gw.post(
+        &format!("{new}/subscription"),
+        &json!({"topics": ["orders"]}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let mut seen = fetch(&gw, new, 6);
+    // Anything more would be a record twice: one more fetch brings nothing.
+    let r = gw.get(&format!("{new}/records?timeout=500"));
+    assert_eq!(r.json(), json!([]), "{}", r.text());
+    let count = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(count, seen.len(), "a record twice: {seen:?}");
+    assert_eq!(
+        seen,
+        [(0, 3), (0, 4), (0, 5), (1, 3), (1, 4), (1, 5)],
+        "exactly the records after the commits"
+    );
+}
