@@ -51,8 +51,12 @@ pub struct JwtSection {
     pub issuer: Option<String>,
     /// Required `aud`: the token must name it (unchecked when absent).
     pub audience: Option<String>,
-    /// JWKS document URL (fetched, cached, refreshed on unknown `kid`).
+    /// JWKS document URL (fetched, cached, refreshed on unknown `kid`): `http://` or
+    /// `https://`.
     pub jwks_url: Option<String>,
+    /// CA bundle (PEM) an `https` `jwks_url`'s certificate must chain to; the system's CA
+    /// bundle when absent.
+    pub ca_file: Option<PathBuf>,
     /// At most one JWKS fetch per this many seconds however many unknown `kid`s arrive
     /// (default 30).
     pub jwks_min_refresh_secs: Option<u64>,

@@ -4,12 +4,14 @@ mod cli;
 mod cmd;
 mod http;
 mod http_auth;
+mod jwks;
 mod kafka_listeners;
 mod logging;
 mod registry_source;
 mod serve;
 mod settings;
 mod supervisor;
+mod tls_client;
 
 use std::process::ExitCode;
 
