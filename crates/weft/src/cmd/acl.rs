@@ -4,142 +4,20 @@
 //!
 //! The rdkafka crate does not expose librdkafka's ACL or SCRAM admin calls (only through its
 //! unsafe FFI, which this workspace forbids), so these commands speak the protocol directly
-//! with the `kafka-protocol` codec ([`Wire`]) over a PLAINTEXT connection to the first
-//! bootstrap server. `weft user` shares [`Wire`].
+//! with the `kafka-protocol` codec over a [`Wire`] to the first bootstrap server (PLAINTEXT,
+//! SSL, SASL_PLAINTEXT or SASL_SSL from `--command-config` / `-X`). `weft user` does too.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use bytes::{BufMut, BytesMut};
-use kafka_protocol::ResponseError;
+use anyhow::bail;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
-use kafka_protocol::messages::{
-    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, RequestHeader, ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
+use kafka_protocol::protocol::StrBytes;
 use weft_auth::{Operation, PatternType, Permission, ResourceType};
 
-use super::{ClientArgs, REQUEST_TIMEOUT};
-
-/// One connection speaking Kafka requests (no SASL, no TLS).
-pub(crate) struct Wire {
-    stream: TcpStream,
-    correlation_id: i32,
-    bootstrap: String,
-}
-
-/// Largest response accepted (a DescribeAcls of many thousands of ACLs fits).
-const MAX_RESPONSE: usize = 64 * 1024 * 1024;
-
-impl Wire {
-    /// Connects to the first of the comma-separated bootstrap servers.
-    pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<Wire> {
-        if client
-            .properties
-            .iter()
-            .any(|(k, _)| k.starts_with("sasl.") || k == "security.protocol")
-        {
-            bail!(
-                "weft acl/user speak PLAINTEXT only; -X security properties are not supported by these commands"
-            );
-        }
-        let first = client.bootstrap.split(',').next().unwrap_or("").trim();
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(first))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("no answer from the broker at {first} (timed out connecting)")
-            })?
-            .with_context(|| format!("cannot connect to the broker at {first}"))?;
-        Ok(Wire {
-            stream,
-            correlation_id: 0,
-            bootstrap: first.to_owned(),
-        })
-    }
-
-    /// Sends `req` as `version` and reads its response.
-    pub(crate) async fn call<R: Request>(
-        &mut self,
-        req: &R,
-        version: i16,
-    ) -> anyhow::Result<R::Response> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.call_inner(req, version))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "no answer from the broker at {} within {REQUEST_TIMEOUT:?}",
-                    self.bootstrap
-                )
-            })?
-    }
-
-    async fn call_inner<R: Request>(
-        &mut self,
-        req: &R,
-        version: i16,
-    ) -> anyhow::Result<R::Response> {
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("weft-cli")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .context("encoding the request header")?;
-        req.encode(&mut body, version)
-            .context("encoding the request")?;
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(i32::try_from(body.len()).context("request too large")?);
-        frame.extend_from_slice(&body);
-        let io =
-            |e: std::io::Error| anyhow::anyhow!("talking to the broker at {}: {e}", self.bootstrap);
-        self.stream.write_all(&frame).await.map_err(io)?;
-        let len = self.stream.read_i32().await.map_err(|e| {
-            anyhow::anyhow!(
-                "the broker at {} closed the connection ({e}); does it serve this API version?",
-                self.bootstrap
-            )
-        })?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|l| *l >= 4 && *l <= MAX_RESPONSE);
-        let Some(len) = len else {
-            bail!(
-                "the broker at {} sent an invalid response length",
-                self.bootstrap
-            );
-        };
-        let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).await.map_err(io)?;
-        let mut bytes = bytes::Bytes::from(buf);
-        let header = ResponseHeader::decode(
-            &mut bytes,
-            <R::Response as HeaderVersion>::header_version(version),
-        )
-        .context("decoding the response header")?;
-        if header.correlation_id != self.correlation_id {
-            bail!(
-                "the broker answered another request (correlation id {})",
-                header.correlation_id
-            );
-        }
-        R::Response::decode(&mut bytes, version).context("decoding the broker's response")
-    }
-}
-
-/// A Kafka error code as a message: name and description.
-pub(crate) fn describe_code(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        Some(e) => format!("{e:?} ({code}): {e}"),
-        None => format!("error code {code}"),
-    }
-}
+use super::ClientArgs;
+use super::wire::{Wire, describe_code};
 
 // ---- Kafka codes of the ACL enums (org.apache.kafka.common.{resource,acl}) ----
 
@@ -192,6 +70,7 @@ fn operation_code(o: Operation) -> i8 {
         Operation::Describe => 8,
         Operation::DescribeConfigs => 10,
         Operation::AlterConfigs => 11,
+        Operation::IdempotentWrite => 12,
     }
 }
 
@@ -276,7 +155,7 @@ enum Action {
         #[arg(long = "principal", required = true)]
         principals: Vec<String>,
         /// Operation: read, write, create, delete, alter, describe, describe-configs,
-        /// alter-configs, all (repeatable)
+        /// alter-configs, idempotent-write (cluster only), all (repeatable)
         #[arg(long = "operation", required = true)]
         operations: Vec<Operation>,
         /// Deny instead of allow (a deny wins over every allow)

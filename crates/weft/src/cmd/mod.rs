@@ -18,6 +18,7 @@ pub(crate) mod produce;
 pub(crate) mod schema;
 pub(crate) mod topic;
 pub(crate) mod user;
+pub(crate) mod wire;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,9 +27,20 @@ use anyhow::{Context as _, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-/// Options every client command takes.
-#[derive(Debug, clap::Args)]
+/// Options every client command takes: the bootstrap servers and the client properties,
+/// those of the `--command-config` file first, then the `-X` ones (later ones win).
+///
+/// Parsed through [`ClientFlags`] (clap's own derive) and built from it, so the command
+/// config file is read while the command line is parsed (a bad file is a usage error).
+#[derive(Clone)]
 pub(crate) struct ClientArgs {
+    pub(crate) bootstrap: String,
+    pub(crate) properties: Vec<(String, String)>,
+}
+
+/// The flags behind [`ClientArgs`].
+#[derive(Debug, clap::Args)]
+struct ClientFlags {
     /// Kafka bootstrap servers (host:port, comma-separated)
     #[arg(
         long,
@@ -36,10 +48,103 @@ pub(crate) struct ClientArgs {
         default_value = "127.0.0.1:9092",
         global = true
     )]
-    pub(crate) bootstrap: String,
+    bootstrap: String,
+    /// Client properties file, as Kafka's tools take it: `key=value` lines with librdkafka's
+    /// names (security.protocol, sasl.mechanism, sasl.username, sasl.password,
+    /// ssl.ca.location, ssl.certificate.location, ssl.key.location…); `-X` overrides it
+    #[arg(
+        long = "command-config",
+        value_name = "FILE",
+        env = "WEFT_COMMAND_CONFIG",
+        value_parser = read_properties_file,
+        global = true
+    )]
+    command_config: Option<PropertiesFile>,
     /// Extra librdkafka property, `key=value` (repeatable), e.g. `-X security.protocol=ssl`
     #[arg(short = 'X', long = "property", value_name = "K=V", value_parser = parse_kv, global = true)]
-    pub(crate) properties: Vec<(String, String)>,
+    properties: Vec<(String, String)>,
+}
+
+/// The properties of a `--command-config` file, in file order.
+#[derive(Debug, Clone)]
+struct PropertiesFile(Vec<(String, String)>);
+
+fn read_properties_file(path: &str) -> Result<PropertiesFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_properties(&text)
+        .map(PropertiesFile)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// Java-style properties as Kafka's `--command-config` files are written: `key=value` or
+/// `key: value` per line, blank lines and `#` / `!` comments skipped, whitespace around
+/// keys and values trimmed (no line continuations or escapes).
+pub(crate) fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let split = line.find(['=', ':']).map(|i| (&line[..i], &line[i + 1..]));
+        match split {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            _ => return Err(format!("line {}: expected key=value", n + 1)),
+        }
+    }
+    Ok(out)
+}
+
+impl From<ClientFlags> for ClientArgs {
+    fn from(f: ClientFlags) -> ClientArgs {
+        let mut properties = f.command_config.map(|c| c.0).unwrap_or_default();
+        properties.extend(f.properties);
+        ClientArgs {
+            bootstrap: f.bootstrap,
+            properties,
+        }
+    }
+}
+
+impl clap::FromArgMatches for ClientArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        ClientFlags::from_arg_matches(matches).map(ClientArgs::from)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = ClientArgs::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ClientArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        ClientFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        ClientFlags::augment_args_for_update(cmd)
+    }
+}
+
+/// Secrets (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`…) masked.
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = k.contains("password") || k.contains("secret");
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("ClientArgs")
+            .field("bootstrap", &self.bootstrap)
+            .field("properties", &masked)
+            .finish()
+    }
 }
 
 impl ClientArgs {
@@ -220,6 +325,73 @@ mod tests {
         }
         assert!("offset:x".parse::<Position>().is_err());
         assert!("yesterday".parse::<Position>().is_err());
+    }
+
+    #[test]
+    fn properties_files() {
+        let text = "# Kafka client properties\n\
+                    security.protocol=SASL_SSL\n\
+                    \n\
+                    ! another comment\n\
+                    sasl.mechanism = SCRAM-SHA-512\n\
+                    sasl.username: admin\n\
+                    sasl.password=p=w:d\n\
+                    \tssl.ca.location=/etc/weft/ca.pem  \n";
+        let got = parse_properties(text).expect("valid");
+        let want = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "admin"),
+            ("sasl.password", "p=w:d"),
+            ("ssl.ca.location", "/etc/weft/ca.pem"),
+        ];
+        let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            parse_properties("a=1\njust-a-key\n"),
+            Err("line 2: expected key=value".to_owned())
+        );
+        assert!(parse_properties("=v").is_err());
+    }
+
+    /// `--command-config` first, `-X` after it (so `-X` wins); secrets masked in Debug.
+    #[test]
+    fn command_config_then_x_properties() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("client.properties");
+        std::fs::write(
+            &file,
+            "security.protocol=SASL_PLAINTEXT\nsasl.username=a\nsasl.password=hunter2\n",
+        )
+        .expect("write");
+        let cli = crate::cli::Cli::try_parse_from([
+            "weft",
+            "acl",
+            "--command-config",
+            file.to_str().expect("utf-8 path"),
+            "-X",
+            "sasl.username=b",
+            "list",
+        ])
+        .expect("parses");
+        let crate::cli::Command::Acl(args) = cli.command else {
+            panic!("not acl");
+        };
+        let debug = format!("{args:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("\"sasl.username\", \"b\""), "{debug}");
+        let missing = crate::cli::Cli::try_parse_from([
+            "weft",
+            "user",
+            "list",
+            "--command-config",
+            "/nonexistent/client.properties",
+        ]);
+        let err = missing
+            .expect_err("a missing file is a usage error")
+            .to_string();
+        assert!(err.contains("/nonexistent/client.properties"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use sha2::{Sha256, Sha512};
 
 use super::ClientArgs;
-use super::acl::{Wire, describe_code};
+use super::wire::{Wire, describe_code};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct UserArgs {
