@@ -529,3 +529,301 @@ fn sasl_principals_are_authorised() {
         ],
     );
 }
+
+/// `weft serve` with authorisation on, `User:admin` a super-user, `users` seeded (SCRAM-SHA-512)
+/// and one listener `protocol://127.0.0.1:0`; `tables` is appended to `weft.toml`. Returns
+/// the server and the listener's bound address.
+fn start_sasl(
+    dir: &Path,
+    protocol: &str,
+    acls: &[AclBinding],
+    users: &[(&str, &str)],
+    tables: &str,
+) -> (Server, String) {
+    seed(dir, acls, users);
+    std::fs::write(
+        dir.join("weft.toml"),
+        format!(
+            "[security]\nauthorization = true\nsuper_users = [\"User:admin\"]\n\
+             listeners = [\"{protocol}://127.0.0.1:0\"]\n{tables}"
+        ),
+    )
+    .expect("weft.toml");
+    let server = Server::start(dir);
+    let listeners = server
+        .ready_field("kafka_listeners")
+        .expect("kafka_listeners in the ready line");
+    let addr = listeners
+        .split(',')
+        .find_map(|l| l.strip_prefix(&format!("{protocol}://")))
+        .unwrap_or_else(|| panic!("no {protocol} listener in {listeners}"))
+        .to_owned();
+    (server, addr)
+}
+
+/// Idempotent producers (kafka-python, `enable_idempotence=True`) as four users. The topic
+/// is created by the super-user; each user then sends three records and the outcome is the
+/// exception's class name. Finally the records of the topic as the super-user reads them.
+const IDEMPOTENT_FLOW: &str = r#"
+import sys
+from kafka import KafkaAdminClient, KafkaProducer, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+
+bootstrap = sys.argv[1]
+def sasl(user):
+    return dict(bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=user,
+                sasl_plain_password=user + "-pw")
+admin = KafkaAdminClient(client_id="idem-admin", **sasl("admin"))
+admin.create_topics([NewTopic("idem", 1, 1)])
+admin.close()
+def produce(user):
+    try:
+        p = KafkaProducer(enable_idempotence=True, max_block_ms=15000, **sasl(user))
+        try:
+            for i in range(3):
+                p.send("idem", f"{user}-{i}".encode()).get(timeout=30)
+        finally:
+            p.close(timeout=5)
+        return "ok"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+for user in ("alice", "bob", "carol", "dave"):
+    print(f"{user}={produce(user)}", flush=True)
+c = KafkaConsumer(group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                  **sasl("admin"))
+c.assign([TopicPartition("idem", 0)])
+c.seek_to_beginning()
+print("records=" + ",".join(m.value.decode() for m in c), flush=True)
+c.close()
+"#;
+
+/// InitProducerId without a transactional id is authorised as KafkaApis does it:
+/// IDEMPOTENT_WRITE on the cluster, or else (KIP-679) WRITE on any topic. alice has
+/// IDEMPOTENT_WRITE and WRITE on the one topic and produces; bob only WRITE on the topic
+/// (KIP-679) and produces too. carol and dave may only
+/// describe the topic: carol, with IDEMPOTENT_WRITE, gets her producer id and is refused at
+/// Produce (TOPIC_AUTHORIZATION_FAILED); dave, without it, is refused at InitProducerId
+/// (CLUSTER_AUTHORIZATION_FAILED). Neither writes anything.
+#[test]
+fn idempotent_producers_need_idempotent_write_or_write_on_a_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = |user: &str, op| {
+        AclBinding::new(
+            ResourcePattern::literal(ResourceType::Topic, "idem"),
+            format!("User:{user}"),
+            op,
+            Permission::Allow,
+        )
+    };
+    let idempotent_write = |user: &str| {
+        AclBinding::new(
+            ResourcePattern::literal(ResourceType::Cluster, "kafka-cluster"),
+            format!("User:{user}"),
+            Operation::IdempotentWrite,
+            Permission::Allow,
+        )
+    };
+    let acls = [
+        idempotent_write("alice"),
+        topic("alice", Operation::Write),
+        topic("bob", Operation::Write),
+        idempotent_write("carol"),
+        topic("carol", Operation::Describe),
+        topic("dave", Operation::Describe),
+    ];
+    let users: Vec<(&str, String)> = ["admin", "alice", "bob", "carol", "dave"]
+        .iter()
+        .map(|u| (*u, format!("{u}-pw")))
+        .collect();
+    let users: Vec<(&str, &str)> = users.iter().map(|(u, p)| (*u, p.as_str())).collect();
+    let (_server, addr) = start_sasl(dir.path(), "SASL_PLAINTEXT", &acls, &users, "");
+    let out = python(IDEMPOTENT_FLOW, &addr);
+    let text = out.join("\n");
+    assert_eq!(out.len(), 5, "{text}");
+    assert_eq!(out[0], "alice=ok", "{text}");
+    assert_eq!(out[1], "bob=ok", "{text}");
+    // carol got a producer id (IDEMPOTENT_WRITE): Produce is what refuses her.
+    assert!(
+        out[2].starts_with("carol=TopicAuthorizationFailedError"),
+        "{text}"
+    );
+    // dave did not: kafka-python reports InitProducerId's CLUSTER_AUTHORIZATION_FAILED.
+    assert!(
+        out[3].starts_with("dave=")
+            && out[3].contains("InitProducerId")
+            && out[3].contains("ClusterAuthorizationFailedError"),
+        "{text}"
+    );
+    assert_eq!(
+        out[4], "records=alice-0,alice-1,alice-2,bob-0,bob-1,bob-2",
+        "{text}"
+    );
+}
+
+/// A Kafka client properties file, as `--command-config` takes it.
+fn properties(dir: &Path, name: &str, lines: &[String]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("properties file");
+    path.display().to_string()
+}
+
+/// `weft acl` and `weft user` over a SASL_SSL listener with `--command-config` (SCRAM-SHA-512,
+/// the `weft dev-certs` CA), as Kafka's tools are used against a secured cluster; and the
+/// ways it must fail: wrong password, untrusted CA, plaintext against the TLS port.
+#[test]
+fn acl_and_user_commands_over_sasl_ssl_with_a_command_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let r = run_weft(
+        dir.path(),
+        "unused:0",
+        &[
+            "dev-certs",
+            "--dir",
+            certs.to_str().expect("utf-8"),
+            "--hosts",
+            "127.0.0.1",
+        ],
+        None,
+    );
+    assert!(ok(&r), "{}", r.stderr);
+    let tls = format!(
+        "[security.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        certs.join("server.pem").display(),
+        certs.join("server.key").display()
+    );
+    let (_server, addr) = start_sasl(dir.path(), "SASL_SSL", &[], &[("admin", "admin-pw")], &tls);
+    let ca = certs.join("ca.pem").display().to_string();
+    let config = |user: &str, password: &str, ca: &str| {
+        vec![
+            "# weft acl/user against the SASL_SSL listener".to_owned(),
+            "security.protocol=SASL_SSL".to_owned(),
+            "sasl.mechanism=SCRAM-SHA-512".to_owned(),
+            format!("sasl.username={user}"),
+            format!("sasl.password={password}"),
+            format!("ssl.ca.location={ca}"),
+        ]
+    };
+    let admin = properties(
+        dir.path(),
+        "admin.properties",
+        &config("admin", "admin-pw", &ca),
+    );
+    let weft = |file: &str, args: &[&str], stdin: Option<&str>| {
+        // `weft acl --command-config <file> list`: the client options follow the command.
+        let mut all = vec![args[0], "--command-config", file];
+        all.extend_from_slice(&args[1..]);
+        run_weft(dir.path(), &addr, &all, stdin)
+    };
+
+    // Over SASL_SSL as the super-user: ACLs added and listed, a user created.
+    let r = weft(
+        &admin,
+        &[
+            "acl",
+            "add",
+            "--cluster",
+            "--principal",
+            "User:bob",
+            "--operation",
+            "idempotent-write",
+        ],
+        None,
+    );
+    assert!(ok(&r), "{}", r.stderr);
+    assert_eq!(
+        r.stdout.trim(),
+        "added: allow User:bob idempotent-write cluster:kafka-cluster (literal) from *"
+    );
+    let r = weft(&admin, &["acl", "list"], None);
+    assert!(ok(&r), "{}", r.stderr);
+    assert_eq!(
+        r.stdout.trim(),
+        "allow User:bob idempotent-write cluster:kafka-cluster (literal) from *"
+    );
+    // IDEMPOTENT_WRITE on a topic is refused (a cluster operation).
+    let r = weft(
+        &admin,
+        &[
+            "acl",
+            "add",
+            "--topic",
+            "t",
+            "--principal",
+            "User:bob",
+            "--operation",
+            "idempotent-write",
+        ],
+        None,
+    );
+    assert!(
+        !ok(&r) && r.stderr.contains("InvalidRequest"),
+        "{}",
+        r.stderr
+    );
+    let r = weft(
+        &admin,
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--mechanism",
+            "SCRAM-SHA-512",
+        ],
+        Some("bob-pw\n"),
+    );
+    assert!(ok(&r), "{}", r.stderr);
+    let r = weft(&admin, &["user", "list"], None);
+    assert!(ok(&r), "{}", r.stderr);
+    assert!(r.stdout.contains("bob SCRAM-SHA-512"), "{}", r.stdout);
+
+    // bob's new credential authenticates (the refusal is authorisation's, not SASL's).
+    let bob = properties(dir.path(), "bob.properties", &config("bob", "bob-pw", &ca));
+    let r = weft(&bob, &["acl", "list"], None);
+    assert!(
+        !ok(&r) && r.stderr.contains("ClusterAuthorizationFailed"),
+        "{}",
+        r.stderr
+    );
+    // -X overrides the file: a wrong password is refused by SASL.
+    let r = weft(&bob, &["acl", "-X", "sasl.password=nope", "list"], None);
+    assert!(
+        !ok(&r)
+            && r.stderr.contains("SASL authentication")
+            && r.stderr.contains("SaslAuthenticationFailed"),
+        "{}",
+        r.stderr
+    );
+    // A CA that did not sign the listener's certificate: the TLS handshake fails.
+    let other = dir.path().join("other-certs");
+    let r = run_weft(
+        dir.path(),
+        "unused:0",
+        &["dev-certs", "--dir", other.to_str().expect("utf-8")],
+        None,
+    );
+    assert!(ok(&r), "{}", r.stderr);
+    let untrusted = properties(
+        dir.path(),
+        "untrusted.properties",
+        &config(
+            "admin",
+            "admin-pw",
+            &other.join("ca.pem").display().to_string(),
+        ),
+    );
+    let r = weft(&untrusted, &["acl", "list"], None);
+    assert!(
+        !ok(&r) && r.stderr.contains("TLS handshake"),
+        "{}",
+        r.stderr
+    );
+    // No command config: plaintext against the TLS port gets no Kafka answer.
+    let r = run_weft(dir.path(), &addr, &["acl", "list"], None);
+    assert!(!ok(&r), "{}", r.stdout);
+    // Nothing was added by the refused attempts.
+    let r = weft(&admin, &["acl", "list"], None);
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+}
