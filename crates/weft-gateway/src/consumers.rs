@@ -255,7 +255,9 @@ fn valid_name(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-fn json_body<T>(
+/// A JSON body, with serde's refusals as problems: 422 for a body of the wrong shape, 413
+/// over the size limit, 400 otherwise.
+pub(crate) fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|e| match e {

@@ -314,19 +314,6 @@ pub struct RedriveRequest {
     pub unknown: BTreeMap<String, Value>,
 }
 
-/// A JSON body, with serde's refusals as problems (422 for a body of the wrong shape).
-pub(crate) fn json_body<T>(
-    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|e| match e {
-        axum::extract::rejection::JsonRejection::JsonDataError(e) => ApiError::Unprocessable {
-            message: e.body_text(),
-            details: None,
-        },
-        other => ApiError::BadRequest(other.body_text()),
-    })
-}
-
 /// Refuses a body with fields outside its schema (collected by a flattened map).
 pub(crate) fn refuse_unknown(unknown: &BTreeMap<String, Value>) -> Result<(), ApiError> {
     match unknown.keys().next() {
@@ -348,6 +335,19 @@ pub struct Redriven {
     pub target_partition: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_offset: Option<i64>,
+}
+
+impl Redriven {
+    /// Taken for a redrive not done yet (a dry run, a webhook's background delivery).
+    pub(crate) fn planned(partition: i32, offset: i64, target: String) -> Redriven {
+        Redriven {
+            partition,
+            offset,
+            target,
+            target_partition: None,
+            target_offset: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -393,7 +393,7 @@ pub(crate) async fn redrive(
     Path(topic): Path<String>,
     body: Result<Json<RedriveRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RedriveResponse>, ApiError> {
-    let req = json_body(body)?;
+    let req = crate::consumers::json_body(body)?;
     refuse_unknown(&req.unknown)?;
     if let Some(to) = &req.to {
         dlq::validate_topic_name(to).map_err(|e| ApiError::Unprocessable {
@@ -430,12 +430,8 @@ pub(crate) async fn redrive(
             redriven: plan
                 .redrive
                 .into_iter()
-                .map(|(i, target)| Redriven {
-                    partition: records[i].0.partition,
-                    offset: records[i].0.offset,
-                    target,
-                    target_partition: None,
-                    target_offset: None,
+                .map(|(i, target)| {
+                    Redriven::planned(records[i].0.partition, records[i].0.offset, target)
                 })
                 .collect(),
             skipped,

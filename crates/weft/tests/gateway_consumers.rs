@@ -277,6 +277,20 @@ fn instances_are_bounded_and_expire_with_limits_from_weft_toml_and_env() {
     );
 }
 
+/// Instance `name` of `group` (from the earliest offset without commits) subscribed to
+/// `topic`: its path.
+fn subscribed(gw: &Gw, group: &str, name: &str, topic: &str) -> String {
+    let r = gw.post(
+        &format!("/v1/consumers/{group}"),
+        &json!({"name": name, "auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let base = format!("/v1/consumers/{group}/instances/{name}");
+    let r = gw.post(&format!("{base}/subscription"), &json!({"topics": [topic]}));
+    assert_eq!(r.status, 204, "{}", r.text());
+    base
+}
+
 /// Fetches from instance `base` until `n` records came, as (partition, offset).
 fn fetch(gw: &Gw, base: &str, n: usize) -> Vec<(i64, i64)> {
     let mut seen = Vec::new();
@@ -309,17 +323,8 @@ fn after_a_restart_the_old_instance_is_gone_and_a_new_one_resumes_from_the_commi
             .collect()
     };
     gw.produce("orders", &batch(0, 6));
-    let old = "/v1/consumers/g1/instances/a";
-    let r = gw.post(
-        "/v1/consumers/g1",
-        &json!({"name": "a", "auto.offset.reset": "earliest"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let r = gw.post(
-        &format!("{old}/subscription"),
-        &json!({"topics": ["orders"]}),
-    );
-    assert_eq!(r.status, 204, "{}", r.text());
+    let old = subscribed(&gw, "g1", "a", "orders");
+    let old = old.as_str();
     assert_eq!(fetch(&gw, old, 6).len(), 6);
     let r = post_raw(&gw, &format!("{old}/offsets"), "");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -349,17 +354,8 @@ fn after_a_restart_the_old_instance_is_gone_and_a_new_one_resumes_from_the_commi
         );
     }
     gw.produce("orders", &batch(10, 12));
-    let new = "/v1/consumers/g1/instances/b";
-    let r = gw.post(
-        "/v1/consumers/g1",
-        &json!({"name": "b", "auto.offset.reset": "earliest"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let r = gw.post(
-        &format!("{new}/subscription"),
-        &json!({"topics": ["orders"]}),
-    );
-    assert_eq!(r.status, 204, "{}", r.text());
+    let new = subscribed(&gw, "g1", "b", "orders");
+    let new = new.as_str();
     let mut seen = fetch(&gw, new, 6);
     // Anything more would be a record twice: one more fetch brings nothing.
     let r = gw.get(&format!("{new}/records?timeout=500"));

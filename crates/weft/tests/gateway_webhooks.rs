@@ -257,22 +257,33 @@ fn a_hanging_target_does_not_delay_another() {
     );
 }
 
-#[test]
-fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A server whose webhooks make 2 attempts 10 ms apart, with topics `orders` and
+/// `weft.webhooks.dlq`, and a target.
+fn dlq_setup(dir: &std::path::Path) -> (Gw, Target) {
     let gw = Gw::start(
-        dir.path(),
+        dir,
         &[("WEBHOOK_ATTEMPTS", "2"), ("WEBHOOK_BACKOFF_MS", "10")],
         0,
     );
     gw.create_topic("orders", 1, &[]);
     gw.create_topic("weft.webhooks.dlq", 1, &[]);
-    let mut target = Target::start();
-    let id = subscribe(&gw, "orders", &target.url("/dead"), "key");
-    let r = gw.post(
+    (gw, Target::start())
+}
+
+/// Order `o-1` (value `{"total": 5}`, header `trace: t-1`) on `orders`.
+fn produce_order(gw: &Gw) -> gateway_support::Resp {
+    gw.post(
         "/v1/topics/orders/records",
         &json!({"records": [{"key": "o-1", "value": {"total": 5}, "headers": {"trace": "t-1"}}]}),
-    );
+    )
+}
+
+#[test]
+fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, mut target) = dlq_setup(dir.path());
+    let id = subscribe(&gw, "orders", &target.url("/dead"), "key");
+    let r = produce_order(&gw);
     assert_eq!(r.status, 200);
     target.wait("two attempts", |ev| {
         ev.iter().filter(|e| e["event"] == "request").count() >= 2
@@ -362,20 +373,10 @@ fn after_the_last_attempt_a_record_goes_to_the_dlq_with_its_headers() {
 #[test]
 fn a_dead_letter_redriven_to_its_webhook_reaches_it_alone_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gw::start(
-        dir.path(),
-        &[("WEBHOOK_ATTEMPTS", "2"), ("WEBHOOK_BACKOFF_MS", "10")],
-        0,
-    );
-    gw.create_topic("orders", 1, &[]);
-    gw.create_topic("weft.webhooks.dlq", 1, &[]);
-    let mut target = Target::start();
+    let (gw, mut target) = dlq_setup(dir.path());
     let id = subscribe(&gw, "orders", &target.url("/sometimes"), "key");
     subscribe(&gw, "orders", &target.url("/fast"), "key");
-    let r = gw.post(
-        "/v1/topics/orders/records",
-        &json!({"records": [{"key": "o-1", "value": {"total": 5}, "headers": {"trace": "t-1"}}]}),
-    );
+    let r = produce_order(&gw);
     assert_eq!(r.status, 200, "{}", r.text());
     target.wait("two failed attempts", |ev| {
         ev.iter()

@@ -349,7 +349,7 @@ pub(crate) async fn redrive(
     Path(id): Path<String>,
     body: Result<Json<RedriveWebhook>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<RedriveResponse>), ApiError> {
-    let mut req = crate::dlq::json_body(body)?;
+    let mut req = crate::consumers::json_body(body)?;
     crate::dlq::refuse_unknown(&req.unknown)?;
     if let Some(other) = req.select.webhook_id.as_ref().filter(|w| **w != id) {
         return Err(ApiError::Unprocessable {
@@ -394,13 +394,7 @@ pub(crate) async fn redrive(
     }
     let redriven = items
         .iter()
-        .map(|item| Redriven {
-            partition: item.out.partition,
-            offset: item.out.offset,
-            target: item.out.target.clone(),
-            target_partition: None,
-            target_offset: None,
-        })
+        .map(|item| Redriven::planned(item.out.partition, item.out.offset, item.out.target.clone()))
         .collect();
     let answer = |dry_run| RedriveResponse {
         dry_run,
