@@ -710,6 +710,13 @@ fn openmetrics_with_trace_exemplars_parses_with_the_prometheus_parser() {
     // context in a `traceparent` record header, the broker's Produce span joins it, and the
     // broker's latency histograms are recorded inside that span.
     let produce_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let created = common::run_weft(
+        dir.path(),
+        &server.kafka_addr().to_string(),
+        &["topic", "create", "exemplars"],
+        None,
+    );
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
     let (code, _, body) = http(
         addr,
         "POST",
