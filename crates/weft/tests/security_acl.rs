@@ -601,9 +601,9 @@ c.close()
 /// InitProducerId without a transactional id is authorised as KafkaApis does it:
 /// IDEMPOTENT_WRITE on the cluster, or else (KIP-679) WRITE on any topic. alice has
 /// IDEMPOTENT_WRITE and WRITE on the one topic and produces; bob only WRITE on the topic
-/// (KIP-679) and produces too. carol and dave may only
-/// describe the topic: carol, with IDEMPOTENT_WRITE, gets her producer id and is refused at
-/// Produce (TOPIC_AUTHORIZATION_FAILED); dave, without it, is refused at InitProducerId
+/// (KIP-679) and produces too. carol and dave may only describe the topic: carol, with
+/// IDEMPOTENT_WRITE, gets her producer id and is refused at Produce
+/// (TOPIC_AUTHORIZATION_FAILED); dave, without it, is refused at InitProducerId
 /// (CLUSTER_AUTHORIZATION_FAILED). Neither writes anything.
 #[test]
 fn idempotent_producers_need_idempotent_write_or_write_on_a_topic() {
@@ -817,6 +817,33 @@ fn acl_and_user_commands_over_sasl_ssl_with_a_command_config() {
     let r = weft(&untrusted, &["acl", "list"], None);
     assert!(
         !ok(&r) && r.stderr.contains("TLS handshake"),
+        "{}",
+        r.stderr
+    );
+    // The librdkafka commands take the same file: a short bench over SASL_SSL, labelled.
+    let r = weft(
+        &admin,
+        &[
+            "bench",
+            "produce",
+            "--records",
+            "200",
+            "--record-size",
+            "64",
+        ],
+        None,
+    );
+    assert!(ok(&r), "{}", r.stderr);
+    assert!(r.stdout.contains("SASL_SSL/SCRAM-SHA-512"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("(200 records, 12800 bytes"),
+        "{}",
+        r.stdout
+    );
+    // produce-raw writes a plain socket: refused rather than sent in clear.
+    let r = weft(&admin, &["bench", "produce-raw", "--records", "10"], None);
+    assert!(
+        !ok(&r) && r.stderr.contains("PLAINTEXT only"),
         "{}",
         r.stderr
     );

@@ -116,7 +116,17 @@ impl Load {
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     super::blocking(move || match args.mode {
         Mode::Produce(load) => bench_produce(&args.client, &load),
-        Mode::ProduceRaw(raw) => produce_raw::bench_produce_raw(&args.client, &raw),
+        Mode::ProduceRaw(raw) => {
+            // Its connection is a plain socket (a prebuilt frame written over and over): no
+            // TLS, no SASL. Refused rather than sent in clear to a secured port.
+            let label = security_label(&args.client);
+            if label != "PLAINTEXT" {
+                bail!(
+                    "bench produce-raw speaks PLAINTEXT only (asked: {label}); measure security with bench produce"
+                );
+            }
+            produce_raw::bench_produce_raw(&args.client, &raw)
+        }
         Mode::Consume(load) => bench_consume(&args.client, &load),
         Mode::E2e(load) => bench_e2e(&args.client, &load),
         Mode::Groups(g) => groups::bench_groups(&args.client, &g),
@@ -181,6 +191,29 @@ impl ProducerContext for Acks {
                 }
             }
         }
+    }
+}
+
+/// The security the client properties ask for (`--command-config`, `-X`), for the header
+/// of every result so figures over PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL are told
+/// apart: `PLAINTEXT`, `SSL`, `SASL_SSL/SCRAM-SHA-512`… (librdkafka's defaults: PLAINTEXT,
+/// and GSSAPI as the SASL mechanism).
+fn security_label(client: &ClientArgs) -> String {
+    let last = |keys: &[&str]| {
+        client
+            .properties
+            .iter()
+            .rev()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .map(|(_, v)| v.to_ascii_uppercase())
+    };
+    let protocol = last(&["security.protocol"]).unwrap_or_else(|| "PLAINTEXT".to_owned());
+    if protocol.starts_with("SASL") {
+        let mechanism =
+            last(&["sasl.mechanism", "sasl.mechanisms"]).unwrap_or_else(|| "GSSAPI".to_owned());
+        format!("{protocol}/{mechanism}")
+    } else {
+        protocol
     }
 }
 
@@ -310,8 +343,12 @@ fn failed_deliveries(acks: &Acks) -> Option<String> {
 fn bench_produce(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
     let topic = ensure_topic(client, load)?;
     println!(
-        "bench produce: {} records of {} B to {topic} ({} partitions, acks={})",
-        load.records, load.record_size, load.partitions, load.acks
+        "bench produce: {} records of {} B to {topic} ({} partitions, acks={}, {})",
+        load.records,
+        load.record_size,
+        load.partitions,
+        load.acks,
+        security_label(client)
     );
     let producer = producer(client, load)?;
     epoch();
@@ -393,8 +430,10 @@ fn bench_consume(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "bench consume: {} records of {} B from {topic}",
-        load.records, load.record_size
+        "bench consume: {} records of {} B from {topic} ({})",
+        load.records,
+        load.record_size,
+        security_label(client)
     );
     let (consumer, _) = consumer_at(client, &topic, |_, _| Ok(Offset::Beginning))?;
     let start = Instant::now();
@@ -426,8 +465,12 @@ fn bench_e2e(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
     let topic = ensure_topic(client, load)?;
     let rate = load.rate.unwrap_or(1000);
     println!(
-        "bench e2e: {} records of {} B to {topic} at {rate} records/s ({} partitions, acks={})",
-        load.records, load.record_size, load.partitions, load.acks
+        "bench e2e: {} records of {} B to {topic} at {rate} records/s ({} partitions, acks={}, {})",
+        load.records,
+        load.record_size,
+        load.partitions,
+        load.acks,
+        security_label(client)
     );
     // Start at the current end, read explicitly so no record sent afterwards is skipped.
     let (consumer, _) = consumer_at(client, &topic, |c, p| {
@@ -488,4 +531,45 @@ fn bench_e2e(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_labels() {
+        let label = |kv: &[(&str, &str)]| {
+            security_label(&ClientArgs {
+                bootstrap: String::new(),
+                properties: kv
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            })
+        };
+        assert_eq!(label(&[]), "PLAINTEXT");
+        assert_eq!(label(&[("security.protocol", "ssl")]), "SSL");
+        assert_eq!(
+            label(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "SCRAM-SHA-256"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+            ]),
+            "SASL_SSL/SCRAM-SHA-512"
+        );
+        // The last one wins, as librdkafka applies them (-X after the command config).
+        assert_eq!(
+            label(&[
+                ("security.protocol", "SASL_SSL"),
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "PLAIN"),
+            ]),
+            "SASL_PLAINTEXT/PLAIN"
+        );
+        assert_eq!(
+            label(&[("security.protocol", "SASL_PLAINTEXT")]),
+            "SASL_PLAINTEXT/GSSAPI"
+        );
+    }
 }
