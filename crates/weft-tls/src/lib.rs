@@ -21,7 +21,8 @@
 //!   if sent; `"required"` refuses the handshake without one. Both verify against
 //!   `client_ca_file` (required then). The verified leaf's subject comes back as a
 //!   [`PeerIdentity`]; [`PeerIdentity::principal`] is `User:<CN>` (the full RFC 4514
-//!   subject when the certificate has no CN).
+//!   subject when the certificate has no CN). A certificate whose principal is reserved
+//!   (`User:weft-internal`, `weft serve`'s own) is refused: [`Error::ReservedPrincipal`].
 //! - **Handshakes are bounded** by [`HANDSHAKE_TIMEOUT`], so a client that connects and sends
 //!   nothing (or plaintext) costs one task for at most that long; the error goes to the caller,
 //!   which logs it and drops the connection — the listener keeps accepting.
@@ -82,6 +83,10 @@ pub enum Error {
     Handshake(io::Error),
     #[error("tls handshake timed out after {0:?}")]
     HandshakeTimeout(Duration),
+    /// The client certificate verified but names `weft serve`'s own principal
+    /// (`weft_auth::internal`), which only its in-memory credential may act as.
+    #[error("client certificate names the reserved principal {0}")]
+    ReservedPrincipal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -213,6 +218,14 @@ impl Tls {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| PeerIdentity::from_der(leaf.clone()));
+        // A certificate for `User:weft-internal` (a CA that signs any CN asked for) must
+        // not make its holder `weft serve` itself: the connection is refused, on every
+        // listener (Kafka SSL/SASL_SSL, HTTPS), before any request is read.
+        if let Some(principal) = peer.as_ref().map(PeerIdentity::principal)
+            && weft_auth::internal::is_reserved(principal.name())
+        {
+            return Err(Error::ReservedPrincipal(principal.to_string()));
+        }
         Ok((stream, peer))
     }
 

@@ -248,6 +248,30 @@ async fn mutual_tls_yields_the_subject_as_principal() {
     assert_eq!(out.client.unwrap().1, "hello User:alice\n");
 }
 
+/// A verified certificate naming `weft serve`'s own principal is refused after the
+/// handshake (requested or required): the client never gets an answer.
+#[tokio::test]
+async fn a_certificate_for_the_internal_principal_is_refused() {
+    let f = Fixture::new();
+    for client_auth in ["requested", "required"] {
+        let tls = Tls::from_config(&f.section(Some(client_auth))).unwrap();
+        let forged = f.ca.client(weft_auth::INTERNAL_USER).unwrap();
+        let out = connect(&tls, &client(&f.path("ca.pem"), Some(&forged))).await;
+        match &out.server {
+            Err(Error::ReservedPrincipal(p)) => assert_eq!(p, "User:weft-internal"),
+            other => panic!("{client_auth}: {other:?}"),
+        }
+        match &out.client {
+            Ok((_, line)) => assert!(!line.contains("hello"), "{client_auth}: {line}"),
+            Err(_) => {}
+        }
+        // Names that merely resemble it are ordinary principals.
+        let near = f.ca.client("weft-internal2").unwrap();
+        let out = connect(&tls, &client(&f.path("ca.pem"), Some(&near))).await;
+        assert_eq!(out.client.unwrap().1, "hello User:weft-internal2\n");
+    }
+}
+
 #[tokio::test]
 async fn mutual_tls_requested_lets_a_client_without_a_certificate_in() {
     let f = Fixture::new();
