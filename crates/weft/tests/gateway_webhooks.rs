@@ -513,6 +513,57 @@ fn a_dead_letter_redriven_to_its_webhook_reaches_it_alone_once() {
     assert_eq!(records(&gw).len(), 1);
 }
 
+/// A redriven dead letter whose target still fails is dead-lettered anew (same original
+/// position, a new DLQ record that can be redriven in turn); the first one is marked.
+#[test]
+fn a_webhook_redrive_that_fails_again_is_dead_lettered_anew() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, mut target) = dlq_setup(dir.path());
+    let id = subscribe(&gw, "orders", &target.url("/dead"), "key");
+    assert_eq!(produce_order(&gw).status, 200);
+    let letters = |gw: &Gw| {
+        gw.get(&format!(
+            "/v1/dlq/weft.webhooks.dlq/records?webhook_id={id}"
+        ))
+        .json()["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("the first dead letter", || {
+        (letters(&gw).len() == 1).then_some(())
+    });
+    let r = gw.post(&format!("/v1/webhooks/{id}/redrive"), &json!({}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let both = eventually("the second dead letter, the first marked", || {
+        let l = letters(&gw);
+        (l.len() == 2 && l[0]["redriven"] == true).then_some(l)
+    });
+    assert_eq!(both[1]["redriven"], false);
+    for l in &both {
+        assert_eq!(l["dead_letter"]["original_topic"], "orders");
+        assert_eq!(l["dead_letter"]["original_offset"], 0);
+        assert_eq!(l["headers"]["trace"], "t-1", "{l}");
+    }
+    target.wait("four attempts", |ev| {
+        ev.iter().filter(|e| e["event"] == "request").count() >= 4
+    });
+    let ids: std::collections::BTreeSet<&str> = target
+        .of("request", "/dead")
+        .map(|e| e["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 1, "one webhook-id throughout: {ids:?}");
+    // Only the new letter is left to redrive.
+    let dry = gw.post(
+        &format!("/v1/webhooks/{id}/redrive"),
+        &json!({"dry_run": true}),
+    );
+    assert_eq!(
+        dry.json()["redriven"],
+        json!([{"partition": 0, "offset": 1, "target": format!("webhook:{id}")}])
+    );
+}
+
 #[test]
 fn bad_subscriptions_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
