@@ -270,6 +270,16 @@ fn dlq_setup(dir: &std::path::Path) -> (Gw, Target) {
     (gw, Target::start())
 }
 
+/// The dead letters of webhook `id` as `/v1/dlq/weft.webhooks.dlq/records` lists them.
+fn webhook_letters(gw: &Gw, id: &str) -> Vec<Value> {
+    let list = gw
+        .get(&format!(
+            "/v1/dlq/weft.webhooks.dlq/records?webhook_id={id}"
+        ))
+        .json();
+    list["records"].as_array().cloned().unwrap_or_default()
+}
+
 /// Order `o-1` (value `{"total": 5}`, header `trace: t-1`) on `orders`.
 fn produce_order(gw: &Gw) -> gateway_support::Resp {
     gw.post(
@@ -390,15 +400,7 @@ fn a_dead_letter_redriven_to_its_webhook_reaches_it_alone_once() {
         .and_then(|e| e["id"].as_str())
         .expect("webhook-id")
         .to_owned();
-    let records = |gw: &Gw| {
-        gw.get(&format!(
-            "/v1/dlq/weft.webhooks.dlq/records?webhook_id={id}"
-        ))
-        .json()["records"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
+    let records = |gw: &Gw| webhook_letters(gw, &id);
     let dead = eventually("the dead letter", || {
         let r = records(&gw);
         (!r.is_empty()).then_some(r)
@@ -521,15 +523,7 @@ fn a_webhook_redrive_that_fails_again_is_dead_lettered_anew() {
     let (gw, mut target) = dlq_setup(dir.path());
     let id = subscribe(&gw, "orders", &target.url("/dead"), "key");
     assert_eq!(produce_order(&gw).status, 200);
-    let letters = |gw: &Gw| {
-        gw.get(&format!(
-            "/v1/dlq/weft.webhooks.dlq/records?webhook_id={id}"
-        ))
-        .json()["records"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
+    let letters = |gw: &Gw| webhook_letters(gw, &id);
     eventually("the first dead letter", || {
         (letters(&gw).len() == 1).then_some(())
     });
