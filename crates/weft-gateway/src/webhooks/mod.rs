@@ -212,8 +212,8 @@ impl Webhooks {
     /// Re-delivers `items`, dead letters of subscription `row`, one after the other in the
     /// background (each as [`Webhooks::deliver_one`] does: retries, and the DLQ again after
     /// the last attempt), and marks each once it settled. A record not settled (the
-    /// subscription got disabled meanwhile) stays unmarked, to be redriven again. Each
-    /// item's DLQ position leaves `gw`'s delivering set when done with.
+    /// subscription got deleted or disabled meanwhile) stays unmarked, to be redriven
+    /// again. Each item's DLQ position leaves `gw`'s delivering set when done with.
     pub(crate) fn redeliver(
         self: &Arc<Self>,
         gw: Gateway,
@@ -226,7 +226,18 @@ impl Webhooks {
             let markers = weft_resilience::dlq::TopicNaming::default().redriven_topic(DLQ_TOPIC);
             for item in items {
                 let out = &item.out;
-                if me.deliver_one(&target, &item.record).await {
+                // Deleted or disabled meanwhile: what is left stays unmarked. Secrets may
+                // have been rotated.
+                let live = match store::get(&me.store, &target.id).await {
+                    Ok(Some(row)) if row.enabled => {
+                        if let Ok(mut s) = target.secrets.lock() {
+                            *s = row.secrets;
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if live && me.deliver_one(&target, &item.record).await {
                     match crate::dlq::mark(&me.kafka.producer, &markers, out, -1, -1).await {
                         Ok(()) => info!(
                             webhook = target.id,
@@ -243,7 +254,7 @@ impl Webhooks {
                         webhook = target.id,
                         dlq_partition = out.partition,
                         dlq_offset = out.offset,
-                        "webhook disabled during a redrive; the dead letter stays unmarked"
+                        "webhook deleted or disabled during a redrive; the dead letter stays unmarked"
                     );
                 }
                 if let Ok(mut d) = gw.0.redrives.delivering.lock() {
