@@ -787,6 +787,13 @@ fn acl_and_user_commands_over_sasl_ssl_with_a_command_config() {
         "{}",
         r.stderr
     );
+    // PLAIN checks the same stored credential.
+    let r = weft(&bob, &["acl", "-X", "sasl.mechanism=PLAIN", "list"], None);
+    assert!(
+        !ok(&r) && r.stderr.contains("ClusterAuthorizationFailed"),
+        "{}",
+        r.stderr
+    );
     // -X overrides the file: a wrong password is refused by SASL.
     let r = weft(&bob, &["acl", "-X", "sasl.password=nope", "list"], None);
     assert!(

@@ -21,20 +21,23 @@
 //!
 //! SASL is Kafka's: SaslHandshake v1 naming the mechanism, then SaslAuthenticate v1 frames
 //! (PLAIN: one `\0user\0password` token; SCRAM: RFC 5802's client-first / client-final,
-//! the proof computed by weft-auth's SCRAM client).
+//! the proof computed by weft-auth's SCRAM client, and the broker's server signature
+//! checked, so a broker that does not hold the credential is not believed).
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::{BufMut, BytesMut};
+use hmac::Hmac;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use sha2::{Sha256, Sha512};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weft_auth::sasl::scram::ScramMechanism;
+use weft_auth::sasl::scram::{ScramCredential, ScramMechanism};
 
 use super::{ClientArgs, REQUEST_TIMEOUT};
 use crate::tls_client::{self, ClientTls};
@@ -263,38 +266,15 @@ impl Wire {
                 self.sasl_step(token.into_bytes()).await?;
             }
             Mechanism::Scram(mech) => {
-                let mut nonce = [0u8; 24];
-                weft_auth::random_bytes(&mut nonce);
-                let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-                let first_bare = format!("n={},r={nonce}", scram_name(&login.username));
-                let server_first = self
-                    .sasl_step(format!("n,,{first_bare}").into_bytes())
-                    .await?;
-                let server_first = String::from_utf8(server_first)
-                    .context("the broker's SCRAM server-first message is not UTF-8")?;
-                // RFC 5802: the server's nonce extends ours; anything else is not our exchange.
-                let ours = server_first
-                    .split(',')
-                    .find_map(|a| a.strip_prefix("r="))
-                    .is_some_and(|r| r.starts_with(&nonce) && r.len() > nonce.len());
-                if !ours {
-                    bail!(
-                        "the broker at {} sent an invalid SCRAM server-first message",
-                        self.bootstrap
-                    );
-                }
-                let Some(fin) = weft_auth::sasl::scram::client::final_message(
-                    mech,
-                    &login.password,
-                    &first_bare,
-                    &server_first,
-                ) else {
-                    bail!(
-                        "the broker at {} sent an invalid SCRAM server-first message",
-                        self.bootstrap
-                    );
-                };
-                self.sasl_step(fin.into_bytes()).await?;
+                let mut scram = ScramClient::new(mech, &login.username, &login.password);
+                let server_first = self.sasl_step(scram.client_first().into_bytes()).await?;
+                let fin = scram.client_final(&server_first).with_context(|| {
+                    format!("SCRAM exchange with the broker at {}", self.bootstrap)
+                })?;
+                let server_final = self.sasl_step(fin.into_bytes()).await?;
+                scram.verify_server_final(&server_final).with_context(|| {
+                    format!("SCRAM exchange with the broker at {}", self.bootstrap)
+                })?;
             }
         }
         Ok(())
@@ -388,9 +368,136 @@ impl Wire {
     }
 }
 
-/// RFC 5802's `saslname`: `=` and `,` escaped.
-fn scram_name(user: &str) -> String {
-    user.replace('=', "=3D").replace(',', "=2C")
+/// The client side of RFC 5802 (SCRAM), sans io: builds `client-first` and `client-final`
+/// and checks the broker's `server-final` signature, which proves the broker holds the
+/// user's credential (not merely that it let us in). The proof itself is weft-auth's SCRAM
+/// client's.
+struct ScramClient {
+    mech: ScramMechanism,
+    password: String,
+    nonce: String,
+    first_bare: String,
+    /// After `client_final`: what `server-final` must carry (`v=<base64>`).
+    expected_server_final: Option<String>,
+}
+
+impl ScramClient {
+    fn new(mech: ScramMechanism, user: &str, password: &str) -> ScramClient {
+        let mut nonce = [0u8; 24];
+        weft_auth::random_bytes(&mut nonce);
+        let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        ScramClient::with_nonce(mech, user, password, nonce)
+    }
+
+    fn with_nonce(mech: ScramMechanism, user: &str, password: &str, nonce: String) -> ScramClient {
+        let first_bare = format!("n={},r={nonce}", weft_auth::sasl::encode_saslname(user));
+        ScramClient {
+            mech,
+            password: password.to_owned(),
+            nonce,
+            first_bare,
+            expected_server_final: None,
+        }
+    }
+
+    fn client_first(&self) -> String {
+        format!("n,,{}", self.first_bare)
+    }
+
+    fn client_final(&mut self, server_first: &[u8]) -> anyhow::Result<String> {
+        let server_first = std::str::from_utf8(server_first)
+            .map_err(|_| anyhow::anyhow!("the server-first message is not UTF-8"))?;
+        let attr = |name: &str| server_first.split(',').find_map(|a| a.strip_prefix(name));
+        // The server's nonce extends ours; anything else is not our exchange.
+        let ours =
+            attr("r=").is_some_and(|r| r.starts_with(&self.nonce) && r.len() > self.nonce.len());
+        let salt = attr("s=").and_then(base64_decode);
+        let iterations = attr("i=").and_then(|i| i.parse::<u32>().ok());
+        let (true, Some(salt), Some(iterations)) = (ours, salt, iterations) else {
+            bail!("invalid server-first message");
+        };
+        let Some(fin) = weft_auth::sasl::scram::client::final_message(
+            self.mech,
+            &self.password,
+            &self.first_bare,
+            server_first,
+        ) else {
+            bail!("invalid server-first message");
+        };
+        let without_proof = fin.rsplit_once(",p=").map_or(fin.as_str(), |(w, _)| w);
+        let auth_message = format!("{},{server_first},{without_proof}", self.first_bare);
+        let server_key =
+            ScramCredential::derive(self.mech, &self.password, &salt, iterations).server_key;
+        let signature = match self.mech {
+            ScramMechanism::Sha256 => hmac::<Hmac<Sha256>>(&server_key, auth_message.as_bytes()),
+            ScramMechanism::Sha512 => hmac::<Hmac<Sha512>>(&server_key, auth_message.as_bytes()),
+        };
+        self.expected_server_final = Some(format!("v={}", base64_encode(&signature)));
+        Ok(fin)
+    }
+
+    fn verify_server_final(&self, server_final: &[u8]) -> anyhow::Result<()> {
+        let got = std::str::from_utf8(server_final).unwrap_or("");
+        match &self.expected_server_final {
+            Some(want) if got == want => Ok(()),
+            _ if got.starts_with("e=") => bail!("the broker refused: {got}"),
+            _ => bail!(
+                "the broker's server signature is wrong: it does not hold this user's credential"
+            ),
+        }
+    }
+}
+
+fn hmac<M: hmac::Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+    // HMAC takes keys of any length: this cannot fail.
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648 §4), as SCRAM carries salts and signatures.
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(4) {
+        return None;
+    }
+    let body = text.trim_end_matches('=');
+    if text.len() - body.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut n, mut bits) = (0u32, 0u32);
+    for c in body.bytes() {
+        let v = B64.iter().position(|b| *b == c)? as u32;
+        n = n << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((n >> bits) as u8);
+            n &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// A Kafka error code as a message: name and description.
@@ -488,8 +595,61 @@ mod tests {
     }
 
     #[test]
-    fn scram_names_are_escaped() {
-        assert_eq!(scram_name("a=b,c"), "a=3Db=2Cc");
-        assert_eq!(scram_name("alice"), "alice");
+    fn base64_round_trips() {
+        // RFC 4648's test vectors.
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(raw.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).as_deref(), Some(raw.as_bytes()), "{enc}");
+        }
+        for bad in ["Zg=", "Z===", "Zm9v!A==", "Zg"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    /// The whole exchange against weft-auth's SCRAM server: the broker's signature checks,
+    /// a forged one (a server without the credential) does not, a user name with `=` and
+    /// `,` is escaped.
+    #[test]
+    fn scram_exchange_against_weft_auth_server() {
+        use weft_auth::sasl::scram::ScramServer;
+        for mech in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+            let user = "al=ice,1";
+            let cred = ScramCredential::derive(mech, "pencil", b"salt-0123456789", 4096);
+            let mut client = ScramClient::new(mech, user, "pencil");
+            let mut server = ScramServer::new(mech);
+            let first = server
+                .client_first(client.client_first().as_bytes())
+                .expect("client-first");
+            assert_eq!(first.username, user);
+            let server_first = server.server_first(Some(&cred)).expect("server-first");
+            let fin = client.client_final(&server_first).expect("client-final");
+            let ok = server.client_final(fin.as_bytes()).expect("proof accepted");
+            client
+                .verify_server_final(&ok.server_final)
+                .expect("server signature");
+            assert!(client.verify_server_final(b"v=AAAA").is_err());
+            assert!(client.verify_server_final(b"").is_err());
+
+            // A server that did not extend our nonce is not our exchange.
+            let mut other = ScramClient::new(mech, user, "pencil");
+            assert!(other.client_final(&server_first).is_err());
+            // A wrong password: the proof is refused by the server.
+            let mut wrong = ScramClient::new(mech, user, "pencil2");
+            let mut server = ScramServer::new(mech);
+            server
+                .client_first(wrong.client_first().as_bytes())
+                .expect("client-first");
+            let server_first = server.server_first(Some(&cred)).expect("server-first");
+            let fin = wrong.client_final(&server_first).expect("client-final");
+            assert!(server.client_final(fin.as_bytes()).is_err());
+        }
     }
 }
