@@ -40,6 +40,8 @@ pub fn key_subject(topic: &str) -> String {
 #[derive(Clone)]
 pub struct RegistryClient {
     base: String,
+    /// Sent as `Authorization` with every request (marked sensitive; never in `Debug`).
+    authorization: Option<hyper::header::HeaderValue>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -61,17 +63,32 @@ impl RegistryClient {
         }
         Ok(RegistryClient {
             base,
+            authorization: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
         })
     }
 
+    /// Sends `Authorization: <value>` (e.g. `Bearer <token>`) with every request.
+    pub fn with_authorization(mut self, value: &str) -> Result<RegistryClient> {
+        let mut v = hyper::header::HeaderValue::from_str(value).map_err(|_| {
+            Error::Config("registry authorization: not a valid header value".into())
+        })?;
+        v.set_sensitive(true);
+        self.authorization = Some(v);
+        Ok(self)
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}{path}", self.base);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(&url)
             .header("content-type", "application/vnd.schemaregistry.v1+json")
-            .header("accept", "application/vnd.schemaregistry.v1+json")
+            .header("accept", "application/vnd.schemaregistry.v1+json");
+        if let Some(v) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, v.clone());
+        }
+        let req = req
             .body(Full::new(Bytes::from(
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))

@@ -165,6 +165,20 @@ pub struct ValueSchema {
     /// `"latest"` (resolved once when the relay first needs it) or a version number.
     #[serde(default)]
     pub version: SchemaVersion,
+    /// Sent as `Authorization` to the registry. Not read from `weft.toml`: `weft serve`
+    /// sets its internal credential when `registry_url` is its own loopback registry.
+    #[serde(skip)]
+    pub authorization: Option<Secret>,
+}
+
+/// A secret string whose `Debug` is `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Which version of the subject: `"latest"` or a number.

@@ -37,7 +37,12 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     pub(crate) fn new(cfg: ValueSchema) -> Result<Encoder, String> {
-        let registry = RegistryClient::new(&cfg.registry_url).map_err(|e| e.to_string())?;
+        let mut registry = RegistryClient::new(&cfg.registry_url).map_err(|e| e.to_string())?;
+        if let Some(authorization) = &cfg.authorization {
+            registry = registry
+                .with_authorization(&authorization.0)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Encoder {
             cfg,
             serializer: SchemaSerializer::new(registry.clone()).lookup_only(),

@@ -379,20 +379,41 @@ fn group_row(g: &weft_lag::GroupView) -> weft_observe::ui::GroupRow {
 const MAX_HANDSHAKES: usize = 256;
 
 /// TLS for the HTTP and registry listeners. With TLS on, `weft serve`'s own registry clients
-/// (the gateway, the event store) reach the registry through a plain HTTP listener bound to an
-/// ephemeral loopback port instead, so they need no certificate trust of their own.
+/// (the gateway, the event store, the outbox) reach the registry through a plain HTTP listener
+/// bound to an ephemeral loopback port instead, so they need no certificate trust of their
+/// own. The same loopback listener exists with `require_auth` on and TLS off: the internal
+/// bearer credential is accepted from loopback peers only, and `registry_listen` may bind a
+/// non-loopback address (its peers would then not be loopback, even on this host).
 pub(crate) struct Https {
     tls: Option<weft_tls::Tls>,
     registry_internal: Option<(TcpListener, SocketAddr)>,
+}
+
+/// The plain loopback registry listener of `weft serve`'s own clients.
+async fn internal_registry_listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let internal = crate::serve::bind(
+        "internal registry",
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
+    )
+    .await?;
+    let addr = internal
+        .local_addr()
+        .context("internal registry listener has no address")?;
+    Ok((internal, addr))
 }
 
 impl Https {
     /// Off unless `[security.http] tls`; then `[security.tls]` must name a loadable certificate.
     pub(crate) async fn from_config(security: &weft_auth::SecurityConfig) -> anyhow::Result<Https> {
         if !security.http.tls {
+            let registry_internal = if security.http.require_auth {
+                Some(internal_registry_listener().await?)
+            } else {
+                None
+            };
             return Ok(Https {
                 tls: None,
-                registry_internal: None,
+                registry_internal,
             });
         }
         let section = security.tls.as_ref().context(
@@ -401,17 +422,9 @@ impl Https {
         // axum serves HTTP/1.1 only: say so in ALPN rather than let a client guess.
         let tls = weft_tls::Tls::with_alpn(section, vec![b"http/1.1".to_vec()])
             .context("cannot set up HTTPS")?;
-        let internal = crate::serve::bind(
-            "internal registry",
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
-        )
-        .await?;
-        let addr = internal
-            .local_addr()
-            .context("internal registry listener has no address")?;
         Ok(Https {
             tls: Some(tls),
-            registry_internal: Some((internal, addr)),
+            registry_internal: Some(internal_registry_listener().await?),
         })
     }
 
@@ -466,6 +479,13 @@ pub(crate) async fn serve_registry(
         (Some(tls), Some((internal, _))) => {
             tokio::try_join!(
                 serve_tls(listener, router.clone(), tls, shutdown.clone()),
+                plain(internal, router, shutdown),
+            )?;
+            Ok(())
+        }
+        (None, Some((internal, _))) => {
+            tokio::try_join!(
+                plain(listener, router.clone(), shutdown.clone()),
                 plain(internal, router, shutdown),
             )?;
             Ok(())

@@ -327,6 +327,21 @@ async fn run_components(
                 source.kafka.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
+        // A `value_schema` naming this process's registry reaches it as the gateway does
+        // (the loopback listener, the internal bearer) once the registry wants credentials;
+        // another registry never sees the internal credential.
+        if let Some(authorization) = &registry_authorization {
+            for vs in config
+                .sources
+                .iter_mut()
+                .filter_map(|s| s.value_schema.as_mut())
+            {
+                if names_registry(&vs.registry_url, registry_addr) {
+                    vs.registry_url = format!("http://{registry_client}");
+                    vs.authorization = Some(weft_outbox::config::Secret(authorization.clone()));
+                }
+            }
+        }
         sup.spawn("outbox", move |mut shutdown| async move {
             weft_outbox::run(config, outbox_bootstrap, outbox, async move {
                 shutdown.requested().await
@@ -405,6 +420,27 @@ async fn run_kafka(
 }
 
 /// Binds `addr` (port 0 picks a free port), with an error naming the listener and address.
+/// Whether `url` (`http://host:port/…`) names the registry listening on `registry`: its
+/// port, on a loopback host (`localhost`, 127.0.0.0/8, ::1) or on the address it bound.
+fn names_registry(url: &str, registry: SocketAddr) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    if port.parse::<u16>().ok() != Some(registry.port()) {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback() || ip == registry.ip())
+}
+
 pub(crate) async fn bind(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -453,4 +489,33 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => info!(signal = "SIGINT", "signal received"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_registry_only_for_this_registry() {
+        let any: SocketAddr = "0.0.0.0:8081".parse().expect("addr");
+        let on_ip: SocketAddr = "10.1.2.3:8081".parse().expect("addr");
+        // (url, registry address, names it)
+        let cases = [
+            ("http://127.0.0.1:8081", any, true),
+            ("http://localhost:8081/", any, true),
+            ("http://LOCALHOST:8081/x", any, true),
+            ("http://127.0.0.2:8081", any, true),
+            ("http://[::1]:8081", any, true),
+            ("http://10.1.2.3:8081", on_ip, true),
+            ("http://127.0.0.1:8082", any, false),
+            ("http://10.1.2.3:8081", any, false),
+            ("http://registry.example:8081", any, false),
+            ("http://127.0.0.1", any, false),
+            ("https://127.0.0.1:8081", any, false),
+            ("http://127.0.0.1:8081@evil.example:8081", any, false),
+        ];
+        for (url, registry, want) in cases {
+            assert_eq!(names_registry(url, registry), want, "{url} {registry}");
+        }
+    }
 }

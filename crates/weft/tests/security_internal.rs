@@ -145,6 +145,20 @@ print(len(got), c.committed(tp))
 c.close()
 "#;
 
+/// kafka-python: bob (SCRAM-SHA-512 on the SASL listener, CREATE on the topic) creates
+/// `orders` with one partition (the gateway does not create topics); prints `CREATED`.
+const CREATE_ORDERS: &str = r#"
+import sys
+from kafka.admin import KafkaAdminClient, NewTopic
+bootstrap, user, password = sys.argv[1:4]
+a = KafkaAdminClient(bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT",
+                     sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=user,
+                     sasl_plain_password=password)
+a.create_topics([NewTopic("orders", num_partitions=1, replication_factor=1)])
+print("CREATED")
+a.close()
+"#;
+
 /// kafka-python: an anonymous producer on `kafka_listen`; prints the exception's class.
 const ANONYMOUS_PRODUCE: &str = r#"
 import sys
@@ -250,6 +264,11 @@ fn serve_own_clients_work_under_full_security_and_anonymous_gets_nothing() {
                 "User:bob",
                 Operation::Read,
             ),
+            allow(
+                ResourcePattern::literal(topic, "orders"),
+                "User:bob",
+                Operation::Create,
+            ),
         ];
         AclStore::new(store.clone()).add(&acls).await.expect("acls");
         let cred = ScramCredential::generate(ScramMechanism::Sha512, BOB_PASSWORD, 4096)
@@ -276,8 +295,13 @@ fn serve_own_clients_work_under_full_security_and_anonymous_gets_nothing() {
     let alice = issuer.token("alice", &SCOPES);
     let admin = issuer.token("admin", &SCOPES);
 
-    // Gateway REST produce (the gateway's producer is serve's own client; the topic is
-    // auto-created through it), three records.
+    // bob creates the topic over the SASL listener; then gateway REST produce (the
+    // gateway's producer and metadata client are serve's own clients), three records.
+    let (ok, out, err) = python(
+        CREATE_ORDERS,
+        &[sasl.to_string().as_str(), BOB, BOB_PASSWORD],
+    );
+    assert!(ok && out.contains("CREATED"), "create orders: {out}\n{err}");
     for n in 0..3 {
         let (status, _, body) = request(
             http,
@@ -483,6 +507,8 @@ client_auth = "requested"
 
 [security.http]
 require_auth = true
+# require_auth needs a password or token method besides certificates (no user exists).
+basic = true
 tls = true
 "#,
         p("server.pem"),
