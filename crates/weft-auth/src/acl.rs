@@ -77,6 +77,8 @@ named_enum!(
         Subject = "subject",
         Cluster = "cluster",
         TransactionalId = "transactional-id",
+        /// An event-store stream (weft-eventstore's per-stream ACLs; no Kafka code).
+        Stream = "stream",
     }
 );
 
@@ -494,7 +496,8 @@ impl Authorizer {
 
     /// Like [`Authorizer::authorize`] but a denial is not logged: for a check with a
     /// fallback, which logs only if the fallback denies too (Kafka's `logIfDenied = false`,
-    /// as KafkaApis asks IDEMPOTENT_WRITE before WRITE on any topic).
+    /// as KafkaApis asks IDEMPOTENT_WRITE before WRITE on any topic), and for filtering
+    /// lists, where a hidden item is not a refused request (the registry's subject lists).
     pub fn authorize_quietly(
         &self,
         principal: &Principal,

@@ -396,6 +396,19 @@ impl Permissions {
             .is_allowed()
     }
 
+    /// [`Permissions::allows`] without the denial log, for filtering lists: an item the
+    /// caller may not see is hidden, not refused.
+    pub fn allows_quietly(
+        &self,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer
+            .authorize_quietly(&self.principal, &self.host, operation, resource_type, name)
+            .is_allowed()
+    }
+
     /// [`Permissions::allows`] where `None` (no authorisation on this listener) allows.
     pub fn allows_in(
         permissions: Option<&Permissions>,

@@ -17,7 +17,25 @@
 //!
 //! Errors are `{"code", "message"}` with a stable code: `wrong_expected_version` (409, with
 //! `actual_revision`), `stream_deleted` (410), `event_too_large` (413), `invalid_request`
-//! (400), `schema_mismatch` (400), `not_found` (404), `internal` (500).
+//! (400), `schema_mismatch` (400), `not_found` (404), `forbidden` (403), `internal` (500).
+//!
+//! Authorisation, when the listener enforces ACLs (weft-auth's `Permissions` request
+//! extension), is EventStoreDB's per-stream ACL (`$acl` with `$r`, `$w`, `$d`, `$mr`, `$mw`)
+//! in the one ACL model, on `stream` resources: a literal ACL names one stream, a prefixed
+//! one a category (`order-` covers `order-1`, `order-2`…, what `$ce-order` gathers).
+//!
+//! | route | check | EventStoreDB |
+//! |---|---|---|
+//! | `GET /v1/streams/{s}`, `…/subscribe` | READ stream `s` | `$r` |
+//! | `POST /v1/streams/{s}`; each stream of `POST /v1/streams` (all or nothing) | WRITE stream `s` | `$w` |
+//! | `DELETE /v1/streams/{s}` | DELETE stream `s` | `$d` |
+//! | `GET /v1/streams/{s}/metadata` | DESCRIBE_CONFIGS stream `s` | `$mr` |
+//! | `PUT /v1/streams/{s}/metadata` | ALTER_CONFIGS stream `s` | `$mw` |
+//! | `GET /v1/streams/$all…`, `…/$all/subscribe` (any filter) | READ stream `$all` | `$all`'s `$r` (admins by default) |
+//!
+//! Default deny applies as everywhere: a stream without an ACL is open to super-users only,
+//! as EventStoreDB's `$`-system streams are. Event types, projections, subscription groups
+//! and scavenging keep the listener's route checks.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,13 +43,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use weft_auth::http::Permissions;
+use weft_auth::{Operation, ResourceType};
 
 use crate::store::MAX_READ;
 use crate::subscription::Message;
@@ -88,6 +108,30 @@ fn bad_request(message: String) -> Response {
     problem(&Error::Invalid(message))
 }
 
+/// The caller's rights when the listener authorises (see the module docs).
+type Perms = Option<Extension<Permissions>>;
+
+/// The stream resource reading `$all` needs.
+const ALL: &str = "$all";
+
+/// 403 unless the caller may do `operation` on `stream`; no permissions (authorisation off)
+/// allow everything.
+// The error is the answer itself, returned at once: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn allowed(p: &Perms, operation: Operation, stream: &str) -> Result<(), Response> {
+    match p {
+        Some(Extension(p)) if !p.allows(operation, ResourceType::Stream, stream) => {
+            let message = format!(
+                "{} is denied operation {operation} on stream {stream}",
+                p.principal()
+            );
+            let body = json!({ "code": "forbidden", "message": message });
+            Err((StatusCode::FORBIDDEN, Json(body)).into_response())
+        }
+        _ => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppendBody {
@@ -124,8 +168,12 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
 async fn append(
     State(store): State<EventStore>,
     Path(stream): Path<String>,
+    p: Perms,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = allowed(&p, Operation::Write, &stream) {
+        return r;
+    }
     let body: AppendBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -146,11 +194,17 @@ async fn append(
     }
 }
 
-async fn append_multi(State(store): State<EventStore>, body: Bytes) -> Response {
+async fn append_multi(State(store): State<EventStore>, p: Perms, body: Bytes) -> Response {
     let body: MultiBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
     };
+    // All or nothing, like the append itself: one denied stream refuses the request.
+    for a in &body.appends {
+        if let Err(r) = allowed(&p, Operation::Write, &a.stream) {
+            return r;
+        }
+    }
     let appends = body
         .appends
         .into_iter()
@@ -208,8 +262,12 @@ fn parse_from(from: Option<&str>, direction: Direction) -> Result<u64, Response>
 async fn read(
     State(store): State<EventStore>,
     Path(stream): Path<String>,
+    p: Perms,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(r) = allowed(&p, Operation::Read, &stream) {
+        return r;
+    }
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => return bad_request(e.body_text()),
@@ -219,7 +277,7 @@ async fn read(
         Err(r) => return r,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_READ);
-    let result = if stream == "$all" {
+    let result = if stream == ALL {
         let from = if q.direction == Direction::Forwards {
             from.max(1)
         } else {
@@ -251,14 +309,18 @@ struct SubscribeQuery {
 async fn subscribe(
     State(store): State<EventStore>,
     Path(stream): Path<String>,
+    p: Perms,
     headers: HeaderMap,
     query: Result<Query<SubscribeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(r) = allowed(&p, Operation::Read, &stream) {
+        return r;
+    }
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => return bad_request(e.body_text()),
     };
-    let filter = if stream == "$all" {
+    let filter = if stream == ALL {
         Filter {
             stream: None,
             category: q.category,
@@ -314,7 +376,10 @@ async fn subscribe(
         .into_response()
 }
 
-async fn info(State(store): State<EventStore>, Path(stream): Path<String>) -> Response {
+async fn info(State(store): State<EventStore>, Path(stream): Path<String>, p: Perms) -> Response {
+    if let Err(r) = allowed(&p, Operation::DescribeConfigs, &stream) {
+        return r;
+    }
     match store.stream_info(&stream).await {
         Ok(Some(info)) => Json(info).into_response(),
         Ok(None) => problem(&Error::NotFound(format!("stream {stream} does not exist"))),
@@ -325,8 +390,12 @@ async fn info(State(store): State<EventStore>, Path(stream): Path<String>) -> Re
 async fn set_metadata(
     State(store): State<EventStore>,
     Path(stream): Path<String>,
+    p: Perms,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = allowed(&p, Operation::AlterConfigs, &stream) {
+        return r;
+    }
     let meta: StreamMetadata = match parse(&body) {
         Ok(m) => m,
         Err(r) => return r,
@@ -348,8 +417,12 @@ struct DeleteQuery {
 async fn delete(
     State(store): State<EventStore>,
     Path(stream): Path<String>,
+    p: Perms,
     query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(r) = allowed(&p, Operation::Delete, &stream) {
+        return r;
+    }
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => return bad_request(e.body_text()),

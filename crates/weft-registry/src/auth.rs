@@ -76,13 +76,20 @@ impl HttpPolicy for RegistryPolicy {
     }
 }
 
+/// Whether a list shows `subject` to a caller who needs `operation` on it. Decided quietly:
+/// a hidden item is not a refused request, so it is not logged as a denial (Kafka's
+/// `logIfDenied = false`).
+pub(crate) fn listed(p: Option<&Permissions>, operation: Operation, subject: &str) -> bool {
+    p.is_none_or(|p| p.allows_quietly(operation, ResourceType::Subject, subject))
+}
+
 /// Whether the caller may see `subject` in a list (DESCRIBE, which READ, WRITE, DELETE and
 /// ALTER imply).
 pub(crate) fn may_see(p: Option<&Permissions>, subject: &str) -> bool {
-    Permissions::allows_in(p, Operation::Describe, ResourceType::Subject, subject)
+    listed(p, Operation::Describe, subject)
 }
 
-/// Whether the caller may read `subject`'s schemas.
+/// Whether the caller may read `subject`'s schemas (a denial is logged).
 pub(crate) fn may_read(p: Option<&Permissions>, subject: &str) -> bool {
     Permissions::allows_in(p, Operation::Read, ResourceType::Subject, subject)
 }
@@ -97,17 +104,20 @@ pub(crate) fn visible(p: Option<&Permissions>, mut subjects: Vec<String>) -> Vec
 
 /// Whether the caller may read a schema held by `holders`: READ on at least one of them.
 /// A schema no subject holds any more (every version using it permanently deleted) needs
-/// READ on every subject: the literal `*` ACL, a super-user, or no authorisation.
+/// READ on every subject: the literal `*` ACL, a super-user, or no authorisation. Holders
+/// are tried quietly; a refusal is logged once, as a denial on the first of them.
 pub(crate) fn may_read_any<'a>(
     p: Option<&Permissions>,
     holders: impl IntoIterator<Item = &'a str>,
 ) -> bool {
     let Some(p) = p else { return true };
-    let mut holders = holders.into_iter().peekable();
-    if holders.peek().is_none() {
-        return may_read(Some(p), WILDCARD);
+    let holders: Vec<&str> = holders.into_iter().collect();
+    match holders.first() {
+        None => may_read(Some(p), WILDCARD),
+        Some(first) => {
+            holders.iter().any(|s| listed(Some(p), Operation::Read, s)) || may_read(Some(p), first)
+        }
     }
-    holders.any(|s| may_read(Some(p), s))
 }
 
 /// Confluent's 403 for a schema id none of whose subjects the caller may read.

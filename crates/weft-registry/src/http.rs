@@ -444,7 +444,7 @@ async fn list_schemas(State(r): State<Registry>, p: Perms, Query(q): Params) -> 
         .subjects(deleted, q.get("subjectPrefix").map(String::as_str))
         .await?
         .into_iter()
-        .filter(|s| auth::may_read(p, s))
+        .filter(|s| auth::listed(p, weft_auth::Operation::Read, s))
         .collect();
     let all = r
         .schemas(&subjects, deleted, flag(&q, "latestOnly"))

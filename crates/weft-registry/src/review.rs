@@ -708,7 +708,7 @@ async fn list(
         StatusCode::OK,
         &Value::Array(
             all.iter()
-                .filter(|x| crate::auth::may_read(p, &x.subject))
+                .filter(|x| crate::auth::listed(p, weft_auth::Operation::Read, &x.subject))
                 .map(Proposal::json)
                 .collect(),
         ),

@@ -53,7 +53,7 @@ pub(crate) fn resource_type_code(t: ResourceType) -> Option<i8> {
         ResourceType::Group => 3,
         ResourceType::Cluster => 4,
         ResourceType::TransactionalId => 5,
-        ResourceType::Subject => return None,
+        ResourceType::Subject | ResourceType::Stream => return None,
     })
 }
 
@@ -215,10 +215,10 @@ fn filter(
     })
 }
 
-/// The filter restricted to each resource type Kafka can name (never `subject`).
+/// The filter restricted to each resource type Kafka can name (never `subject` or `stream`).
 fn kafka_filters(f: &AclFilter) -> Vec<AclFilter> {
     match f.resource_type {
-        Some(ResourceType::Subject) => Vec::new(),
+        Some(ResourceType::Subject | ResourceType::Stream) => Vec::new(),
         Some(_) => vec![f.clone()],
         None => KAFKA_TYPES
             .iter()
@@ -715,6 +715,7 @@ mod tests {
             assert_eq!(resource_type_of(c), Some(*t));
         }
         assert_eq!(resource_type_code(ResourceType::Subject), None);
+        assert_eq!(resource_type_code(ResourceType::Stream), None);
         for o in Operation::ALL {
             assert_eq!(operation_of(operation_code(*o)), Some(*o));
         }

@@ -31,6 +31,7 @@ fn resource_code(t: ResourceType) -> anyhow::Result<i8> {
         ResourceType::Cluster => 4,
         ResourceType::TransactionalId => 5,
         ResourceType::Subject => bail!("subject ACLs have no Kafka resource type"),
+        ResourceType::Stream => bail!("stream ACLs have no Kafka resource type"),
     })
 }
 
