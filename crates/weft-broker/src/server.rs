@@ -831,8 +831,18 @@ fn advertise_listener(inner: &Inner, listener: &Listener, response: &mut Respons
     if *host == inner.config.advertised_host && port == i32::from(inner.config.advertised_port) {
         return;
     }
-    let node = inner.config.node_id;
     let host = kafka_protocol::protocol::StrBytes::from_string(host.clone());
+    rewrite_advertised(inner.config.node_id, host, port, response);
+}
+
+/// Puts this node's address on `listener` into a Metadata, DescribeCluster or
+/// FindCoordinator answer (whatever its version).
+fn rewrite_advertised(
+    node: i32,
+    host: kafka_protocol::protocol::StrBytes,
+    port: i32,
+    response: &mut ResponseKind,
+) {
     match response {
         ResponseKind::Metadata(r) => {
             for b in r.brokers.iter_mut().filter(|b| b.node_id.0 == node) {
@@ -847,7 +857,9 @@ fn advertise_listener(inner: &Inner, listener: &Listener, response: &mut Respons
             }
         }
         ResponseKind::FindCoordinator(r) => {
-            if r.node_id.0 == node {
+            // v0–v3 answer in the top-level fields; v4+ only in `coordinators` (where the
+            // top-level ones must stay at their defaults, or the encoder refuses them).
+            if r.coordinators.is_empty() && r.node_id.0 == node {
                 r.host = host.clone();
                 r.port = port;
             }
@@ -1001,4 +1013,52 @@ pub(crate) fn encode(
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::find_coordinator_response::Coordinator;
+    use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorResponse, ResponseKind};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::{encode, rewrite_advertised};
+
+    /// A listener's address goes where each FindCoordinator version carries it, and the
+    /// answer still encodes at that version (v4+ refuse top-level host/port).
+    #[test]
+    fn find_coordinator_answers_carry_the_listener_address_at_every_version() {
+        let host = || StrBytes::from_static_str("10.0.0.7");
+        for version in 0..=6 {
+            let mut r = FindCoordinatorResponse::default();
+            if version < 4 {
+                r.node_id = BrokerId(0);
+                r.host = StrBytes::from_static_str("127.0.0.1");
+                r.port = 9092;
+            } else {
+                r.coordinators.push(
+                    Coordinator::default()
+                        .with_key(StrBytes::from_static_str("g"))
+                        .with_node_id(BrokerId(0))
+                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                        .with_port(9092),
+                );
+            }
+            let mut response = ResponseKind::FindCoordinator(r);
+            rewrite_advertised(0, host(), 9094, &mut response);
+            let ResponseKind::FindCoordinator(r) = &response else {
+                unreachable!()
+            };
+            if version < 4 {
+                assert_eq!((r.host.as_str(), r.port), ("10.0.0.7", 9094), "v{version}");
+            } else {
+                let c = &r.coordinators[0];
+                assert_eq!((c.host.as_str(), c.port), ("10.0.0.7", 9094), "v{version}");
+                assert_eq!((r.host.as_str(), r.port), ("", 0), "v{version}");
+            }
+            assert!(
+                encode(ApiKey::FindCoordinator, version, 1, &response).is_ok(),
+                "v{version} does not encode"
+            );
+        }
+    }
 }
