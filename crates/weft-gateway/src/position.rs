@@ -15,13 +15,16 @@ use crate::kafka::Record;
 /// Next offset to deliver, per partition.
 pub type Positions = BTreeMap<i32, i64>;
 
+/// Computed for every event of every connection: one allocation, no temporary strings.
 pub fn encode(positions: &Positions) -> String {
-    let mut s = String::new();
+    use std::fmt::Write;
+    let mut s = String::with_capacity(positions.len() * 12);
     for (i, (p, o)) in positions.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("{p}:{o}"));
+        // Writing to a `String` cannot fail.
+        let _ = write!(s, "{p}:{o}");
     }
     s
 }

@@ -1,25 +1,29 @@
 //! The SSE (`GET /v1/topics/{topic}/events`) and WebSocket (`GET /v1/topics/{topic}/ws`)
 //! edges of the connection engine in `hub`.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, Sse};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use futures_util::stream::{self, Stream};
+use bytes::Bytes;
+use futures_util::stream;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::mpsc;
 use weft_auth::http::Authenticated;
 
 use crate::Gateway;
 use crate::hub::{self, AckOptions, Close, Cmd, Conn, ConnOptions, EngineCtx, Out};
+use crate::kafka::Record;
 use crate::position::{self, Filter, Format, Positions, Start};
 use crate::problem::{ApiError, Principal, principal_of, problem};
 
@@ -258,19 +262,30 @@ async fn resolve(
     Ok(out)
 }
 
-fn event_data(topic: &str, out: &Out, format: Format) -> Option<(String, &'static str, String)> {
+/// A record's JSON in `format`. For `Format::Auto` (the default) it is rendered once per
+/// record, by the first connection that needs it, and shared by every connection the
+/// record is fanned out to.
+fn record_data<'a>(topic: &str, record: &'a Record, format: Format) -> Cow<'a, str> {
+    match format {
+        Format::Auto => Cow::Borrowed(
+            record
+                .rendered
+                .get_or_init(|| position::record_json(topic, record, format).to_string()),
+        ),
+        // `Record::rendered` holds one format (see the report of issue 7's fan-out work).
+        Format::Base64 => Cow::Owned(position::record_json(topic, record, format).to_string()),
+    }
+}
+
+/// An engine output as (id, event name, data); `None` for a heartbeat. The data is compact
+/// JSON (`serde_json`), which never contains a raw CR or LF: it is one SSE `data:` line.
+fn event_parts<'a>(
+    topic: &str,
+    out: &'a Out,
+    format: Format,
+) -> Option<(&'a str, &'static str, Cow<'a, str>)> {
     match out {
-        Out::Event { record, id } => {
-            let data = match format {
-                // Shared by every connection the record is fanned out to.
-                Format::Auto => record
-                    .rendered
-                    .get_or_init(|| position::record_json(topic, record, format).to_string())
-                    .clone(),
-                Format::Base64 => position::record_json(topic, record, format).to_string(),
-            };
-            Some((id.clone(), "message", data))
-        }
+        Out::Event { record, id } => Some((id, "message", record_data(topic, record, format))),
         Out::Gap(gap) => {
             let hub::Gap {
                 partition,
@@ -279,17 +294,79 @@ fn event_data(topic: &str, out: &Out, format: Format) -> Option<(String, &'stati
                 id,
                 reason,
             } = gap.as_ref();
-            Some((
-                id.clone(),
-                "gap",
-                json!({"topic": topic, "partition": partition, "from": from, "to": to,
-                   "missed": to - from, "reason": reason})
-                .to_string(),
-            ))
+            let data = json!({"topic": topic, "partition": partition, "from": from, "to": to,
+                   "missed": to - from, "reason": reason});
+            Some((id, "gap", Cow::Owned(data.to_string())))
         }
         Out::Heartbeat => None,
     }
 }
+
+/// Appends `out` in the SSE wire format, byte for byte what axum's `sse::Event` builder
+/// made of it (`sse_bytes_are_axum_events` checks it) but without an `Event` and its
+/// copies per connection: the shared JSON is copied once, into the connection's batch.
+fn write_sse(buf: &mut Vec<u8>, topic: &str, out: &Out, format: Format) {
+    match event_parts(topic, out, format) {
+        None => buf.extend_from_slice(b": heartbeat\n\n"),
+        Some((id, name, data)) => {
+            sse_field(buf, "id", id);
+            sse_field(buf, "event", name);
+            sse_field(buf, "data", &data);
+            buf.push(b'\n');
+        }
+    }
+}
+
+/// The last SSE event of a stream: why it ended, with a `retry` hint on a drain.
+fn write_sse_close(buf: &mut Vec<u8>, close: &Close) {
+    let Close { reason, retry_ms } = close;
+    // Expired credentials end with their own event name, so a client can refresh its
+    // token before reconnecting instead of retrying blindly.
+    let name = if *reason == "auth_expired" {
+        "auth_expired"
+    } else {
+        "close"
+    };
+    sse_field(buf, "event", name);
+    let data = json!({"reason": reason, "retry_ms": retry_ms}).to_string();
+    sse_field(buf, "data", &data);
+    if let Some(ms) = retry_ms {
+        sse_field(buf, "retry", &ms.to_string());
+    }
+    buf.push(b'\n');
+}
+
+/// `name: value\n`; `value` has no CR or LF (ids, names, compact JSON). An empty `data`
+/// is left out, as axum did.
+fn sse_field(buf: &mut Vec<u8>, name: &str, value: &str) {
+    if name == "data" && value.is_empty() {
+        return;
+    }
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value.as_bytes());
+    buf.push(b'\n');
+}
+
+/// The WebSocket text message of an engine output; `None` for a heartbeat (WebSocket
+/// pings are the writer's own).
+fn ws_text(topic: &str, out: &Out, format: Format) -> Option<String> {
+    let (id, name, data) = event_parts(topic, out, format)?;
+    let kind = if name == "message" { "event" } else { name };
+    // One allocation, one copy of the shared JSON.
+    let mut text = String::with_capacity(32 + kind.len() + id.len() + data.len());
+    text.push_str(r#"{"type":""#);
+    text.push_str(kind);
+    text.push_str(r#"","id":""#);
+    text.push_str(id);
+    text.push_str(r#"","data":"#);
+    text.push_str(&data);
+    text.push('}');
+    Some(text)
+}
+
+/// An SSE response body chunk gathers at most this much of what is already buffered.
+const SSE_BATCH_BYTES: usize = 64 * 1024;
 
 /// When the caller's credentials expire (the HTTP auth layer's `Authenticated` extension).
 fn expiry(auth: Option<&Authenticated>) -> Option<SystemTime> {
@@ -322,45 +399,40 @@ async fn sse(
     };
     let retry = gw.0.config.stream.retry_ms;
     let first = stream::once(async move {
-        Ok::<_, Infallible>(
-            Event::default()
-                .retry(Duration::from_millis(retry))
-                .comment("ok"),
-        )
+        Ok::<_, Infallible>(Bytes::from(format!("retry: {retry}\n: ok\n\n")))
     });
+    // Each chunk holds what the engine has buffered when the writer wakes up: one HTTP
+    // chunk (and usually one write) for a burst instead of one per event.
     let body = stream::unfold(Some(opened), |state| async move {
         let mut o = state?;
-        match o.conn.rx.recv().await {
-            Some(Out::Heartbeat) => Some((Ok(Event::default().comment("heartbeat")), Some(o))),
-            Some(out) => {
-                let (id, name, data) = event_data(&o.topic, &out, o.format)?;
-                let ev = Event::default().id(id).event(name).data(data);
-                Some((Ok(ev), Some(o)))
+        let mut buf = Vec::new();
+        let mut next = o.conn.rx.recv().await;
+        loop {
+            let Some(out) = next else {
+                write_sse_close(&mut buf, &o.conn.close_reason());
+                return Some((Ok(Bytes::from(buf)), None));
+            };
+            write_sse(&mut buf, &o.topic, &out, o.format);
+            if buf.len() >= SSE_BATCH_BYTES {
+                break;
             }
-            None => {
-                let Close { reason, retry_ms } = o.conn.close_reason();
-                // Expired credentials end with their own event name, so a client can
-                // refresh its token before reconnecting instead of retrying blindly.
-                let name = if reason == "auth_expired" {
-                    "auth_expired"
-                } else {
-                    "close"
-                };
-                let mut ev = Event::default()
-                    .event(name)
-                    .data(json!({"reason": reason, "retry_ms": retry_ms}).to_string());
-                if let Some(ms) = retry_ms {
-                    ev = ev.retry(Duration::from_millis(ms));
-                }
-                Some((Ok(ev), None))
-            }
+            next = match o.conn.rx.try_recv() {
+                Ok(out) => Some(out),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
         }
+        Some((Ok(Bytes::from(buf)), Some(o)))
     });
-    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
-        Box::pin(first.chain(body));
-    let mut r = Sse::new(stream).into_response();
-    r.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // The headers axum's `Sse` response sets, and no proxy buffering.
+    let mut r = Body::from_stream(first.chain(body)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
 }
 
@@ -446,11 +518,9 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
             out = o.conn.rx.recv() => match out {
                 Some(Out::Heartbeat) => {}
                 Some(out) => {
-                    let Some((id, name, data)) = event_data(&o.topic, &out, o.format) else {
+                    let Some(text) = ws_text(&o.topic, &out, o.format) else {
                         continue;
                     };
-                    let kind = if name == "message" { "event" } else { name };
-                    let text = format!(r#"{{"type":"{kind}","id":"{id}","data":{data}}}"#);
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break None;
                     }
@@ -505,3 +575,186 @@ pub(crate) async fn sse_doc() {}
         (status = 400, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem)))]
 #[allow(dead_code)] // documentation only: the route is `ws`
 pub(crate) async fn ws_doc() {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use axum::response::sse::{Event, Sse};
+
+    use super::*;
+
+    fn record(
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> Out {
+        let record = Record {
+            partition,
+            offset,
+            timestamp: Some(1_700_000_000_000 + offset),
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.map(Bytes::copy_from_slice)))
+                .collect(),
+            rendered: OnceLock::new(),
+        };
+        let mut positions = Positions::new();
+        positions.insert(partition, offset + 1);
+        positions.insert(partition + 1, 7);
+        Out::Event {
+            record: Arc::new(record),
+            id: position::encode(&positions),
+        }
+    }
+
+    /// What every connection built for itself before: the record rendered per
+    /// connection, then axum's `Event` builder.
+    fn axum_event(topic: &str, out: &Out, format: Format) -> Event {
+        match out {
+            Out::Event { record, id } => Event::default()
+                .id(id)
+                .event("message")
+                .data(position::record_json(topic, record, format).to_string()),
+            Out::Gap(gap) => Event::default().id(&gap.id).event("gap").data(
+                json!({"topic": topic, "partition": gap.partition, "from": gap.from,
+                    "to": gap.to, "missed": gap.to - gap.from, "reason": gap.reason})
+                .to_string(),
+            ),
+            Out::Heartbeat => Event::default().comment("heartbeat"),
+        }
+    }
+
+    fn axum_close(close: &Close) -> Event {
+        let name = if close.reason == "auth_expired" {
+            "auth_expired"
+        } else {
+            "close"
+        };
+        let mut ev = Event::default()
+            .event(name)
+            .data(json!({"reason": close.reason, "retry_ms": close.retry_ms}).to_string());
+        if let Some(ms) = close.retry_ms {
+            ev = ev.retry(Duration::from_millis(ms));
+        }
+        ev
+    }
+
+    /// The bytes of an axum SSE response made of `events`.
+    async fn axum_bytes(events: Vec<Event>) -> Vec<u8> {
+        let stream = stream::iter(events.into_iter().map(Ok::<_, Infallible>));
+        let body = Sse::new(stream).into_response().into_body();
+        axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("in-memory body")
+            .to_vec()
+    }
+
+    fn outs() -> Vec<Out> {
+        let bin: &[u8] = &[0, 0xff, 0x10];
+        vec![
+            record(0, 0, None, None, &[]),
+            record(0, 1, Some(b"k1"), Some(br#"{"a":1,"b":[true,null]}"#), &[]),
+            record(
+                3,
+                41,
+                Some(br#"{"id":"x"}"#),
+                Some(b"plain text, with \"quotes\"\nand a newline"),
+                &[
+                    ("type", Some(b"created")),
+                    ("empty", None),
+                    ("raw", Some(bin)),
+                ],
+            ),
+            record(1, 9, Some(bin), Some(bin), &[("trace", Some(b"00-ab-01"))]),
+            record(2, 5, Some(b""), Some(b"\r\n"), &[("", Some(b""))]),
+            record(
+                0,
+                2,
+                Some("clé".as_bytes()),
+                Some("∑ ünïcode".as_bytes()),
+                &[],
+            ),
+            Out::Gap(Box::new(hub::Gap {
+                partition: 1,
+                from: 3,
+                to: 10,
+                id: "0:4,1:10".into(),
+                reason: "deleted_by_retention",
+            })),
+            Out::Heartbeat,
+        ]
+    }
+
+    #[tokio::test]
+    async fn sse_bytes_are_axum_events() {
+        let topic = "orders.v1";
+        for format in [Format::Auto, Format::Base64] {
+            let outs = outs();
+            let expected =
+                axum_bytes(outs.iter().map(|o| axum_event(topic, o, format)).collect()).await;
+            // Twice: the first connection renders the record, the second uses what it left.
+            for round in 0..2 {
+                let mut got = Vec::new();
+                for out in &outs {
+                    write_sse(&mut got, topic, out, format);
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&expected),
+                    "{format:?}, round {round}"
+                );
+            }
+        }
+        let closes = [
+            close_of("slow_consumer", None),
+            close_of("shutdown", Some(2_000)),
+            close_of("max_lifetime", Some(1_005)),
+            close_of("auth_expired", None),
+            close_of("closed", Some(250)),
+        ];
+        for c in &closes {
+            let mut got = Vec::new();
+            write_sse_close(&mut got, c);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&axum_bytes(vec![axum_close(c)]).await),
+                "{c:?}"
+            );
+        }
+    }
+
+    fn close_of(reason: &'static str, retry_ms: Option<u64>) -> Close {
+        Close { reason, retry_ms }
+    }
+
+    #[test]
+    fn ws_texts_are_the_old_messages() {
+        let topic = "orders.v1";
+        for format in [Format::Auto, Format::Base64] {
+            for out in outs() {
+                let old = match &out {
+                    Out::Heartbeat => None,
+                    Out::Event { record, id } => Some(format!(
+                        r#"{{"type":"event","id":"{id}","data":{}}}"#,
+                        position::record_json(topic, record, format)
+                    )),
+                    Out::Gap(gap) => Some(format!(
+                        r#"{{"type":"gap","id":"{}","data":{}}}"#,
+                        gap.id,
+                        json!({"topic": topic, "partition": gap.partition, "from": gap.from,
+                            "to": gap.to, "missed": gap.to - gap.from, "reason": gap.reason})
+                    )),
+                };
+                assert_eq!(ws_text(topic, &out, format), old, "{format:?} {out:?}");
+                if let Some(text) = ws_text(topic, &out, format) {
+                    serde_json::from_str::<serde_json::Value>(&text).expect("valid JSON");
+                }
+            }
+        }
+    }
+}
