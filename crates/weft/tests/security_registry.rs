@@ -3,7 +3,8 @@
 //! test OIDC issuer (tests/oidc_support), subject ACLs in the state store. A principal with
 //! READ on the prefix `a-` lists only `a-*` subjects — over raw HTTP and through Confluent's
 //! Python `SchemaRegistryClient` — gets 403 (40301) on a schema id only `b-*` subjects hold
-//! and 200 on an id an `a-*` subject shares.
+//! and 200 on an id an `a-*` subject shares. The event store on the HTTP listener decides
+//! per stream the same way (`stream` ACLs).
 
 mod common;
 mod oidc_support;
@@ -236,5 +237,66 @@ fn subject_lists_and_schema_ids_follow_subject_acls() {
         got["ids"][b_only.to_string()],
         json!({ "ok": "B" }),
         "{got}"
+    );
+}
+
+/// The event store on the HTTP listener decides per stream (`stream` ACLs, EventStoreDB's
+/// per-stream `$r`/`$w`): READ+WRITE on the prefix `order-` lets alice append to and read
+/// `order-1`, not `invoice-1` nor `$all`; the refused append writes nothing.
+#[test]
+fn event_store_streams_follow_stream_acls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuer = Issuer::start();
+    common::seed_state(dir.path(), async |store| {
+        let acls: Vec<AclBinding> = [Operation::Read, Operation::Write]
+            .into_iter()
+            .map(|op| {
+                AclBinding::new(
+                    ResourcePattern::prefixed(ResourceType::Stream, "order-"),
+                    "User:alice",
+                    op,
+                    Permission::Allow,
+                )
+            })
+            .collect();
+        AclStore::new(store).add(&acls).await.expect("acls");
+    });
+    let server = serve(dir.path(), &issuer);
+    let http = server.http_addr;
+    let admin = issuer.token("admin", &SCOPES);
+    let alice = issuer.token("alice", &SCOPES);
+    let events = json!({ "events": [{ "type": "Placed", "data": { "n": 1 } }] });
+    let read = |token: &str, stream: &str| {
+        call(http, "GET", &format!("/v1/streams/{stream}"), token, None)
+    };
+
+    let (status, body) = call(http, "POST", "/v1/streams/order-1", &alice, Some(&events));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = read(&alice, "order-1");
+    assert_eq!(
+        (status, body["events"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (status, body) = call(http, "POST", "/v1/streams/invoice-1", &alice, Some(&events));
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("forbidden")),
+        "{body}"
+    );
+    assert_eq!(
+        body["message"],
+        json!("User:alice is denied operation write on stream invoice-1")
+    );
+    let (status, body) = read(&alice, "$all");
+    assert_eq!(status, 403, "{body}");
+    // The refused append wrote nothing; the super-user reads everything.
+    let (status, body) = read(&admin, "invoice-1");
+    assert_eq!((status, body["events"].clone()), (200, json!([])), "{body}");
+    let (status, body) = read(&admin, "$all");
+    assert_eq!(
+        (status, body["events"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{body}"
     );
 }
