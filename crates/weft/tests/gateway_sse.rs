@@ -416,6 +416,7 @@ fn a_slow_consumer_gets_a_gap_and_continues_from_the_live_end() {
         gw.produce("firehose", &batch);
     }
     // Now read; once the backlog is drained, one more record must arrive live.
+    let backlog_end = 400;
     let mut seen: Vec<i64> = Vec::new();
     let mut gaps: Vec<(i64, i64, String)> = Vec::new();
     let mut last = None;
@@ -427,6 +428,9 @@ fn a_slow_consumer_gets_a_gap_and_continues_from_the_live_end() {
                 seen.push(offset);
                 if Some(offset) == last {
                     break;
+                }
+                if offset + 1 == backlog_end && last.is_none() {
+                    last = Some(gw.produce("firehose", &[(None, json!("last"), Some(0))])[0].1);
                 }
             }
             "gap" => {
@@ -442,8 +446,11 @@ fn a_slow_consumer_gets_a_gap_and_continues_from_the_live_end() {
                 assert_eq!(g["missed"].as_i64(), Some(to - from));
                 assert_eq!(ev.id, Some(format!("0:{to}")), "resume after the gap");
                 gaps.push((from, to, ev.id.clone().unwrap_or_default()));
-                if last.is_none() {
-                    // Told what it missed: the next record comes from the live end.
+                // Told what it missed up to the end of the backlog: the next record comes
+                // from the live end. (Not after the first gap: a busy engine may still be
+                // working through the backlog then, skipping on, past a record produced
+                // meanwhile.)
+                if to == backlog_end && last.is_none() {
                     last = Some(gw.produce("firehose", &[(None, json!("last"), Some(0))])[0].1);
                 }
             }
