@@ -254,6 +254,12 @@ fn serve_own_clients_work_under_full_security_and_anonymous_gets_nothing() {
                 "User:alice",
                 Operation::Describe,
             ),
+            // The event store decides per stream (EventStoreDB's $w on the `order` category).
+            allow(
+                ResourcePattern::prefixed(ResourceType::Stream, "order-"),
+                "User:alice",
+                Operation::Write,
+            ),
             allow(
                 ResourcePattern::literal(topic, "orders"),
                 "User:bob",
