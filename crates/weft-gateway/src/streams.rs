@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::stream::{self, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -516,15 +516,11 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
             // ends the engine.
             _ = &mut reader => break None,
             out = o.conn.rx.recv() => match out {
-                Some(Out::Heartbeat) => {}
-                Some(out) => {
-                    let Some(text) = ws_text(&o.topic, &out, o.format) else {
-                        continue;
-                    };
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break None;
-                    }
-                }
+                Some(out) => match send_ws_batch(&mut sink, &mut o, out).await {
+                    Ok(false) => {}
+                    Ok(true) => break Some(o.conn.close_reason()),
+                    Err(_) => break None,
+                },
                 None => break Some(o.conn.close_reason()),
             },
             _ = ping.tick() => {
@@ -553,6 +549,38 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
             .await;
     }
     reader.abort();
+}
+
+/// At most this many WebSocket messages are written before one flush.
+const WS_BATCH: usize = 64;
+
+/// Writes `first` and what else the engine has buffered, then flushes once: one write
+/// for a burst instead of one per message. `Ok(true)` when the engine has ended.
+async fn send_ws_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    o: &mut Opened,
+    first: Out,
+) -> Result<bool, axum::Error> {
+    let mut out = first;
+    let mut ended = false;
+    for written in 1.. {
+        if let Some(text) = ws_text(&o.topic, &out, o.format) {
+            sink.feed(Message::Text(text.into())).await?;
+        }
+        if written >= WS_BATCH {
+            break;
+        }
+        out = match o.conn.rx.try_recv() {
+            Ok(out) => out,
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                ended = true;
+                break;
+            }
+        };
+    }
+    sink.flush().await?;
+    Ok(ended)
 }
 
 /// Server-Sent Events of a topic. Each `message` event's id is the position set after it;

@@ -486,3 +486,37 @@ fn a_slow_consumer_gets_a_gap_and_continues_from_the_live_end() {
         covered.len()
     );
 }
+
+/// A backlog and a live burst arrive in many events per HTTP chunk (the writer gathers what
+/// is buffered): every record once, in order, each with its own id and its own JSON.
+#[test]
+fn a_burst_arrives_whole_in_order_with_one_id_per_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[], 0);
+    gw.create_topic("burst", 1, &[]);
+    let pad = "p".repeat(200);
+    let batch = |from: usize| -> Vec<_> {
+        (from..from + 250)
+            .map(|i| (Some("k"), json!({"i": i, "pad": pad}), Some(0)))
+            .collect()
+    };
+    // ~340 KB of backlog: several 64 KiB chunks.
+    for from in (0..1500).step_by(250) {
+        gw.produce("burst", &batch(from));
+    }
+    let mut sse = Sse::connect(gw.http, "/v1/topics/burst/events?start=earliest", &[]);
+    assert_eq!(sse.status, 200, "{}", sse.body_if_error);
+    let first = sse.messages(1);
+    for from in (1500..2000).step_by(250) {
+        gw.produce("burst", &batch(from));
+    }
+    let rest = sse.messages(1999);
+    for (i, ev) in first.iter().chain(&rest).enumerate() {
+        let d = ev.json();
+        let i = i64::try_from(i).expect("index");
+        assert_eq!(pos(ev), (0, i), "{ev:?}");
+        assert_eq!(ev.id, Some(format!("0:{}", i + 1)), "{ev:?}");
+        assert_eq!(d["value"]["i"], json!(i), "{ev:?}");
+        assert_eq!((&d["key"], &d["topic"]), (&json!("k"), &json!("burst")));
+    }
+}

@@ -264,3 +264,60 @@ asyncio.run(main())
     );
     drop(egw.rt);
 }
+
+/// A backlog and a live burst are written many messages per flush: every record once, in
+/// order, each with its own id.
+#[test]
+fn a_burst_arrives_whole_in_order_with_one_id_per_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(dir.path(), &[], 0);
+    gw.create_topic("burst", 1, &[]);
+    let batch = |from: i64| -> Vec<_> {
+        (from..from + 250)
+            .map(|i| (None, json!(i), Some(0)))
+            .collect()
+    };
+    for from in (0..1000).step_by(250) {
+        gw.produce("burst", &batch(from));
+    }
+    // The script produces nothing itself: it reads, and after the first message this test
+    // produces the live half.
+    let script = r#"
+import asyncio, json, sys
+import websockets
+async def main():
+    async with websockets.connect(sys.argv[1]) as ws:
+        got = []
+        while len(got) < int(sys.argv[2]):
+            m = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            assert m["type"] == "event", m
+            got.append([m["id"], m["data"]["offset"], m["data"]["value"]])
+            if len(got) == 1:
+                open(sys.argv[3], "w").close()
+        print(json.dumps(got))
+asyncio.run(main())
+"#;
+    let url = format!("ws://{}/v1/topics/burst/ws?start=earliest", gw.http);
+    let started = dir.path().join("started");
+    let reader = {
+        let (url, started) = (url.clone(), started.clone());
+        std::thread::spawn(move || {
+            python(
+                script,
+                &[&url, "2000", started.to_str().expect("utf-8 path")],
+            )
+        })
+    };
+    // (Or the script's end: its failure is reported by the join below.)
+    eventually("the client's first message", || {
+        (started.exists() || reader.is_finished()).then_some(())
+    });
+    for from in (1000..2000).step_by(250) {
+        gw.produce("burst", &batch(from));
+    }
+    let out = reader.join().expect("reader thread");
+    let got: Vec<(String, i64, i64)> = serde_json::from_str(out.trim()).expect("json");
+    let expected: Vec<(String, i64, i64)> =
+        (0..2000).map(|i| (format!("0:{}", i + 1), i, i)).collect();
+    assert_eq!(got, expected);
+}
