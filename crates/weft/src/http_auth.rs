@@ -14,23 +14,17 @@
 //! client certificates, a verified certificate without `Authorization` (`User:<CN>`, the
 //! Kafka SSL listeners' mapping). ACL host checks see the peer's IP.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::body::Body;
 use axum::http::{HeaderName, Method, Response, StatusCode, header};
-use http_body_util::BodyExt as _;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tracing::{debug, warn};
 use weft_auth::acl::CLUSTER_NAME;
 use weft_auth::http::{
     AuthLayer, AuthOptions, Authorization, Check, HttpPolicy, StoreAuthenticator,
 };
-use weft_auth::jwt::{JwksFetcher, JwtKeySet};
 use weft_auth::store::{AclStore, ScramStore};
 use weft_auth::{Authorizer, Operation, Principal, ResourceType, SecurityConfig, SystemClock};
 
@@ -73,11 +67,7 @@ pub(crate) async fn build(
         .context("cannot prepare the ACL and credential tables")?;
     let jwt = match &security.jwt {
         Some(section) => {
-            let fetcher = section
-                .jwks_url
-                .as_ref()
-                .map(|u| HttpJwksFetcher::new(u).map(|f| Arc::new(f) as Arc<dyn JwksFetcher>))
-                .transpose()?;
+            let fetcher = crate::jwks::fetcher(section)?;
             Some(Arc::new(section.validator(fetcher, Arc::new(SystemClock))?))
         }
         None => None,
@@ -163,74 +153,7 @@ pub(crate) async fn run_acl_reloader(
     }
 }
 
-/// Fetches the JWKS over plain HTTP with hyper-util's client (already in the build).
-struct HttpJwksFetcher {
-    uri: axum::http::Uri,
-    client: Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http_body_util::Empty<axum::body::Bytes>,
-    >,
-}
-
-/// A JWKS larger than this is refused (a real one is a few kB).
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
-
-impl HttpJwksFetcher {
-    fn new(url: &str) -> anyhow::Result<HttpJwksFetcher> {
-        if url.starts_with("https://") {
-            // No TLS client in the build yet; refusing beats silently fetching keys over a
-            // channel an attacker could rewrite.
-            bail!(
-                "[security.jwt] jwks_url {url:?}: https JWKS URLs are not supported yet; serve the JWKS over http on a trusted network or use public_keys"
-            );
-        }
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        Ok(HttpJwksFetcher {
-            uri: url
-                .parse()
-                .with_context(|| format!("[security.jwt] jwks_url {url:?} is not a URL"))?,
-            client: Client::builder(TokioExecutor::new()).build(http),
-        })
-    }
-}
-
-// `JwksFetcher` is an `async_trait` trait; written out by hand (what the macro generates)
-// so the binary needs no extra dependency for one impl.
-impl JwksFetcher for HttpJwksFetcher {
-    fn fetch<'life0, 'async_trait>(
-        &'life0 self,
-    ) -> Pin<Box<dyn Future<Output = Result<JwtKeySet, String>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let request = async {
-                let response = self
-                    .client
-                    .get(self.uri.clone())
-                    .await
-                    .map_err(|e| format!("GET {}: {e}", self.uri))?;
-                if !response.status().is_success() {
-                    return Err(format!("GET {}: status {}", self.uri, response.status()));
-                }
-                let body = http_body_util::Limited::new(response.into_body(), MAX_JWKS_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| format!("GET {}: {e}", self.uri))?
-                    .to_bytes();
-                serde_json::from_slice(&body)
-                    .map_err(|e| format!("GET {}: not a JWKS: {e}", self.uri))
-            };
-            tokio::time::timeout(Duration::from_secs(10), request)
-                .await
-                .map_err(|_| format!("GET {}: timed out", self.uri))?
-        })
-    }
-}
-
-/// A validator for `[security.jwt]` (JWKS over HTTP, or static keys) for the Kafka
+/// A validator for `[security.jwt]` (JWKS over http(s), or static keys) for the Kafka
 /// listener's SASL OAUTHBEARER (`kafka_listeners`); `None` without the table. Its JWKS cache
 /// is its own (same rate limits as the HTTP one).
 pub(crate) fn jwt_validator(
@@ -239,11 +162,7 @@ pub(crate) fn jwt_validator(
     let Some(section) = &security.jwt else {
         return Ok(None);
     };
-    let fetcher = section
-        .jwks_url
-        .as_ref()
-        .map(|u| HttpJwksFetcher::new(u).map(|f| Arc::new(f) as Arc<dyn JwksFetcher>))
-        .transpose()?;
+    let fetcher = crate::jwks::fetcher(section)?;
     Ok(Some(Arc::new(
         section.validator(fetcher, Arc::new(SystemClock))?,
     )))

@@ -17,7 +17,6 @@
 
 // Until http_auth.rs's validators call `fetcher` (the lead wires it; helper H1 owns that
 // file), only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::future::Future;
 use std::path::Path;
