@@ -472,7 +472,18 @@ impl Engine {
         let mut shutdown = self.ctx.shutdown.clone();
         let lifetime = tokio::time::sleep(limits.max_lifetime);
         tokio::pin!(lifetime);
-        let expiry = self.expires_at;
+        // The timers and the client-gone signal live across iterations: made anew in every
+        // iteration, each delivered event would register and cancel them again, for every
+        // connection the event is fanned out to.
+        let expiry = sleep_until_opt(self.expires_at);
+        tokio::pin!(expiry);
+        let idle = tokio::time::sleep_until(tokio::time::Instant::from_std(
+            self.last_activity + limits.idle_timeout,
+        ));
+        tokio::pin!(idle);
+        let out = self.out.clone();
+        let client_gone = out.closed();
+        tokio::pin!(client_gone);
         let mut heartbeat = tokio::time::interval(limits.heartbeat);
         heartbeat.tick().await;
         let committing = self.acks.as_ref().is_some_and(|a| a.group.is_some());
@@ -484,7 +495,6 @@ impl Engine {
             if *shutdown.borrow() {
                 return close("shutdown", retry);
             }
-            let idle_at = tokio::time::Instant::from_std(self.last_activity + limits.idle_timeout);
             // While skipping, wake up as soon as the client has drained its buffer enough
             // to be told what it missed (not only on the next live record).
             let room_for_gaps = (!self.skipped.is_empty()).then(|| self.out.clone());
@@ -492,9 +502,9 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return close("shutdown", retry),
-                () = self.out.closed() => return close("client_gone", None),
+                () = &mut client_gone => return close("client_gone", None),
                 () = &mut lifetime => return close("max_lifetime", retry),
-                () = sleep_until_opt(expiry) => return close("auth_expired", None),
+                () = &mut expiry => return close("auth_expired", None),
                 cmd = recv_opt(&mut self.cmds) => match cmd {
                     Some(Cmd::Resume(p)) => {
                         self.last_activity = Instant::now();
@@ -561,8 +571,16 @@ impl Engine {
                     let _ = self.out.try_send(Out::Heartbeat);
                 }
                 () = tick_opt(&mut commits) => self.commit().await,
-                () = tokio::time::sleep_until(idle_at) => {
-                    return close("idle_timeout", None);
+                () = &mut idle => {
+                    // Set for the activity seen when it was armed: re-armed if there was
+                    // any since.
+                    let due = tokio::time::Instant::from_std(
+                        self.last_activity + limits.idle_timeout,
+                    );
+                    if due <= tokio::time::Instant::now() {
+                        return close("idle_timeout", None);
+                    }
+                    idle.as_mut().reset(due);
                 }
             }
         }
