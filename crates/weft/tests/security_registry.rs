@@ -300,3 +300,205 @@ fn event_store_streams_follow_stream_acls() {
         "{body}"
     );
 }
+
+/// kafka-python's admin client with Kafka's ANY filters: `describe_acls` (one `acl …` line
+/// per ACL; it would raise on a resource type code it does not know), then `delete_acls` of
+/// everything alice has (`deleted=N`).
+const KAFKA_ANY_SCRIPT: &str = r#"
+import sys
+from kafka.admin import (KafkaAdminClient, ACLFilter, ResourcePatternFilter, ResourceType,
+    ACLOperation, ACLPermissionType, ACLResourcePatternType)
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], client_id="any-filter",
+                         request_timeout_ms=30000)
+def any_filter(principal):
+    return ACLFilter(principal=principal, host=None, operation=ACLOperation.ANY,
+        permission_type=ACLPermissionType.ANY,
+        resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))
+acls, err = admin.describe_acls(any_filter(None))
+print(f"error={err.__name__ if isinstance(err, type) else err}", flush=True)
+for a in acls:
+    p = a.resource_pattern
+    print(f"acl {p.resource_type.name}:{p.resource_name}:{p.pattern_type.name} {a.operation.name}", flush=True)
+deleted = admin.delete_acls([any_filter("User:alice")])
+print(f"deleted={sum(len(d[1]) for d in deleted)}", flush=True)
+admin.close()
+"#;
+
+/// Subject and stream ACLs managed the Kafka way (issue 8): `weft acl add --subject a-
+/// --prefixed` (Weft's resource type 100 over CreateAcls, as User:ANONYMOUS, a super-user,
+/// on the PLAINTEXT listener) makes the registry list the `a-*` subjects to alice; `--stream`
+/// (101) opens the event store's `order-*` streams; `weft acl list --subject` shows the ACL;
+/// kafka-python's ANY filters neither return nor delete them; `weft acl remove --subject`
+/// takes the subject ACL away.
+#[test]
+fn weft_acl_manages_subject_and_stream_acls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuer = Issuer::start();
+    let server = serve(dir.path(), &issuer);
+    let registry = server.registry_addr();
+    let http = server.http_addr;
+    let bootstrap = server.kafka_addr().to_string();
+    let admin = issuer.token("admin", &SCOPES);
+    let alice = issuer.token("alice", &SCOPES);
+    let weft = |args: &[&str]| {
+        let r = common::run_weft(dir.path(), &bootstrap, args, None);
+        assert_eq!(r.code, Some(0), "weft {args:?}: {}", r.stderr);
+        r.stdout
+    };
+    for subject in ["a-orders", "a-items", "b-payments"] {
+        let (status, body) = call(
+            registry,
+            "POST",
+            &format!("/subjects/{subject}/versions"),
+            &admin,
+            Some(&json!({ "schema": record("R") })),
+        );
+        assert_eq!(status, 200, "register {subject}: {body}");
+    }
+    let subjects = |token: &str| call(registry, "GET", "/subjects", token, None);
+    let stream = |token: &str| call(http, "GET", "/v1/streams/order-1", token, None).0;
+    // Waits (within the safety limit) until the HTTP side's ACLs satisfy `done`.
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + common::SAFETY;
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    assert_eq!(subjects(&alice), (200, json!([])));
+    assert_eq!(stream(&alice), 403);
+
+    let out = weft(&[
+        "acl",
+        "add",
+        "--subject",
+        "a-",
+        "--prefixed",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "read",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "added: allow User:alice read subject:a- (prefixed) from *"
+    );
+    weft(&[
+        "acl",
+        "add",
+        "--stream",
+        "order-",
+        "--prefixed",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "read",
+    ]);
+    weft(&[
+        "acl",
+        "add",
+        "--topic",
+        "orders",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "read",
+    ]);
+    // CREATE means nothing to the registry: refused by the broker.
+    let r = common::run_weft(
+        dir.path(),
+        &bootstrap,
+        &[
+            "acl",
+            "add",
+            "--subject",
+            "a-",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "create",
+        ],
+        None,
+    );
+    assert!(
+        r.code != Some(0) && r.stderr.contains("does not apply to subject ACLs"),
+        "{}",
+        r.stderr
+    );
+
+    until("alice lists the a- subjects", &|| {
+        subjects(&alice) == (200, json!(["a-items", "a-orders"]))
+    });
+    until("alice reads order-1", &|| stream(&alice) == 200);
+
+    assert_eq!(
+        weft(&["acl", "list", "--subject", "a-"]).trim(),
+        "allow User:alice read subject:a- (prefixed) from *"
+    );
+    assert_eq!(
+        weft(&["acl", "list", "--stream", "order-1", "--applying"]).trim(),
+        "allow User:alice read stream:order- (prefixed) from *"
+    );
+    // Without a resource: Kafka's types only, unless --all-types.
+    assert_eq!(
+        weft(&["acl", "list"]).trim(),
+        "allow User:alice read topic:orders (literal) from *"
+    );
+    assert_eq!(
+        weft(&["acl", "list", "--all-types"])
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "allow User:alice read topic:orders (literal) from *",
+            "allow User:alice read subject:a- (prefixed) from *",
+            "allow User:alice read stream:order- (prefixed) from *",
+        ]
+    );
+
+    // kafka-python with ANY: sees and deletes the topic ACL only.
+    let output = Command::new("python3")
+        .args(["-c", KAFKA_ANY_SCRIPT, &bootstrap])
+        .output()
+        .expect("python3 with kafka-python (cargo xtask test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kafka-python failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["error=NoError", "acl TOPIC:orders:LITERAL READ", "deleted=1"],
+        "{stdout}"
+    );
+    assert_eq!(
+        weft(&["acl", "list", "--all-types", "--principal", "User:alice"])
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "allow User:alice read subject:a- (prefixed) from *",
+            "allow User:alice read stream:order- (prefixed) from *",
+        ]
+    );
+    assert_eq!(
+        subjects(&alice),
+        (200, json!(["a-items", "a-orders"])),
+        "the ANY delete left the subject ACL"
+    );
+
+    let out = weft(&["acl", "remove", "--subject", "a-", "--prefixed"]);
+    assert_eq!(
+        out.trim(),
+        "removed: allow User:alice read subject:a- (prefixed) from *"
+    );
+    until("alice lists no subject", &|| {
+        subjects(&alice) == (200, json!([]))
+    });
+    assert_eq!(stream(&alice), 200, "the stream ACL stays");
+    assert_eq!(
+        weft(&["acl", "remove", "--principal", "User:alice", "--all-types"]).trim(),
+        "removed: allow User:alice read stream:order- (prefixed) from *"
+    );
+    until("alice may not read order-1", &|| stream(&alice) == 403);
+    assert_eq!(weft(&["acl", "list", "--all-types"]).trim(), "");
+}

@@ -7,8 +7,13 @@
 //! without one) the APIs answer SECURITY_DISABLED. A change to the ACLs is applied to this
 //! broker's authoriser before the response is sent.
 //!
-//! Kafka's wire codes are mapped here, in one table per enum; Weft's `subject` resource
-//! type has no Kafka code, so its ACLs are neither shown nor deleted through these APIs.
+//! Kafka's wire codes are mapped here, in one table per enum. Weft's own resource types have
+//! codes of their own, far from Kafka's 0–7: `subject` (the registry) is 100 and `stream`
+//! (the event store) 101 — Weft extensions, which only `weft acl` sends. A filter must name
+//! them explicitly: a resource type filter of ANY (what Kafka's tools send to list or delete
+//! "everything") neither returns nor deletes them, so a Java or Python admin client never
+//! meets a code it cannot decode and a `kafka-acls --remove` never takes registry or
+//! event-store ACLs away unseen.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
@@ -39,7 +44,7 @@ use crate::authz::Authz;
 const ANY: i8 = 1;
 const PATTERN_MATCH: i8 = 2;
 
-/// The resource types Kafka has a code for.
+/// The resource types Kafka has a code for: what a resource type filter of ANY covers.
 const KAFKA_TYPES: &[ResourceType] = &[
     ResourceType::Topic,
     ResourceType::Group,
@@ -47,21 +52,31 @@ const KAFKA_TYPES: &[ResourceType] = &[
     ResourceType::TransactionalId,
 ];
 
-pub(crate) fn resource_type_code(t: ResourceType) -> Option<i8> {
-    Some(match t {
+/// Weft's own resource types (codes 100 and up): only a filter naming them covers them.
+const WEFT_TYPES: &[ResourceType] = &[ResourceType::Subject, ResourceType::Stream];
+
+/// Weft extension: the registry's `subject` resource type.
+pub(crate) const SUBJECT: i8 = 100;
+/// Weft extension: the event store's `stream` resource type.
+pub(crate) const STREAM: i8 = 101;
+
+pub(crate) fn resource_type_code(t: ResourceType) -> i8 {
+    match t {
         ResourceType::Topic => 2,
         ResourceType::Group => 3,
         ResourceType::Cluster => 4,
         ResourceType::TransactionalId => 5,
-        ResourceType::Subject | ResourceType::Stream => return None,
-    })
+        ResourceType::Subject => SUBJECT,
+        ResourceType::Stream => STREAM,
+    }
 }
 
 pub(crate) fn resource_type_of(code: i8) -> Option<ResourceType> {
     KAFKA_TYPES
         .iter()
+        .chain(WEFT_TYPES)
         .copied()
-        .find(|t| resource_type_code(*t) == Some(code))
+        .find(|t| resource_type_code(*t) == code)
 }
 
 pub(crate) fn pattern_code(p: PatternType) -> i8 {
@@ -138,7 +153,8 @@ fn msg(s: impl Into<String>) -> Option<StrBytes> {
 // ---- ACL requests → weft-auth types ----
 
 /// One ACL to create, checked as Kafka checks it (no ANY/MATCH/UNKNOWN codes, a cluster
-/// ACL names `kafka-cluster`, a principal is `User:<name>`).
+/// ACL names `kafka-cluster`, a principal is `User:<name>`); a `subject` or `stream` ACL
+/// takes only the operations the registry and event store ask for.
 fn binding(
     rtype: i8,
     name: &str,
@@ -168,7 +184,18 @@ fn binding(
         permission,
     };
     acl.validate().map_err(|e| e.to_string())?;
+    if WEFT_TYPES.contains(&resource_type) && !weft_type_operation(operation) {
+        return Err(format!(
+            "operation {operation} does not apply to {resource_type} ACLs"
+        ));
+    }
     Ok(acl)
+}
+
+/// Whether a `subject` or `stream` ACL may carry `op`: nothing in the registry or the event
+/// store asks CREATE (registering creates) or IDEMPOTENT_WRITE (cluster only).
+fn weft_type_operation(op: Operation) -> bool {
+    !matches!(op, Operation::Create | Operation::IdempotentWrite)
 }
 
 /// A describe/delete filter (ANY = no constraint; MATCH = every pattern covering the name).
@@ -215,10 +242,16 @@ fn filter(
     })
 }
 
-/// The filter restricted to each resource type Kafka can name (never `subject` or `stream`).
-fn kafka_filters(f: &AclFilter) -> Vec<AclFilter> {
+/// Whether `acl` is within what the wire filter `f` may return: a filter naming a resource
+/// type (Kafka's or Weft's) covers that type; ANY covers Kafka's types only.
+fn covered(f: &AclFilter, acl: &AclBinding) -> bool {
+    f.resource_type.is_some() || KAFKA_TYPES.contains(&acl.pattern.resource_type)
+}
+
+/// The store filters a wire filter deletes with: itself when it names a type, else one per
+/// Kafka type (ANY never deletes `subject` or `stream` ACLs).
+fn deletion_filters(f: &AclFilter) -> Vec<AclFilter> {
     match f.resource_type {
-        Some(ResourceType::Subject | ResourceType::Stream) => Vec::new(),
         Some(_) => vec![f.clone()],
         None => KAFKA_TYPES
             .iter()
@@ -322,9 +355,7 @@ fn describe_resources(acls: Vec<AclBinding>) -> Vec<DescribeAclsResource> {
     let mut out: Vec<DescribeAclsResource> = Vec::new();
     let mut last: Option<ResourcePattern> = None;
     for a in acls {
-        let Some(rtype) = resource_type_code(a.pattern.resource_type) else {
-            continue;
-        };
+        let rtype = resource_type_code(a.pattern.resource_type);
         let d = AclDescription::default()
             .with_principal(str(&a.principal))
             .with_host(str(&a.host))
@@ -375,7 +406,10 @@ pub(crate) async fn describe_acls(
     };
     match store.list(&f).await {
         // Sorted by pattern first (AclBinding's order), so one pass groups them.
-        Ok(acls) => DescribeAclsResponse::default().with_resources(describe_resources(acls)),
+        Ok(mut acls) => {
+            acls.retain(|a| covered(&f, a));
+            DescribeAclsResponse::default().with_resources(describe_resources(acls))
+        }
         Err(e) => {
             warn!(error = %e, "listing acls failed");
             err(
@@ -424,7 +458,7 @@ pub(crate) async fn delete_acls(az: Authz<'_>, r: DeleteAclsRequest) -> DeleteAc
         };
         let mut matching = Vec::new();
         let mut failed = None;
-        for sub in kafka_filters(&parsed) {
+        for sub in deletion_filters(&parsed) {
             match store.remove(&sub).await {
                 Ok((removed, _)) => matching.extend(removed),
                 Err(e) => {
@@ -437,17 +471,15 @@ pub(crate) async fn delete_acls(az: Authz<'_>, r: DeleteAclsRequest) -> DeleteAc
         removed_any |= !matching.is_empty();
         let matching_acls = matching
             .into_iter()
-            .filter_map(|a| {
-                Some(
-                    DeleteAclsMatchingAcl::default()
-                        .with_resource_type(resource_type_code(a.pattern.resource_type)?)
-                        .with_resource_name(str(&a.pattern.name))
-                        .with_pattern_type(pattern_code(a.pattern.pattern_type))
-                        .with_principal(str(&a.principal))
-                        .with_host(str(&a.host))
-                        .with_operation(operation_code(a.operation))
-                        .with_permission_type(permission_code(a.permission)),
-                )
+            .map(|a| {
+                DeleteAclsMatchingAcl::default()
+                    .with_resource_type(resource_type_code(a.pattern.resource_type))
+                    .with_resource_name(str(&a.pattern.name))
+                    .with_pattern_type(pattern_code(a.pattern.pattern_type))
+                    .with_principal(str(&a.principal))
+                    .with_host(str(&a.host))
+                    .with_operation(operation_code(a.operation))
+                    .with_permission_type(permission_code(a.permission))
             })
             .collect();
         let mut res = DeleteAclsFilterResult::default().with_matching_acls(matching_acls);
@@ -710,12 +742,20 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for t in KAFKA_TYPES {
-            let c = resource_type_code(*t).expect("code");
-            assert_eq!(resource_type_of(c), Some(*t));
+        for t in ResourceType::ALL {
+            assert_eq!(resource_type_of(resource_type_code(*t)), Some(*t));
         }
-        assert_eq!(resource_type_code(ResourceType::Subject), None);
-        assert_eq!(resource_type_code(ResourceType::Stream), None);
+        assert_eq!(resource_type_code(ResourceType::Subject), 100);
+        assert_eq!(resource_type_code(ResourceType::Stream), 101);
+        // Every type is either Kafka's (codes 2–5) or Weft's (100 and up), never both.
+        for t in ResourceType::ALL {
+            let c = resource_type_code(*t);
+            assert_ne!(KAFKA_TYPES.contains(t), WEFT_TYPES.contains(t), "{t}");
+            assert_eq!(KAFKA_TYPES.contains(t), (2..=7).contains(&c), "{t}");
+        }
+        for unknown in [0, 6, 7, 8, 99, 102, -1] {
+            assert_eq!(resource_type_of(unknown), None, "{unknown}");
+        }
         for o in Operation::ALL {
             assert_eq!(operation_of(operation_code(*o)), Some(*o));
         }
@@ -734,5 +774,295 @@ mod tests {
         assert_eq!(pattern_of(PATTERN_MATCH), None);
         assert_eq!(resource_type_of(ANY), None);
         assert_eq!(weft_auth::acl::CLUSTER_NAME, "kafka-cluster");
+    }
+
+    // ---- the handlers over a real (SQLite) ACL store: Weft's resource types on the wire ----
+
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use weft_auth::AuthorizerConfig;
+    use weft_auth::store::AclStore;
+
+    use crate::authz::Authorization;
+    use crate::authz::tests::session;
+
+    const LITERAL: i8 = 3;
+    const PREFIXED: i8 = 4;
+    const READ: i8 = 3;
+    const WRITE: i8 = 4;
+    const ALLOW: i8 = 3;
+    const TOPIC: i8 = 2;
+
+    /// (resource type, name, pattern, principal, operation) of one described or deleted ACL.
+    type Row = (i8, String, i8, String, i8);
+
+    /// An enabled authoriser over a fresh SQLite state store; `User:admin` a super-user.
+    async fn broker() -> (tempfile::TempDir, Authorization) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = weft_store::Store::open_sqlite(&dir.path().join("state.db"))
+            .await
+            .expect("store");
+        weft_auth::store::migrate(&store).await.expect("migrate");
+        let config = AuthorizerConfig {
+            enabled: true,
+            super_users: ["User:admin".parse().expect("principal")].into(),
+            allow_if_no_acls: false,
+        };
+        let auth = Authorization::with_authorizer(config, Some(AclStore::new(store)), None);
+        (dir, auth)
+    }
+
+    fn creation(rtype: i8, name: &str, pattern: i8, op: i8) -> AclCreation {
+        AclCreation::default()
+            .with_resource_type(rtype)
+            .with_resource_name(str(name))
+            .with_resource_pattern_type(pattern)
+            .with_principal(str("User:alice"))
+            .with_host(str("*"))
+            .with_operation(op)
+            .with_permission_type(ALLOW)
+    }
+
+    /// Creates `acls` as `principal`; the error code of each creation.
+    async fn create(auth: &Authorization, principal: &str, acls: Vec<AclCreation>) -> Vec<i16> {
+        let s = session(principal);
+        let r = CreateAclsRequest::default().with_creations(acls);
+        let resp = create_acls(Authz::new(auth, &s), r).await;
+        resp.results.iter().map(|r| r.error_code).collect()
+    }
+
+    /// DescribeAcls with a resource type, name and pattern filter (everything else ANY).
+    async fn describe(
+        auth: &Authorization,
+        rtype: i8,
+        name: Option<&str>,
+        pattern: i8,
+    ) -> Vec<Row> {
+        let s = session("User:admin");
+        let r = DescribeAclsRequest::default()
+            .with_resource_type_filter(rtype)
+            .with_resource_name_filter(name.map(str))
+            .with_pattern_type_filter(pattern)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(ANY)
+            .with_permission_type(ANY);
+        let resp = describe_acls(Authz::new(auth, &s), r, 3).await;
+        assert_eq!(resp.error_code, 0, "{:?}", resp.error_message);
+        resp.resources
+            .iter()
+            .flat_map(|res| {
+                res.acls.iter().map(|a| {
+                    (
+                        res.resource_type,
+                        res.resource_name.to_string(),
+                        res.pattern_type,
+                        a.principal.to_string(),
+                        a.operation,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// DeleteAcls with one filter of that resource type, name and pattern (else ANY).
+    async fn delete(auth: &Authorization, rtype: i8, name: Option<&str>, pattern: i8) -> Vec<Row> {
+        let s = session("User:admin");
+        let f = DeleteAclsFilter::default()
+            .with_resource_type_filter(rtype)
+            .with_resource_name_filter(name.map(str))
+            .with_pattern_type_filter(pattern)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_operation(ANY)
+            .with_permission_type(ANY);
+        let resp = delete_acls(
+            Authz::new(auth, &s),
+            DeleteAclsRequest::default().with_filters(vec![f]),
+        )
+        .await;
+        let [res] = resp.filter_results.as_slice() else {
+            panic!("one result per filter: {resp:?}");
+        };
+        assert_eq!(res.error_code, 0, "{:?}", res.error_message);
+        res.matching_acls
+            .iter()
+            .map(|a| {
+                (
+                    a.resource_type,
+                    a.resource_name.to_string(),
+                    a.pattern_type,
+                    a.principal.to_string(),
+                    a.operation,
+                )
+            })
+            .collect()
+    }
+
+    fn row(rtype: i8, name: &str, pattern: i8, op: i8) -> Row {
+        (rtype, name.to_owned(), pattern, "User:alice".to_owned(), op)
+    }
+
+    /// Whether the broker's authoriser lets alice `op` the resource (the change applied).
+    fn alice_may(auth: &Authorization, op: Operation, rtype: ResourceType, name: &str) -> bool {
+        let alice = "User:alice".parse().expect("principal");
+        auth.authorizer()
+            .authorize(&alice, "127.0.0.1", op, rtype, name)
+            .is_allowed()
+    }
+
+    #[tokio::test]
+    async fn subject_and_stream_acls_need_an_explicit_resource_type_filter() {
+        let (_dir, auth) = broker().await;
+        let topic = row(TOPIC, "orders", LITERAL, READ);
+        let subject = row(SUBJECT, "a-", PREFIXED, READ);
+        let stream = row(STREAM, "order-", PREFIXED, WRITE);
+        let created = create(
+            &auth,
+            "User:admin",
+            vec![
+                creation(TOPIC, "orders", LITERAL, READ),
+                creation(SUBJECT, "a-", PREFIXED, READ),
+                creation(STREAM, "order-", PREFIXED, WRITE),
+            ],
+        )
+        .await;
+        assert_eq!(created, [0, 0, 0]);
+        // Applied to the broker's authoriser before the answer (what the registry shares).
+        assert!(alice_may(
+            &auth,
+            Operation::Read,
+            ResourceType::Subject,
+            "a-orders"
+        ));
+        assert!(alice_may(
+            &auth,
+            Operation::Write,
+            ResourceType::Stream,
+            "order-1"
+        ));
+        assert!(!alice_may(
+            &auth,
+            Operation::Read,
+            ResourceType::Subject,
+            "b-orders"
+        ));
+
+        // What each describe filter returns.
+        let cases: &[(i8, Option<&str>, i8, &[&Row])] = &[
+            // ANY, as kafka-acls --list and kafka-python's describe_acls send it: Kafka's only.
+            (ANY, None, ANY, &[&topic]),
+            (ANY, Some("a-"), ANY, &[]),
+            (ANY, Some("a-orders"), PATTERN_MATCH, &[]),
+            (SUBJECT, None, ANY, &[&subject]),
+            (SUBJECT, Some("a-"), PREFIXED, &[&subject]),
+            (SUBJECT, Some("a-"), LITERAL, &[]),
+            (SUBJECT, Some("a-orders"), PATTERN_MATCH, &[&subject]),
+            (SUBJECT, Some("order-1"), PATTERN_MATCH, &[]),
+            (STREAM, None, ANY, &[&stream]),
+            (STREAM, Some("order-1"), PATTERN_MATCH, &[&stream]),
+            (TOPIC, None, ANY, &[&topic]),
+        ];
+        for (rtype, name, pattern, want) in cases {
+            let got = describe(&auth, *rtype, *name, *pattern).await;
+            let want: Vec<Row> = want.iter().map(|r| (*r).clone()).collect();
+            assert_eq!(got, want, "filter {rtype} {name:?} {pattern}");
+        }
+
+        // DeleteAcls with ANY everywhere (kafka-acls --remove of everything): Kafka's only.
+        assert_eq!(delete(&auth, ANY, None, ANY).await, [topic]);
+        assert_eq!(describe(&auth, SUBJECT, None, ANY).await, [subject.clone()]);
+        assert_eq!(describe(&auth, STREAM, None, ANY).await, [stream.clone()]);
+        assert!(alice_may(
+            &auth,
+            Operation::Read,
+            ResourceType::Subject,
+            "a-orders"
+        ));
+
+        // An explicit filter deletes them, answered with their Weft codes.
+        assert_eq!(
+            delete(&auth, SUBJECT, Some("a-"), LITERAL).await,
+            Vec::<Row>::new()
+        );
+        assert_eq!(
+            delete(&auth, SUBJECT, Some("a-"), PREFIXED).await,
+            [subject]
+        );
+        assert!(!alice_may(
+            &auth,
+            Operation::Read,
+            ResourceType::Subject,
+            "a-orders"
+        ));
+        assert_eq!(describe(&auth, STREAM, None, ANY).await, [stream.clone()]);
+        assert_eq!(delete(&auth, STREAM, None, ANY).await, [stream]);
+        assert!(!alice_may(
+            &auth,
+            Operation::Write,
+            ResourceType::Stream,
+            "order-1"
+        ));
+        assert_eq!(describe(&auth, SUBJECT, None, ANY).await, Vec::<Row>::new());
+    }
+
+    #[tokio::test]
+    async fn subject_and_stream_creations_are_checked() {
+        let (_dir, auth) = broker().await;
+        let invalid = ResponseError::InvalidRequest.code();
+        let cases: &[(AclCreation, i16)] = &[
+            (
+                creation(SUBJECT, "a", LITERAL, operation_code(Operation::Create)),
+                invalid,
+            ),
+            (
+                creation(
+                    STREAM,
+                    "s",
+                    LITERAL,
+                    operation_code(Operation::IdempotentWrite),
+                ),
+                invalid,
+            ),
+            (creation(SUBJECT, "", PREFIXED, READ), invalid),
+            (creation(102, "a", LITERAL, READ), invalid),
+            (creation(ANY, "a", LITERAL, READ), invalid),
+        ];
+        for (c, want) in cases {
+            assert_eq!(
+                create(&auth, "User:admin", vec![c.clone()]).await,
+                [*want],
+                "{c:?}"
+            );
+        }
+        for op in [
+            Operation::Read,
+            Operation::Write,
+            Operation::Delete,
+            Operation::Alter,
+            Operation::Describe,
+            Operation::DescribeConfigs,
+            Operation::AlterConfigs,
+            Operation::All,
+        ] {
+            for rtype in [SUBJECT, STREAM] {
+                let c = creation(rtype, "x", LITERAL, operation_code(op));
+                assert_eq!(
+                    create(&auth, "User:admin", vec![c]).await,
+                    [0],
+                    "{op} {rtype}"
+                );
+            }
+        }
+        // As every ACL change: ALTER on the cluster (bob has none).
+        let c = creation(SUBJECT, "y", LITERAL, READ);
+        assert_eq!(
+            create(&auth, "User:bob", vec![c]).await,
+            [ResponseError::ClusterAuthorizationFailed.code()]
+        );
+        assert_eq!(
+            describe(&auth, SUBJECT, Some("y"), ANY).await,
+            Vec::<Row>::new()
+        );
     }
 }

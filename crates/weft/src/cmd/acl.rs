@@ -6,6 +6,11 @@
 //! unsafe FFI, which this workspace forbids), so these commands speak the protocol directly
 //! with the `kafka-protocol` codec over a [`Wire`] to the first bootstrap server (PLAINTEXT,
 //! SSL, SASL_PLAINTEXT or SASL_SSL from `--command-config` / `-X`). `weft user` does too.
+//!
+//! `subject` (registry) and `stream` (event store) ACLs travel with Weft's own resource type
+//! codes, 100 and 101 (a Kafka broker refuses them as invalid). A resource type filter of
+//! ANY does not cover them on Weft's broker, so `list`/`remove` without a resource reach
+//! them only with `--all-types` (one filter per family).
 
 use std::process::ExitCode;
 
@@ -23,27 +28,30 @@ use super::wire::{Wire, describe_code};
 
 const ANY: i8 = 1;
 const MATCH: i8 = 2;
+/// Weft extensions (weft-broker's `handlers::acls`): only an explicit filter covers them.
+const SUBJECT: i8 = 100;
+const STREAM: i8 = 101;
 
-fn resource_code(t: ResourceType) -> anyhow::Result<i8> {
-    Ok(match t {
+fn resource_code(t: ResourceType) -> i8 {
+    match t {
         ResourceType::Topic => 2,
         ResourceType::Group => 3,
         ResourceType::Cluster => 4,
         ResourceType::TransactionalId => 5,
-        ResourceType::Subject => bail!("subject ACLs have no Kafka resource type"),
-        ResourceType::Stream => bail!("stream ACLs have no Kafka resource type"),
-    })
+        ResourceType::Subject => SUBJECT,
+        ResourceType::Stream => STREAM,
+    }
 }
 
 fn resource_name(code: i8) -> &'static str {
-    match code {
-        2 => "topic",
-        3 => "group",
-        4 => "cluster",
-        5 => "transactional-id",
-        _ => "unknown",
-    }
+    ResourceType::ALL
+        .iter()
+        .find(|t| resource_code(**t) == code)
+        .map_or("unknown", |t| t.as_str())
 }
+
+/// The resource type filters that cover every ACL: ANY (Kafka's types) and Weft's own.
+const ALL_TYPES: [i8; 3] = [ANY, SUBJECT, STREAM];
 
 fn pattern_code(p: PatternType) -> i8 {
     match p {
@@ -122,6 +130,15 @@ struct Resource {
     /// A transactional id
     #[arg(long, group = "resource")]
     transactional_id: Option<String>,
+    /// A registry subject (with --prefixed: every subject starting with it; `*`: every
+    /// subject). Operations: read, write, delete, alter, describe, describe-configs,
+    /// alter-configs, all
+    #[arg(long, group = "resource")]
+    subject: Option<String>,
+    /// An event-store stream (with --prefixed: a category such as `order-`; `$all`: the
+    /// all-streams read). Operations as for --subject
+    #[arg(long, group = "resource")]
+    stream: Option<String>,
 }
 
 impl Resource {
@@ -135,10 +152,14 @@ impl Resource {
                 ResourceType::Cluster,
                 weft_auth::acl::CLUSTER_NAME.to_owned(),
             ))
+        } else if let Some(t) = &self.transactional_id {
+            Some((ResourceType::TransactionalId, t.clone()))
+        } else if let Some(s) = &self.subject {
+            Some((ResourceType::Subject, s.clone()))
         } else {
-            self.transactional_id
+            self.stream
                 .as_ref()
-                .map(|t| (ResourceType::TransactionalId, t.clone()))
+                .map(|s| (ResourceType::Stream, s.clone()))
         }
     }
 }
@@ -178,6 +199,9 @@ enum Action {
         applying: bool,
         #[arg(long)]
         principal: Option<String>,
+        /// Without a resource: subject and stream ACLs too (Kafka's ANY covers neither)
+        #[arg(long, conflicts_with = "resource")]
+        all_types: bool,
     },
     /// Remove the ACLs matching the filters (the removed ones are printed)
     Remove {
@@ -200,6 +224,9 @@ enum Action {
         /// Needed to remove without naming a resource or principal (every ACL)
         #[arg(long)]
         all: bool,
+        /// Without a resource: subject and stream ACLs too (Kafka's ANY covers neither)
+        #[arg(long, conflicts_with = "resource")]
+        all_types: bool,
     },
 }
 
@@ -238,7 +265,10 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
             host,
         } => {
             let Some((rtype, name)) = resource.get() else {
-                bail!("name the resource: --topic, --group, --cluster or --transactional-id");
+                bail!(
+                    "name the resource: --topic, --group, --cluster, --transactional-id, \
+                     --subject or --stream"
+                );
             };
             let pattern = if prefixed {
                 PatternType::Prefixed
@@ -255,7 +285,7 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
                 for op in &operations {
                     creations.push(
                         AclCreation::default()
-                            .with_resource_type(resource_code(rtype)?)
+                            .with_resource_type(resource_code(rtype))
                             .with_resource_name(s(&name))
                             .with_resource_pattern_type(pattern_code(pattern))
                             .with_principal(s(p))
@@ -295,11 +325,13 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
             prefixed,
             applying,
             principal,
+            all_types,
         } => {
             let res = resource.get();
-            let rtype = match &res {
-                Some((t, _)) => resource_code(*t)?,
-                None => ANY,
+            let rtypes = match &res {
+                Some((t, _)) => vec![resource_code(*t)],
+                None if all_types => ALL_TYPES.to_vec(),
+                None => vec![ANY],
             };
             let pattern = if applying {
                 MATCH
@@ -308,20 +340,24 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ANY
             };
-            let req = DescribeAclsRequest::default()
-                .with_resource_type_filter(rtype)
-                .with_resource_name_filter(res.map(|(_, n)| s(&n)))
-                .with_pattern_type_filter(pattern)
-                .with_principal_filter(principal.as_deref().map(s))
-                .with_host_filter(None)
-                .with_operation(ANY)
-                .with_permission_type(ANY);
-            let resp = wire.call(&req, 1).await?;
-            if resp.error_code != 0 {
-                let m = resp.error_message.as_deref().unwrap_or("");
-                bail!("cannot list ACLs: {} {m}", describe_code(resp.error_code));
+            let mut resources = Vec::new();
+            for rtype in rtypes {
+                let req = DescribeAclsRequest::default()
+                    .with_resource_type_filter(rtype)
+                    .with_resource_name_filter(res.as_ref().map(|(_, n)| s(n)))
+                    .with_pattern_type_filter(pattern)
+                    .with_principal_filter(principal.as_deref().map(s))
+                    .with_host_filter(None)
+                    .with_operation(ANY)
+                    .with_permission_type(ANY);
+                let resp = wire.call(&req, 1).await?;
+                if resp.error_code != 0 {
+                    let m = resp.error_message.as_deref().unwrap_or("");
+                    bail!("cannot list ACLs: {} {m}", describe_code(resp.error_code));
+                }
+                resources.extend(resp.resources);
             }
-            for r in &resp.resources {
+            for r in &resources {
                 for a in &r.acls {
                     println!(
                         "{}",
@@ -347,14 +383,16 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
             allow,
             host,
             all,
+            all_types,
         } => {
             let res = resource.get();
             if res.is_none() && principal.is_none() && !all {
                 bail!("name a resource or --principal, or pass --all to remove every ACL");
             }
-            let rtype = match &res {
-                Some((t, _)) => resource_code(*t)?,
-                None => ANY,
+            let rtypes = match &res {
+                Some((t, _)) => vec![resource_code(*t)],
+                None if all_types => ALL_TYPES.to_vec(),
+                None => vec![ANY],
             };
             let pattern = if prefixed {
                 pattern_code(PatternType::Prefixed)
@@ -370,24 +408,37 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ANY
             };
-            let filter = DeleteAclsFilter::default()
-                .with_resource_type_filter(rtype)
-                .with_resource_name_filter(res.map(|(_, n)| s(&n)))
-                .with_pattern_type_filter(pattern)
-                .with_principal_filter(principal.as_deref().map(s))
-                .with_host_filter(host.as_deref().map(s))
-                .with_operation(operation.map_or(ANY, operation_code))
-                .with_permission_type(perm);
-            let req = DeleteAclsRequest::default().with_filters(vec![filter]);
+            let filters: Vec<DeleteAclsFilter> = rtypes
+                .iter()
+                .map(|rtype| {
+                    DeleteAclsFilter::default()
+                        .with_resource_type_filter(*rtype)
+                        .with_resource_name_filter(res.as_ref().map(|(_, n)| s(n)))
+                        .with_pattern_type_filter(pattern)
+                        .with_principal_filter(principal.as_deref().map(s))
+                        .with_host_filter(host.as_deref().map(s))
+                        .with_operation(operation.map_or(ANY, operation_code))
+                        .with_permission_type(perm)
+                })
+                .collect();
+            let wanted = filters.len();
+            let req = DeleteAclsRequest::default().with_filters(filters);
             let resp = wire.call(&req, 1).await?;
-            let Some(r) = resp.filter_results.first() else {
-                bail!("the broker sent no result");
-            };
-            if r.error_code != 0 {
-                let m = r.error_message.as_deref().unwrap_or("");
-                bail!("cannot remove ACLs: {} {m}", describe_code(r.error_code));
+            if resp.filter_results.len() != wanted {
+                bail!(
+                    "the broker sent {} results for {wanted} filters",
+                    resp.filter_results.len()
+                );
             }
-            for a in &r.matching_acls {
+            let mut removed = 0;
+            for r in &resp.filter_results {
+                if r.error_code != 0 {
+                    let m = r.error_message.as_deref().unwrap_or("");
+                    bail!("cannot remove ACLs: {} {m}", describe_code(r.error_code));
+                }
+                removed += r.matching_acls.len();
+            }
+            for a in resp.filter_results.iter().flat_map(|r| &r.matching_acls) {
                 println!(
                     "removed: {}",
                     line(
@@ -401,7 +452,7 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
                     )
                 );
             }
-            if r.matching_acls.is_empty() {
+            if removed == 0 {
                 eprintln!("no ACL matched");
             }
         }
