@@ -219,57 +219,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use common::Server;
+use common::{Server, http_request as request};
 use weft_auth::sasl::scram::{ScramCredential, ScramMechanism};
 use weft_auth::store::{AclStore, ScramStore};
 use weft_auth::{AclBinding, Operation, Permission, ResourcePattern, ResourceType};
-
-/// One HTTP/1.1 request: (status, raw response headers, body).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(common::SAFETY)).expect("timeout");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    write!(s, "{head}\r\n{body}").expect("write");
-    let mut out = Vec::new();
-    // SSE responses never end: read what arrives until the first blank line is in.
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-        let text = String::from_utf8_lossy(&out);
-        if text.contains("text/event-stream") && text.contains("\r\n\r\n") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {text}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (code, head.to_owned(), body.to_owned())
-}
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")

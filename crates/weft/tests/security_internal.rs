@@ -31,8 +31,7 @@ const SCOPES: [&str; 5] = [
     "admin",
 ];
 
-/// One HTTP/1.1 request: (status, raw response head, body). SSE answers are read up to
-/// their head.
+/// [`common::http_request`] with an optional bearer token and a JSON body.
 fn request(
     addr: SocketAddr,
     method: &str,
@@ -41,45 +40,13 @@ fn request(
     extra: &[(&str, &str)],
     body: Option<&Value>,
 ) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(common::SAFETY)).expect("timeout");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
     }
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.map(Value::to_string).unwrap_or_default();
-    if !body.is_empty() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    write!(s, "{head}\r\n{body}").expect("write");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-        let text = String::from_utf8_lossy(&out);
-        if text.contains("text/event-stream") && text.contains("\r\n\r\n") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {text}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (code, head.to_owned(), body.to_owned())
+    let body = body.map(Value::to_string);
+    common::http_request(addr, method, path, &headers, body.as_deref())
 }
 
 fn allow(resource: ResourcePattern, principal: &str, op: Operation) -> AclBinding {
