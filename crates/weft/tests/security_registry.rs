@@ -468,7 +468,11 @@ fn weft_acl_manages_subject_and_stream_acls() {
     );
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
-        ["error=NoError", "acl TOPIC:orders:LITERAL READ", "deleted=1"],
+        [
+            "error=NoError",
+            "acl TOPIC:orders:LITERAL READ",
+            "deleted=1"
+        ],
         "{stdout}"
     );
     assert_eq!(
