@@ -4,7 +4,9 @@
 //! READ on the prefix `a-` lists only `a-*` subjects — over raw HTTP and through Confluent's
 //! Python `SchemaRegistryClient` — gets 403 (40301) on a schema id only `b-*` subjects hold
 //! and 200 on an id an `a-*` subject shares. The event store on the HTTP listener decides
-//! per stream the same way (`stream` ACLs).
+//! per stream the same way (`stream` ACLs). `weft acl --subject/--stream` manages both
+//! through Kafka's ACL APIs (Weft's resource types 100/101), which Kafka tools' ANY filters
+//! do not reach.
 
 mod common;
 mod oidc_support;
