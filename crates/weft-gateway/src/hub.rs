@@ -470,11 +470,14 @@ impl Engine {
             return c;
         }
         let mut shutdown = self.ctx.shutdown.clone();
+        // Any change (or the sender gone) means shutdown, as the loop's check below.
+        let shutting_down = shutdown.changed();
+        tokio::pin!(shutting_down);
         let lifetime = tokio::time::sleep(limits.max_lifetime);
         tokio::pin!(lifetime);
-        // The timers and the client-gone signal live across iterations: made anew in every
-        // iteration, each delivered event would register and cancel them again, for every
-        // connection the event is fanned out to.
+        // The timers, the shutdown and the client-gone signals live across iterations: made
+        // anew in every iteration, each delivered event would register and cancel them
+        // again, for every connection the event is fanned out to.
         let expiry = sleep_until_opt(self.expires_at);
         tokio::pin!(expiry);
         let idle = tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -492,7 +495,7 @@ impl Engine {
         let mut caught_up = true;
         self.caught_up = false;
         loop {
-            if *shutdown.borrow() {
+            if *self.ctx.shutdown.borrow() {
                 return close("shutdown", retry);
             }
             // While skipping, wake up as soon as the client has drained its buffer enough
@@ -501,7 +504,7 @@ impl Engine {
             let room_needed = self.gap_room();
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return close("shutdown", retry),
+                _ = &mut shutting_down => return close("shutdown", retry),
                 () = &mut client_gone => return close("client_gone", None),
                 () = &mut lifetime => return close("max_lifetime", retry),
                 () = &mut expiry => return close("auth_expired", None),

@@ -309,6 +309,7 @@ fn write_sse(buf: &mut Vec<u8>, topic: &str, out: &Out, format: Format) {
     match event_parts(topic, out, format) {
         None => buf.extend_from_slice(b": heartbeat\n\n"),
         Some((id, name, data)) => {
+            buf.reserve(id.len() + name.len() + data.len() + 24);
             sse_field(buf, "id", id);
             sse_field(buf, "event", name);
             sse_field(buf, "data", &data);
