@@ -266,7 +266,7 @@ fn serve(dir: &Path, issuer: &Issuer) -> Server {
     let config = format!(
         r#"[security]
 authorization = true
-# The gateway's own Kafka client connects anonymously on the PLAINTEXT listener; HTTP
+# `weft topic create` run by this test connects anonymously on the PLAINTEXT listener; HTTP
 # callers are authorised at the gateway with their own principal. admin is the operator.
 super_users = ["User:admin", "User:ANONYMOUS"]
 
@@ -284,18 +284,7 @@ gateway_write = "gateway-write"
 "#,
         issuer.jwt_toml()
     );
-    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
-    Server::start_with(
-        dir,
-        &[
-            "--config",
-            "weft.toml",
-            "--kafka-listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "debug",
-        ],
-    )
+    Server::start_with_config(dir, &config, &["--log-level", "debug"])
 }
 
 /// Confluent's SchemaRegistryClient: `action` (register | read) on `subject`; prints

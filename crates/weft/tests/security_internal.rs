@@ -179,19 +179,10 @@ admin = "admin"
 "#,
         issuer.jwt_toml()
     );
-    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
-    Server::start_with(
+    Server::start_with_config(
         dir,
-        &[
-            "--config",
-            "weft.toml",
-            "--kafka-listen",
-            "127.0.0.1:0",
-            "--lag-interval-ms",
-            "200",
-            "--log-level",
-            "debug",
-        ],
+        &config,
+        &["--lag-interval-ms", "200", "--log-level", "debug"],
     )
 }
 

@@ -28,7 +28,7 @@ fn serve(dir: &Path, issuer: &Issuer) -> Server {
     let config = format!(
         r#"[security]
 authorization = true
-# The gateway's own Kafka client connects anonymously on the PLAINTEXT listener.
+# The `weft acl` CLI run by these tests connects anonymously on the PLAINTEXT listener.
 super_users = ["User:admin", "User:ANONYMOUS"]
 
 {}jwks_min_refresh_secs = 3600
@@ -42,11 +42,7 @@ registry_write = "registry-write"
 "#,
         issuer.jwt_toml()
     );
-    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
-    Server::start_with(
-        dir,
-        &["--config", "weft.toml", "--kafka-listen", "127.0.0.1:0"],
-    )
+    Server::start_with_config(dir, &config, &[])
 }
 
 /// One HTTP/1.1 request with a bearer token: (status, body as JSON, or as a JSON string).

@@ -64,11 +64,7 @@ tls = true
         cert = path(&certs.join("server.pem")),
         key = path(&certs.join("server.key")),
     );
-    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
-    Server::start_with(
-        dir,
-        &["--config", "weft.toml", "--kafka-listen", "127.0.0.1:0"],
-    )
+    Server::start_with_config(dir, &config, &[])
 }
 
 fn stop(server: Server) {
@@ -472,11 +468,7 @@ key_file = "{key}"
         cert = path(&certs.join("server.pem")),
         key = path(&certs.join("server.key")),
     );
-    std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
-    let server = Server::start_with(
-        dir,
-        &["--config", "weft.toml", "--kafka-listen", "127.0.0.1:0"],
-    );
+    let server = Server::start_with_config(dir, &config, &[]);
     let listeners = server
         .ready_field("kafka_listeners")
         .expect("kafka_listeners in the ready line");

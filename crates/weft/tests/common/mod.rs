@@ -53,6 +53,15 @@ impl Server {
 
     /// `weft serve` in `dir` (data in `dir/data`, JSON logs, HTTP on an ephemeral port)
     /// followed by `extra` arguments; returns once the `ready` line has been seen.
+    /// [`Server::start_with`] with `config` written to `dir/weft.toml` and passed by
+    /// `--config`, the Kafka listener on a free port, then `extra`.
+    pub(crate) fn start_with_config(dir: &Path, config: &str, extra: &[&str]) -> Server {
+        std::fs::write(dir.join("weft.toml"), config).expect("weft.toml");
+        let mut args = vec!["--config", "weft.toml", "--kafka-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start_with(dir, &args)
+    }
+
     pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Server {
         let mut child = weft(dir)
             .args(["serve", "--data-dir", "data", "--log-format", "json"])
