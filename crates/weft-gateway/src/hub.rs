@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::outbox::{OutRx, OutTx, Refused, outbox};
 use tracing::{debug, warn};
 
 use crate::StreamLimits;
@@ -28,26 +30,37 @@ use crate::problem::{ApiError, Principal};
 const HUB_IDLE: Duration = Duration::from_secs(30);
 /// Records per catch-up read.
 const CATCH_UP_CHUNK: usize = 500;
+/// Most records in one broadcast batch.
+const LIVE_BATCH: usize = 256;
+/// Most broadcast batches a connection handles in one pass of its loop.
+const LIVE_DRAIN: usize = 16;
+
+/// What the live reader broadcasts: the records one poll found ready (those of one fetch,
+/// usually), so every connection wakes once per batch rather than once per record.
+pub(crate) type LiveBatch = Arc<Vec<Arc<Record>>>;
 
 /// The live readers, one per topic.
 pub(crate) struct Hubs {
     bootstrap: String,
     capacity: usize,
+    /// How long a reader gathers records after the first before broadcasting them.
+    gather: Duration,
     map: HubMap,
 }
 
 pub(crate) struct Hub {
-    tx: broadcast::Sender<Arc<Record>>,
+    tx: broadcast::Sender<LiveBatch>,
     stop: Arc<AtomicBool>,
     /// `None` while the reader reads its start watermarks, then whether it started.
     ready: watch::Receiver<Option<Result<(), String>>>,
 }
 
 impl Hubs {
-    pub(crate) fn new(bootstrap: &str, capacity: usize) -> Hubs {
+    pub(crate) fn new(bootstrap: &str, capacity: usize, gather: Duration) -> Hubs {
         Hubs {
             bootstrap: bootstrap.to_owned(),
             capacity: capacity.max(16),
+            gather,
             map: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -64,7 +77,7 @@ impl Hubs {
         kafka: &Arc<Kafka>,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<broadcast::Receiver<Arc<Record>>, ApiError> {
+    ) -> Result<broadcast::Receiver<LiveBatch>, ApiError> {
         let (rx, mut ready) = {
             let mut map = self
                 .map
@@ -86,6 +99,7 @@ impl Hubs {
                         bootstrap: self.bootstrap.clone(),
                         topic: topic.to_owned(),
                         partitions: partitions.to_vec(),
+                        gather: self.gather,
                         tx,
                         ready: ready_tx,
                         map: Arc::clone(&self.map),
@@ -130,7 +144,8 @@ struct Start {
     bootstrap: String,
     topic: String,
     partitions: Vec<i32>,
-    tx: broadcast::Sender<Arc<Record>>,
+    gather: Duration,
+    tx: broadcast::Sender<LiveBatch>,
     ready: watch::Sender<Option<Result<(), String>>>,
     map: HubMap,
     me: Arc<Hub>,
@@ -144,7 +159,14 @@ impl Start {
         match self.consumer() {
             Ok(consumer) => {
                 let _ = self.ready.send(Some(Ok(())));
-                live_reader(consumer, self.topic, self.tx, self.map, self.me);
+                live_reader(
+                    consumer,
+                    self.topic,
+                    self.gather,
+                    self.tx,
+                    self.map,
+                    self.me,
+                );
             }
             Err(e) => {
                 warn!(topic = self.topic, error = %e, "live reader did not start");
@@ -195,7 +217,8 @@ impl Start {
 fn live_reader(
     consumer: BaseConsumer,
     topic: String,
-    tx: broadcast::Sender<Arc<Record>>,
+    gather: Duration,
+    tx: broadcast::Sender<LiveBatch>,
     map: HubMap,
     me: Arc<Hub>,
 ) {
@@ -205,7 +228,22 @@ fn live_reader(
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let _ = tx.send(Arc::new(Record::from_message(&m)));
+                // What arrives within `gather` joins it: every connection of the topic
+                // wakes once per batch, so under a steady stream this bounds the wake-ups
+                // (at most one per `gather`), for at most that much latency.
+                let mut batch = vec![Arc::new(Record::from_message(&m))];
+                let until = Instant::now() + gather;
+                while batch.len() < LIVE_BATCH {
+                    match consumer.poll(until.saturating_duration_since(Instant::now())) {
+                        Some(Ok(m)) => batch.push(Arc::new(Record::from_message(&m))),
+                        Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => break,
+                        Some(Err(e)) => {
+                            warn!(topic, error = %e, "live reader");
+                            break;
+                        }
+                    }
+                }
+                let _ = tx.send(Arc::new(batch));
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => warn!(topic, error = %e, "live reader"),
@@ -276,7 +314,7 @@ pub(crate) enum Cmd {
 /// engine, which notices the closed channel and finishes cleanly (a last commit of
 /// acknowledged positions included) rather than being aborted.
 pub(crate) struct Conn {
-    pub(crate) rx: mpsc::Receiver<Out>,
+    pub(crate) rx: OutRx,
     pub(crate) close: Arc<Mutex<Option<Close>>>,
     /// Client → engine (WebSocket); `None` for SSE, which has no way back.
     pub(crate) cmds: Option<mpsc::Sender<Cmd>>,
@@ -314,6 +352,9 @@ pub(crate) struct ConnOptions {
     pub(crate) expires_at: Option<std::time::SystemTime>,
     /// The client sends commands (WebSocket: resume, ack); SSE has no way back.
     pub(crate) commands: bool,
+    /// SSE in this format: outputs are rendered into the wire format as they come
+    /// (`None`: the writer takes the outputs themselves).
+    pub(crate) sse: Option<crate::position::Format>,
 }
 
 #[derive(Debug)]
@@ -371,13 +412,16 @@ impl Acks {
 pub(crate) fn open(
     ctx: EngineCtx,
     topic: String,
-    live: broadcast::Receiver<Arc<Record>>,
+    live: broadcast::Receiver<LiveBatch>,
     positions: Positions,
     filter: Filter,
     permit: ConnPermit,
     options: ConnOptions,
 ) -> Conn {
-    let (out_tx, out_rx) = mpsc::channel(ctx.limits.buffer_events.max(1));
+    let (out_tx, out_rx) = outbox(
+        ctx.limits.buffer_events,
+        options.sse.map(|f| (topic.clone(), f)),
+    );
     let (cmd_tx, cmd_rx) = if options.commands {
         let (tx, rx) = mpsc::channel(16);
         (Some(tx), Some(rx))
@@ -413,6 +457,7 @@ pub(crate) fn open(
             skipped: BTreeMap::new(),
             acks,
             expires_at,
+            sent: false,
         };
         let mut reason = engine.run(live).await;
         if *engine.ctx.shutdown.borrow() && reason.reason != "shutdown" {
@@ -443,7 +488,7 @@ struct Engine {
     topic: String,
     positions: Positions,
     filter: Filter,
-    out: mpsc::Sender<Out>,
+    out: OutTx,
     cmds: Option<mpsc::Receiver<Cmd>>,
     last_activity: Instant,
     /// Set by a catch-up that read something: the live receiver may have lagged meanwhile.
@@ -453,6 +498,8 @@ struct Engine {
     skipped: BTreeMap<i32, (i64, i64)>,
     acks: Option<Acks>,
     expires_at: Option<tokio::time::Instant>,
+    /// A live event was handed to the writer since the activity time was last taken.
+    sent: bool,
 }
 
 fn close(reason: &'static str, retry_ms: Option<u64>) -> Close {
@@ -463,7 +510,7 @@ fn close(reason: &'static str, retry_ms: Option<u64>) -> Close {
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Engine {
-    async fn run(&mut self, mut live: broadcast::Receiver<Arc<Record>>) -> Close {
+    async fn run(&mut self, mut live: broadcast::Receiver<LiveBatch>) -> Close {
         let limits = self.ctx.limits.clone();
         let retry = Some(limits.retry_ms);
         if let Err(c) = Box::pin(self.catch_up_all()).await {
@@ -535,33 +582,52 @@ impl Engine {
                     Some(Cmd::Activity) => self.last_activity = Instant::now(),
                     None => {}
                 },
-                r = live.recv() => match r {
-                    Ok(record) => {
-                        if let Err(c) = Box::pin(self.on_live(record)).await {
-                            return c;
+                r = live.recv() => {
+                    let mut r = r;
+                    // Batches that are already there are handled in this wake-up (a few at
+                    // most, so the other branches are still looked at): a connection that
+                    // fell behind catches up with one pass of its loop per burst.
+                    for _ in 0..LIVE_DRAIN {
+                        match r {
+                            Ok(batch) => {
+                                if let Err(c) = self.on_batch(&batch).await {
+                                    return c;
+                                }
+                                caught_up = std::mem::take(&mut self.caught_up);
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) if caught_up => {
+                                // Fell behind the live stream while catching up: catch up
+                                // again.
+                                live = live.resubscribe();
+                                if let Err(c) = Box::pin(self.catch_up_all()).await {
+                                    return c;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) if self.skips() => {
+                                live = live.resubscribe();
+                                if let Err(c) = Box::pin(self.skip_to_live_end()).await {
+                                    return c;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                return close("slow_consumer", None);
+                            }
+                            Err(broadcast::error::RecvError::Closed) => {
+                                return close("reader_stopped", retry);
+                            }
                         }
-                        caught_up = std::mem::take(&mut self.caught_up);
+                        r = match live.try_recv() {
+                            Ok(batch) => Ok(batch),
+                            Err(broadcast::error::TryRecvError::Empty) => break,
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                Err(broadcast::error::RecvError::Lagged(n))
+                            }
+                            Err(broadcast::error::TryRecvError::Closed) => {
+                                Err(broadcast::error::RecvError::Closed)
+                            }
+                        };
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) if caught_up => {
-                        // Fell behind the live stream while catching up: catch up again.
-                        live = live.resubscribe();
-                        if let Err(c) = Box::pin(self.catch_up_all()).await {
-                            return c;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) if self.skips() => {
-                        live = live.resubscribe();
-                        if let Err(c) = Box::pin(self.skip_to_live_end()).await {
-                            return c;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return close("slow_consumer", None);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return close("reader_stopped", retry);
-                    }
-                },
+                }
                 _ = wait_room(room_for_gaps, room_needed) => {
                     if self.out.is_closed() {
                         return close("client_gone", None);
@@ -705,12 +771,29 @@ impl Engine {
         }
     }
 
-    async fn on_live(&mut self, record: Arc<Record>) -> Result<(), Close> {
+    /// Handles a live batch.
+    async fn on_batch(&mut self, batch: &LiveBatch) -> Result<(), Close> {
+        for record in batch.iter() {
+            match self.on_live_now(record) {
+                Some(done) => done?,
+                // A hole before it: caught up first (rare, so boxed).
+                None => Box::pin(self.fill_hole(Arc::clone(record))).await?,
+            }
+        }
+        if std::mem::take(&mut self.sent) {
+            self.last_activity = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Handles a live record; `None` when a hole before it has to be caught up first
+    /// ([`Engine::fill_hole`]). No future: this runs per record and connection.
+    fn on_live_now(&mut self, record: &Arc<Record>) -> Option<Result<(), Close>> {
         let Some(&next) = self.positions.get(&record.partition) else {
-            return Ok(());
+            return Some(Ok(()));
         };
         if record.offset < next {
-            return Ok(());
+            return Some(Ok(()));
         }
         if let Some(acks) = self.acks.as_mut()
             && acks.full()
@@ -718,20 +801,26 @@ impl Engine {
             // The client has not acknowledged enough: leave the record (and the position)
             // where it is; it is read from the log once acknowledgements make room.
             acks.held_back = true;
-            return Ok(());
+            return Some(Ok(()));
         }
         if !self.flush_gaps() {
             // Still skipping: this record, and any hole before it, are skipped too.
             self.skip_over(record.partition, next, record.offset + 1);
-            return Ok(());
+            return Some(Ok(()));
         }
         if record.offset > next {
-            self.catch_up(record.partition, Some(record.offset)).await?;
-            if self.positions.get(&record.partition) != Some(&record.offset) {
-                // The hole could not be read: delivering this record would skip it. The
-                // client resumes from its last id instead.
-                return Err(close("kafka_error", Some(self.ctx.limits.retry_ms)));
-            }
+            return None;
+        }
+        Some(self.deliver_live(Arc::clone(record)))
+    }
+
+    /// Catches up the hole before `record`, then delivers it.
+    async fn fill_hole(&mut self, record: Arc<Record>) -> Result<(), Close> {
+        self.catch_up(record.partition, Some(record.offset)).await?;
+        if self.positions.get(&record.partition) != Some(&record.offset) {
+            // The hole could not be read: delivering this record would skip it. The
+            // client resumes from its last id instead.
+            return Err(close("kafka_error", Some(self.ctx.limits.retry_ms)));
         }
         self.deliver_live(record)
     }
@@ -748,20 +837,20 @@ impl Engine {
         if !self.filter.matches(&record) {
             return Ok(());
         }
-        self.last_activity = Instant::now();
-        let id = encode(&self.positions);
+        // The clock is read once per batch (`run`), not per event.
+        self.sent = true;
         let (p, offset) = (record.partition, record.offset);
-        match self.out.try_send(Out::Event { record, id }) {
+        match self.out.try_send_event(&record, &self.positions) {
             Ok(()) => {
                 self.delivered(p, offset);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) if skips => {
+            Err(Refused::Full) if skips => {
                 self.skip_over(p, offset, offset + 1);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(close("slow_consumer", None)),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(close("client_gone", None)),
+            Err(Refused::Full) => Err(close("slow_consumer", None)),
+            Err(Refused::Closed) => Err(close("client_gone", None)),
         }
     }
 
@@ -934,14 +1023,10 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Resolves once `out` has `n` free slots; never when `None`.
-async fn wait_room(out: Option<mpsc::Sender<Out>>, n: usize) {
+/// Resolves once `out` has `n` free places; never when `None`.
+async fn wait_room(out: Option<OutTx>, n: usize) {
     match out {
-        Some(out) => {
-            // The permits are only a wake-up: they go back at once, and the engine (the
-            // channel's only sender) then finds the room.
-            let _ = out.reserve_many(n).await;
-        }
+        Some(out) => out.wait_room(n).await,
         None => std::future::pending().await,
     }
 }

@@ -29,9 +29,10 @@ pub struct Record {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Bytes>)>,
-    /// The record as JSON (`Format::Auto`), rendered once however many live connections
-    /// it is fanned out to.
-    pub(crate) rendered: std::sync::OnceLock<String>,
+    /// The record as JSON, per [`crate::position::Format`] (`Auto`, `Base64`): each
+    /// rendered once, by the first connection asking for it, however many live connections
+    /// the record is fanned out to.
+    pub(crate) rendered: [std::sync::OnceLock<String>; 2],
 }
 
 impl Record {
@@ -51,7 +52,7 @@ impl Record {
             key: m.key().map(Bytes::copy_from_slice),
             value: m.payload().map(Bytes::copy_from_slice),
             headers,
-            rendered: std::sync::OnceLock::new(),
+            rendered: Default::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod dlq;
 mod hub;
 pub mod kafka;
 pub mod openapi;
+mod outbox;
 pub mod position;
 pub mod problem;
 mod registry;
@@ -83,6 +84,11 @@ pub struct StreamLimits {
     pub slow_consumer_gap: bool,
     /// WebSocket acknowledgements: events delivered and not yet acknowledged, at most.
     pub max_unacked: usize,
+    /// A connection writes at most once per this interval while events keep coming; what
+    /// arrives meanwhile goes out in the same write. The first event after a quiet spell
+    /// is written at once. A topic's live reader also gathers what arrives within this of a
+    /// record before handing them to its connections as one batch. Zero: no waiting.
+    pub flush_interval: Duration,
 }
 
 impl Default for StreamLimits {
@@ -97,6 +103,7 @@ impl Default for StreamLimits {
             retry_ms: 1000,
             slow_consumer_gap: false,
             max_unacked: 1000,
+            flush_interval: Duration::from_millis(5),
         }
     }
 }
@@ -127,7 +134,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Pooled catch-up / read-by-offset readers (Kafka clients).
     pub readers: usize,
-    /// Live records buffered per topic for the connections of that topic.
+    /// Live batches buffered per topic for the connections of that topic (a batch is what
+    /// the topic's reader read within `stream.flush_interval` of its first record, at most
+    /// 256 records).
     pub fanout_capacity: usize,
     pub stream: StreamLimits,
     pub webhooks: webhooks::WebhookConfig,
@@ -144,7 +153,7 @@ impl Config {
             kafka_properties: kafka::ClientProperties::default(),
             max_body_bytes: 1 << 20,
             readers: 4,
-            fanout_capacity: 8192,
+            fanout_capacity: 1024,
             stream: StreamLimits::default(),
             webhooks: webhooks::WebhookConfig::default(),
             consumers: consumers::ConsumerConfig::default(),
@@ -201,6 +210,7 @@ impl Config {
             "retry_ms" => s.retry_ms = v,
             "slow_consumer_gap" => s.slow_consumer_gap = v != 0,
             "max_unacked" => s.max_unacked = count(v.max(1)),
+            "flush_interval_ms" => s.flush_interval = ms(v),
             "max_body_bytes" => self.max_body_bytes = count(v),
             "readers" => self.readers = count(v.max(1)),
             "webhook_timeout_ms" => w.timeout = ms(v.max(1)),
@@ -240,6 +250,9 @@ pub struct Settings {
     pub slow_consumer_gap: Option<u64>,
     /// WebSocket acknowledgements: unacknowledged events in flight at most (1000).
     pub max_unacked: Option<u64>,
+    /// A live connection under a steady stream writes at most once per this (5; 0: at
+    /// every wake-up); the first event after a quiet spell goes out at once.
+    pub flush_interval_ms: Option<u64>,
     /// Largest request body (1 MiB).
     pub max_body_bytes: Option<u64>,
     /// Concurrent catch-up / read-by-offset reads (4).
@@ -261,7 +274,7 @@ pub struct Settings {
 
 impl Settings {
     /// (key, value) of every setting, in the order they are applied.
-    fn entries(&self) -> [(&'static str, Option<u64>); 17] {
+    fn entries(&self) -> [(&'static str, Option<u64>); 18] {
         [
             ("heartbeat_ms", self.heartbeat_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
@@ -275,6 +288,7 @@ impl Settings {
             ("retry_ms", self.retry_ms),
             ("slow_consumer_gap", self.slow_consumer_gap),
             ("max_unacked", self.max_unacked),
+            ("flush_interval_ms", self.flush_interval_ms),
             ("max_body_bytes", self.max_body_bytes),
             ("readers", self.readers),
             ("webhook_timeout_ms", self.webhook_timeout_ms),
@@ -323,7 +337,11 @@ impl Gateway {
         let webhooks =
             webhooks::Webhooks::open(store, config.webhooks.clone(), Arc::clone(&kafka)).await?;
         Ok(Gateway(Arc::new(Inner {
-            hubs: hub::Hubs::new(&config.bootstrap, config.fanout_capacity),
+            hubs: hub::Hubs::new(
+                &config.bootstrap,
+                config.fanout_capacity,
+                config.stream.flush_interval,
+            ),
             limits: Arc::new(hub::ConnLimits::new(
                 config.stream.max_connections,
                 config.stream.max_connections_per_principal,

@@ -17,16 +17,24 @@ pub type Positions = BTreeMap<i32, i64>;
 
 /// Computed for every event of every connection: one allocation, no temporary strings.
 pub fn encode(positions: &Positions) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(positions.len() * 12);
+    let mut s = Vec::with_capacity(positions.len() * 16);
+    encode_into(positions, &mut s);
+    // Digits, `:` and `,` only.
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// [`encode`], appended to `buf` (once per event and connection on the fan-out path: no
+/// string of its own, and itoa rather than `fmt`).
+pub(crate) fn encode_into(positions: &Positions, buf: &mut impl bytes::BufMut) {
+    let mut digits = itoa::Buffer::new();
     for (i, (p, o)) in positions.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            buf.put_u8(b',');
         }
-        // Writing to a `String` cannot fail.
-        let _ = write!(s, "{p}:{o}");
+        buf.put_slice(digits.format(*p).as_bytes());
+        buf.put_u8(b':');
+        buf.put_slice(digits.format(*o).as_bytes());
     }
-    s
 }
 
 /// Parses an event id; at most 10,000 partitions.
@@ -254,7 +262,7 @@ mod tests {
             key: Some("k1".into()),
             value: None,
             headers: vec![("type".into(), Some("created".into()))],
-            rendered: std::sync::OnceLock::new(),
+            rendered: Default::default(),
         };
         let f = |k: Option<&str>, h: Option<&str>| {
             Filter::parse(None, k, h).expect("valid filter").matches(&r)

@@ -13,12 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use futures_util::stream::{self, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use weft_auth::http::Authenticated;
 
 use crate::Gateway;
@@ -133,6 +133,10 @@ async fn open(
     )
     .map_err(bad)?;
     let format = Format::parse(q.format.as_deref()).map_err(bad)?;
+    let mut options = options;
+    if options.sse.is_some() {
+        options.sse = Some(format);
+    }
     let start = match resume {
         Some(id) => Start::Positions(
             position::decode(id).map_err(|e| bad(format!("resume id {id:?}: {e}")))?,
@@ -262,19 +266,14 @@ async fn resolve(
     Ok(out)
 }
 
-/// A record's JSON in `format`. For `Format::Auto` (the default) it is rendered once per
-/// record, by the first connection that needs it, and shared by every connection the
-/// record is fanned out to.
-fn record_data<'a>(topic: &str, record: &'a Record, format: Format) -> Cow<'a, str> {
-    match format {
-        Format::Auto => Cow::Borrowed(
-            record
-                .rendered
-                .get_or_init(|| position::record_json(topic, record, format).to_string()),
-        ),
-        // `Record::rendered` holds one format (see the report of issue 7's fan-out work).
-        Format::Base64 => Cow::Owned(position::record_json(topic, record, format).to_string()),
-    }
+/// A record's JSON in `format`, rendered once per record and format, by the first
+/// connection that needs it, and shared by every connection the record is fanned out to.
+fn record_data<'a>(topic: &str, record: &'a Record, format: Format) -> &'a str {
+    let slot = match format {
+        Format::Auto => &record.rendered[0],
+        Format::Base64 => &record.rendered[1],
+    };
+    slot.get_or_init(|| position::record_json(topic, record, format).to_string())
 }
 
 /// An engine output as (id, event name, data); `None` for a heartbeat. The data is compact
@@ -285,7 +284,11 @@ fn event_parts<'a>(
     format: Format,
 ) -> Option<(&'a str, &'static str, Cow<'a, str>)> {
     match out {
-        Out::Event { record, id } => Some((id, "message", record_data(topic, record, format))),
+        Out::Event { record, id } => Some((
+            id,
+            "message",
+            Cow::Borrowed(record_data(topic, record, format)),
+        )),
         Out::Gap(gap) => {
             let hub::Gap {
                 partition,
@@ -305,21 +308,36 @@ fn event_parts<'a>(
 /// Appends `out` in the SSE wire format, byte for byte what axum's `sse::Event` builder
 /// made of it (`sse_bytes_are_axum_events` checks it) but without an `Event` and its
 /// copies per connection: the shared JSON is copied once, into the connection's batch.
-fn write_sse(buf: &mut Vec<u8>, topic: &str, out: &Out, format: Format) {
+pub(crate) fn write_sse(buf: &mut impl BufMut, topic: &str, out: &Out, format: Format) {
     match event_parts(topic, out, format) {
-        None => buf.extend_from_slice(b": heartbeat\n\n"),
+        None => buf.put_slice(b": heartbeat\n\n"),
         Some((id, name, data)) => {
-            buf.reserve(id.len() + name.len() + data.len() + 24);
             sse_field(buf, "id", id);
             sse_field(buf, "event", name);
             sse_field(buf, "data", &data);
-            buf.push(b'\n');
+            buf.put_u8(b'\n');
         }
     }
 }
 
+/// [`write_sse`] of `Out::Event { record, id: encode(positions) }`, with the id written
+/// straight from the positions.
+pub(crate) fn write_sse_event(
+    buf: &mut impl BufMut,
+    topic: &str,
+    record: &Record,
+    positions: &Positions,
+    format: Format,
+) {
+    buf.put_slice(b"id: ");
+    position::encode_into(positions, buf);
+    buf.put_slice(b"\nevent: message\n");
+    sse_field(buf, "data", record_data(topic, record, format));
+    buf.put_u8(b'\n');
+}
+
 /// The last SSE event of a stream: why it ended, with a `retry` hint on a drain.
-fn write_sse_close(buf: &mut Vec<u8>, close: &Close) {
+fn write_sse_close(buf: &mut impl BufMut, close: &Close) {
     let Close { reason, retry_ms } = close;
     // Expired credentials end with their own event name, so a client can refresh its
     // token before reconnecting instead of retrying blindly.
@@ -334,19 +352,19 @@ fn write_sse_close(buf: &mut Vec<u8>, close: &Close) {
     if let Some(ms) = retry_ms {
         sse_field(buf, "retry", &ms.to_string());
     }
-    buf.push(b'\n');
+    buf.put_u8(b'\n');
 }
 
 /// `name: value\n`; `value` has no CR or LF (ids, names, compact JSON). An empty `data`
 /// is left out, as axum did.
-fn sse_field(buf: &mut Vec<u8>, name: &str, value: &str) {
+fn sse_field(buf: &mut impl BufMut, name: &str, value: &str) {
     if name == "data" && value.is_empty() {
         return;
     }
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value.as_bytes());
-    buf.push(b'\n');
+    buf.put_slice(name.as_bytes());
+    buf.put_slice(b": ");
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(b'\n');
 }
 
 /// The WebSocket text message of an engine output; `None` for a heartbeat (WebSocket
@@ -366,8 +384,14 @@ fn ws_text(topic: &str, out: &Out, format: Format) -> Option<String> {
     Some(text)
 }
 
-/// An SSE response body chunk gathers at most this much of what is already buffered.
-const SSE_BATCH_BYTES: usize = 64 * 1024;
+/// Waits until `every` has passed since the `last` write (no wait after a quiet spell).
+async fn flush_due(last: Option<Instant>, every: Duration) {
+    if let Some(due) = last.map(|l| l + every)
+        && due > Instant::now()
+    {
+        tokio::time::sleep_until(due).await;
+    }
+}
 
 /// When the caller's credentials expire (the HTTP auth layer's `Authenticated` extension).
 fn expiry(auth: Option<&Authenticated>) -> Option<SystemTime> {
@@ -393,6 +417,8 @@ async fn sse(
         acks: None,
         expires_at: expiry(auth.as_deref()),
         commands: false,
+        // Rendered in the requested format (set by `open`).
+        sse: Some(Format::Auto),
     };
     let opened = match open(&gw, &topic, &q, &principal, last_id.as_deref(), options).await {
         Ok(o) => o,
@@ -402,28 +428,22 @@ async fn sse(
     let first = stream::once(async move {
         Ok::<_, Infallible>(Bytes::from(format!("retry: {retry}\n: ok\n\n")))
     });
-    // Each chunk holds what the engine has buffered when the writer wakes up: one HTTP
-    // chunk (and usually one write) for a burst instead of one per event.
-    let body = stream::unfold(Some(opened), |state| async move {
-        let mut o = state?;
-        let mut buf = Vec::new();
-        let mut next = o.conn.rx.recv().await;
-        loop {
-            let Some(out) = next else {
-                write_sse_close(&mut buf, &o.conn.close_reason());
-                return Some((Ok(Bytes::from(buf)), None));
-            };
-            write_sse(&mut buf, &o.topic, &out, o.format);
-            if buf.len() >= SSE_BATCH_BYTES {
-                break;
-            }
-            next = match o.conn.rx.try_recv() {
-                Ok(out) => Some(out),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-            };
+    let every = gw.0.config.stream.flush_interval;
+    // Each chunk holds what the engine has buffered (already in the wire format) when the
+    // writer wakes up: one HTTP chunk, and one write, for a burst instead of one per event.
+    // Under a steady stream the writer waits out the flush interval since its last write.
+    let body = stream::unfold(Some((opened, None)), move |state| async move {
+        let (mut o, last) = state?;
+        if o.conn.rx.ready().await {
+            flush_due(last, every).await;
         }
-        Some((Ok(Bytes::from(buf)), Some(o)))
+        let taken = o.conn.rx.take();
+        if taken.ended {
+            let mut buf = taken.bytes.to_vec();
+            write_sse_close(&mut buf, &o.conn.close_reason());
+            return Some((Ok(Bytes::from(buf)), None));
+        }
+        Some((Ok(taken.bytes), Some((o, Some(Instant::now())))))
     });
     // The headers axum's `Sse` response sets, and no proxy buffering.
     let mut r = Body::from_stream(first.chain(body)).into_response();
@@ -455,12 +475,14 @@ async fn ws(
         acks,
         expires_at: expiry(auth.as_deref()),
         commands: true,
+        sse: None,
     };
     let opened = open(&gw, &topic, &q, &principal, q.resume.as_deref(), options).await;
     match opened {
         Ok(o) => {
             let heartbeat = gw.0.config.stream.heartbeat;
-            upgrade.on_upgrade(move |socket| run_ws(socket, o, heartbeat))
+            let every = gw.0.config.stream.flush_interval;
+            upgrade.on_upgrade(move |socket| run_ws(socket, o, heartbeat, every))
         }
         // A full gateway answers on the WebSocket itself (close 1013, "try again later")
         // so browser clients see the reason; other refusals are plain HTTP problems.
@@ -478,7 +500,7 @@ async fn ws(
     }
 }
 
-async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
+async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration, every: Duration) {
     let (mut sink, mut incoming) = socket.split();
     let Some(cmds) = o.conn.cmds.clone() else {
         return;
@@ -511,17 +533,22 @@ async fn run_ws(socket: WebSocket, mut o: Opened, heartbeat: Duration) {
     let mut reader = reader;
     let mut ping = tokio::time::interval(heartbeat);
     ping.tick().await;
+    let mut last_flush = None;
     let close = loop {
         tokio::select! {
             // The client closed (or its socket failed): stop; dropping the connection
             // ends the engine.
             _ = &mut reader => break None,
             out = o.conn.rx.recv() => match out {
-                Some(out) => match send_ws_batch(&mut sink, &mut o, out).await {
+                Some(out) => {
+                    flush_due(last_flush, every).await;
+                    last_flush = Some(Instant::now());
+                    match send_ws_batch(&mut sink, &mut o, out).await {
                     Ok(false) => {}
                     Ok(true) => break Some(o.conn.close_reason()),
                     Err(_) => break None,
-                },
+                    }
+                }
                 None => break Some(o.conn.close_reason()),
             },
             _ = ping.tick() => {
@@ -572,9 +599,9 @@ async fn send_ws_batch(
             break;
         }
         out = match o.conn.rx.try_recv() {
-            Ok(out) => out,
-            Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
+            Ok(Some(out)) => out,
+            Ok(None) => break,
+            Err(()) => {
                 ended = true;
                 break;
             }
@@ -607,7 +634,7 @@ pub(crate) async fn ws_doc() {}
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, OnceLock};
+    use std::sync::Arc;
 
     use axum::response::sse::{Event, Sse};
 
@@ -630,7 +657,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), v.map(Bytes::copy_from_slice)))
                 .collect(),
-            rendered: OnceLock::new(),
+            rendered: Default::default(),
         };
         let mut positions = Positions::new();
         positions.insert(partition, offset + 1);
@@ -736,6 +763,22 @@ mod tests {
                     String::from_utf8_lossy(&got),
                     String::from_utf8_lossy(&expected),
                     "{format:?}, round {round}"
+                );
+                // The outbox's path: ids written straight from the positions they encode.
+                let mut direct = Vec::new();
+                for out in &outs {
+                    match out {
+                        Out::Event { record, id } => {
+                            let at = position::decode(id).expect("an id");
+                            write_sse_event(&mut direct, topic, record, &at, format);
+                        }
+                        other => write_sse(&mut direct, topic, other, format),
+                    }
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&direct),
+                    String::from_utf8_lossy(&expected),
+                    "{format:?}, round {round}, ids from positions"
                 );
             }
         }

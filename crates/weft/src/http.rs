@@ -63,19 +63,16 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// Serves `router` on an already bound listener until shutdown is requested. Handlers see
 /// the peer address (`ConnectInfo<SocketAddr>`: ACL host checks and the internal
-/// credential's loopback check read it).
+/// credential's loopback check read it). Event streams are written without hyper's
+/// per-connection buffers (see [`crate::http_conn`]); everything else is hyper's.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.requested().await })
-    .await
-    .context("http server stopped")
+    crate::http_conn::serve(listener, router, async move { shutdown.requested().await })
+        .await
+        .context("http server stopped")
 }
 
 #[derive(Serialize)]

@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod http;
 mod http_auth;
+mod http_conn;
 mod jwks;
 mod kafka_listeners;
 mod logging;
