@@ -225,14 +225,21 @@ fn live_reader(
     debug!(topic, "live reader started");
     let stop = Arc::clone(&me.stop);
     let mut unused_since: Option<Instant> = None;
+    let mut last_sent: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                // What arrives within `gather` joins it: every connection of the topic
-                // wakes once per batch, so under a steady stream this bounds the wake-ups
-                // (at most one per `gather`), for at most that much latency.
+                // Every connection of the topic wakes once per batch: under a steady
+                // stream (the last batch went out less than four intervals ago) what
+                // arrives within `gather` of this record joins it; after a quiet spell a
+                // record goes at once, with whatever else is ready. (Gathering from the
+                // record, not from the last batch: a reader that is late because the
+                // cores are busy still makes full batches instead of many small ones;
+                // "less than one interval ago" was tried and made small batches under
+                // load: p50 0.17 s instead of 0.03 s at 1,000 clients × 5,000 events/s.)
                 let mut batch = vec![Arc::new(Record::from_message(&m))];
-                let until = Instant::now() + gather;
+                let steady = last_sent.is_some_and(|t| t.elapsed() < gather * 4);
+                let until = Instant::now() + if steady { gather } else { Duration::ZERO };
                 while batch.len() < LIVE_BATCH {
                     match consumer.poll(until.saturating_duration_since(Instant::now())) {
                         Some(Ok(m)) => batch.push(Arc::new(Record::from_message(&m))),
@@ -244,6 +251,7 @@ fn live_reader(
                     }
                 }
                 let _ = tx.send(Arc::new(batch));
+                last_sent = Some(Instant::now());
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => warn!(topic, error = %e, "live reader"),

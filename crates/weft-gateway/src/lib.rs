@@ -86,8 +86,9 @@ pub struct StreamLimits {
     pub max_unacked: usize,
     /// A connection writes at most once per this interval while events keep coming; what
     /// arrives meanwhile goes out in the same write. The first event after a quiet spell
-    /// is written at once. A topic's live reader also gathers what arrives within this of a
-    /// record before handing them to its connections as one batch. Zero: no waiting.
+    /// is written at once. A topic's live reader likewise gathers what arrives within this
+    /// of a record into one batch for its connections under a steady stream (a batch went
+    /// out less than four intervals ago). Zero: no waiting.
     pub flush_interval: Duration,
 }
 
@@ -103,7 +104,7 @@ impl Default for StreamLimits {
             retry_ms: 1000,
             slow_consumer_gap: false,
             max_unacked: 1000,
-            flush_interval: Duration::from_millis(5),
+            flush_interval: Duration::from_millis(10),
         }
     }
 }
@@ -135,8 +136,8 @@ pub struct Config {
     /// Pooled catch-up / read-by-offset readers (Kafka clients).
     pub readers: usize,
     /// Live batches buffered per topic for the connections of that topic (a batch is what
-    /// the topic's reader read within `stream.flush_interval` of its first record, at most
-    /// 256 records).
+    /// the topic's reader gathered within `stream.flush_interval` under a steady stream;
+    /// at most 256 records).
     pub fanout_capacity: usize,
     pub stream: StreamLimits,
     pub webhooks: webhooks::WebhookConfig,
@@ -250,7 +251,7 @@ pub struct Settings {
     pub slow_consumer_gap: Option<u64>,
     /// WebSocket acknowledgements: unacknowledged events in flight at most (1000).
     pub max_unacked: Option<u64>,
-    /// A live connection under a steady stream writes at most once per this (5; 0: at
+    /// A live connection under a steady stream writes at most once per this (10; 0: at
     /// every wake-up); the first event after a quiet spell goes out at once.
     pub flush_interval_ms: Option<u64>,
     /// Largest request body (1 MiB).
