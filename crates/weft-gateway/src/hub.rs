@@ -819,7 +819,7 @@ impl Engine {
         if record.offset > next {
             return None;
         }
-        Some(self.deliver_live(Arc::clone(record)))
+        Some(self.deliver_live(record))
     }
 
     /// Catches up the hole before `record`, then delivers it.
@@ -830,10 +830,10 @@ impl Engine {
             // client resumes from its last id instead.
             return Err(close("kafka_error", Some(self.ctx.limits.retry_ms)));
         }
-        self.deliver_live(record)
+        self.deliver_live(&record)
     }
 
-    fn deliver_live(&mut self, record: Arc<Record>) -> Result<(), Close> {
+    fn deliver_live(&mut self, record: &Arc<Record>) -> Result<(), Close> {
         let skips = self.skips();
         let Some(next) = self.positions.get_mut(&record.partition) else {
             return Ok(());
@@ -842,7 +842,7 @@ impl Engine {
             return Ok(());
         }
         *next = record.offset + 1;
-        if !self.filter.matches(&record) {
+        if !self.filter.matches(record) {
             return Ok(());
         }
         // The clock is read once per batch (`run`), not per event.
