@@ -848,7 +848,7 @@ impl Engine {
         // The clock is read once per batch (`run`), not per event.
         self.sent = true;
         let (p, offset) = (record.partition, record.offset);
-        match self.out.try_send_event(&record, &self.positions) {
+        match self.out.try_send_event(record, &self.positions) {
             Ok(()) => {
                 self.delivered(p, offset);
                 Ok(())
