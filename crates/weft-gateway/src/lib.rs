@@ -446,6 +446,16 @@ mod tests {
         let c =
             resolve("", &[("WEFT_GATEWAY_CONSUMER_INSTANCE_TIMEOUT_MS", "1500")]).expect("valid");
         assert_eq!(c.consumers.instance_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            resolve("", &[]).expect("valid").stream.flush_interval,
+            Duration::from_millis(10)
+        );
+        let c = resolve(
+            "flush_interval_ms = 25",
+            &[("WEFT_GATEWAY_FLUSH_INTERVAL_MS", "0")],
+        )
+        .expect("valid");
+        assert_eq!(c.stream.flush_interval, Duration::ZERO);
     }
 
     #[test]
