@@ -72,6 +72,11 @@ pub(crate) struct Kafka {
     /// A group-less consumer for metadata, watermarks and offsets-for-times.
     meta: Arc<BaseConsumer>,
     reader_permits: Arc<Semaphore>,
+    /// Watermark and offsets-for-time queries in flight at once. Without a bound, a
+    /// thousand connections falling behind together each sent one at the same moment:
+    /// a thousand blocking threads, librdkafka's in-flight window full, timeouts, and the
+    /// connections closed with `kafka_error`. Queued here they are answered in turn.
+    meta_permits: Semaphore,
     /// One client per consumer group that WebSocket acknowledgements commit to (a
     /// client's `group.id` is fixed at creation); at most `MAX_GROUP_CLIENTS`.
     group_clients: std::sync::Mutex<HashMap<String, Arc<BaseConsumer>>>,
@@ -80,6 +85,13 @@ pub(crate) struct Kafka {
 
 /// Group clients kept; beyond this the cache starts over (they are cheap to recreate).
 const MAX_GROUP_CLIENTS: usize = 64;
+/// Watermark / offsets-for-time queries in flight at once (`Kafka::meta_permits`).
+const META_QUERIES: usize = 16;
+
+/// A permit refused: the semaphore was closed, which only a shutdown would do.
+fn shutting_down(_: tokio::sync::AcquireError) -> ApiError {
+    ApiError::Unavailable("gateway is shutting down".into())
+}
 
 /// librdkafka properties every gateway client of one cluster gets, applied after the
 /// gateway's own (security settings: `security.protocol`, `sasl.*`, `ssl.*`). `Debug`
@@ -172,6 +184,7 @@ impl Kafka {
             producer,
             meta: Arc::new(meta),
             reader_permits: Arc::new(Semaphore::new(readers.max(1))),
+            meta_permits: Semaphore::new(META_QUERIES),
             group_clients: std::sync::Mutex::new(HashMap::new()),
             fallback: Arc::new(Fallback::new(bootstrap)),
         })
@@ -323,6 +336,7 @@ impl Kafka {
         let meta = Arc::clone(&self.meta);
         let topic = topic.to_owned();
         let fallback = Arc::clone(&self.fallback);
+        let _permit = self.meta_permits.acquire().await.map_err(shutting_down)?;
         blocking(move || watermarks_of(&meta, &fallback, &topic, partition)).await
     }
 
@@ -337,6 +351,7 @@ impl Kafka {
         let meta = Arc::clone(&self.meta);
         let topic = topic.to_owned();
         let partitions = partitions.to_vec();
+        let _permit = self.meta_permits.acquire().await.map_err(shutting_down)?;
         blocking(move || {
             let mut tpl = TopicPartitionList::new();
             for p in &partitions {
@@ -375,11 +390,7 @@ impl Kafka {
         max: usize,
         wait: Duration,
     ) -> Result<Read, ApiError> {
-        let _permit = self
-            .reader_permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::Unavailable("gateway is shutting down".into()))?;
+        let _permit = self.reader_permits.acquire().await.map_err(shutting_down)?;
         let bootstrap = self.bootstrap.clone();
         let topic = topic.to_owned();
         blocking(move || {

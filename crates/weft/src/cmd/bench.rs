@@ -25,6 +25,7 @@ use super::{ClientArgs, REQUEST_TIMEOUT, describe_code, describe_error};
 mod gateway;
 mod groups;
 mod produce_raw;
+mod webhooks;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -51,6 +52,9 @@ enum Mode {
     /// The gateway's live streams: N SSE clients of a topic produced at a rate
     /// (delivered/expected, latency, server memory), or the memory of N idle connections
     Gateway(gateway::GatewayArgs),
+    /// Webhook deliveries/s from the gateway to a fast local target the bench serves
+    /// (subscribed through the API), with produce→delivery latency and a same-run ceiling
+    Webhooks(webhooks::WebhooksArgs),
     /// One group member process of `bench groups` (internal)
     #[command(hide = true)]
     GroupMember(groups::MemberArgs),
@@ -131,6 +135,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Mode::E2e(load) => bench_e2e(&args.client, &load),
         Mode::Groups(g) => groups::bench_groups(&args.client, &g),
         Mode::Gateway(g) => gateway::bench_gateway(&args.client, &g),
+        Mode::Webhooks(w) => webhooks::bench_webhooks(&args.client, &w),
         Mode::GroupMember(m) => groups::member(&args.client, &m),
     })
     .await

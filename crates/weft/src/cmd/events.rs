@@ -95,13 +95,13 @@ enum EventsCommand {
     },
 }
 
-struct Http {
+pub(crate) struct Http {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Http {
-    fn new(base: &str) -> anyhow::Result<Http> {
+    pub(crate) fn new(base: &str) -> anyhow::Result<Http> {
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") {
             bail!("--url {base}: expected an http:// URL");
@@ -113,7 +113,12 @@ impl Http {
     }
 
     /// The answer's status and JSON body; an error answer becomes an error naming its code.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let req = Request::builder()
             .method(method)

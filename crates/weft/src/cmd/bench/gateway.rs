@@ -422,7 +422,10 @@ async fn loopback_ceiling(clients: usize, record_size: usize) -> anyhow::Result<
     Ok(n as f64 / secs)
 }
 
-async fn ensure_topic(client: &ClientArgs, topic: Option<String>) -> anyhow::Result<String> {
+pub(super) async fn ensure_topic(
+    client: &ClientArgs,
+    topic: Option<String>,
+) -> anyhow::Result<String> {
     let name = topic.unwrap_or_else(|| {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
