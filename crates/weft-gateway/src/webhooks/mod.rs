@@ -24,6 +24,10 @@ pub mod api;
 pub mod sign;
 pub mod store;
 
+/// Records a worker reads per partition and round (one pooled read, then the batch is
+/// delivered and the position stored).
+const WORKER_READ: usize = 1000;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,6 +98,8 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// The webhook subsystem.
 pub(crate) struct Webhooks {
     pub(crate) store: Store,
+    /// Delivery attempts, group-committed.
+    attempts: store::AttemptLog,
     config: WebhookConfig,
     kafka: Arc<Kafka>,
     client: HttpClient,
@@ -120,6 +126,7 @@ impl Webhooks {
         connector.set_connect_timeout(Some(config.timeout));
         let (new_tx, new_rx) = mpsc::unbounded_channel();
         Ok(Webhooks {
+            attempts: store::AttemptLog::start(store.clone()),
             store,
             client: Client::builder(TokioExecutor::new()).build(connector),
             config,
@@ -334,7 +341,14 @@ impl Webhooks {
                 }
                 let read = self
                     .kafka
-                    .read(&topic, p, from, Some(high), 200, Duration::from_secs(5))
+                    .read(
+                        &topic,
+                        p,
+                        from,
+                        Some(high),
+                        WORKER_READ,
+                        Duration::from_secs(5),
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 position.insert(p, read.next.max(from));
@@ -427,7 +441,7 @@ impl Webhooks {
                 .into(),
                 detail,
             };
-            if let Err(e) = store::record_attempt(&self.store, &target.id, &row).await {
+            if let Err(e) = self.attempts.record(&target.id, row.clone()).await {
                 warn!(webhook = target.id, error = %e, "cannot record a delivery attempt");
             }
             if success {
@@ -444,16 +458,17 @@ impl Webhooks {
                 );
                 warn!(webhook = target.id, reason, "webhook disabled");
                 let _ = store::set_enabled(&self.store, &target.id, false, Some(&reason)).await;
-                let _ = store::record_attempt(
-                    &self.store,
-                    &target.id,
-                    &Attempt {
-                        outcome: "disabled".into(),
-                        detail: reason,
-                        ..row
-                    },
-                )
-                .await;
+                let _ = self
+                    .attempts
+                    .record(
+                        &target.id,
+                        Attempt {
+                            outcome: "disabled".into(),
+                            detail: reason,
+                            ..row
+                        },
+                    )
+                    .await;
                 return false;
             }
             if last {
