@@ -589,6 +589,20 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// The next connection on `listener` (`what` names it in the log). A failed accept (out of
+/// file descriptors and the like) is logged and retried after a pause instead of spinning.
+pub(crate) async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, "{what} accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Accepts TCP connections and hands each one, once its handshake is done, to `tx`; stops
 /// when the receiving side is gone.
 async fn accept_tls(
@@ -606,15 +620,7 @@ async fn accept_tls(
             () = tx.closed() => return,
         };
         let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "https accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, "https") => accepted,
             () = tx.closed() => return,
         };
         let tls = tls.clone();

@@ -58,15 +58,7 @@ pub(crate) async fn serve(
     loop {
         let (tcp, peer) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = crate::http::accept(&listener, "http") => accepted,
         };
         tokio::spawn(connection(tcp, peer, router.clone(), stop_rx.clone()));
     }
@@ -597,7 +589,12 @@ mod tests {
     /// Stops the server and checks that it returns.
     async fn stop(f: Fixture) {
         let _ = f.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), f.server)
+        returns(f.server).await;
+    }
+
+    /// Checks that `serve` returns (within 10 s) without an error.
+    async fn returns(server: tokio::task::JoinHandle<io::Result<()>>) {
+        tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .expect("serve did not return")
             .expect("join")
@@ -801,10 +798,6 @@ mod tests {
         tx.send(Bytes::from_static(b"last")).await.expect("send");
         drop(tx);
         read_until(&mut streaming, &mut got, b"0\r\n\r\n").await;
-        tokio::time::timeout(Duration::from_secs(10), f.server)
-            .await
-            .expect("serve did not return")
-            .expect("join")
-            .expect("serve");
+        returns(f.server).await;
     }
 }

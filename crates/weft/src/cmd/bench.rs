@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -294,16 +294,9 @@ fn send_all(
             }
         }
         payload[..8].copy_from_slice(&now_ns().to_le_bytes());
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => bail!("cannot produce to {topic:?}: {}", describe_error(&e)),
-            }
+        let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&payload);
+        if let Err(e) = super::send_when_room(producer, record, Duration::from_micros(200)) {
+            bail!("cannot produce to {topic:?}: {}", describe_error(&e));
         }
     }
     producer

@@ -217,6 +217,30 @@ pub(crate) async fn blocking(
 /// How long admin and metadata requests may take before the command gives up.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Queues `record` on a threaded producer, waiting `pause` at a time while librdkafka's
+/// queue is full (its background thread drains it as acknowledgements arrive).
+pub(crate) fn send_when_room<C, K, P>(
+    producer: &rdkafka::producer::ThreadedProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P, C::DeliveryOpaque>,
+    pause: Duration,
+) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(pause);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// Kafka's name for an error code (`INVALID_TOPIC_EXCEPTION`), as the Kafka tools print it;
 /// librdkafka's local errors keep its leading underscore (`_MSG_TIMED_OUT`).
 pub(crate) fn kafka_error_name(code: RDKafkaErrorCode) -> String {

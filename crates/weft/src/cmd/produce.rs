@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rdkafka::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
@@ -140,20 +139,12 @@ fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             record = record.partition(p);
         }
         bytes += (value.len() + key.map_or(0, <[u8]>::len)) as u64;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // The background thread drains the queue as acknowledgements arrive.
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => bail!(
-                    "cannot produce to topic {:?}: {}",
-                    args.topic,
-                    describe_error(&e)
-                ),
-            }
+        if let Err(e) = super::send_when_room(&producer, record, Duration::from_millis(1)) {
+            bail!(
+                "cannot produce to topic {:?}: {}",
+                args.topic,
+                describe_error(&e)
+            );
         }
         sent += 1;
     }

@@ -17,12 +17,12 @@ use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::super::{ClientArgs, REQUEST_TIMEOUT, describe_code};
+use super::super::{ClientArgs, REQUEST_TIMEOUT, describe_code, send_when_room};
 use super::{histogram, now_ns};
 
 #[derive(Debug, clap::Args)]
@@ -233,20 +233,10 @@ async fn produce(client: &ClientArgs, topic: &str, args: &GatewayArgs) -> anyhow
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
-            let head = format!(r#"{{"t":{},"p":""#, now_ns());
-            let pad = size.saturating_sub(head.len() + 2);
-            let value = format!("{head}{}\"}}", "x".repeat(pad));
-            let mut record = BaseRecord::<(), str>::to(&topic).payload(&value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(anyhow::anyhow!("produce: {e}")),
-                }
-            }
+            let value = timed_value(size);
+            let record = BaseRecord::<(), str>::to(&topic).payload(&value);
+            send_when_room(&producer, record, Duration::from_millis(1))
+                .map_err(|e| anyhow::anyhow!("produce: {e}"))?;
             sent += 1;
         }
         if let Err(e) = producer.flush(Duration::from_secs(30)) {
@@ -254,11 +244,19 @@ async fn produce(client: &ClientArgs, topic: &str, args: &GatewayArgs) -> anyhow
         }
         let acked = producer.context().0.load(Ordering::Relaxed);
         println!("produced: {sent} sent, {acked} acknowledged");
-        Ok(acked)
+        Ok::<_, anyhow::Error>(acked)
     })
     .await
     .context("producer thread")??;
     Ok(sent)
+}
+
+/// A JSON value of `size` bytes whose `t` is the bench clock now (how the clients and the
+/// webhook target measure produce→delivery latency), padded with a string.
+pub(super) fn timed_value(size: usize) -> String {
+    let head = format!(r#"{{"t":{},"p":""#, now_ns());
+    let pad = size.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
 }
 
 /// One SSE client: GET, then counts `data:` lines of the chunked body until stopped;

@@ -21,13 +21,12 @@ use http_body_util::Full;
 use hyper::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde_json::json;
 
-use super::super::ClientArgs;
 use super::super::events::Http;
-use super::gateway::ensure_topic;
+use super::super::{ClientArgs, send_when_room};
+use super::gateway::{ensure_topic, timed_value};
 use super::{histogram, now_ns};
 
 #[derive(Debug, clap::Args)]
@@ -198,21 +197,11 @@ async fn produce(client: &ClientArgs, topic: &str, args: &WebhooksArgs) -> anyho
     );
     tokio::task::spawn_blocking(move || {
         for i in 0..records {
-            let head = format!(r#"{{"t":{},"p":""#, now_ns());
-            let pad = size.saturating_sub(head.len() + 2);
-            let value = format!("{head}{}\"}}", "x".repeat(pad));
+            let value = timed_value(size);
             let key = format!("k{}", i % keys);
-            let mut record = BaseRecord::to(&topic).key(&key).payload(&value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => anyhow::bail!("produce: {e}"),
-                }
-            }
+            let record = BaseRecord::to(&topic).key(&key).payload(&value);
+            send_when_room(&producer, record, Duration::from_millis(1))
+                .map_err(|e| anyhow::anyhow!("produce: {e}"))?;
         }
         producer
             .flush(Duration::from_secs(60))
