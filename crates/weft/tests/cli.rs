@@ -335,7 +335,33 @@ fn invalid_topic_name_fails_with_the_kafka_error_name() {
 #[test]
 fn bench_produce_prints_throughput_and_percentiles() {
     let server = Broker::start();
-    let run = server.ok(&["bench", "produce", "--records", "20000"], "");
+    let pid = server.server.pid().to_string();
+    let run = server.ok(
+        &["bench", "produce", "--records", "20000", "--broker-pid", &pid],
+        "",
+    );
+    // CPU per payload byte of the client and of the broker (its /proc entry, read in 10 ms
+    // ticks, so a short run may show 0), and the machine's busy cores.
+    for prefix in ["client CPU: ", "broker CPU: "] {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {}", run.stdout));
+        let ns: f64 = line
+            .split_once('(')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no ns per byte in {line}"));
+        assert!(ns >= 0.0 && line.contains("ns per payload byte"), "{line}");
+    }
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("machine CPU: ") && l.contains("cores busy")),
+        "{}",
+        run.stdout
+    );
     let line = run
         .stdout
         .lines()

@@ -22,6 +22,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{ClientArgs, REQUEST_TIMEOUT, describe_code, describe_error};
 
+mod cpu;
 mod gateway;
 mod groups;
 mod produce_raw;
@@ -96,6 +97,9 @@ struct Load {
     /// Idempotent producer (needs --acks all)
     #[arg(long)]
     idempotence: bool,
+    /// The broker's process id, to report its CPU time per payload byte (Linux /proc)
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 impl Load {
@@ -113,11 +117,13 @@ impl Load {
             linger_ms: None,
             compression: "none".to_owned(),
             idempotence: false,
+            broker_pid: None,
         }
     }
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    cpu::keep_heap();
     super::blocking(move || match args.mode {
         Mode::Produce(load) => bench_produce(&args.client, &load),
         Mode::ProduceRaw(raw) => {
@@ -253,7 +259,11 @@ fn producer(client: &ClientArgs, load: &Load) -> anyhow::Result<ThreadedProducer
         ("acks", load.acks.clone()),
         ("compression.codec", load.compression.clone()),
         ("enable.idempotence", load.idempotence.to_string()),
+        // The producer's queue is bounded by bytes, as the Java producer's 32 MiB
+        // buffer.memory: enough for several full batches in flight, while an unbounded
+        // one (librdkafka's default allows 1 GiB) only adds queueing delay to every ack.
         ("queue.buffering.max.messages", "1000000".to_owned()),
+        ("queue.buffering.max.kbytes", "32768".to_owned()),
     ];
     if let Some(v) = load.batch_size {
         settings.push(("batch.size", v.to_string()));
@@ -350,22 +360,14 @@ fn bench_produce(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
     );
     let producer = producer(client, load)?;
     epoch();
-    let cpu0 = produce_raw::cpu_seconds("self")?;
+    let cpu = cpu::CpuMeter::start(load.broker_pid)?;
     let start = Instant::now();
     send_all(&producer, &topic, load, load.rate)?;
     let elapsed = start.elapsed();
     let acks = producer.context();
     let ok = acks.ok.load(Ordering::Relaxed);
     print_throughput("produce", ok, ok * load.record_size, elapsed);
-    // The client's CPU per payload byte (librdkafka's threads included), to set beside the
-    // broker's (`produce-raw --broker-pid`, or the broker's /proc/<pid>/stat): what the
-    // client costs on a machine where both share the cores.
-    let per_byte = |s: f64| s * 1e9 / (ok * load.record_size).max(1) as f64;
-    let cpu = produce_raw::cpu_seconds("self")? - cpu0;
-    println!(
-        "client CPU: {cpu:.2} s ({:.3} ns per payload byte)",
-        per_byte(cpu)
-    );
+    cpu.report(ok * load.record_size, elapsed)?;
     if let Ok(h) = acks.latency.lock()
         && let Some(h) = h.as_ref()
     {

@@ -396,6 +396,7 @@ fn measure_pauses(client: &ClientArgs, args: &GroupsArgs, protocol: &str) -> any
         linger_ms: None,
         compression: "none".to_owned(),
         idempotence: false,
+        broker_pid: None,
     };
     super::ensure_topic(client, &load_args)?;
     let load = Load::start(client, &topic, args.partitions, args.rate)?;

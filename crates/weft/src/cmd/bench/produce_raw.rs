@@ -84,11 +84,7 @@ pub(crate) fn bench_produce_raw(client: &ClientArgs, args: &RawArgs) -> anyhow::
     let mut conn = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     conn.set_nodelay(true)?;
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let cpu0 = cpu_seconds("self")?;
-    let broker0 = args
-        .broker_pid
-        .map(|p| cpu_seconds(&p.to_string()))
-        .transpose()?;
+    let cpu = super::cpu::CpuMeter::start(args.broker_pid)?;
     let start = Instant::now();
     let (mut sent, mut answered) = (0u64, 0u64);
     let mut response = Vec::new();
@@ -106,23 +102,10 @@ pub(crate) fn bench_produce_raw(client: &ClientArgs, args: &RawArgs) -> anyhow::
         answered += 1;
     }
     let elapsed = start.elapsed();
-    let cpu = cpu_seconds("self")? - cpu0;
     let records = requests * per_request;
     let bytes = records * args.record_size as u64;
     super::print_throughput("produce-raw", records, bytes, elapsed);
-    let ns_per_byte = |s: f64| s * 1e9 / bytes as f64;
-    println!(
-        "client CPU: {cpu:.2} s ({:.3} ns per payload byte)",
-        ns_per_byte(cpu)
-    );
-    if let (Some(pid), Some(b0)) = (args.broker_pid, broker0) {
-        let b = cpu_seconds(&pid.to_string())? - b0;
-        println!(
-            "broker CPU: {b:.2} s ({:.3} ns per payload byte, {:.0} % of one core)",
-            ns_per_byte(b),
-            b / elapsed.as_secs_f64() * 100.0
-        );
-    }
+    cpu.report(bytes, elapsed)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -229,17 +212,4 @@ impl<'a> Reader<'a> {
     fn i32(&mut self) -> anyhow::Result<i32> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into()?))
     }
-}
-
-/// CPU time (user + system, seconds) of `/proc/<pid>` (`self` for this process).
-pub(super) fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start at state, field 3.
-    let after = stat.rsplit_once(") ").map(|(_, a)| a).context("bad stat")?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let user: u64 = f.get(11).and_then(|v| v.parse().ok()).context("no utime")?;
-    let system: u64 = f.get(12).and_then(|v| v.parse().ok()).context("no stime")?;
-    // USER_HZ is 100 on every Linux configuration the bench runs on.
-    Ok((user + system) as f64 / 100.0)
 }
