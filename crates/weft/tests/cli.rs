@@ -332,12 +332,30 @@ fn invalid_topic_name_fails_with_the_kafka_error_name() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
 }
 
+/// Asserts that some stdout line starts with `prefix` and contains every one of `parts`.
+fn assert_line(run: &Run, prefix: &str, parts: &[&str]) {
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p))),
+        "no {prefix:?} line with {parts:?} in {}",
+        run.stdout
+    );
+}
+
 #[test]
 fn bench_produce_prints_throughput_and_percentiles() {
     let server = Broker::start();
     let pid = server.server.pid().to_string();
     let run = server.ok(
-        &["bench", "produce", "--records", "20000", "--broker-pid", &pid],
+        &[
+            "bench",
+            "produce",
+            "--records",
+            "20000",
+            "--broker-pid",
+            &pid,
+        ],
         "",
     );
     // CPU per payload byte of the client and of the broker (its /proc entry, read in 10 ms
@@ -355,13 +373,7 @@ fn bench_produce_prints_throughput_and_percentiles() {
             .unwrap_or_else(|| panic!("no ns per byte in {line}"));
         assert!(ns >= 0.0 && line.contains("ns per payload byte"), "{line}");
     }
-    assert!(
-        run.stdout
-            .lines()
-            .any(|l| l.starts_with("machine CPU: ") && l.contains("cores busy")),
-        "{}",
-        run.stdout
-    );
+    assert_line(&run, "machine CPU: ", &["cores busy"]);
     let line = run
         .stdout
         .lines()
@@ -370,16 +382,21 @@ fn bench_produce_prints_throughput_and_percentiles() {
     for label in ["p50=", "p99=", "p99.9=", "max=", "(20000 samples)"] {
         assert!(line.contains(label), "{line}");
     }
-    assert!(
-        run.stdout
-            .lines()
-            .any(|l| l.starts_with("produce: ") && l.contains("msgs/s") && l.contains("MB/s")),
-        "{}",
-        run.stdout
-    );
+    assert_line(&run, "produce: ", &["msgs/s", "MB/s"]);
 
-    let run = server.ok(&["bench", "consume", "--records", "5000"], "");
+    let run = server.ok(
+        &[
+            "bench",
+            "consume",
+            "--records",
+            "5000",
+            "--broker-pid",
+            &pid,
+        ],
+        "",
+    );
     assert!(run.stdout.contains("consume: "), "{}", run.stdout);
+    assert_line(&run, "broker CPU: ", &["ns per payload byte"]);
     let run = server.ok(&["bench", "e2e", "--records", "2000", "--rate", "2000"], "");
     assert!(
         run.stdout

@@ -97,7 +97,8 @@ struct Load {
     /// Idempotent producer (needs --acks all)
     #[arg(long)]
     idempotence: bool,
-    /// The broker's process id, to report its CPU time per payload byte (Linux /proc)
+    /// The broker's process id, to report its CPU time per payload byte (produce and
+    /// consume; Linux /proc)
     #[arg(long)]
     broker_pid: Option<u32>,
 }
@@ -436,6 +437,7 @@ fn bench_consume(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
         security_label(client)
     );
     let (consumer, _) = consumer_at(client, &topic, |_, _| Ok(Offset::Beginning))?;
+    let cpu = cpu::CpuMeter::start(load.broker_pid)?;
     let start = Instant::now();
     let (mut count, mut bytes) = (0u64, 0u64);
     let mut last = Instant::now();
@@ -451,6 +453,7 @@ fn bench_consume(client: &ClientArgs, load: &Load) -> anyhow::Result<ExitCode> {
         }
     }
     print_throughput("consume", count, bytes, last.duration_since(start));
+    cpu.report(bytes, last.duration_since(start))?;
     if count < load.records {
         eprintln!(
             "error: only {count} of {} records arrived (idle for {IDLE:?})",
