@@ -15,6 +15,7 @@ run() { # label, then dd arguments; dd's summary line ends with "<n> <unit>/s"
 run "ceiling: 1 GiB in 16 KiB writes, final fdatasync"  bs=16k count=65536 conv=fdatasync
 run "ceiling: 256 MiB in 1 KiB writes, final fdatasync" bs=1k count=262144 conv=fdatasync
 run "ceiling: 1 GiB in 1 MiB writes, final fdatasync"   bs=1M count=1024 conv=fdatasync
+run "ceiling: 1 GiB in 1 MiB O_DIRECT writes (no page cache)" bs=1M count=1024 oflag=direct
 run "ceiling: 256 MiB, data sync every 64 KiB"          bs=64k count=4096 oflag=dsync
 run "ceiling: 64 MiB, data sync every 16 KiB"           bs=16k count=4096 oflag=dsync
 run "ceiling: 8 MiB, data sync every 1 KiB"             bs=1k count=8192 oflag=dsync
