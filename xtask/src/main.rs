@@ -61,6 +61,13 @@ const PIP_PACKAGES: &[PipPackage] = &[
         package: "kafka-python",
         module: "kafka",
     },
+    // aiokafka (crates/weft-broker/tests/aiokafka.rs): an asyncio client with its own
+    // protocol implementation, a fourth independent client besides librdkafka, kafka-python
+    // and kafkajs.
+    PipPackage {
+        package: "aiokafka",
+        module: "aiokafka",
+    },
     // The gateway tests (crates/weft/tests/gateway_*.rs): webhook signatures verified by the
     // Standard Webhooks reference library, a WebSocket client, an OpenAPI 3.1 validator.
     PipPackage {

@@ -110,3 +110,39 @@ impl Drop for TestBroker {
         }
     }
 }
+
+/// Runs the Python client script `tests/compat/<script>` against a fresh broker (its
+/// bootstrap address as the one argument) and asserts that it exits 0 having printed every
+/// line of `steps`. `modules` (comma-separated) are imported first: when one is missing the
+/// test fails naming `install`.
+pub(crate) fn python_compat(script: &str, modules: &str, install: &str, steps: &[&str]) {
+    use std::process::Command;
+    let probe = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "a Python module is missing: `{install}` (`cargo xtask test` installs it)\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("python3 not found ({e}): install the Debian package python3"),
+    }
+    let b = TestBroker::start();
+    let path = format!("{}/tests/compat/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .arg(b.bootstrap())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for step in steps {
+        assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
+    }
+}

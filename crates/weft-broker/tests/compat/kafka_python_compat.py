@@ -12,15 +12,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewPartitions, NewTopic
 from kafka.errors import InvalidTopicError, TopicAlreadyExistsError, UnsupportedVersionError
 
+from keyed_checks import check, check_keyed
+
 BOOTSTRAP = sys.argv[1]
 N = 20000
 KEYS = 61
 HANG_S = 180  # bound against hangs, never a performance threshold
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 def consume(topic, partitions, n):
@@ -52,15 +49,7 @@ def codecs(admin):
         for f in futures:
             f.get(timeout=HANG_S)
         p.close()
-        per_key, partition_of = {}, {}
-        for partition, _, key, value, _ in consume(topic, 3, N):
-            per_key.setdefault(key, []).append(int(value))
-            check(partition_of.setdefault(key, partition) == partition, f"{codec}: key {key} moved")
-        check(len(per_key) == KEYS, f"{codec}: {len(per_key)} keys")
-        for key, seqs in per_key.items():
-            k = int(key[1:])
-            want = list(range((N - k + KEYS - 1) // KEYS))
-            check(seqs == want, f"{codec}: key {key}: order or exactly-once broken")
+        check_keyed(codec, [(r[0], r[2], r[3]) for r in consume(topic, 3, N)], N, KEYS)
         print(f"codec {codec}: {N} records ok", flush=True)
 
 
