@@ -572,6 +572,11 @@ mod tests {
     }
 
     /// Connects and sends `request`.
+    /// Asserts that what a client read starts with `prefix` (a status line), showing it if not.
+    fn assert_starts(got: &[u8], prefix: &[u8]) {
+        assert!(got.starts_with(prefix), "{}", String::from_utf8_lossy(got));
+    }
+
     async fn send(addr: SocketAddr, request: &[u8]) -> TcpStream {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
         tcp.write_all(request).await.expect("write");
@@ -644,11 +649,7 @@ mod tests {
             .await
             .expect("write");
         read_until(&mut tcp, &mut got, b"\r\n\r\nok").await;
-        assert!(
-            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
-            "{}",
-            String::from_utf8_lossy(&got)
-        );
+        assert_starts(&got, b"HTTP/1.1 200 OK\r\n");
         stop(f).await;
     }
 
@@ -743,20 +744,12 @@ mod tests {
         .await;
         let mut got = Vec::new();
         read_until(&mut tcp, &mut got, b"\r\n\r\n").await;
-        assert!(
-            got.starts_with(b"HTTP/1.1 405"),
-            "{}",
-            String::from_utf8_lossy(&got)
-        );
+        assert_starts(&got, b"HTTP/1.1 405");
         // Garbage: hyper's 400, and the connection closes.
         let mut tcp = send(f.addr, b"\x00\x01garbage\r\n\r\n").await;
         let mut got = Vec::new();
         tcp.read_to_end(&mut got).await.expect("read");
-        assert!(
-            got.starts_with(b"HTTP/1.1 400"),
-            "{}",
-            String::from_utf8_lossy(&got)
-        );
+        assert_starts(&got, b"HTTP/1.1 400");
         // A 20 KiB header on a stream path: hyper reads it and answers (finite route).
         let mut req = b"GET /fin/events HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
         req.extend(std::iter::repeat_n(b'a', 20 * 1024));
@@ -764,11 +757,7 @@ mod tests {
         let mut tcp = send(f.addr, &req).await;
         let mut got = Vec::new();
         read_until(&mut tcp, &mut got, b"finite").await;
-        assert!(
-            got.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&got)
-        );
+        assert_starts(&got, b"HTTP/1.1 200");
         // The server is still up and takes streams.
         let mut tcp = send(f.addr, b"GET /fin/events HTTP/1.1\r\nHost: t\r\n\r\n").await;
         let mut got = Vec::new();

@@ -111,10 +111,46 @@ impl Drop for TestBroker {
     }
 }
 
-/// Runs the Python client script `tests/compat/<script>` against a fresh broker (its
-/// bootstrap address as the one argument) and asserts that it exits 0 having printed every
-/// line of `steps`. `modules` (comma-separated) are imported first: when one is missing the
-/// test fails naming `install`.
+/// Lines every client's compatibility script prints when its part passes.
+pub(crate) const SHARED_STEPS: &[&str] = &[
+    "codec gzip",
+    "codec snappy",
+    "codec lz4",
+    "codec zstd",
+    "offsets by time and DeleteRecords ok",
+    "configs ok",
+    "invalid names ok",
+];
+
+/// Runs `program tests/compat/<script> <bootstrap>` against `b` and asserts that it exits 0
+/// having printed every line of [`SHARED_STEPS`] and of `steps`.
+pub(crate) fn run_compat(
+    b: &TestBroker,
+    mut program: std::process::Command,
+    script: &str,
+    steps: &[&str],
+) {
+    let path = format!("{}/tests/compat/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = program
+        .arg(&path)
+        .arg(b.bootstrap())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for step in SHARED_STEPS.iter().chain(steps) {
+        assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
+    }
+}
+
+/// [`run_compat`] for a Python client script, against a fresh broker. `modules`
+/// (comma-separated) are imported first: when one is missing the test fails naming
+/// `install`.
 pub(crate) fn python_compat(script: &str, modules: &str, install: &str, steps: &[&str]) {
     use std::process::Command;
     let probe = Command::new("python3")
@@ -129,20 +165,5 @@ pub(crate) fn python_compat(script: &str, modules: &str, install: &str, steps: &
         Err(e) => panic!("python3 not found ({e}): install the Debian package python3"),
     }
     let b = TestBroker::start();
-    let path = format!("{}/tests/compat/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(&path)
-        .arg(b.bootstrap())
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{script} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    for step in steps {
-        assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
-    }
+    run_compat(&b, Command::new("python3"), script, steps);
 }
