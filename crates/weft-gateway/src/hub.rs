@@ -555,7 +555,7 @@ impl Engine {
             }
             // While skipping, wake up as soon as the client has drained its buffer enough
             // to be told what it missed (not only on the next live record).
-            let room_for_gaps = (!self.skipped.is_empty()).then(|| self.out.clone());
+            let room_for_gaps = (!self.skipped.is_empty()).then_some(&out);
             let room_needed = self.gap_room();
             tokio::select! {
                 biased;
@@ -1032,7 +1032,7 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// Resolves once `out` has `n` free places; never when `None`.
-async fn wait_room(out: Option<OutTx>, n: usize) {
+async fn wait_room(out: Option<&OutTx>, n: usize) {
     match out {
         Some(out) => out.wait_room(n).await,
         None => std::future::pending().await,

@@ -57,6 +57,8 @@ struct Shared {
     render: Option<Render>,
     /// Room was made, or the writer went away.
     room: Notify,
+    /// The writer went away (not woken by every take, as `room` is).
+    gone: Notify,
 }
 
 impl Shared {
@@ -86,6 +88,7 @@ pub(crate) fn outbox(cap: usize, sse: Option<(String, Format)>) -> (OutTx, OutRx
         cap: cap.max(1),
         render: sse.map(|(topic, format)| Render { topic, format }),
         room: Notify::new(),
+        gone: Notify::new(),
     });
     (OutTx(Arc::clone(&shared)), OutRx(shared))
 }
@@ -125,6 +128,7 @@ impl Drop for OutRx {
         s.bytes = BytesMut::new();
         drop(s);
         self.0.room.notify_waiters();
+        self.0.gone.notify_waiters();
     }
 }
 
@@ -200,7 +204,7 @@ impl OutTx {
     /// Resolves once the writer is gone.
     pub(crate) async fn closed(&self) {
         loop {
-            let notified = self.0.room.notified();
+            let notified = self.0.gone.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.is_closed() {

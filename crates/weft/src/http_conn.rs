@@ -14,7 +14,7 @@
 //! [`MAX_HEAD`], that httparse refuses, a request with a body or an `Upgrade` — goes to
 //! hyper with the bytes already read, so hyper gives the errors it always gave.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
@@ -326,10 +326,14 @@ async fn respond(
                     continue;
                 }
                 if framing == Framing::Chunked {
-                    let size = format!("{:x}\r\n", data.len());
-                    let chunk = Bytes::from(size)
-                        .chain(data)
-                        .chain(Bytes::from_static(b"\r\n"));
+                    // The chunk-size line on the stack: no allocation per chunk.
+                    let mut size = [0u8; 18];
+                    let n = {
+                        let mut rest = &mut size[..];
+                        write!(rest, "{:x}\r\n", data.len())?;
+                        18 - rest.len()
+                    };
+                    let chunk = (&size[..n]).chain(data).chain(&b"\r\n"[..]);
                     write_stalling(tcp, chunk).await?;
                 } else {
                     write_stalling(tcp, data).await?;

@@ -441,14 +441,16 @@ impl Webhooks {
                 .into(),
                 detail,
             };
-            if let Err(e) = self.attempts.record(&target.id, row.clone()).await {
+            // Only a failure uses the row again (its detail, the disabled record).
+            let kept = (!success).then(|| row.clone());
+            if let Err(e) = self.attempts.record(&target.id, row).await {
                 warn!(webhook = target.id, error = %e, "cannot record a delivery attempt");
             }
-            if success {
+            let Some(row) = kept else {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
                 target.on_result(true);
                 return true;
-            }
+            };
             first_failure.get_or_insert(now);
             let failing_since = target.on_result(false);
             if failing_since.elapsed() >= self.config.disable_after {

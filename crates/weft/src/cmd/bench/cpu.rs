@@ -9,8 +9,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-/// USER_HZ, the unit of `/proc` CPU times: 100 on every Linux configuration the bench runs on.
-const TICKS_PER_SECOND: f64 = 100.0;
+/// USER_HZ, the unit of `/proc` CPU times: `sysconf(_SC_CLK_TCK)` through getconf (no libc
+/// binding here), read once; Linux's usual 100 if that fails.
+fn ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
 
 /// CPU time (user + system, seconds) of `/proc/<pid>` (`self` for this process).
 pub(super) fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
@@ -21,7 +32,7 @@ pub(super) fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
     let f: Vec<&str> = after.split_whitespace().collect();
     let user: u64 = f.get(11).and_then(|v| v.parse().ok()).context("no utime")?;
     let system: u64 = f.get(12).and_then(|v| v.parse().ok()).context("no stime")?;
-    Ok((user + system) as f64 / TICKS_PER_SECOND)
+    Ok((user + system) as f64 / ticks_per_second())
 }
 
 /// The machine's (busy, all) CPU seconds since boot, summed over its cores, from the first
@@ -39,8 +50,8 @@ fn machine_seconds() -> anyhow::Result<(f64, f64)> {
     let idle = field(3) + field(4);
     let busy = field(0) + field(1) + field(2) + field(5) + field(6);
     Ok((
-        busy as f64 / TICKS_PER_SECOND,
-        (busy + idle) as f64 / TICKS_PER_SECOND,
+        busy as f64 / ticks_per_second(),
+        (busy + idle) as f64 / ticks_per_second(),
     ))
 }
 

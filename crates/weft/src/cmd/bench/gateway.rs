@@ -344,15 +344,13 @@ async fn read_chunked_sse<R: tokio::io::AsyncBufRead + Unpin>(
     Ok(())
 }
 
-/// The `"t":<digits>` of an event's value.
-fn sent_time(data: &[u8]) -> Option<u64> {
+/// The `"t":<digits>` of an event's value (spaces after the colon allowed).
+pub(super) fn sent_time(data: &[u8]) -> Option<u64> {
     let at = data.windows(4).position(|w| w == br#""t":"#)? + 4;
-    let digits: Vec<u8> = data[at..]
-        .iter()
-        .copied()
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
+    let rest = &data[at..];
+    let rest = &rest[rest.iter().take_while(|b| **b == b' ').count()..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 /// Events/s × clients the bench's own clients read from an in-process server that writes

@@ -674,24 +674,7 @@ fn sample(pid: u32) -> anyhow::Result<(u64, f64)> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("no VmRSS")?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start at state, field 3.
-    let after = stat.rsplit_once(") ").map(|(_, a)| a).context("bad stat")?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).context("no utime")?;
-    let sticks: u64 = f.get(12).and_then(|v| v.parse().ok()).context("no stime")?;
-    Ok((rss, (ticks + sticks) as f64 / clock_ticks() as f64))
-}
-
-/// `sysconf(_SC_CLK_TCK)` through getconf (no libc binding here); Linux's usual 100 if that
-/// fails.
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
+    Ok((rss, super::cpu::cpu_seconds(&pid.to_string())?))
 }
 
 /// Broker CPU (% of one core) over a window of `secs` seconds while `during` runs.

@@ -27,6 +27,8 @@ use serde_json::json;
 use super::super::events::Http;
 use super::super::{ClientArgs, send_when_room};
 use super::gateway::{ensure_topic, timed_value};
+// The `"t":<ns>` the producer put in the record, wherever the gateway's body holds it.
+use super::gateway::sent_time as sent_at;
 use super::{histogram, now_ns};
 
 #[derive(Debug, clap::Args)]
@@ -70,18 +72,6 @@ async fn hook(State(t): State<Arc<Target>>, body: Bytes) -> StatusCode {
         h.saturating_record((now.saturating_sub(sent) / 1_000).max(1));
     }
     StatusCode::NO_CONTENT
-}
-
-/// The `"t":<ns>` the producer put in the record (wherever the gateway's body holds it).
-fn sent_at(body: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(body).ok()?;
-    let at = text.find("\"t\":")? + 4;
-    let digits: String = text[at..]
-        .chars()
-        .skip_while(|c| *c == ' ')
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 pub(super) fn bench_webhooks(client: &ClientArgs, args: &WebhooksArgs) -> anyhow::Result<ExitCode> {
